@@ -1,0 +1,340 @@
+//! The inventory file: what the user wrote, parsed strictly (unknown fields are errors).
+//!
+//! Every check made here or in [`crate::cluster`] reports file:line:column through [`Problems`].
+
+pub mod locate;
+
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+pub use locate::{Position, Positions};
+
+pub const API_VERSION: &str = "provision/v1alpha1";
+pub const KIND: &str = "Cluster";
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Inventory {
+    pub api_version: String,
+    pub kind: String,
+    pub metadata: Metadata,
+    pub spec: Spec,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Metadata {
+    pub name: String,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Spec {
+    pub kubernetes_version: Option<String>,
+    /// `host[:port]` clients use to reach the API; default: the first control plane, port 6443.
+    pub control_plane_endpoint: Option<String>,
+    #[serde(default)]
+    pub api_server: ApiServerSpec,
+    #[serde(default)]
+    pub networking: Networking,
+    #[serde(default)]
+    pub runtime: RuntimeSpec,
+    #[serde(default)]
+    pub cni: CniSpec,
+    #[serde(default)]
+    pub bundle: BundleSpec,
+    #[serde(default)]
+    pub ssh: SshSpec,
+    pub hosts: Vec<HostSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ApiServerSpec {
+    /// Extra subject alternative names for the API server certificate.
+    #[serde(default)]
+    pub cert_sans: Vec<String>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct Networking {
+    pub pod_subnet: Option<String>,
+    pub service_subnet: Option<String>,
+    pub dns_domain: Option<String>,
+    /// Prefix length of each node's pod CIDR (default 24 for IPv4, 64 for IPv6).
+    #[serde(rename = "nodeCIDRMaskSize")]
+    pub node_cidr_mask_size: Option<u8>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeName {
+    #[default]
+    Containerd,
+    CriO,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum RuntimeClass {
+    Gvisor,
+    Kata,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct RuntimeSpec {
+    #[serde(default)]
+    pub name: RuntimeName,
+    #[serde(default)]
+    pub runtime_classes: Vec<RuntimeClass>,
+    /// Registry host → mirror endpoints (containerd `hosts.toml`, CRI-O `registries.conf`).
+    #[serde(default)]
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum CniName {
+    #[default]
+    Builtin,
+    Flannel,
+    Calico,
+    Cilium,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct CniSpec {
+    #[serde(default)]
+    pub name: CniName,
+}
+
+/// Where the components come from: upstream release sites (default), a mirror with the same
+/// layout, or an unpacked bundle directory (air-gapped).
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BundleSpec {
+    pub mirror: Option<String>,
+    pub ca_file: Option<String>,
+    pub dir: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum SudoMode {
+    /// sudo when the login user is not root
+    #[default]
+    Auto,
+    Always,
+    Never,
+}
+
+/// SSH settings; `spec.ssh` holds the defaults, `hosts[].ssh` overrides them per host.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SshSpec {
+    pub user: Option<String>,
+    pub port: Option<u16>,
+    pub identity_file: Option<String>,
+    pub known_hosts_file: Option<String>,
+    pub bastion: Option<BastionSpec>,
+    pub sudo: Option<SudoMode>,
+    pub connect_timeout_seconds: Option<u64>,
+    pub command_timeout_seconds: Option<u64>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct BastionSpec {
+    pub address: String,
+    pub port: Option<u16>,
+    pub user: Option<String>,
+    pub identity_file: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Role {
+    ControlPlane,
+    Worker,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct HostSpec {
+    pub name: String,
+    pub address: String,
+    pub roles: Vec<Role>,
+    #[serde(default)]
+    pub ssh: SshSpec,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    #[serde(default)]
+    pub taints: Vec<String>,
+    /// This node's pod CIDR; default: the next free block of the pod subnet.
+    #[serde(rename = "podCIDR")]
+    pub pod_cidr: Option<String>,
+}
+
+/// A parsed inventory with what is needed to point at its text.
+#[derive(Debug)]
+pub struct Loaded {
+    pub file: PathBuf,
+    pub inventory: Inventory,
+    pub positions: Positions,
+}
+
+impl Loaded {
+    /// Resolves a path written in the inventory relative to the inventory's directory.
+    pub fn resolve_path(&self, p: &str) -> PathBuf {
+        let expanded = expand_home(p);
+        if expanded.is_absolute() {
+            expanded
+        } else {
+            self.file
+                .parent()
+                .unwrap_or_else(|| Path::new("."))
+                .join(expanded)
+        }
+    }
+
+    pub fn problem(&self, severity: Severity, path: &str, message: String, hint: &str) -> Problem {
+        Problem {
+            severity,
+            path: path.to_string(),
+            position: self.positions.find(path),
+            message,
+            hint: (!hint.is_empty()).then(|| hint.to_string()),
+        }
+    }
+}
+
+pub fn expand_home(p: &str) -> PathBuf {
+    match p.strip_prefix("~/") {
+        Some(rest) => std::env::var_os("HOME")
+            .map(|h| PathBuf::from(h).join(rest))
+            .unwrap_or_else(|| PathBuf::from(p)),
+        None => PathBuf::from(p),
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Severity {
+    Error,
+    Warning,
+}
+
+#[derive(Debug, Clone)]
+pub struct Problem {
+    pub severity: Severity,
+    pub path: String,
+    pub position: Option<Position>,
+    pub message: String,
+    pub hint: Option<String>,
+}
+
+/// Everything wrong with one inventory file.
+#[derive(Debug)]
+pub struct Problems {
+    pub file: PathBuf,
+    pub items: Vec<Problem>,
+}
+
+impl Problems {
+    pub fn has_errors(&self) -> bool {
+        self.items.iter().any(|p| p.severity == Severity::Error)
+    }
+
+    pub fn warnings(&self) -> impl Iterator<Item = String> + '_ {
+        self.items
+            .iter()
+            .filter(|p| p.severity == Severity::Warning)
+            .map(|p| self.format(p))
+    }
+
+    fn format(&self, p: &Problem) -> String {
+        let at = match p.position {
+            Some(pos) => format!("{}:{}:{}", self.file.display(), pos.line, pos.column),
+            None => self.file.display().to_string(),
+        };
+        let kind = match p.severity {
+            Severity::Error => "error",
+            Severity::Warning => "warning",
+        };
+        let mut s = if p.path.is_empty() {
+            format!("{at}: {kind}: {}", p.message)
+        } else {
+            format!("{at}: {kind}: {}: {}", p.path, p.message)
+        };
+        if let Some(h) = &p.hint {
+            s.push_str(&format!("\n  hint: {h}"));
+        }
+        s
+    }
+}
+
+impl fmt::Display for Problems {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let errors: Vec<String> = self
+            .items
+            .iter()
+            .filter(|p| p.severity == Severity::Error)
+            .map(|p| self.format(p))
+            .collect();
+        write!(f, "{}", errors.join("\n"))
+    }
+}
+
+impl std::error::Error for Problems {}
+
+/// Reads and parses an inventory file; syntax, type and unknown-field errors carry their position.
+pub fn load(file: &Path) -> Result<Loaded, Problems> {
+    let fail = |position, message: String, hint: &str| Problems {
+        file: file.to_path_buf(),
+        items: vec![Problem {
+            severity: Severity::Error,
+            path: String::new(),
+            position,
+            message,
+            hint: (!hint.is_empty()).then(|| hint.to_string()),
+        }],
+    };
+    let text = std::fs::read_to_string(file).map_err(|e| {
+        fail(
+            None,
+            format!("cannot read the inventory: {e}"),
+            "pass an existing file with -i, e.g. -i inventories/testbed.yaml",
+        )
+    })?;
+    let inventory: Inventory = serde_yaml::from_str(&text).map_err(|e| {
+        let position = e.location().map(|l| Position {
+            line: l.line(),
+            column: l.column(),
+        });
+        let message = e.to_string();
+        // serde's text already names the field; drop its trailing " at line X column Y"
+        let message = match message.find(" at line ") {
+            Some(i) => message[..i].to_string(),
+            None => message,
+        };
+        let hint = if message.contains("unknown field") {
+            "check the spelling against the inventory reference in README.md"
+        } else if message.contains("missing field") {
+            "add the field; README.md lists what each section needs"
+        } else if message.contains("unknown variant") {
+            "use one of the values listed"
+        } else {
+            ""
+        };
+        fail(position, message, hint)
+    })?;
+    Ok(Loaded {
+        file: file.to_path_buf(),
+        positions: Positions::of(&text),
+        inventory,
+    })
+}

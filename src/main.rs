@@ -1,0 +1,5 @@
+mod cluster;
+mod inventory;
+mod ssh;
+mod version;
+fn main() {}
