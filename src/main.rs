@@ -1,5 +1,208 @@
-mod cluster;
-mod inventory;
-mod ssh;
-mod version;
-fn main() {}
+use clap::Parser;
+use provision::cli::{Cli, Command, InitPhase, RunArgs};
+use provision::cluster::{self, Cluster, Host};
+use provision::output::{Format, Reporter};
+use provision::phases::{self, Ctx, Phase, Scope};
+use provision::{inventory, ssh};
+use std::path::Path;
+use std::process::ExitCode;
+use std::sync::Arc;
+
+/// Exit codes, as documented in README.md.
+const EXIT_PHASE_FAILED: u8 = 1;
+const EXIT_BAD_INPUT: u8 = 2;
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::from(EXIT_PHASE_FAILED);
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(code) => ExitCode::from(code),
+    }
+}
+
+async fn run(cli: Cli) -> Result<(), u8> {
+    match cli.command {
+        Command::Phases => {
+            print_tree("init", &phases::init_tree());
+            print_tree("join", &phases::join_tree());
+            Ok(())
+        }
+        Command::Check { inventory } => {
+            let cluster = load(&inventory)?;
+            print_cluster(&cluster, cli.output);
+            Ok(())
+        }
+        Command::Init(args) => {
+            let only = args.phase.map(|InitPhase::Phase { path }| path);
+            let tree = phases::init_tree();
+            let cluster = load_for(&args.run)?;
+            let first_cp = cluster
+                .control_planes()
+                .next()
+                .cloned()
+                .ok_or(EXIT_BAD_INPUT)?;
+            // Preflight looks at every host of the inventory before anything changes;
+            // state-changing phases of init act on the first control plane.
+            let scope = Scope {
+                hosts: vec![first_cp],
+                preflight_hosts: cluster.hosts.clone(),
+            };
+            let command = match &only {
+                Some(p) => format!("init phase {p}"),
+                None => "init".to_string(),
+            };
+            execute(cli.verbose, cli.output, &args.run, cluster, &tree, only.as_deref(), scope, &command).await
+        }
+        Command::Join(args) => {
+            let tree = phases::join_tree();
+            let cluster = load_for(&args.run)?;
+            let hosts = join_hosts(&cluster, &args.hosts)?;
+            let scope = Scope {
+                hosts: hosts.clone(),
+                preflight_hosts: hosts,
+            };
+            execute(cli.verbose, cli.output, &args.run, cluster, &tree, None, scope, "join").await
+        }
+    }
+}
+
+fn load_for(run: &RunArgs) -> Result<Cluster, u8> {
+    let Some(file) = &run.inventory else {
+        eprintln!("error: no inventory: pass -i FILE (examples in inventories/)");
+        return Err(EXIT_BAD_INPUT);
+    };
+    load(file)
+}
+
+fn load(file: &Path) -> Result<Cluster, u8> {
+    let loaded = inventory::load(file).map_err(|p| {
+        eprintln!("{p}");
+        EXIT_BAD_INPUT
+    })?;
+    let (cluster, problems) = cluster::resolve(&loaded).map_err(|p| {
+        for w in p.warnings() {
+            eprintln!("{w}");
+        }
+        eprintln!("{p}");
+        EXIT_BAD_INPUT
+    })?;
+    for w in problems.warnings() {
+        eprintln!("{w}");
+    }
+    Ok(cluster)
+}
+
+/// The hosts `join` acts on: those named, or every host but the first control plane.
+fn join_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
+    let first_cp = cluster.control_planes().next().map(|h| h.name.clone());
+    if names.is_empty() {
+        return Ok(cluster
+            .hosts
+            .iter()
+            .filter(|h| Some(&h.name) != first_cp.as_ref())
+            .cloned()
+            .collect());
+    }
+    names
+        .iter()
+        .map(|n| {
+            cluster.host(n).cloned().ok_or_else(|| {
+                let all: Vec<&str> = cluster.hosts.iter().map(|h| h.name.as_str()).collect();
+                eprintln!(
+                    "error: --hosts names {n:?}, which is not in the inventory (hosts: {})",
+                    all.join(", ")
+                );
+                EXIT_BAD_INPUT
+            })
+        })
+        .collect()
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn execute(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    cluster: Cluster,
+    tree: &[Phase],
+    only: Option<&str>,
+    scope: Scope,
+    command: &str,
+) -> Result<(), u8> {
+    let selected = phases::select(tree, only, &run.skip_phases).map_err(|e| {
+        eprintln!("error: {e}");
+        EXIT_BAD_INPUT
+    })?;
+    let policy = if run.accept_new_host_keys {
+        ssh::HostKeyPolicy::AcceptNew
+    } else {
+        ssh::HostKeyPolicy::Strict
+    };
+    let ctx = Ctx::new(
+        Arc::new(cluster),
+        run.dry_run,
+        run.concurrency,
+        run.ignore_preflight_errors.clone(),
+        policy,
+        Reporter::new(format, verbose, run.dry_run),
+    );
+    let mut summary = phases::run(&ctx, command, &selected, &scope).await;
+    if summary.failed_phase.is_none() && only.is_none() && command == "init" {
+        summary.next_steps.push(format!(
+            "This version of provision stops here. Phases still to come: {}.",
+            phases::INIT_PHASES_TO_COME.join(", ")
+        ));
+    }
+    ctx.out.summary(&summary);
+    let failed = summary.failed_phase.is_some();
+    ctx.close().await;
+    if failed { Err(EXIT_PHASE_FAILED) } else { Ok(()) }
+}
+
+fn print_tree(command: &str, tree: &[Phase]) {
+    println!("{command}:");
+    for (path, phase) in phases::paths(tree) {
+        let depth = path.matches('/').count();
+        println!("  {:indent$}{:<20} {}", "", phase.name, phase.summary, indent = depth * 2);
+    }
+}
+
+fn print_cluster(c: &Cluster, format: Format) {
+    if format == Format::Json {
+        match serde_json::to_string_pretty(c) {
+            Ok(s) => println!("{s}"),
+            Err(e) => eprintln!("error: {e}"),
+        }
+        return;
+    }
+    println!("cluster {} (Kubernetes {})", c.name, c.version);
+    println!("  API endpoint     {}", c.endpoint.url());
+    println!("  pod subnet       {} (a /{} per node)", c.pod_subnet, c.node_cidr_mask_size);
+    println!("  service subnet   {}", c.service_subnet);
+    println!("  API service IP   {}", c.api_service_ip);
+    println!("  DNS service IP   {} ({})", c.dns_service_ip, c.dns_domain);
+    println!("  runtime          {:?} {:?}", c.runtime, c.runtime_classes);
+    println!("  CNI              {:?}", c.cni);
+    println!("  bundle           {:?}", c.bundle);
+    println!("  hosts:");
+    for h in &c.hosts {
+        println!(
+            "    {:<12} {:<16} {:<22} pods {:<16} ssh {}@{}:{}{}",
+            h.name,
+            h.address,
+            h.roles().join(","),
+            h.pod_cidr.to_string(),
+            h.ssh.user,
+            h.ssh.address,
+            h.ssh.port,
+            if h.ssh.sudo { " (sudo)" } else { "" }
+        );
+    }
+}

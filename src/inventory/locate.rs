@@ -125,7 +125,7 @@ mod tests {
         let text = "a: 1\nb:\n  c: [x, y]\n  hosts:\n    - name: n1\n      address: 10.0.0.1\n";
         let p = Positions::of(text);
         assert_eq!(p.find("a"), Some(Position { line: 1, column: 4 }));
-        assert_eq!(p.find("b.c[1]"), Some(Position { line: 3, column: 11 }));
+        assert_eq!(p.find("b.c[1]"), Some(Position { line: 3, column: 10 }));
         assert_eq!(
             p.find("b.hosts[0].address"),
             Some(Position { line: 6, column: 16 })

@@ -1,0 +1,83 @@
+//! Command-line definitions (clap). Behaviour lives in main.rs and the modules it calls.
+
+use crate::output::Format;
+use clap::{Args, Parser, Subcommand};
+use std::path::PathBuf;
+
+#[derive(Parser)]
+#[command(
+    name = "provision",
+    version,
+    about = "Turns plain Linux machines into a working Kubernetes cluster over SSH",
+    after_help = "Exit codes: 0 success, 1 a phase failed on a host, 2 bad input (inventory, flags, phase names)."
+)]
+pub struct Cli {
+    /// Show every change and check, not just counts
+    #[arg(short, long, global = true)]
+    pub verbose: bool,
+    /// Output format
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    pub output: Format,
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand)]
+pub enum Command {
+    /// Bring up the first control plane (all phases, or one with `init phase <path>`)
+    Init(InitArgs),
+    /// Add hosts of the inventory to the cluster
+    Join(JoinArgs),
+    /// Validate an inventory and print the resolved cluster
+    Check {
+        #[arg(short, long, value_name = "FILE")]
+        inventory: PathBuf,
+    },
+    /// Print the phase tree of init and join
+    Phases,
+}
+
+#[derive(Args)]
+pub struct InitArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(subcommand)]
+    pub phase: Option<InitPhase>,
+}
+
+#[derive(Subcommand)]
+pub enum InitPhase {
+    /// Run one phase, or every phase under a path (e.g. `host`, `host/kernel`)
+    Phase { path: String },
+}
+
+#[derive(Args)]
+pub struct JoinArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Only these hosts (inventory names, comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    pub hosts: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct RunArgs {
+    /// The inventory file
+    #[arg(short, long, value_name = "FILE", global = true)]
+    pub inventory: Option<PathBuf>,
+    /// Show what would change, change nothing
+    #[arg(long, global = true)]
+    pub dry_run: bool,
+    /// Phases to skip, by path (a path skips its subtree)
+    #[arg(long, value_delimiter = ',', value_name = "PATHS", global = true)]
+    pub skip_phases: Vec<String>,
+    /// How many hosts a phase works on at once
+    #[arg(long, default_value_t = 32, global = true)]
+    pub concurrency: usize,
+    /// Preflight checks whose errors become warnings, by name, or `all`
+    #[arg(long, value_delimiter = ',', value_name = "CHECKS", global = true)]
+    pub ignore_preflight_errors: Vec<String>,
+    /// Record the host keys of hosts not yet in known_hosts (changed keys are still refused)
+    #[arg(long, global = true)]
+    pub accept_new_host_keys: bool,
+}

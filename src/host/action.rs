@@ -1,0 +1,97 @@
+//! The vocabulary of change on a host. A phase returns a list of these; the executor compares them
+//! with what the host has and changes only the difference.
+
+use serde::Serialize;
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(tag = "kind", rename_all = "lowercase")]
+pub enum Action {
+    File(FileSpec),
+    Dir {
+        path: String,
+        mode: u32,
+        owner: String,
+    },
+    Symlink {
+        path: String,
+        target: String,
+    },
+    /// A kernel parameter set now; persist it with a File in /etc/sysctl.d.
+    Sysctl { key: String, value: String },
+    Unit(UnitSpec),
+    /// Only where nothing declarative fits: `cmd` runs unless `unless` succeeds.
+    Exec {
+        /// Names the step in reports (`cmd` may be long).
+        label: String,
+        cmd: String,
+        unless: String,
+    },
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FileSpec {
+    pub path: String,
+    #[serde(skip)]
+    pub content: Vec<u8>,
+    pub mode: u32,
+    pub owner: String,
+    /// Never shown: not in dry-run diffs, not in logs.
+    pub secret: bool,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct UnitSpec {
+    pub name: String,
+    pub enabled: bool,
+    pub active: bool,
+    /// The unit restarts when one of these paths changed in the same run.
+    pub restart_when_changed: Vec<String>,
+}
+
+impl Action {
+    pub fn file(path: &str, content: impl Into<Vec<u8>>, mode: u32) -> Action {
+        Action::File(FileSpec {
+            path: path.into(),
+            content: content.into(),
+            mode,
+            owner: "root:root".into(),
+            secret: false,
+        })
+    }
+
+    pub fn secret_file(path: &str, content: impl Into<Vec<u8>>) -> Action {
+        Action::File(FileSpec {
+            path: path.into(),
+            content: content.into(),
+            mode: 0o600,
+            owner: "root:root".into(),
+            secret: true,
+        })
+    }
+
+    pub fn dir(path: &str, mode: u32) -> Action {
+        Action::Dir {
+            path: path.into(),
+            mode,
+            owner: "root:root".into(),
+        }
+    }
+
+    pub fn sysctl(key: &str, value: &str) -> Action {
+        Action::Sysctl {
+            key: key.into(),
+            value: value.into(),
+        }
+    }
+
+    /// A short name for reports: the path, unit, key or label.
+    pub fn subject(&self) -> &str {
+        match self {
+            Action::File(f) => &f.path,
+            Action::Dir { path, .. } | Action::Symlink { path, .. } => path,
+            Action::Sysctl { key, .. } => key,
+            Action::Unit(u) => &u.name,
+            Action::Exec { label, .. } => label,
+        }
+    }
+}

@@ -1,0 +1,330 @@
+//! Desired actions against the host's facts: the changes to make, in order.
+
+use super::action::Action;
+use super::facts::Fact;
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use std::collections::BTreeSet;
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Step {
+    /// Write the whole file (content differs or file missing).
+    WriteFile,
+    /// Content is right; fix mode and/or owner.
+    FixFileMeta,
+    /// Something else stands at the path: remove it, then create.
+    Replace,
+    MakeDir,
+    FixDirMeta,
+    Link,
+    SetSysctl,
+    DaemonReload,
+    Enable,
+    Disable,
+    Start,
+    Stop,
+    Restart,
+    Exec,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Change {
+    /// Index into the phase's actions (DaemonReload has none).
+    pub action: Option<usize>,
+    pub step: Step,
+    /// What a person reads: "write /etc/sysctl.d/99-kubernetes.conf (new, 0644)".
+    pub summary: String,
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+fn mode_str(m: u32) -> String {
+    format!("{m:04o}")
+}
+
+/// Problems that no change can fix (e.g. the kernel lacks a sysctl).
+#[derive(Debug, Clone)]
+pub struct Unfixable(pub String);
+
+pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable> {
+    let mut changes = Vec::new();
+    let mut changed_paths: BTreeSet<&str> = BTreeSet::new();
+    let mut unit_files_changed = false;
+    let push = |changes: &mut Vec<Change>, i: usize, step: Step, summary: String| {
+        changes.push(Change {
+            action: Some(i),
+            step,
+            summary,
+        });
+    };
+    for (i, (a, f)) in actions.iter().zip(facts).enumerate() {
+        match (a, f) {
+            (Action::File(spec), fact) => {
+                let want = sha256_hex(&spec.content);
+                let step = match fact {
+                    Fact::File { sha256, mode, owner } if *sha256 == want => {
+                        if *mode != spec.mode || *owner != spec.owner {
+                            Some((
+                                Step::FixFileMeta,
+                                format!(
+                                    "set {} to {} {} (was {} {})",
+                                    spec.path,
+                                    mode_str(spec.mode),
+                                    spec.owner,
+                                    mode_str(*mode),
+                                    owner
+                                ),
+                            ))
+                        } else {
+                            None
+                        }
+                    }
+                    Fact::File { .. } => Some((
+                        Step::WriteFile,
+                        format!("update {} ({} bytes)", spec.path, spec.content.len()),
+                    )),
+                    Fact::Absent => Some((
+                        Step::WriteFile,
+                        format!(
+                            "create {} ({} bytes, {})",
+                            spec.path,
+                            spec.content.len(),
+                            mode_str(spec.mode)
+                        ),
+                    )),
+                    Fact::OtherType(t) => Some((
+                        Step::Replace,
+                        format!("replace the {t} at {} with a file", spec.path),
+                    )),
+                    other => return Err(Unfixable(format!("unexpected fact {other:?}"))),
+                };
+                if let Some((step, summary)) = step {
+                    if step != Step::FixFileMeta {
+                        changed_paths.insert(&spec.path);
+                        if is_unit_file(&spec.path) {
+                            unit_files_changed = true;
+                        }
+                    }
+                    push(&mut changes, i, step, summary);
+                }
+            }
+            (Action::Dir { path, mode, owner }, fact) => match fact {
+                Fact::Dir { mode: m, owner: o } if m == mode && o == owner => {}
+                Fact::Dir { mode: m, owner: o } => push(
+                    &mut changes,
+                    i,
+                    Step::FixDirMeta,
+                    format!("set {path} to {} {owner} (was {} {o})", mode_str(*mode), mode_str(*m)),
+                ),
+                Fact::Absent => push(
+                    &mut changes,
+                    i,
+                    Step::MakeDir,
+                    format!("create directory {path} ({})", mode_str(*mode)),
+                ),
+                Fact::OtherType(t) => {
+                    return Err(Unfixable(format!(
+                        "{path} is a {t}, not a directory: move it away and re-run"
+                    )));
+                }
+                other => return Err(Unfixable(format!("unexpected fact {other:?}"))),
+            },
+            (Action::Symlink { path, target }, fact) => match fact {
+                Fact::Link(t) if t == target => {}
+                Fact::Link(t) => {
+                    changed_paths.insert(path);
+                    push(&mut changes, i, Step::Link, format!("point {path} to {target} (was {t})"));
+                }
+                Fact::Absent => {
+                    changed_paths.insert(path);
+                    push(&mut changes, i, Step::Link, format!("link {path} -> {target}"));
+                }
+                Fact::OtherType(t) => {
+                    return Err(Unfixable(format!(
+                        "{path} is a {t}, not a symlink: move it away and re-run"
+                    )));
+                }
+                other => return Err(Unfixable(format!("unexpected fact {other:?}"))),
+            },
+            (Action::Sysctl { key, value }, Fact::Sysctl(current)) => match current {
+                Some(v) if normalize(v) == normalize(value) => {}
+                Some(v) => push(
+                    &mut changes,
+                    i,
+                    Step::SetSysctl,
+                    format!("set {key} = {value} (was {v})"),
+                ),
+                // the kernel module may be loaded by an earlier action of this run
+                None if earlier_exec_may_load(actions, i) => push(
+                    &mut changes,
+                    i,
+                    Step::SetSysctl,
+                    format!("set {key} = {value} (after loading its module)"),
+                ),
+                None => {
+                    return Err(Unfixable(format!(
+                        "the kernel has no {key}: load or build in the feature it belongs to"
+                    )));
+                }
+            },
+            (Action::Unit(u), Fact::Unit { exists, enabled, active }) => {
+                if unit_files_changed && !changes.iter().any(|c| c.step == Step::DaemonReload) {
+                    changes.push(Change {
+                        action: None,
+                        step: Step::DaemonReload,
+                        summary: "reload systemd (unit files changed)".into(),
+                    });
+                }
+                let _ = exists;
+                if u.enabled && !enabled {
+                    push(&mut changes, i, Step::Enable, format!("enable {}", u.name));
+                } else if !u.enabled && *enabled {
+                    push(&mut changes, i, Step::Disable, format!("disable {}", u.name));
+                }
+                let inputs: Vec<&str> = u
+                    .restart_when_changed
+                    .iter()
+                    .filter(|p| changed_paths.contains(p.as_str()))
+                    .map(String::as_str)
+                    .collect();
+                if u.active && !active {
+                    push(&mut changes, i, Step::Start, format!("start {}", u.name));
+                } else if !u.active && *active {
+                    push(&mut changes, i, Step::Stop, format!("stop {}", u.name));
+                } else if u.active && !inputs.is_empty() {
+                    push(
+                        &mut changes,
+                        i,
+                        Step::Restart,
+                        format!("restart {} ({} changed)", u.name, inputs.join(", ")),
+                    );
+                }
+            }
+            (Action::Exec { label, .. }, Fact::Done(done)) => {
+                if !done {
+                    push(&mut changes, i, Step::Exec, format!("run: {label}"));
+                }
+            }
+            (a, f) => {
+                return Err(Unfixable(format!(
+                    "probe of {} returned {f:?}",
+                    a.subject()
+                )));
+            }
+        }
+    }
+    Ok(changes)
+}
+
+fn is_unit_file(path: &str) -> bool {
+    path.starts_with("/etc/systemd/system/") || path.starts_with("/usr/lib/systemd/system/")
+}
+
+fn normalize(v: &str) -> String {
+    v.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+fn earlier_exec_may_load(actions: &[Action], i: usize) -> bool {
+    actions[..i]
+        .iter()
+        .any(|a| matches!(a, Action::Exec { .. }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::action::UnitSpec;
+
+    fn unit(restart_on: &str) -> Action {
+        Action::Unit(UnitSpec {
+            name: "demo.service".into(),
+            enabled: true,
+            active: true,
+            restart_when_changed: vec![restart_on.into()],
+        })
+    }
+
+    #[test]
+    fn nothing_to_do_when_host_matches() {
+        let actions = vec![
+            Action::file("/etc/a", "x", 0o644),
+            Action::dir("/etc/kubernetes", 0o755),
+            Action::sysctl("net.ipv4.ip_forward", "1"),
+            unit("/etc/a"),
+        ];
+        let facts = vec![
+            Fact::File {
+                sha256: sha256_hex(b"x"),
+                mode: 0o644,
+                owner: "root:root".into(),
+            },
+            Fact::Dir {
+                mode: 0o755,
+                owner: "root:root".into(),
+            },
+            Fact::Sysctl(Some("1".into())),
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+            },
+        ];
+        assert!(diff(&actions, &facts).unwrap().is_empty());
+    }
+
+    #[test]
+    fn changed_input_restarts_its_unit_after_a_reload() {
+        let actions = vec![
+            Action::file("/etc/systemd/system/demo.service", "[Service]", 0o644),
+            unit("/etc/systemd/system/demo.service"),
+        ];
+        let facts = vec![
+            Fact::File {
+                sha256: sha256_hex(b"old"),
+                mode: 0o644,
+                owner: "root:root".into(),
+            },
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+            },
+        ];
+        let steps: Vec<Step> = diff(&actions, &facts)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.step)
+            .collect();
+        assert_eq!(steps, vec![Step::WriteFile, Step::DaemonReload, Step::Restart]);
+    }
+
+    #[test]
+    fn mode_only_change_does_not_rewrite_or_restart() {
+        let actions = vec![Action::secret_file("/etc/k", "s"), unit("/etc/k")];
+        let facts = vec![
+            Fact::File {
+                sha256: sha256_hex(b"s"),
+                mode: 0o644,
+                owner: "root:root".into(),
+            },
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+            },
+        ];
+        let changes = diff(&actions, &facts).unwrap();
+        assert_eq!(changes.len(), 1);
+        assert_eq!(changes[0].step, Step::FixFileMeta);
+    }
+
+    #[test]
+    fn missing_sysctl_is_unfixable_without_a_loader() {
+        let actions = vec![Action::sysctl("net.bridge.bridge-nf-call-iptables", "1")];
+        let err = diff(&actions, &[Fact::Sysctl(None)]).unwrap_err();
+        assert!(err.0.contains("net.bridge.bridge-nf-call-iptables"));
+    }
+}

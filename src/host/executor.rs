@@ -1,0 +1,199 @@
+//! Plans and applies a phase's actions on one host: probe (one round trip), diff, apply in order.
+
+use super::action::{Action, FileSpec};
+use super::diff::{self, Change, Step};
+use super::facts::{self, sysctl_path};
+use crate::ssh::{Session, SshError, shell_quote};
+use serde::Serialize;
+use thiserror::Error;
+
+#[derive(Debug, Error)]
+pub enum ExecError {
+    #[error(transparent)]
+    Ssh(#[from] SshError),
+    #[error("{host}: {detail}")]
+    Unfixable { host: String, detail: String },
+    #[error("{host}: {summary}: {detail}")]
+    Step {
+        host: String,
+        summary: String,
+        detail: String,
+    },
+}
+
+/// What one host needs, computed against its current state.
+#[derive(Debug, Clone, Serialize)]
+pub struct Plan {
+    pub changes: Vec<Change>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Applied {
+    pub changes: Vec<String>,
+    pub bytes_uploaded: u64,
+}
+
+pub async fn plan(session: &Session, actions: &[Action]) -> Result<Plan, ExecError> {
+    let facts = facts::gather(session, actions).await?;
+    let changes = diff::diff(actions, &facts).map_err(|u| ExecError::Unfixable {
+        host: session.host().to_string(),
+        detail: u.0,
+    })?;
+    Ok(Plan { changes })
+}
+
+pub async fn apply(
+    session: &Session,
+    actions: &[Action],
+    plan: &Plan,
+) -> Result<Applied, ExecError> {
+    let mut applied = Applied::default();
+    for change in &plan.changes {
+        let action = change.action.map(|i| &actions[i]);
+        let fail = |e: SshError| ExecError::Step {
+            host: session.host().to_string(),
+            summary: change.summary.clone(),
+            detail: match e {
+                SshError::Command { status, stderr, .. } => {
+                    format!("exit status {status}: {stderr}")
+                }
+                other => other.to_string(),
+            },
+        };
+        match (&change.step, action) {
+            (Step::WriteFile | Step::Replace, Some(Action::File(f))) => {
+                let replace = change.step == Step::Replace;
+                session
+                    .run_with_input(&write_file_script(f, replace), Some(&f.content))
+                    .await
+                    .map_err(fail)?;
+                applied.bytes_uploaded += f.content.len() as u64;
+            }
+            (Step::FixFileMeta, Some(Action::File(f))) => {
+                let p = shell_quote(&f.path);
+                session
+                    .run(&format!("chmod {:o} {p} && chown {} {p}", f.mode, f.owner))
+                    .await
+                    .map_err(fail)?;
+            }
+            (Step::MakeDir | Step::FixDirMeta, Some(Action::Dir { path, mode, owner })) => {
+                let p = shell_quote(path);
+                session
+                    .run(&format!("mkdir -p {p} && chmod {mode:o} {p} && chown {owner} {p}"))
+                    .await
+                    .map_err(fail)?;
+            }
+            (Step::Link, Some(Action::Symlink { path, target })) => {
+                let (p, t) = (shell_quote(path), shell_quote(target));
+                // ln into a temporary name, then rename over: the link is never missing
+                session
+                    .run(&format!(
+                        "mkdir -p \"$(dirname {p})\" && ln -sfn {t} {p}.provision-new && mv -Tf {p}.provision-new {p}"
+                    ))
+                    .await
+                    .map_err(fail)?;
+            }
+            (Step::SetSysctl, Some(Action::Sysctl { key, value })) => {
+                let p = shell_quote(&sysctl_path(key));
+                session
+                    .run(&format!("printf '%s\\n' {} > {p}", shell_quote(value)))
+                    .await
+                    .map_err(fail)?;
+            }
+            (Step::DaemonReload, None) => {
+                session.run("systemctl daemon-reload").await.map_err(fail)?;
+            }
+            (step, Some(Action::Unit(u))) => {
+                let verb = match step {
+                    Step::Enable => "enable",
+                    Step::Disable => "disable",
+                    Step::Start => "start",
+                    Step::Stop => "stop",
+                    Step::Restart => "restart",
+                    other => unreachable_step(session, other)?,
+                };
+                let n = shell_quote(&u.name);
+                let script = if matches!(step, Step::Start | Step::Restart) {
+                    // a unit that fails to start shows why
+                    format!(
+                        "systemctl {verb} {n} || {{ systemctl status --no-pager -n 20 {n} >&2; exit 1; }}"
+                    )
+                } else {
+                    format!("systemctl {verb} {n}")
+                };
+                session.run(&script).await.map_err(fail)?;
+            }
+            (Step::Exec, Some(Action::Exec { cmd, .. })) => {
+                session.run(cmd).await.map_err(fail)?;
+            }
+            (other, _) => unreachable_step(session, other)?,
+        }
+        applied.changes.push(change.summary.clone());
+    }
+    Ok(applied)
+}
+
+fn unreachable_step<T>(session: &Session, step: &Step) -> Result<T, ExecError> {
+    Err(ExecError::Unfixable {
+        host: session.host().to_string(),
+        detail: format!("internal error: no way to apply {step:?}"),
+    })
+}
+
+/// Streams stdin into a temporary file beside the target, checks its digest, then renames it
+/// over the target: readers never see a half-written file, and an interrupted write leaves the
+/// old file in place.
+fn write_file_script(f: &FileSpec, replace: bool) -> String {
+    let p = shell_quote(&f.path);
+    let sha = diff::sha256_hex(&f.content);
+    let rm = if replace {
+        format!("rm -rf {p} && ")
+    } else {
+        String::new()
+    };
+    format!(
+        "umask 077 && mkdir -p \"$(dirname {p})\" && t=$(mktemp {p}.provision-XXXXXX) && \
+         {{ cat > \"$t\" && [ \"$(sha256sum < \"$t\" | cut -c1-64)\" = {sha} ] || {{ rm -f \"$t\"; echo 'upload corrupted: digest mismatch' >&2; exit 1; }}; }} && \
+         chmod {mode:o} \"$t\" && chown {owner} \"$t\" && {rm}mv -f \"$t\" {p}",
+        mode = f.mode,
+        owner = f.owner,
+    )
+}
+
+/// The text of a dry run: each change, and for text files a unified diff (secrets hidden).
+pub async fn describe(
+    session: &Session,
+    actions: &[Action],
+    plan: &Plan,
+) -> Result<Vec<String>, ExecError> {
+    let mut lines = Vec::new();
+    for change in &plan.changes {
+        lines.push(change.summary.clone());
+        let Some(Action::File(f)) = change.action.map(|i| &actions[i]) else {
+            continue;
+        };
+        if change.step != Step::WriteFile {
+            continue;
+        }
+        if f.secret {
+            lines.push("    (content not shown: secret)".into());
+            continue;
+        }
+        let Ok(new) = std::str::from_utf8(&f.content) else {
+            lines.push("    (binary content)".into());
+            continue;
+        };
+        let out = session
+            .exec(&format!("cat {} 2>/dev/null", shell_quote(&f.path)), None)
+            .await?;
+        let old = String::from_utf8_lossy(&out.stdout).into_owned();
+        let text = similar::TextDiff::from_lines(old.as_str(), new)
+            .unified_diff()
+            .header(&format!("{} (host)", f.path), &format!("{} (wanted)", f.path))
+            .to_string();
+        for l in text.lines() {
+            lines.push(format!("    {l}"));
+        }
+    }
+    Ok(lines)
+}

@@ -1,0 +1,143 @@
+//! What a host has now, for every action of a phase, gathered in one SSH round trip.
+
+use super::action::Action;
+use crate::ssh::{Session, SshError, shell_quote};
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Fact {
+    Absent,
+    /// Something of another type stands at the path.
+    OtherType(String),
+    File {
+        sha256: String,
+        mode: u32,
+        owner: String,
+    },
+    Dir {
+        mode: u32,
+        owner: String,
+    },
+    Link(String),
+    /// The kernel parameter's value, or None when the kernel has no such parameter.
+    Sysctl(Option<String>),
+    Unit {
+        exists: bool,
+        enabled: bool,
+        active: bool,
+    },
+    /// Whether the `unless` check of an Exec succeeded.
+    Done(bool),
+}
+
+pub fn sysctl_path(key: &str) -> String {
+    format!("/proc/sys/{}", key.replace('.', "/"))
+}
+
+/// One shell script that prints a line `<index> <fact...>` for each action.
+pub fn probe_script(actions: &[Action]) -> String {
+    let mut s = String::from("stat_of() { stat -c '%a %U:%G' \"$1\"; }\n");
+    for (i, a) in actions.iter().enumerate() {
+        let line = match a {
+            Action::File(f) => {
+                let p = shell_quote(&f.path);
+                format!(
+                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -f {p} ]; then echo \"{i} file $(sha256sum < {p} | cut -c1-64) $(stat_of {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                )
+            }
+            Action::Dir { path, .. } => {
+                let p = shell_quote(path);
+                format!(
+                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -d {p} ]; then echo \"{i} dir $(stat_of {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                )
+            }
+            Action::Symlink { path, .. } => {
+                let p = shell_quote(path);
+                format!(
+                    "if [ -L {p} ]; then echo \"{i} link $(readlink {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                )
+            }
+            Action::Sysctl { key, .. } => {
+                let p = shell_quote(&sysctl_path(key));
+                format!(
+                    "if [ -e {p} ]; then echo \"{i} sysctl $(tr -s ' \\t' '  ' < {p})\"; else echo \"{i} nosysctl\"; fi"
+                )
+            }
+            Action::Unit(u) => {
+                let n = shell_quote(&u.name);
+                format!(
+                    "echo \"{i} unit $(systemctl show -p LoadState --value {n} 2>/dev/null) $(systemctl is-enabled {n} 2>/dev/null || true) $(systemctl is-active {n} 2>/dev/null || true)\""
+                )
+            }
+            Action::Exec { unless, .. } => format!(
+                "if ( {unless} ) >/dev/null 2>&1; then echo \"{i} done\"; else echo \"{i} todo\"; fi"
+            ),
+        };
+        s.push_str(&line);
+        s.push('\n');
+    }
+    s
+}
+
+pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
+    let mut facts: Vec<Option<Fact>> = vec![None; actions.len()];
+    for line in output.lines() {
+        let mut words = line.splitn(3, ' ');
+        let (Some(idx), Some(kind)) = (words.next(), words.next()) else {
+            continue;
+        };
+        let Ok(i) = idx.parse::<usize>() else {
+            continue;
+        };
+        let rest = words.next().unwrap_or("");
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        let mode = |s: &str| u32::from_str_radix(s, 8).map_err(|_| format!("bad mode in `{line}`"));
+        let fact = match (kind, fields.as_slice()) {
+            ("absent", _) => Fact::Absent,
+            ("other", _) => Fact::OtherType(rest.replace('_', " ")),
+            ("file", [sha, m, owner]) => Fact::File {
+                sha256: sha.to_string(),
+                mode: mode(m)?,
+                owner: owner.to_string(),
+            },
+            ("dir", [m, owner]) => Fact::Dir {
+                mode: mode(m)?,
+                owner: owner.to_string(),
+            },
+            ("link", _) => Fact::Link(rest.to_string()),
+            ("sysctl", _) => Fact::Sysctl(Some(rest.trim().to_string())),
+            ("nosysctl", _) => Fact::Sysctl(None),
+            ("unit", f) => {
+                let load = f.first().copied().unwrap_or("");
+                let enabled = f.get(1).copied().unwrap_or("");
+                let active = f.get(2).copied().unwrap_or("");
+                Fact::Unit {
+                    exists: load == "loaded",
+                    enabled: matches!(enabled, "enabled" | "enabled-runtime" | "static" | "alias"),
+                    active: matches!(active, "active" | "activating" | "reloading"),
+                }
+            }
+            ("done", _) => Fact::Done(true),
+            ("todo", _) => Fact::Done(false),
+            _ => return Err(format!("unexpected probe output `{line}`")),
+        };
+        if i < facts.len() {
+            facts[i] = Some(fact);
+        }
+    }
+    facts
+        .into_iter()
+        .enumerate()
+        .map(|(i, f)| f.ok_or_else(|| format!("no probe output for {}", actions[i].subject())))
+        .collect()
+}
+
+pub async fn gather(session: &Session, actions: &[Action]) -> Result<Vec<Fact>, SshError> {
+    if actions.is_empty() {
+        return Ok(Vec::new());
+    }
+    let out = session.run(&probe_script(actions)).await?;
+    parse(actions, &out).map_err(|detail| SshError::Channel {
+        host: session.host().to_string(),
+        detail,
+    })
+}

@@ -1,0 +1,8 @@
+//! Desired state on hosts: actions, facts, diff, executor (DESIGN §1).
+
+pub mod action;
+pub mod diff;
+pub mod executor;
+pub mod facts;
+
+pub use action::{Action, UnitSpec};

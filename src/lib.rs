@@ -1,0 +1,14 @@
+//! provision: turns plain Linux machines into a working Kubernetes cluster over SSH.
+//!
+//! Data flows one way (docs/ARCHITECTURE.md): inventory → cluster → phase tree → actions per
+//! host → facts, diff, apply → report.
+
+pub mod cli;
+pub mod cluster;
+pub mod host;
+pub mod inventory;
+pub mod output;
+pub mod phases;
+pub mod render;
+pub mod ssh;
+pub mod version;

@@ -1,0 +1,336 @@
+//! The phase tree (kubeadm's model: named, ordered, addressable by path) and its runner
+//! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
+
+pub mod host;
+pub mod preflight;
+
+use crate::cluster::{Cluster, Host};
+use crate::host::Action;
+use crate::host::executor;
+use crate::output::{HostOutcome, Reporter, RunSummary, Status};
+use crate::ssh::{HostKeyPolicy, Session, SshError};
+use futures::StreamExt;
+use std::collections::{BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::Instant;
+use tokio::sync::OnceCell;
+
+/// How a phase does its work.
+pub enum Work {
+    /// Runs its children in order.
+    Group,
+    /// Desired state per host, applied through the executor.
+    Actions(fn(&Cluster, &Host) -> Vec<Action>),
+    /// Checks that change nothing.
+    Preflight,
+}
+
+pub struct Phase {
+    pub name: &'static str,
+    pub summary: &'static str,
+    pub work: Work,
+    pub children: Vec<Phase>,
+}
+
+impl Phase {
+    fn leaf(name: &'static str, summary: &'static str, work: Work) -> Phase {
+        Phase {
+            name,
+            summary,
+            work,
+            children: Vec::new(),
+        }
+    }
+}
+
+/// The phases `init` runs, in order.
+pub fn init_tree() -> Vec<Phase> {
+    vec![
+        Phase::leaf(
+            "preflight",
+            "check every host can run its roles; change nothing",
+            Work::Preflight,
+        ),
+        host::phase(),
+    ]
+}
+
+/// The phases `join` runs, in order.
+pub fn join_tree() -> Vec<Phase> {
+    init_tree()
+}
+
+/// Phases of a complete `init` that this version does not provide yet.
+pub const INIT_PHASES_TO_COME: &[&str] = &[
+    "certs",
+    "kubeconfig",
+    "artifacts",
+    "runtime",
+    "etcd",
+    "control-plane",
+    "kubelet",
+    "bootstrap",
+    "addons",
+    "cni",
+    "verify",
+];
+
+/// Every path of a tree, depth first: `host`, `host/sysctl`, ...
+pub fn paths(tree: &[Phase]) -> Vec<(String, &Phase)> {
+    fn walk<'a>(prefix: &str, phases: &'a [Phase], out: &mut Vec<(String, &'a Phase)>) {
+        for p in phases {
+            let path = if prefix.is_empty() {
+                p.name.to_string()
+            } else {
+                format!("{prefix}/{}", p.name)
+            };
+            out.push((path.clone(), p));
+            walk(&path, &p.children, out);
+        }
+    }
+    let mut out = Vec::new();
+    walk("", tree, &mut out);
+    out
+}
+
+/// The leaves to run: those under `only` (when given), minus those under any skipped path.
+pub fn select<'a>(
+    tree: &'a [Phase],
+    only: Option<&str>,
+    skip: &[String],
+) -> Result<Vec<(String, &'a Phase)>, String> {
+    let all = paths(tree);
+    let known: BTreeSet<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
+    let unknown = |p: &str| {
+        format!(
+            "no phase named \"{p}\"; phases are: {}",
+            known.iter().cloned().collect::<Vec<_>>().join(", ")
+        )
+    };
+    let only = only.map(|o| o.trim_matches('/'));
+    if let Some(o) = only
+        && !known.contains(o)
+    {
+        return Err(unknown(o));
+    }
+    for s in skip {
+        if !known.contains(s.trim_matches('/')) {
+            return Err(unknown(s));
+        }
+    }
+    let under = |path: &str, root: &str| path == root || path.starts_with(&format!("{root}/"));
+    Ok(all
+        .into_iter()
+        .filter(|(_, p)| p.children.is_empty())
+        .filter(|(path, _)| only.is_none_or(|o| under(path, o)))
+        .filter(|(path, _)| !skip.iter().any(|s| under(path, s.trim_matches('/'))))
+        .collect())
+}
+
+/// Everything a run shares: the cluster, options, output, and one SSH connection per host.
+pub struct Ctx {
+    pub cluster: Arc<Cluster>,
+    pub dry_run: bool,
+    pub concurrency: usize,
+    pub ignore_preflight: Vec<String>,
+    pub out: Reporter,
+    policy: HostKeyPolicy,
+    sessions: HashMap<String, OnceCell<Arc<Session>>>,
+}
+
+impl Ctx {
+    pub fn new(
+        cluster: Arc<Cluster>,
+        dry_run: bool,
+        concurrency: usize,
+        ignore_preflight: Vec<String>,
+        policy: HostKeyPolicy,
+        out: Reporter,
+    ) -> Ctx {
+        let sessions = cluster
+            .hosts
+            .iter()
+            .map(|h| (h.name.clone(), OnceCell::new()))
+            .collect();
+        Ctx {
+            cluster,
+            dry_run,
+            concurrency: concurrency.max(1),
+            ignore_preflight,
+            out,
+            policy,
+            sessions,
+        }
+    }
+
+    /// The host's connection, opened on first use and reused by every later phase.
+    pub async fn session(&self, host: &Host) -> Result<Arc<Session>, SshError> {
+        let cell = self.sessions.get(&host.name).ok_or_else(|| SshError::Channel {
+            host: host.name.clone(),
+            detail: "not in the inventory".into(),
+        })?;
+        cell.get_or_try_init(|| async {
+            Session::connect(&host.name, &host.ssh, self.policy)
+                .await
+                .map(Arc::new)
+        })
+        .await
+        .cloned()
+    }
+
+    pub async fn close(self) {
+        for (_, cell) in self.sessions {
+            if let Some(s) = cell.into_inner()
+                && let Ok(s) = Arc::try_unwrap(s)
+            {
+                s.close().await;
+            }
+        }
+    }
+}
+
+/// Runs `f` for every host, at most `ctx.concurrency` at once, reporting each as it finishes.
+pub async fn fan_out<'a, F, Fut>(ctx: &'a Ctx, path: &str, hosts: &'a [Host], f: F) -> Vec<HostOutcome>
+where
+    F: Fn(&'a Host) -> Fut,
+    Fut: std::future::Future<Output = HostOutcome> + 'a,
+{
+    let pb = ctx.out.phase_start(path, hosts.len());
+    let started = Instant::now();
+    let mut outcomes: Vec<HostOutcome> = futures::stream::iter(hosts.iter().map(|h| {
+        let fut = f(h);
+        async move {
+            let t = Instant::now();
+            let mut o = fut.await;
+            o.seconds = t.elapsed().as_secs_f64();
+            o
+        }
+    }))
+    .buffer_unordered(ctx.concurrency)
+    .inspect(|o| ctx.out.host_done(path, o, pb.as_ref()))
+    .collect()
+    .await;
+    outcomes.sort_by_key(|o| hosts.iter().position(|h| h.name == o.host));
+    ctx.out
+        .phase_done(path, &outcomes, started.elapsed().as_secs_f64(), pb);
+    outcomes
+}
+
+async fn run_actions(
+    ctx: &Ctx,
+    host: &Host,
+    desired: fn(&Cluster, &Host) -> Vec<Action>,
+) -> HostOutcome {
+    let actions = desired(&ctx.cluster, host);
+    let result: Result<HostOutcome, String> = async {
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let plan = executor::plan(&session, &actions)
+            .await
+            .map_err(|e| e.to_string())?;
+        let mut o = HostOutcome::ok(&host.name);
+        if ctx.dry_run {
+            o.changes = plan.changes.iter().map(|c| c.summary.clone()).collect();
+            o.details = executor::describe(&session, &actions, &plan)
+                .await
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .filter(|l| l.starts_with("    "))
+                .collect();
+        } else {
+            let applied = executor::apply(&session, &actions, &plan)
+                .await
+                .map_err(|e| e.to_string())?;
+            o.changes = applied.changes;
+            o.bytes_uploaded = applied.bytes_uploaded;
+        }
+        Ok(o)
+    }
+    .await;
+    result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
+}
+
+/// The hosts a command acts on.
+pub struct Scope {
+    /// Where state-changing phases act.
+    pub hosts: Vec<Host>,
+    /// What preflight checks (init: the whole inventory, before anything changes).
+    pub preflight_hosts: Vec<Host>,
+}
+
+/// Runs the selected phases in order, stopping after the first phase that fails.
+pub async fn run(
+    ctx: &Ctx,
+    command: &str,
+    selected: &[(String, &Phase)],
+    scope: &Scope,
+) -> RunSummary {
+    let hosts = &scope.hosts;
+    let started = Instant::now();
+    let mut summary = RunSummary {
+        command: command.to_string(),
+        phases_run: 0,
+        changes: 0,
+        hosts: hosts.len(),
+        seconds: 0.0,
+        failed_phase: None,
+        next_steps: Vec::new(),
+    };
+    for (path, phase) in selected {
+        let outcomes = match &phase.work {
+            Work::Group => continue,
+            Work::Actions(desired) => {
+                fan_out(ctx, path, hosts, |h| run_actions(ctx, h, *desired)).await
+            }
+            Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
+        };
+        summary.phases_run += 1;
+        summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
+        if outcomes.iter().any(|o| o.status == Status::Failed) {
+            summary.failed_phase = Some(path.clone());
+            break;
+        }
+    }
+    summary.seconds = started.elapsed().as_secs_f64();
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn tree() -> Vec<Phase> {
+        vec![
+            Phase::leaf("preflight", "", Work::Preflight),
+            Phase {
+                name: "certs",
+                summary: "",
+                work: Work::Group,
+                children: vec![
+                    Phase::leaf("ca", "", Work::Preflight),
+                    Phase::leaf("apiserver", "", Work::Preflight),
+                ],
+            },
+        ]
+    }
+
+    fn names(v: Vec<(String, &Phase)>) -> Vec<String> {
+        v.into_iter().map(|(p, _)| p).collect()
+    }
+
+    #[test]
+    fn selects_subtrees_and_skips() {
+        let t = tree();
+        assert_eq!(names(select(&t, None, &[]).unwrap()), ["preflight", "certs/ca", "certs/apiserver"]);
+        assert_eq!(names(select(&t, Some("certs"), &[]).unwrap()), ["certs/ca", "certs/apiserver"]);
+        assert_eq!(
+            names(select(&t, None, &["certs/ca".into(), "preflight".into()]).unwrap()),
+            ["certs/apiserver"]
+        );
+        let Err(err) = select(&t, Some("cert"), &[]) else {
+            panic!("an unknown phase was accepted")
+        };
+        assert!(err.contains("no phase named \"cert\""), "{err}");
+        assert!(err.contains("certs/apiserver"), "{err}");
+        assert!(matches!(select(&t, None, &["nope".into()]), Err(_)));
+    }
+}

@@ -1,0 +1,536 @@
+//! Preflight: named checks, each an error or a warning, ignorable by name
+//! (`--ignore-preflight-errors Swap,Port-6443` or `all`). Facts come from each host in one round
+//! trip; the checks themselves are pure functions. Cluster-wide checks (duplicate hostnames and
+//! machine-ids, clock skew) compare the hosts with each other.
+
+use super::{Ctx, fan_out};
+use crate::cluster::{Cluster, Host, is_dns_subdomain};
+use crate::output::{HostOutcome, Status};
+use std::collections::{BTreeMap, HashMap};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Facts printed as `key=value` lines; `listen` repeats.
+const FACTS_SCRIPT: &str = r#"
+echo "uid=$(id -u)"
+echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
+echo "system_state=$(systemctl is-system-running 2>/dev/null)"
+. /etc/os-release 2>/dev/null && echo "os=$ID $VERSION_ID"
+echo "arch=$(uname -m)"
+echo "kernel=$(uname -r)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN)"
+echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+echo "swaps=$(tail -n +2 /proc/swaps | grep -c .)"
+echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
+echo "cgroup_controllers=$(awk 'NR>1 && $4==1 {printf "%s ", $1}' /proc/cgroups 2>/dev/null)$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
+for m in overlay br_netfilter vxlan bridge; do modprobe -q $m 2>/dev/null; done
+grep -qw overlay /proc/filesystems && echo "feature=overlay"
+[ -d /sys/module/bridge ] && echo "feature=bridge"
+[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo "feature=br_netfilter"
+[ -d /sys/module/vxlan ] && echo "feature=vxlan"
+echo "hostname=$(hostname)"
+echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
+if command -v ss >/dev/null; then
+  ss -ltnpH 2>/dev/null | while read -r _ _ _ local _ proc; do
+    echo "listen=${local##*:} $(echo "$proc" | sed -n 's/.*(("\([^"]*\)".*/\1/p')"
+  done
+else
+  echo "no_ss=1"
+fi
+for a in $(ip -o addr show 2>/dev/null | awk '{print $4}'); do echo "addr=${a%/*}"; done
+echo "time=$(date +%s.%N)"
+"#;
+
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub values: BTreeMap<String, String>,
+    /// port -> process holding it ("" when unknown)
+    pub listening: BTreeMap<u16, String>,
+    pub addresses: Vec<String>,
+    pub features: Vec<String>,
+    /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
+    pub clock_offset: f64,
+}
+
+impl Facts {
+    pub fn parse(text: &str) -> Facts {
+        let mut f = Facts::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "listen" => {
+                    let (port, proc) = v.split_once(' ').unwrap_or((v, ""));
+                    if let Ok(p) = port.parse() {
+                        f.listening.insert(p, proc.trim().to_string());
+                    }
+                }
+                "addr" => f.addresses.push(v.to_string()),
+                "feature" => f.features.push(v.to_string()),
+                _ => {
+                    f.values.insert(k.to_string(), v.trim().to_string());
+                }
+            }
+        }
+        f
+    }
+
+    fn get(&self, k: &str) -> &str {
+        self.values.get(k).map(String::as_str).unwrap_or("")
+    }
+
+    fn num(&self, k: &str) -> Option<u64> {
+        self.get(k).parse().ok()
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Level {
+    Error,
+    Warning,
+}
+
+/// A check that did not pass.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Finding {
+    pub check: String,
+    pub level: Level,
+    pub message: String,
+}
+
+fn error(check: &str, message: String) -> Finding {
+    Finding {
+        check: check.into(),
+        level: Level::Error,
+        message,
+    }
+}
+
+fn warning(check: &str, message: String) -> Finding {
+    Finding {
+        check: check.into(),
+        level: Level::Warning,
+        message,
+    }
+}
+
+/// The ports a role needs, with the process that legitimately holds each once provisioned.
+pub fn ports(host: &Host) -> Vec<(u16, &'static str)> {
+    let mut p = Vec::new();
+    if host.control_plane {
+        p.extend([
+            (6443, "kube-apiserver"),
+            (2379, "etcd"),
+            (2380, "etcd"),
+            (10257, "kube-controller-manager"),
+            (10259, "kube-scheduler"),
+        ]);
+    }
+    p.push((10250, "kubelet"));
+    p
+}
+
+const MIN_CONTROL_PLANE_CPUS: u64 = 2;
+const MIN_CONTROL_PLANE_MEM_MB: u64 = 1700;
+const MIN_WORKER_MEM_MB: u64 = 512;
+const MAX_CLOCK_SKEW_SECONDS: f64 = 2.0;
+
+/// Checks of one host on its own.
+pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
+    let mut out = Vec::new();
+    if f.get("uid") != "0" {
+        out.push(error(
+            "IsPrivilegedUser",
+            format!(
+                "commands run as uid {}, not root: log in as root, or set spec.ssh.sudo: always",
+                f.get("uid")
+            ),
+        ));
+    }
+    if f.get("pid1") != "systemd" {
+        out.push(error(
+            "Systemd",
+            format!(
+                "PID 1 is {:?}, not systemd: components run as systemd units",
+                f.get("pid1")
+            ),
+        ));
+    } else {
+        match f.get("system_state") {
+            "running" => {}
+            "degraded" => out.push(warning(
+                "Systemd",
+                "systemd reports degraded: `systemctl --failed` lists the failed units".into(),
+            )),
+            s => out.push(error(
+                "Systemd",
+                format!("systemd is {s:?}, not running: wait for boot to finish, or see `systemctl --failed`"),
+            )),
+        }
+    }
+    let os = f.get("os");
+    let os_id = os.split_whitespace().next().unwrap_or("");
+    if !["debian", "ubuntu", "rhel", "centos", "rocky", "almalinux", "fedora", "flatcar", "opensuse-leap", "sles", "amzn"].contains(&os_id) {
+        out.push(warning(
+            "OS",
+            format!("{os:?} is not a tested distribution; continuing"),
+        ));
+    }
+    if !["x86_64", "aarch64"].contains(&f.get("arch")) {
+        out.push(error(
+            "Arch",
+            format!("{} is not supported: use an amd64 or arm64 host", f.get("arch")),
+        ));
+    }
+    let cpus = f.num("cpus").unwrap_or(0);
+    if host.control_plane && cpus < MIN_CONTROL_PLANE_CPUS {
+        out.push(error(
+            "NumCPU",
+            format!("{cpus} CPU(s); a control plane needs at least {MIN_CONTROL_PLANE_CPUS}"),
+        ));
+    }
+    let mem_mb = f.num("mem_kb").unwrap_or(0) / 1024;
+    if host.control_plane && mem_mb < MIN_CONTROL_PLANE_MEM_MB {
+        out.push(error(
+            "Mem",
+            format!("{mem_mb} MB of memory; a control plane needs at least {MIN_CONTROL_PLANE_MEM_MB} MB"),
+        ));
+    } else if mem_mb < MIN_WORKER_MEM_MB {
+        out.push(warning(
+            "Mem",
+            format!("{mem_mb} MB of memory leaves little for pods (at least {MIN_WORKER_MEM_MB} MB advised)"),
+        ));
+    }
+    let swaps = f.num("swaps").unwrap_or(0);
+    if swaps > 0 {
+        out.push(error(
+            "Swap",
+            format!("swap is on ({swaps} device(s) in /proc/swaps): the kubelet refuses to start; run `swapoff -a` and remove swap from /etc/fstab"),
+        ));
+    }
+    if f.values.contains_key("no_ss") {
+        out.push(warning(
+            "Ports",
+            "`ss` (iproute2) is missing: ports were not checked".into(),
+        ));
+    } else {
+        for (port, owner) in ports(host) {
+            match f.listening.get(&port) {
+                None => {}
+                Some(p) if p == owner => {}
+                Some(p) => out.push(error(
+                    &format!("Port-{port}"),
+                    format!(
+                        "port {port} is in use by {}; {owner} needs it: stop that service or free the port",
+                        if p.is_empty() { "another process" } else { p }
+                    ),
+                )),
+            }
+        }
+    }
+    match f.get("cgroup_fs") {
+        "cgroup2fs" => {}
+        "tmpfs" => out.push(warning(
+            "CgroupsV1",
+            if cluster.version.minor >= 35 {
+                format!("the host uses cgroup v1; kubelet {} refuses it unless failCgroupV1 is false: move the host to cgroup v2", cluster.version)
+            } else {
+                "the host uses cgroup v1, which Kubernetes is phasing out: plan a move to cgroup v2".into()
+            },
+        )),
+        other => out.push(error(
+            "Cgroups",
+            format!("no cgroup filesystem at /sys/fs/cgroup ({other:?})"),
+        )),
+    }
+    let controllers: Vec<&str> = f.get("cgroup_controllers").split_whitespace().collect();
+    let missing: Vec<&str> = ["cpu", "memory", "pids"]
+        .into_iter()
+        .filter(|c| !controllers.contains(c))
+        .collect();
+    if !missing.is_empty() {
+        out.push(error(
+            "CgroupControllers",
+            format!("cgroup controllers missing or disabled: {}", missing.join(", ")),
+        ));
+    }
+    for feature in ["overlay", "bridge", "br_netfilter", "vxlan"] {
+        if !f.features.iter().any(|x| x == feature) {
+            out.push(error(
+                &format!("KernelFeature-{feature}"),
+                format!("the kernel has no {feature} (not built in, and modprobe could not load it)"),
+            ));
+        }
+    }
+    let hostname = f.get("hostname");
+    if !is_dns_subdomain(hostname) {
+        out.push(error(
+            "Hostname",
+            format!("hostname {hostname:?} is not a valid lowercase RFC 1123 name: set one with hostnamectl"),
+        ));
+    } else if hostname != host.name {
+        out.push(warning(
+            "Hostname",
+            format!("hostname is {hostname:?}; the node will be registered as {:?}", host.name),
+        ));
+    }
+    if f.get("machine_id").len() != 32 {
+        out.push(error(
+            "MachineID",
+            "/etc/machine-id is empty or malformed: run `systemd-machine-id-setup`".into(),
+        ));
+    }
+    if host.address.parse::<std::net::IpAddr>().is_ok() && !f.addresses.contains(&host.address) {
+        out.push(warning(
+            "NodeIP",
+            format!(
+                "{} is not an address of this host (NAT?): other nodes must reach it there",
+                host.address
+            ),
+        ));
+    }
+    out
+}
+
+/// Checks that compare hosts: what no single-host tool can see.
+pub fn cluster_checks(facts: &[(&Host, &Facts)]) -> Vec<(String, Finding)> {
+    let mut out = Vec::new();
+    let mut by_key = |key: &str, check: &str, what: &str, fix: &str| {
+        let mut seen: HashMap<&str, Vec<&str>> = HashMap::new();
+        for (h, f) in facts {
+            let v = f.get(key);
+            if !v.is_empty() {
+                seen.entry(v).or_default().push(&h.name);
+            }
+        }
+        for (h, f) in facts {
+            let others: Vec<&str> = seen
+                .get(f.get(key))
+                .map(|v| v.iter().copied().filter(|n| *n != h.name).collect())
+                .unwrap_or_default();
+            if !others.is_empty() {
+                out.push((
+                    h.name.clone(),
+                    error(
+                        check,
+                        format!("{what} {:?} is shared with {}: {fix}", f.get(key), others.join(", ")),
+                    ),
+                ));
+            }
+        }
+    };
+    by_key(
+        "hostname",
+        "DuplicateHostname",
+        "hostname",
+        "give each host its own hostname",
+    );
+    by_key(
+        "machine_id",
+        "DuplicateMachineID",
+        "machine-id",
+        "cloned machines? run `rm /etc/machine-id && systemd-machine-id-setup` on the clones",
+    );
+    if facts.len() > 1 {
+        let mut offsets: Vec<f64> = facts.iter().map(|(_, f)| f.clock_offset).collect();
+        offsets.sort_by(|a, b| a.total_cmp(b));
+        let median = offsets[offsets.len() / 2];
+        for (h, f) in facts {
+            let skew = f.clock_offset - median;
+            if skew.abs() > MAX_CLOCK_SKEW_SECONDS {
+                out.push((
+                    h.name.clone(),
+                    error(
+                        "ClockSkew",
+                        format!("the clock is {skew:+.1}s off the other hosts (limit {MAX_CLOCK_SKEW_SECONDS}s): certificates and etcd need synchronized clocks; enable NTP (timedatectl set-ntp true)"),
+                    ),
+                ));
+            }
+        }
+    }
+    out
+}
+
+fn ignored(ctx: &Ctx, check: &str) -> bool {
+    ctx.ignore_preflight
+        .iter()
+        .any(|i| i.eq_ignore_ascii_case("all") || i.eq_ignore_ascii_case(check))
+}
+
+fn now() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs_f64())
+        .unwrap_or(0.0)
+}
+
+async fn gather(ctx: &Ctx, host: &Host) -> Result<Facts, String> {
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let before = now();
+    let out = session.run(FACTS_SCRIPT).await.map_err(|e| e.to_string())?;
+    let after = now();
+    let mut f = Facts::parse(&out);
+    if let Ok(t) = f.get("time").parse::<f64>() {
+        f.clock_offset = t - (before + after) / 2.0;
+    }
+    Ok(f)
+}
+
+pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
+    // Facts first (in parallel), then every check, so cluster-wide checks see all hosts.
+    let gathered: Vec<(usize, Result<Facts, String>)> = {
+        use futures::StreamExt;
+        futures::stream::iter(hosts.iter().enumerate().map(|(i, h)| async move { (i, gather(ctx, h).await) }))
+            .buffer_unordered(ctx.concurrency)
+            .collect()
+            .await
+    };
+    let mut facts: Vec<Option<Result<Facts, String>>> = vec![None; hosts.len()];
+    for (i, f) in gathered {
+        facts[i] = Some(f);
+    }
+    let ok_facts: Vec<(&Host, &Facts)> = hosts
+        .iter()
+        .zip(&facts)
+        .filter_map(|(h, f)| match f {
+            Some(Ok(f)) => Some((h, f)),
+            _ => None,
+        })
+        .collect();
+    let mut findings: HashMap<String, Vec<Finding>> = HashMap::new();
+    for (h, f) in &ok_facts {
+        findings.insert(h.name.clone(), host_checks(&ctx.cluster, h, f));
+    }
+    for (name, f) in cluster_checks(&ok_facts) {
+        findings.entry(name).or_default().push(f);
+    }
+    let facts = &facts;
+    let findings = &findings;
+    fan_out(ctx, path, hosts, |h| async move {
+        let i = hosts.iter().position(|x| x.name == h.name).unwrap_or(0);
+        match &facts[i] {
+            Some(Err(e)) => HostOutcome::failed(&h.name, e.clone()),
+            None => HostOutcome::failed(&h.name, "no facts gathered".into()),
+            Some(Ok(_)) => outcome(ctx, h, findings.get(&h.name).cloned().unwrap_or_default()),
+        }
+    })
+    .await
+}
+
+fn outcome(ctx: &Ctx, host: &Host, findings: Vec<Finding>) -> HostOutcome {
+    let mut o = HostOutcome::ok(&host.name);
+    let mut errors = Vec::new();
+    for f in findings {
+        match f.level {
+            Level::Error if !ignored(ctx, &f.check) => {
+                errors.push(format!("[{}] {}", f.check, f.message))
+            }
+            Level::Error => o
+                .warnings
+                .push(format!("[{}] {} (ignored)", f.check, f.message)),
+            Level::Warning => o.warnings.push(format!("[{}] {}", f.check, f.message)),
+        }
+    }
+    if !errors.is_empty() {
+        errors.push(
+            "to go on anyway: --ignore-preflight-errors=<check>[,<check>...] (or all)".into(),
+        );
+        o.status = Status::Failed;
+        o.error = Some(errors.join("\n"));
+    }
+    o
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cluster::SshTarget;
+    use crate::version::Version;
+
+    fn host(name: &str, cp: bool) -> Host {
+        Host {
+            name: name.into(),
+            address: "10.0.0.1".into(),
+            control_plane: cp,
+            worker: !cp,
+            labels: Default::default(),
+            taints: vec![],
+            pod_cidr: "10.244.0.0/24".parse().unwrap(),
+            ssh: SshTarget {
+                address: "10.0.0.1".into(),
+                port: 22,
+                user: "root".into(),
+                identity_file: None,
+                known_hosts_file: "/dev/null".into(),
+                bastion: None,
+                sudo: false,
+                connect_timeout_seconds: 1,
+                command_timeout_seconds: 1,
+            },
+        }
+    }
+
+    fn cluster() -> Cluster {
+        let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.yaml");
+        std::fs::write(&p, text).unwrap();
+        let loaded = crate::inventory::load(&p).unwrap();
+        let mut c = crate::cluster::resolve(&loaded).unwrap().0;
+        c.version = Version::parse("1.34.1").unwrap();
+        c
+    }
+
+    const GOOD: &str = "uid=0\npid1=systemd\nsystem_state=running\nos=debian 12\narch=x86_64\ncpus=2\nmem_kb=24000000\nswaps=0\ncgroup_fs=cgroup2fs\ncgroup_controllers=cpuset cpu io memory pids\nfeature=overlay\nfeature=bridge\nfeature=br_netfilter\nfeature=vxlan\nhostname=n1\nmachine_id=0123456789abcdef0123456789abcdef\nlisten=22 sshd\naddr=10.0.0.1\n";
+
+    fn checks(text: &str, cp: bool) -> Vec<String> {
+        host_checks(&cluster(), &host("n1", cp), &Facts::parse(text))
+            .into_iter()
+            .map(|f| f.check)
+            .collect()
+    }
+
+    #[test]
+    fn a_good_host_passes() {
+        assert!(checks(GOOD, true).is_empty(), "{:?}", checks(GOOD, true));
+    }
+
+    #[test]
+    fn swap_ports_and_features_are_named() {
+        let bad = GOOD
+            .replace("swaps=0", "swaps=1")
+            .replace("feature=vxlan\n", "")
+            + "listen=6443 nginx\nlisten=10250 kubelet\n";
+        assert_eq!(checks(&bad, true), ["Swap", "Port-6443", "KernelFeature-vxlan"]);
+        // a worker does not need 6443
+        assert_eq!(checks(&bad, false), ["Swap", "KernelFeature-vxlan"]);
+    }
+
+    #[test]
+    fn small_control_plane_and_non_root() {
+        let bad = GOOD
+            .replace("uid=0", "uid=1000")
+            .replace("cpus=2", "cpus=1")
+            .replace("mem_kb=24000000", "mem_kb=1000000");
+        assert_eq!(checks(&bad, true), ["IsPrivilegedUser", "NumCPU", "Mem"]);
+    }
+
+    #[test]
+    fn duplicates_and_skew_across_hosts() {
+        let (a, b, c) = (host("a", true), host("b", false), host("c", false));
+        let fa = Facts::parse("hostname=a\nmachine_id=m1");
+        let fb = Facts::parse("hostname=b\nmachine_id=m1");
+        let mut fc = Facts::parse("hostname=a\nmachine_id=m3");
+        fc.clock_offset = 30.0;
+        let found: Vec<(String, String)> = cluster_checks(&[(&a, &fa), (&b, &fb), (&c, &fc)])
+            .into_iter()
+            .map(|(h, f)| (h, f.check))
+            .collect();
+        assert!(found.contains(&("a".into(), "DuplicateHostname".into())));
+        assert!(found.contains(&("c".into(), "DuplicateHostname".into())));
+        assert!(found.contains(&("a".into(), "DuplicateMachineID".into())));
+        assert!(found.contains(&("b".into(), "DuplicateMachineID".into())));
+        assert!(found.contains(&("c".into(), "ClockSkew".into())));
+        assert!(!found.contains(&("b".into(), "ClockSkew".into())));
+    }
+}

@@ -1,0 +1,46 @@
+//! Templates (tera, strict: an undefined variable is an error), embedded at build time.
+
+use std::sync::LazyLock;
+use tera::{Context, Tera};
+
+const TEMPLATES: &[(&str, &str)] = &[
+    ("sysctl.conf", include_str!("templates/sysctl.conf")),
+    ("modules-load.conf", include_str!("templates/modules-load.conf")),
+];
+
+static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {
+    let mut t = Tera::default();
+    t.autoescape_on(vec![]);
+    t.add_raw_templates(TEMPLATES.iter().copied())
+        .map_err(|e| format!("{e:?}"))?;
+    Ok(t)
+});
+
+/// Renders an embedded template. The templates ship with the binary and are covered by tests,
+/// so an error here is a defect in provision, reported with the template's name.
+pub fn render(name: &str, context: &Context) -> String {
+    let result = TERA
+        .as_ref()
+        .map_err(|e| e.clone())
+        .and_then(|t| t.render(name, context).map_err(|e| format!("{e:?}")));
+    match result {
+        Ok(s) => s,
+        Err(e) => panic!("template {name} failed to render: {e}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_template_compiles() {
+        assert!(TERA.is_ok(), "{:?}", TERA.as_ref().err());
+    }
+
+    #[test]
+    fn undefined_variables_are_errors() {
+        let t = TERA.as_ref().unwrap();
+        assert!(t.render("modules-load.conf", &Context::new()).is_err());
+    }
+}
