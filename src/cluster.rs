@@ -59,8 +59,13 @@ impl Endpoint {
 #[serde(rename_all = "lowercase", tag = "source")]
 pub enum BundleSource {
     Upstream,
-    Mirror { url: String, ca_file: Option<PathBuf> },
-    Dir { path: PathBuf },
+    Mirror {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
+    Dir {
+        path: PathBuf,
+    },
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -242,7 +247,11 @@ impl Resolver<'_> {
         let path = "spec.kubernetesVersion";
         match Version::parse(text) {
             Err(e) => {
-                self.error(path, e, "write a release like 1.36.4 (1.34, 1.35 and 1.36 are pinned)");
+                self.error(
+                    path,
+                    e,
+                    "write a release like 1.36.4 (1.34, 1.35 and 1.36 are pinned)",
+                );
                 None
             }
             Ok(v) if v.major != 1 || v.minor < OLDEST_MINOR => {
@@ -331,7 +340,9 @@ impl Resolver<'_> {
             } else if s.prefix_len() > max_prefix {
                 self.error(
                     "spec.networking.serviceSubnet",
-                    format!("{s} is too small: it must hold the API (1st) and DNS (10th) addresses"),
+                    format!(
+                        "{s} is too small: it must hold the API (1st) and DNS (10th) addresses"
+                    ),
                     &format!("use a prefix of /{max_prefix} or shorter"),
                 );
                 None
@@ -474,7 +485,11 @@ impl Resolver<'_> {
             } else {
                 "spec.ssh.port".into()
             };
-            self.error(&path, "port 0 is not a port".into(), "use 1-65535, usually 22");
+            self.error(
+                &path,
+                "port 0 is not a port".into(),
+                "use 1-65535, usually 22",
+            );
         }
         let identity = h.identity_file.as_ref().or(d.identity_file.as_ref());
         let identity_path = match identity {
@@ -628,7 +643,10 @@ impl Resolver<'_> {
         } else if cps % 2 == 0 {
             self.warning(
                 "spec.hosts",
-                format!("{cps} control planes: etcd tolerates no more failures than with {}", cps - 1),
+                format!(
+                    "{cps} control planes: etcd tolerates no more failures than with {}",
+                    cps - 1
+                ),
                 "use an odd number of control planes (1, 3 or 5)",
             );
         }
@@ -861,7 +879,9 @@ fn check_label(key: &str, value: &str) -> Result<(), String> {
     let name = match key.split_once('/') {
         Some((prefix, name)) => {
             if !is_dns_subdomain(prefix) {
-                return Err(format!("the prefix of label key \"{key}\" is not a DNS name"));
+                return Err(format!(
+                    "the prefix of label key \"{key}\" is not a DNS name"
+                ));
             }
             name
         }
@@ -893,10 +913,22 @@ mod tests {
 
     #[test]
     fn endpoint_forms() {
-        assert_eq!(parse_host_port("api.example.com", 6443).unwrap(), ("api.example.com".into(), 6443));
-        assert_eq!(parse_host_port("10.0.0.1:7443", 6443).unwrap(), ("10.0.0.1".into(), 7443));
-        assert_eq!(parse_host_port("[fd00::1]:443", 6443).unwrap(), ("fd00::1".into(), 443));
-        assert_eq!(parse_host_port("fd00::1", 6443).unwrap(), ("fd00::1".into(), 6443));
+        assert_eq!(
+            parse_host_port("api.example.com", 6443).unwrap(),
+            ("api.example.com".into(), 6443)
+        );
+        assert_eq!(
+            parse_host_port("10.0.0.1:7443", 6443).unwrap(),
+            ("10.0.0.1".into(), 7443)
+        );
+        assert_eq!(
+            parse_host_port("[fd00::1]:443", 6443).unwrap(),
+            ("fd00::1".into(), 443)
+        );
+        assert_eq!(
+            parse_host_port("fd00::1", 6443).unwrap(),
+            ("fd00::1".into(), 6443)
+        );
         assert!(parse_host_port("api:0", 6443).is_err());
         assert!(parse_host_port("bad_host:6443", 6443).is_err());
     }

@@ -14,7 +14,10 @@ const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(r) => r,
         Err(e) => {
             eprintln!("error: cannot start the async runtime: {e}");
@@ -58,7 +61,17 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Some(p) => format!("init phase {p}"),
                 None => "init".to_string(),
             };
-            execute(cli.verbose, cli.output, &args.run, cluster, &tree, only.as_deref(), scope, &command).await
+            execute(
+                cli.verbose,
+                cli.output,
+                &args.run,
+                cluster,
+                &tree,
+                only.as_deref(),
+                scope,
+                &command,
+            )
+            .await
         }
         Command::Join(args) => {
             let tree = phases::join_tree();
@@ -68,7 +81,17 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 hosts: hosts.clone(),
                 preflight_hosts: hosts,
             };
-            execute(cli.verbose, cli.output, &args.run, cluster, &tree, None, scope, "join").await
+            execute(
+                cli.verbose,
+                cli.output,
+                &args.run,
+                cluster,
+                &tree,
+                None,
+                scope,
+                "join",
+            )
+            .await
         }
     }
 }
@@ -163,14 +186,24 @@ async fn execute(
     ctx.out.summary(&summary);
     let failed = summary.failed_phase.is_some();
     ctx.close().await;
-    if failed { Err(EXIT_PHASE_FAILED) } else { Ok(()) }
+    if failed {
+        Err(EXIT_PHASE_FAILED)
+    } else {
+        Ok(())
+    }
 }
 
 fn print_tree(command: &str, tree: &[Phase]) {
     println!("{command}:");
     for (path, phase) in phases::paths(tree) {
         let depth = path.matches('/').count();
-        println!("  {:indent$}{:<20} {}", "", phase.name, phase.summary, indent = depth * 2);
+        println!(
+            "  {:indent$}{:<20} {}",
+            "",
+            phase.name,
+            phase.summary,
+            indent = depth * 2
+        );
     }
 }
 
@@ -184,7 +217,10 @@ fn print_cluster(c: &Cluster, format: Format) {
     }
     println!("cluster {} (Kubernetes {})", c.name, c.version);
     println!("  API endpoint     {}", c.endpoint.url());
-    println!("  pod subnet       {} (a /{} per node)", c.pod_subnet, c.node_cidr_mask_size);
+    println!(
+        "  pod subnet       {} (a /{} per node)",
+        c.pod_subnet, c.node_cidr_mask_size
+    );
     println!("  service subnet   {}", c.service_subnet);
     println!("  API service IP   {}", c.api_service_ip);
     println!("  DNS service IP   {} ({})", c.dns_service_ip, c.dns_domain);

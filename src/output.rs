@@ -29,7 +29,8 @@ pub struct HostOutcome {
     pub changes: Vec<String>,
     pub bytes_uploaded: u64,
     pub warnings: Vec<String>,
-    /// Extra lines shown with -v or in a dry run (diffs, passed checks).
+    /// Shown with -v or in a dry run instead of `changes`: each change followed by indented
+    /// detail lines (diffs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub details: Vec<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -93,10 +94,8 @@ impl Reporter {
                 if !self.terminal {
                     return None;
                 }
-                let pb = ProgressBar::with_draw_target(
-                    Some(hosts as u64),
-                    ProgressDrawTarget::stderr(),
-                );
+                let pb =
+                    ProgressBar::with_draw_target(Some(hosts as u64), ProgressDrawTarget::stderr());
                 pb.set_style(
                     ProgressStyle::with_template("    {spinner} {pos}/{len} hosts done {elapsed}")
                         .unwrap_or_else(|_| ProgressStyle::default_spinner()),
@@ -144,22 +143,35 @@ impl Reporter {
         for w in &o.warnings {
             s.push_str(&format!("\n        warning: {w}"));
         }
-        if self.verbose || self.dry_run {
+        if (self.verbose || self.dry_run) && o.details.is_empty() {
             for c in &o.changes {
                 s.push_str(&format!("\n        - {c}"));
             }
+        }
+        if self.verbose || self.dry_run {
+            // a change, then (indented) what it does: diffs in a dry run
             for d in &o.details {
-                s.push_str(&format!("\n        {d}"));
+                let mark = if d.starts_with(' ') { "" } else { "- " };
+                s.push_str(&format!("\n        {mark}{d}"));
             }
         }
         s
     }
 
-    pub fn phase_done(&self, path: &str, outcomes: &[HostOutcome], seconds: f64, pb: Option<ProgressBar>) {
+    pub fn phase_done(
+        &self,
+        path: &str,
+        outcomes: &[HostOutcome],
+        seconds: f64,
+        pb: Option<ProgressBar>,
+    ) {
         if let Some(pb) = pb {
             pb.finish_and_clear();
         }
-        let failed = outcomes.iter().filter(|o| o.status == Status::Failed).count();
+        let failed = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Failed)
+            .count();
         let changes: usize = outcomes.iter().map(|o| o.changes.len()).sum();
         match self.format {
             Format::Json => self.event(json!({

@@ -5,7 +5,10 @@ use tera::{Context, Tera};
 
 const TEMPLATES: &[(&str, &str)] = &[
     ("sysctl.conf", include_str!("templates/sysctl.conf")),
-    ("modules-load.conf", include_str!("templates/modules-load.conf")),
+    (
+        "modules-load.conf",
+        include_str!("templates/modules-load.conf"),
+    ),
 ];
 
 static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {

@@ -35,7 +35,8 @@ impl Version {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
                 return Err(format!("\"{s}\" is not a version like 1.36.4"));
             }
-            p.parse().map_err(|_| format!("\"{s}\" is not a version like 1.36.4"))
+            p.parse()
+                .map_err(|_| format!("\"{s}\" is not a version like 1.36.4"))
         };
         match parts.as_slice() {
             [ma, mi] => {

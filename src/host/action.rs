@@ -17,7 +17,10 @@ pub enum Action {
         target: String,
     },
     /// A kernel parameter set now; persist it with a File in /etc/sysctl.d.
-    Sysctl { key: String, value: String },
+    Sysctl {
+        key: String,
+        value: String,
+    },
     Unit(UnitSpec),
     /// Only where nothing declarative fits: `cmd` runs unless `unless` succeeds.
     Exec {

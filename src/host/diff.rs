@@ -65,7 +65,11 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
             (Action::File(spec), fact) => {
                 let want = sha256_hex(&spec.content);
                 let step = match fact {
-                    Fact::File { sha256, mode, owner } if *sha256 == want => {
+                    Fact::File {
+                        sha256,
+                        mode,
+                        owner,
+                    } if *sha256 == want => {
                         if *mode != spec.mode || *owner != spec.owner {
                             Some((
                                 Step::FixFileMeta,
@@ -117,7 +121,11 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                     &mut changes,
                     i,
                     Step::FixDirMeta,
-                    format!("set {path} to {} {owner} (was {} {o})", mode_str(*mode), mode_str(*m)),
+                    format!(
+                        "set {path} to {} {owner} (was {} {o})",
+                        mode_str(*mode),
+                        mode_str(*m)
+                    ),
                 ),
                 Fact::Absent => push(
                     &mut changes,
@@ -136,11 +144,21 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                 Fact::Link(t) if t == target => {}
                 Fact::Link(t) => {
                     changed_paths.insert(path);
-                    push(&mut changes, i, Step::Link, format!("point {path} to {target} (was {t})"));
+                    push(
+                        &mut changes,
+                        i,
+                        Step::Link,
+                        format!("point {path} to {target} (was {t})"),
+                    );
                 }
                 Fact::Absent => {
                     changed_paths.insert(path);
-                    push(&mut changes, i, Step::Link, format!("link {path} -> {target}"));
+                    push(
+                        &mut changes,
+                        i,
+                        Step::Link,
+                        format!("link {path} -> {target}"),
+                    );
                 }
                 Fact::OtherType(t) => {
                     return Err(Unfixable(format!(
@@ -170,7 +188,14 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                     )));
                 }
             },
-            (Action::Unit(u), Fact::Unit { exists, enabled, active }) => {
+            (
+                Action::Unit(u),
+                Fact::Unit {
+                    exists,
+                    enabled,
+                    active,
+                },
+            ) => {
                 if unit_files_changed && !changes.iter().any(|c| c.step == Step::DaemonReload) {
                     changes.push(Change {
                         action: None,
@@ -182,7 +207,12 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                 if u.enabled && !enabled {
                     push(&mut changes, i, Step::Enable, format!("enable {}", u.name));
                 } else if !u.enabled && *enabled {
-                    push(&mut changes, i, Step::Disable, format!("disable {}", u.name));
+                    push(
+                        &mut changes,
+                        i,
+                        Step::Disable,
+                        format!("disable {}", u.name),
+                    );
                 }
                 let inputs: Vec<&str> = u
                     .restart_when_changed
@@ -298,7 +328,10 @@ mod tests {
             .into_iter()
             .map(|c| c.step)
             .collect();
-        assert_eq!(steps, vec![Step::WriteFile, Step::DaemonReload, Step::Restart]);
+        assert_eq!(
+            steps,
+            vec![Step::WriteFile, Step::DaemonReload, Step::Restart]
+        );
     }
 
     #[test]

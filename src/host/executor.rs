@@ -79,7 +79,9 @@ pub async fn apply(
             (Step::MakeDir | Step::FixDirMeta, Some(Action::Dir { path, mode, owner })) => {
                 let p = shell_quote(path);
                 session
-                    .run(&format!("mkdir -p {p} && chmod {mode:o} {p} && chown {owner} {p}"))
+                    .run(&format!(
+                        "mkdir -p {p} && chmod {mode:o} {p} && chown {owner} {p}"
+                    ))
                     .await
                     .map_err(fail)?;
             }
@@ -189,7 +191,10 @@ pub async fn describe(
         let old = String::from_utf8_lossy(&out.stdout).into_owned();
         let text = similar::TextDiff::from_lines(old.as_str(), new)
             .unified_diff()
-            .header(&format!("{} (host)", f.path), &format!("{} (wanted)", f.path))
+            .header(
+                &format!("{} (host)", f.path),
+                &format!("{} (wanted)", f.path),
+            )
             .to_string();
         for l in text.lines() {
             lines.push(format!("    {l}"));

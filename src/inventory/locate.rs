@@ -43,8 +43,16 @@ impl Positions {
 }
 
 enum Frame {
-    Map { path: String, key: Option<String> },
-    Seq { path: String, index: usize },
+    /// `first_key`: the mapping is located at its first key (block mappings start late).
+    Map {
+        path: String,
+        key: Option<String>,
+        first_key: bool,
+    },
+    Seq {
+        path: String,
+        index: usize,
+    },
 }
 
 #[derive(Default)]
@@ -58,7 +66,7 @@ impl Walker {
     fn next_value_path(&mut self) -> Option<String> {
         match self.stack.last_mut() {
             None => Some(String::new()),
-            Some(Frame::Map { path, key }) => key.take().map(|k| join(path, &k)),
+            Some(Frame::Map { path, key, .. }) => key.take().map(|k| join(path, &k)),
             Some(Frame::Seq { path, index }) => {
                 let p = format!("{path}[{index}]");
                 *index += 1;
@@ -88,15 +96,28 @@ impl MarkedEventReceiver for Walker {
                     self.values.insert(path, pos);
                 }
                 None => {
-                    if let Some(Frame::Map { key, .. }) = self.stack.last_mut() {
+                    if let Some(Frame::Map {
+                        key,
+                        first_key,
+                        path,
+                    }) = self.stack.last_mut()
+                    {
                         *key = Some(value);
+                        if *first_key {
+                            *first_key = false;
+                            self.values.insert(path.clone(), pos);
+                        }
                     }
                 }
             },
             Event::MappingStart(..) => {
                 let path = self.next_value_path().unwrap_or_default();
                 self.values.insert(path.clone(), pos);
-                self.stack.push(Frame::Map { path, key: None });
+                self.stack.push(Frame::Map {
+                    path,
+                    key: None,
+                    first_key: true,
+                });
             }
             Event::SequenceStart(..) => {
                 let path = self.next_value_path().unwrap_or_default();
@@ -125,12 +146,24 @@ mod tests {
         let text = "a: 1\nb:\n  c: [x, y]\n  hosts:\n    - name: n1\n      address: 10.0.0.1\n";
         let p = Positions::of(text);
         assert_eq!(p.find("a"), Some(Position { line: 1, column: 4 }));
-        assert_eq!(p.find("b.c[1]"), Some(Position { line: 3, column: 10 }));
+        assert_eq!(
+            p.find("b.c[1]"),
+            Some(Position {
+                line: 3,
+                column: 10
+            })
+        );
         assert_eq!(
             p.find("b.hosts[0].address"),
-            Some(Position { line: 6, column: 16 })
+            Some(Position {
+                line: 6,
+                column: 16
+            })
         );
         // a missing key falls back to its parent mapping
-        assert_eq!(p.find("b.hosts[0].roles"), Some(Position { line: 5, column: 7 }));
+        assert_eq!(
+            p.find("b.hosts[0].roles"),
+            Some(Position { line: 5, column: 7 })
+        );
     }
 }

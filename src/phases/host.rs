@@ -13,7 +13,10 @@ pub const MODULES_FILE: &str = "/etc/modules-load.d/provision.conf";
 /// Modules and the check that tells their feature is present (loaded or built in).
 const MODULES: &[(&str, &str)] = &[
     ("overlay", "grep -qw overlay /proc/filesystems"),
-    ("br_netfilter", "[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]"),
+    (
+        "br_netfilter",
+        "[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ]",
+    ),
 ];
 
 #[derive(Serialize)]
@@ -61,9 +64,16 @@ pub fn phase() -> Phase {
 
 fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
     let mut ctx = tera::Context::new();
-    ctx.insert("modules", &MODULES.iter().map(|(m, _)| *m).collect::<Vec<_>>());
+    ctx.insert(
+        "modules",
+        &MODULES.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
+    );
     ctx.insert("sysctls", SYSCTLS);
-    let mut actions = vec![Action::file(MODULES_FILE, render("modules-load.conf", &ctx), 0o644)];
+    let mut actions = vec![Action::file(
+        MODULES_FILE,
+        render("modules-load.conf", &ctx),
+        0o644,
+    )];
     for (module, present) in MODULES {
         // modprobe fails on kernels without loadable modules even when the feature is built in:
         // only the feature check decides
@@ -73,7 +83,11 @@ fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
             unless: present.to_string(),
         });
     }
-    actions.push(Action::file(SYSCTL_FILE, render("sysctl.conf", &ctx), 0o644));
+    actions.push(Action::file(
+        SYSCTL_FILE,
+        render("sysctl.conf", &ctx),
+        0o644,
+    ));
     actions.extend(SYSCTLS.iter().map(|s| Action::sysctl(s.key, s.value)));
     actions
 }
@@ -101,7 +115,13 @@ mod tests {
         ctx.insert("sysctls", SYSCTLS);
         let text = render("sysctl.conf", &ctx);
         assert!(text.contains("net.ipv4.ip_forward = 1\n"), "{text}");
-        assert!(text.contains("net.bridge.bridge-nf-call-iptables = 1\n"), "{text}");
-        assert_eq!(render("modules-load.conf", &ctx).lines().last(), Some("overlay"));
+        assert!(
+            text.contains("net.bridge.bridge-nf-call-iptables = 1\n"),
+            "{text}"
+        );
+        assert_eq!(
+            render("modules-load.conf", &ctx).lines().last(),
+            Some("overlay")
+        );
     }
 }

@@ -165,10 +165,13 @@ impl Ctx {
 
     /// The host's connection, opened on first use and reused by every later phase.
     pub async fn session(&self, host: &Host) -> Result<Arc<Session>, SshError> {
-        let cell = self.sessions.get(&host.name).ok_or_else(|| SshError::Channel {
-            host: host.name.clone(),
-            detail: "not in the inventory".into(),
-        })?;
+        let cell = self
+            .sessions
+            .get(&host.name)
+            .ok_or_else(|| SshError::Channel {
+                host: host.name.clone(),
+                detail: "not in the inventory".into(),
+            })?;
         cell.get_or_try_init(|| async {
             Session::connect(&host.name, &host.ssh, self.policy)
                 .await
@@ -190,7 +193,12 @@ impl Ctx {
 }
 
 /// Runs `f` for every host, at most `ctx.concurrency` at once, reporting each as it finishes.
-pub async fn fan_out<'a, F, Fut>(ctx: &'a Ctx, path: &str, hosts: &'a [Host], f: F) -> Vec<HostOutcome>
+pub async fn fan_out<'a, F, Fut>(
+    ctx: &'a Ctx,
+    path: &str,
+    hosts: &'a [Host],
+    f: F,
+) -> Vec<HostOutcome>
 where
     F: Fn(&'a Host) -> Fut,
     Fut: std::future::Future<Output = HostOutcome> + 'a,
@@ -232,10 +240,7 @@ async fn run_actions(
             o.changes = plan.changes.iter().map(|c| c.summary.clone()).collect();
             o.details = executor::describe(&session, &actions, &plan)
                 .await
-                .map_err(|e| e.to_string())?
-                .into_iter()
-                .filter(|l| l.starts_with("    "))
-                .collect();
+                .map_err(|e| e.to_string())?;
         } else {
             let applied = executor::apply(&session, &actions, &plan)
                 .await
@@ -270,7 +275,13 @@ pub async fn run(
         command: command.to_string(),
         phases_run: 0,
         changes: 0,
-        hosts: hosts.len(),
+        hosts: scope
+            .preflight_hosts
+            .iter()
+            .chain(hosts)
+            .map(|h| &h.name)
+            .collect::<BTreeSet<_>>()
+            .len(),
         seconds: 0.0,
         failed_phase: None,
         next_steps: Vec::new(),
@@ -320,8 +331,14 @@ mod tests {
     #[test]
     fn selects_subtrees_and_skips() {
         let t = tree();
-        assert_eq!(names(select(&t, None, &[]).unwrap()), ["preflight", "certs/ca", "certs/apiserver"]);
-        assert_eq!(names(select(&t, Some("certs"), &[]).unwrap()), ["certs/ca", "certs/apiserver"]);
+        assert_eq!(
+            names(select(&t, None, &[]).unwrap()),
+            ["preflight", "certs/ca", "certs/apiserver"]
+        );
+        assert_eq!(
+            names(select(&t, Some("certs"), &[]).unwrap()),
+            ["certs/ca", "certs/apiserver"]
+        );
         assert_eq!(
             names(select(&t, None, &["certs/ca".into(), "preflight".into()]).unwrap()),
             ["certs/apiserver"]

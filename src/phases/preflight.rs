@@ -3,7 +3,7 @@
 //! trip; the checks themselves are pure functions. Cluster-wide checks (duplicate hostnames and
 //! machine-ids, clock skew) compare the hosts with each other.
 
-use super::{Ctx, fan_out};
+use super::Ctx;
 use crate::cluster::{Cluster, Host, is_dns_subdomain};
 use crate::output::{HostOutcome, Status};
 use std::collections::{BTreeMap, HashMap};
@@ -24,9 +24,11 @@ echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 echo "cgroup_controllers=$(awk 'NR>1 && $4==1 {printf "%s ", $1}' /proc/cgroups 2>/dev/null)$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
 for m in overlay br_netfilter vxlan bridge; do modprobe -q $m 2>/dev/null; done
 grep -qw overlay /proc/filesystems && echo "feature=overlay"
-[ -d /sys/module/bridge ] && echo "feature=bridge"
+# /sys/module is hidden in some containers: creating the links in a throwaway namespace is proof
+probe_link() { [ -d /sys/module/$1 ] || unshare -n ip link add provision-probe type $1 $2 2>/dev/null; }
+probe_link bridge && echo "feature=bridge"
 [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo "feature=br_netfilter"
-[ -d /sys/module/vxlan ] && echo "feature=vxlan"
+probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
 echo "hostname=$(hostname)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
 if command -v ss >/dev/null; then
@@ -49,6 +51,8 @@ pub struct Facts {
     pub features: Vec<String>,
     /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
     pub clock_offset: f64,
+    /// How long connecting and gathering took.
+    pub seconds: f64,
 }
 
 impl Facts {
@@ -170,7 +174,21 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     }
     let os = f.get("os");
     let os_id = os.split_whitespace().next().unwrap_or("");
-    if !["debian", "ubuntu", "rhel", "centos", "rocky", "almalinux", "fedora", "flatcar", "opensuse-leap", "sles", "amzn"].contains(&os_id) {
+    if ![
+        "debian",
+        "ubuntu",
+        "rhel",
+        "centos",
+        "rocky",
+        "almalinux",
+        "fedora",
+        "flatcar",
+        "opensuse-leap",
+        "sles",
+        "amzn",
+    ]
+    .contains(&os_id)
+    {
         out.push(warning(
             "OS",
             format!("{os:?} is not a tested distribution; continuing"),
@@ -179,7 +197,10 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     if !["x86_64", "aarch64"].contains(&f.get("arch")) {
         out.push(error(
             "Arch",
-            format!("{} is not supported: use an amd64 or arm64 host", f.get("arch")),
+            format!(
+                "{} is not supported: use an amd64 or arm64 host",
+                f.get("arch")
+            ),
         ));
     }
     let cpus = f.num("cpus").unwrap_or(0);
@@ -251,14 +272,19 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     if !missing.is_empty() {
         out.push(error(
             "CgroupControllers",
-            format!("cgroup controllers missing or disabled: {}", missing.join(", ")),
+            format!(
+                "cgroup controllers missing or disabled: {}",
+                missing.join(", ")
+            ),
         ));
     }
     for feature in ["overlay", "bridge", "br_netfilter", "vxlan"] {
         if !f.features.iter().any(|x| x == feature) {
             out.push(error(
                 &format!("KernelFeature-{feature}"),
-                format!("the kernel has no {feature} (not built in, and modprobe could not load it)"),
+                format!(
+                    "the kernel has no {feature} (not built in, and modprobe could not load it)"
+                ),
             ));
         }
     }
@@ -271,7 +297,10 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     } else if hostname != host.name {
         out.push(warning(
             "Hostname",
-            format!("hostname is {hostname:?}; the node will be registered as {:?}", host.name),
+            format!(
+                "hostname is {hostname:?}; the node will be registered as {:?}",
+                host.name
+            ),
         ));
     }
     if f.get("machine_id").len() != 32 {
@@ -313,7 +342,11 @@ pub fn cluster_checks(facts: &[(&Host, &Facts)]) -> Vec<(String, Finding)> {
                     h.name.clone(),
                     error(
                         check,
-                        format!("{what} {:?} is shared with {}: {fix}", f.get(key), others.join(", ")),
+                        format!(
+                            "{what} {:?} is shared with {}: {fix}",
+                            f.get(key),
+                            others.join(", ")
+                        ),
                     ),
                 ));
             }
@@ -365,6 +398,7 @@ fn now() -> f64 {
 }
 
 async fn gather(ctx: &Ctx, host: &Host) -> Result<Facts, String> {
+    let started = std::time::Instant::now();
     let session = ctx.session(host).await.map_err(|e| e.to_string())?;
     let before = now();
     let out = session.run(FACTS_SCRIPT).await.map_err(|e| e.to_string())?;
@@ -373,29 +407,28 @@ async fn gather(ctx: &Ctx, host: &Host) -> Result<Facts, String> {
     if let Ok(t) = f.get("time").parse::<f64>() {
         f.clock_offset = t - (before + after) / 2.0;
     }
+    f.seconds = started.elapsed().as_secs_f64();
     Ok(f)
 }
 
 pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
+    use futures::StreamExt;
+    let pb = ctx.out.phase_start(path, hosts.len());
+    let started = std::time::Instant::now();
     // Facts first (in parallel), then every check, so cluster-wide checks see all hosts.
-    let gathered: Vec<(usize, Result<Facts, String>)> = {
-        use futures::StreamExt;
-        futures::stream::iter(hosts.iter().enumerate().map(|(i, h)| async move { (i, gather(ctx, h).await) }))
-            .buffer_unordered(ctx.concurrency)
-            .collect()
-            .await
-    };
-    let mut facts: Vec<Option<Result<Facts, String>>> = vec![None; hosts.len()];
-    for (i, f) in gathered {
-        facts[i] = Some(f);
-    }
-    let ok_facts: Vec<(&Host, &Facts)> = hosts
+    let mut gathered: Vec<(usize, Result<Facts, String>)> = futures::stream::iter(
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, h)| async move { (i, gather(ctx, h).await) }),
+    )
+    .buffer_unordered(ctx.concurrency)
+    .collect()
+    .await;
+    gathered.sort_by_key(|(i, _)| *i);
+    let ok_facts: Vec<(&Host, &Facts)> = gathered
         .iter()
-        .zip(&facts)
-        .filter_map(|(h, f)| match f {
-            Some(Ok(f)) => Some((h, f)),
-            _ => None,
-        })
+        .filter_map(|(i, f)| f.as_ref().ok().map(|f| (&hosts[*i], f)))
         .collect();
     let mut findings: HashMap<String, Vec<Finding>> = HashMap::new();
     for (h, f) in &ok_facts {
@@ -404,17 +437,25 @@ pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
     for (name, f) in cluster_checks(&ok_facts) {
         findings.entry(name).or_default().push(f);
     }
-    let facts = &facts;
-    let findings = &findings;
-    fan_out(ctx, path, hosts, |h| async move {
-        let i = hosts.iter().position(|x| x.name == h.name).unwrap_or(0);
-        match &facts[i] {
-            Some(Err(e)) => HostOutcome::failed(&h.name, e.clone()),
-            None => HostOutcome::failed(&h.name, "no facts gathered".into()),
-            Some(Ok(_)) => outcome(ctx, h, findings.get(&h.name).cloned().unwrap_or_default()),
-        }
-    })
-    .await
+    let outcomes: Vec<HostOutcome> = gathered
+        .iter()
+        .map(|(i, f)| {
+            let h = &hosts[*i];
+            let o = match f {
+                Err(e) => HostOutcome::failed(&h.name, e.clone()),
+                Ok(f) => {
+                    let mut o = outcome(ctx, h, findings.remove(&h.name).unwrap_or_default());
+                    o.seconds = f.seconds;
+                    o
+                }
+            };
+            ctx.out.host_done(path, &o, pb.as_ref());
+            o
+        })
+        .collect();
+    ctx.out
+        .phase_done(path, &outcomes, started.elapsed().as_secs_f64(), pb);
+    outcomes
 }
 
 fn outcome(ctx: &Ctx, host: &Host, findings: Vec<Finding>) -> HostOutcome {
@@ -501,7 +542,10 @@ mod tests {
             .replace("swaps=0", "swaps=1")
             .replace("feature=vxlan\n", "")
             + "listen=6443 nginx\nlisten=10250 kubelet\n";
-        assert_eq!(checks(&bad, true), ["Swap", "Port-6443", "KernelFeature-vxlan"]);
+        assert_eq!(
+            checks(&bad, true),
+            ["Swap", "Port-6443", "KernelFeature-vxlan"]
+        );
         // a worker does not need 6443
         assert_eq!(checks(&bad, false), ["Swap", "KernelFeature-vxlan"]);
     }

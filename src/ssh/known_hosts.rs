@@ -147,15 +147,21 @@ pub fn append(path: &Path, host: &str, port: u16, key: &PublicKey) -> std::io::R
 }
 
 pub fn fingerprint(key: &PublicKey) -> String {
-    format!("{} {}", key.algorithm().as_str(), key.fingerprint(HashAlg::Sha256))
+    format!(
+        "{} {}",
+        key.algorithm().as_str(),
+        key.fingerprint(HashAlg::Sha256)
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    const KEY_A: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
-    const KEY_B: &str = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
+    const KEY_A: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIJdD7y3aLq454yWBdwLWbieU1ebz9/cu7/QEXn9OIeZJ";
+    const KEY_B: &str =
+        "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIA6rWI3G2sz07DnfFlrouTcysQlj2P+jpNSOEWD9OJ3X";
 
     fn key(s: &str) -> PublicKey {
         PublicKey::from_openssh(s).unwrap()
@@ -170,9 +176,18 @@ mod tests {
         assert_eq!(check_text(&text, "10.0.0.1", 22, &a), Verdict::Trusted);
         assert_eq!(check_text(&text, "10.0.0.2", 2222, &a), Verdict::Trusted);
         assert_eq!(check_text(&text, "10.0.0.2", 22, &a), Verdict::Unknown);
-        assert_eq!(check_text(&text, "n1.example.com", 22, &a), Verdict::Trusted);
-        assert_eq!(check_text(&text, "bad.example.com", 22, &a), Verdict::Unknown);
-        assert_eq!(check_text(&text, "10.0.0.1", 22, &key(KEY_B)), Verdict::Changed { line: 3 });
+        assert_eq!(
+            check_text(&text, "n1.example.com", 22, &a),
+            Verdict::Trusted
+        );
+        assert_eq!(
+            check_text(&text, "bad.example.com", 22, &a),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            check_text(&text, "10.0.0.1", 22, &key(KEY_B)),
+            Verdict::Changed { line: 3 }
+        );
     }
 
     #[test]
@@ -183,10 +198,23 @@ mod tests {
         mac.update(b"10.0.0.9");
         let hash = mac.finalize().into_bytes();
         use base64_helper::encode;
-        let text = format!("|1|{}|{} {KEY_A}\n@revoked * {KEY_B}\n", encode(&salt), encode(&hash));
-        assert_eq!(check_text(&text, "10.0.0.9", 22, &key(KEY_A)), Verdict::Trusted);
-        assert_eq!(check_text(&text, "10.0.0.8", 22, &key(KEY_A)), Verdict::Unknown);
-        assert_eq!(check_text(&text, "10.0.0.9", 22, &key(KEY_B)), Verdict::Revoked { line: 2 });
+        let text = format!(
+            "|1|{}|{} {KEY_A}\n@revoked * {KEY_B}\n",
+            encode(&salt),
+            encode(&hash)
+        );
+        assert_eq!(
+            check_text(&text, "10.0.0.9", 22, &key(KEY_A)),
+            Verdict::Trusted
+        );
+        assert_eq!(
+            check_text(&text, "10.0.0.8", 22, &key(KEY_A)),
+            Verdict::Unknown
+        );
+        assert_eq!(
+            check_text(&text, "10.0.0.9", 22, &key(KEY_B)),
+            Verdict::Revoked { line: 2 }
+        );
     }
 
     #[test]
@@ -195,14 +223,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sub/known_hosts");
         append(&path, "10.0.0.5", 2200, &key(KEY_A)).unwrap();
-        assert_eq!(check(&path, "10.0.0.5", 2200, &key(KEY_A)).unwrap(), Verdict::Trusted);
+        assert_eq!(
+            check(&path, "10.0.0.5", 2200, &key(KEY_A)).unwrap(),
+            Verdict::Trusted
+        );
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
 
     mod base64_helper {
         pub fn encode(data: &[u8]) -> String {
-            const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
             let mut out = String::new();
             for c in data.chunks(3) {
                 let b = [c[0], *c.get(1).unwrap_or(&0), *c.get(2).unwrap_or(&0)];

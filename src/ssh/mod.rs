@@ -60,7 +60,9 @@ pub enum SshError {
         file: PathBuf,
         line: usize,
     },
-    #[error("{host} ({addr}): the host key {fingerprint} is marked @revoked at line {line} of {file}")]
+    #[error(
+        "{host} ({addr}): the host key {fingerprint} is marked @revoked at line {line} of {file}"
+    )]
     RevokedHostKey {
         host: String,
         addr: String,
@@ -74,7 +76,9 @@ pub enum SshError {
         file: PathBuf,
         detail: String,
     },
-    #[error("{host}: authentication as {user} failed (tried: {tried}).\n  Give the key in spec.ssh.identityFile, or add it to ssh-agent")]
+    #[error(
+        "{host}: authentication as {user} failed (tried: {tried}).\n  Give the key in spec.ssh.identityFile, or add it to ssh-agent"
+    )]
     Auth {
         host: String,
         user: String,
@@ -86,7 +90,9 @@ pub enum SshError {
         file: PathBuf,
         detail: String,
     },
-    #[error("{host}: sudo asks {user} for a password.\n  Allow passwordless sudo for {user} (e.g. '{user} ALL=(ALL) NOPASSWD:ALL' in /etc/sudoers.d/), or log in as root")]
+    #[error(
+        "{host}: sudo asks {user} for a password.\n  Allow passwordless sudo for {user} (e.g. '{user} ALL=(ALL) NOPASSWD:ALL' in /etc/sudoers.d/), or log in as root"
+    )]
     SudoPassword { host: String, user: String },
     #[error("{host}: `{command}` exited with status {status}: {stderr}")]
     Command {
@@ -219,7 +225,14 @@ impl Session {
             None => {
                 let stream = tcp(&target, connect_timeout).await?;
                 (
-                    handshake(&target, stream, &t.known_hosts_file, policy, connect_timeout).await?,
+                    handshake(
+                        &target,
+                        stream,
+                        &t.known_hosts_file,
+                        policy,
+                        connect_timeout,
+                    )
+                    .await?,
                     None,
                 )
             }
@@ -288,7 +301,10 @@ impl Session {
                 .await
                 .map_err(|e| self.channel_error(e))?;
             if let Some(data) = stdin {
-                channel.data(data).await.map_err(|e| self.channel_error(e))?;
+                channel
+                    .data(data)
+                    .await
+                    .map_err(|e| self.channel_error(e))?;
             }
             channel.eof().await.map_err(|e| self.channel_error(e))?;
             let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
@@ -299,7 +315,9 @@ impl Session {
                     ChannelMsg::ExtendedData { data, ext: 1 } => stderr.extend_from_slice(&data),
                     ChannelMsg::ExitStatus { exit_status } => status = Some(exit_status),
                     ChannelMsg::ExitSignal { signal_name, .. } => {
-                        stderr.extend_from_slice(format!("killed by signal {signal_name:?}").as_bytes());
+                        stderr.extend_from_slice(
+                            format!("killed by signal {signal_name:?}").as_bytes(),
+                        );
                         status = Some(128);
                     }
                     _ => {}
@@ -380,18 +398,21 @@ fn bastion_hop<'a>(name: &str, b: &'a Bastion) -> Hop<'a> {
 
 async fn tcp(hop: &Hop<'_>, limit: Duration) -> Result<tokio::net::TcpStream, SshError> {
     let addr = format!("{}:{}", hop.address, hop.port);
-    let stream = timeout(limit, tokio::net::TcpStream::connect((hop.address, hop.port)))
-        .await
-        .map_err(|_| SshError::Timeout {
-            host: hop.label.clone(),
-            what: format!("connecting to {addr}"),
-            seconds: limit.as_secs(),
-        })?
-        .map_err(|e| SshError::Connect {
-            host: hop.label.clone(),
-            addr: addr.clone(),
-            detail: e.to_string(),
-        })?;
+    let stream = timeout(
+        limit,
+        tokio::net::TcpStream::connect((hop.address, hop.port)),
+    )
+    .await
+    .map_err(|_| SshError::Timeout {
+        host: hop.label.clone(),
+        what: format!("connecting to {addr}"),
+        seconds: limit.as_secs(),
+    })?
+    .map_err(|e| SshError::Connect {
+        host: hop.label.clone(),
+        addr: addr.clone(),
+        detail: e.to_string(),
+    })?;
     let _ = stream.set_nodelay(true);
     Ok(stream)
 }
@@ -468,7 +489,9 @@ fn host_key_error(hop: &Hop<'_>, addr: &str, file: &Path, seed: SshErrorSeed) ->
         SshErrorSeed::Certificate => SshError::Connect {
             host,
             addr,
-            detail: "the server offered a host certificate; record its plain host key in known_hosts".into(),
+            detail:
+                "the server offered a host certificate; record its plain host key in known_hosts"
+                    .into(),
         },
     }
 }
@@ -520,7 +543,8 @@ async fn authenticate(hop: &Hop<'_>, handle: &mut Handle<KeyChecker>) -> Result<
             file: file.clone(),
             detail: match e {
                 russh::keys::Error::KeyIsEncrypted => {
-                    "it is encrypted: add it to ssh-agent (ssh-add) and leave identityFile out".into()
+                    "it is encrypted: add it to ssh-agent (ssh-add) and leave identityFile out"
+                        .into()
                 }
                 other => other.to_string(),
             },
@@ -558,7 +582,10 @@ fn check_key_mode(hop: &Hop<'_>, file: &Path) -> Result<(), SshError> {
         return Err(SshError::Key {
             host: hop.label.clone(),
             file: file.to_path_buf(),
-            detail: format!("its mode is {mode:o}; others may read it: chmod 600 {}", file.display()),
+            detail: format!(
+                "its mode is {mode:o}; others may read it: chmod 600 {}",
+                file.display()
+            ),
         });
     }
     Ok(())
