@@ -38,38 +38,12 @@ pub enum SshError {
         what: String,
         seconds: u64,
     },
-    #[error(
-        "{host} ({addr}): the host key is not known ({fingerprint}).\n  Check the fingerprint with the host's owner, then record it:\n    ssh-keyscan -p {port} {ip} >> {file}\n  or run again with --accept-new-host-keys to record it on first use"
-    )]
-    UnknownHostKey {
-        host: String,
-        addr: String,
-        ip: String,
-        port: u16,
-        fingerprint: String,
-        file: PathBuf,
-    },
-    #[error(
-        "{host} ({addr}): THE HOST KEY HAS CHANGED: the server offers {fingerprint}, line {line} of {file} records another key.\n  Someone may be intercepting the connection. If the host was reinstalled, remove the old key:\n    ssh-keygen -R {name} -f {file}\n  and run again"
-    )]
-    ChangedHostKey {
-        host: String,
-        addr: String,
-        name: String,
-        fingerprint: String,
-        file: PathBuf,
-        line: usize,
-    },
-    #[error(
-        "{host} ({addr}): the host key {fingerprint} is marked @revoked at line {line} of {file}"
-    )]
-    RevokedHostKey {
-        host: String,
-        addr: String,
-        fingerprint: String,
-        file: PathBuf,
-        line: usize,
-    },
+    #[error("{}", unknown_key_message(.0))]
+    UnknownHostKey(Box<HostKeyProblem>),
+    #[error("{}", changed_key_message(.0))]
+    ChangedHostKey(Box<HostKeyProblem>),
+    #[error("{} ({}): the host key {} is marked @revoked at line {} of {}", .0.host, .0.addr, .0.fingerprint, .0.line, .0.file.display())]
+    RevokedHostKey(Box<HostKeyProblem>),
     #[error("{host}: cannot read {file}: {detail}")]
     KnownHosts {
         host: String,
@@ -103,6 +77,45 @@ pub enum SshError {
     },
     #[error("{host}: the SSH connection failed: {detail}")]
     Channel { host: String, detail: String },
+}
+
+/// A host key that could not be trusted, with what the user needs to fix it.
+#[derive(Debug)]
+pub struct HostKeyProblem {
+    pub host: String,
+    /// `address:port` as connected
+    pub addr: String,
+    pub address: String,
+    pub port: u16,
+    pub fingerprint: String,
+    pub file: PathBuf,
+    /// The known_hosts line that records another key (changed) or revokes this one.
+    pub line: usize,
+}
+
+fn unknown_key_message(p: &HostKeyProblem) -> String {
+    format!(
+        "{} ({}): the host key is not known ({}).\n  Check the fingerprint with the host's owner, then record it:\n    ssh-keyscan -p {} {} >> {}\n  or run again with --accept-new-host-keys to record it on first use",
+        p.host,
+        p.addr,
+        p.fingerprint,
+        p.port,
+        p.address,
+        p.file.display()
+    )
+}
+
+fn changed_key_message(p: &HostKeyProblem) -> String {
+    format!(
+        "{} ({}): THE HOST KEY HAS CHANGED: the server offers {}, line {} of {} records another key.\n  Someone may be intercepting the connection. If the host was reinstalled, remove the old key:\n    ssh-keygen -R {} -f {}\n  and run again",
+        p.host,
+        p.addr,
+        p.fingerprint,
+        p.line,
+        p.file.display(),
+        known_hosts::host_key_name(&p.address, p.port),
+        p.file.display()
+    )
 }
 
 /// What a remote command printed and how it ended.
@@ -460,35 +473,29 @@ where
 }
 
 fn host_key_error(hop: &Hop<'_>, addr: &str, file: &Path, seed: SshErrorSeed) -> SshError {
-    let (host, addr, file) = (hop.label.clone(), addr.to_string(), file.to_path_buf());
-    match seed {
-        SshErrorSeed::Unknown(fingerprint) => SshError::UnknownHostKey {
-            host,
-            addr,
-            ip: hop.address.to_string(),
+    let problem = |fingerprint: String, line: usize| {
+        Box::new(HostKeyProblem {
+            host: hop.label.clone(),
+            addr: addr.to_string(),
+            address: hop.address.to_string(),
             port: hop.port,
             fingerprint,
-            file,
-        },
-        SshErrorSeed::Changed(fingerprint, line) => SshError::ChangedHostKey {
-            host,
-            addr,
-            name: known_hosts::host_key_name(hop.address, hop.port),
-            fingerprint,
-            file,
+            file: file.to_path_buf(),
             line,
+        })
+    };
+    match seed {
+        SshErrorSeed::Unknown(fp) => SshError::UnknownHostKey(problem(fp, 0)),
+        SshErrorSeed::Changed(fp, line) => SshError::ChangedHostKey(problem(fp, line)),
+        SshErrorSeed::Revoked(fp, line) => SshError::RevokedHostKey(problem(fp, line)),
+        SshErrorSeed::Io(detail) => SshError::KnownHosts {
+            host: hop.label.clone(),
+            file: file.to_path_buf(),
+            detail,
         },
-        SshErrorSeed::Revoked(fingerprint, line) => SshError::RevokedHostKey {
-            host,
-            addr,
-            fingerprint,
-            file,
-            line,
-        },
-        SshErrorSeed::Io(detail) => SshError::KnownHosts { host, file, detail },
         SshErrorSeed::Certificate => SshError::Connect {
-            host,
-            addr,
+            host: hop.label.clone(),
+            addr: addr.to_string(),
             detail:
                 "the server offered a host certificate; record its plain host key in known_hosts"
                     .into(),
