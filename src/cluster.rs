@@ -579,7 +579,7 @@ impl Resolver<'_> {
                 );
             }
             let address = h.address.trim().to_string();
-            if address.parse::<IpAddr>().is_err() && !is_dns_subdomain(&address) {
+            if address.parse::<IpAddr>().is_err() && !is_host_name(&address) {
                 self.error(
                     &at("address"),
                     format!("\"{}\" is not an IP address or host name", h.address),
@@ -843,7 +843,7 @@ fn parse_host_port(text: &str, default_port: u16) -> Result<(String, u16), Strin
             _ => return Err(format!("\"{p}\" in \"{text}\" is not a port")),
         },
     };
-    if host.parse::<IpAddr>().is_err() && !is_dns_subdomain(&host) {
+    if host.parse::<IpAddr>().is_err() && !is_host_name(&host) {
         return Err(bad());
     }
     Ok((host, port))
@@ -860,6 +860,16 @@ pub fn is_dns_label(s: &str) -> bool {
 
 pub fn is_dns_subdomain(s: &str) -> bool {
     !s.is_empty() && s.len() <= 253 && s.split('.').all(is_dns_label)
+}
+
+/// A name a resolver can look up: its last label is not all digits (RFC 1123), so a mistyped
+/// IPv4 address such as 10.0.0.300 is not taken for a name.
+pub fn is_host_name(s: &str) -> bool {
+    is_dns_subdomain(s)
+        && !s
+            .rsplit('.')
+            .next()
+            .is_some_and(|tld| tld.bytes().all(|b| b.is_ascii_digit()))
 }
 
 fn is_wildcard_dns(s: &str) -> bool {
@@ -931,6 +941,9 @@ mod tests {
         );
         assert!(parse_host_port("api:0", 6443).is_err());
         assert!(parse_host_port("bad_host:6443", 6443).is_err());
+        assert!(parse_host_port("10.0.0.300", 6443).is_err());
+        assert!(is_host_name("n1.example.com") && is_host_name("n1"));
+        assert!(!is_host_name("10.244.1.300"));
     }
 
     #[test]

@@ -54,7 +54,7 @@ pub struct Spec {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct ApiServerSpec {
     /// Extra subject alternative names for the API server certificate.
-    #[serde(default)]
+    #[serde(default, rename = "certSANs")]
     pub cert_sans: Vec<String>,
 }
 
@@ -327,8 +327,12 @@ pub fn load(file: &Path) -> Result<Loaded, Problems> {
             "add the field; README.md lists what each section needs"
         } else if message.contains("unknown variant") {
             "use one of the values listed"
+        } else if message.contains("invalid type") {
+            "the value has the wrong shape: README.md shows each field with an example"
+        } else if message.contains("invalid value") {
+            "the value is out of range for this field"
         } else {
-            ""
+            "fix the YAML at that place: indentation, brackets and quotes must balance"
         };
         fail(position, message, hint)
     })?;
