@@ -153,8 +153,9 @@ fn write_file_script(f: &FileSpec, replace: bool) -> String {
     } else {
         String::new()
     };
+    // an earlier, interrupted write may have left its temporary file: remove it first
     format!(
-        "umask 077 && mkdir -p \"$(dirname {p})\" && t=$(mktemp {p}.provision-XXXXXX) && \
+        "umask 077 && mkdir -p \"$(dirname {p})\" && rm -f {p}.provision-* && t=$(mktemp {p}.provision-XXXXXX) && \
          {{ cat > \"$t\" && [ \"$(sha256sum < \"$t\" | cut -c1-64)\" = {sha} ] || {{ rm -f \"$t\"; echo 'upload corrupted: digest mismatch' >&2; exit 1; }}; }} && \
          chmod {mode:o} \"$t\" && chown {owner} \"$t\" && {rm}mv -f \"$t\" {p}",
         mode = f.mode,

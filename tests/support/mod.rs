@@ -1,0 +1,262 @@
+//! Test machines for integration tests: systemd-nspawn containers booted by `scripts/testbed`
+//! (real systemd, real sshd), reached over SSH exactly as users' hosts are.
+//!
+//! Each test takes its own machine indexes (so tests in one binary can run in parallel), gets a
+//! known_hosts file of its own, and tears its machines down when dropped. Machines left behind by
+//! a crashed run are removed when the next run starts.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::sync::Once;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub const PREFIX: &str = "pt";
+/// Test machines use indexes from here on; the demo uses 1-3.
+const FIRST_INDEX: usize = 20;
+static NEXT_INDEX: AtomicUsize = AtomicUsize::new(FIRST_INDEX);
+static SETUP: Once = Once::new();
+
+pub fn script() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed")
+}
+
+pub fn testbed_dir() -> PathBuf {
+    PathBuf::from(
+        std::env::var("TESTBED_DIR").unwrap_or_else(|_| "/var/tmp/provision-testbed".into()),
+    )
+}
+
+fn sh(args: &[&str]) -> Output {
+    Command::new(script())
+        .args(args)
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run scripts/testbed: {e}"))
+}
+
+fn must(args: &[&str]) {
+    let out = sh(args);
+    assert!(
+        out.status.success(),
+        "scripts/testbed {} failed:\n{}{}",
+        args.join(" "),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Images once per process; machines of an earlier, crashed run removed.
+fn setup() {
+    SETUP.call_once(|| {
+        assert!(
+            unsafe_is_root(),
+            "the test bed needs root (systemd-nspawn, bridges, mounts): run the tests as root, as .ci/run does"
+        );
+        must(&["images"]);
+        let machines = testbed_dir().join("machines");
+        if let Ok(entries) = std::fs::read_dir(&machines) {
+            for e in entries.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if name.starts_with(PREFIX) && e.path().is_dir() {
+                    sh(&["down", &name]);
+                }
+            }
+        }
+    });
+}
+
+fn unsafe_is_root() -> bool {
+    // no libc dependency for one call: ask id(1)
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+pub struct Machine {
+    pub name: String,
+    pub index: usize,
+    pub address: String,
+}
+
+/// N booted machines, torn down on drop.
+pub struct Testbed {
+    pub machines: Vec<Machine>,
+    pub dir: tempfile::TempDir,
+}
+
+impl Testbed {
+    pub fn up(n: usize) -> Testbed {
+        setup();
+        let first = NEXT_INDEX.fetch_add(n, Ordering::SeqCst);
+        let machines: Vec<Machine> = (first..first + n)
+            .map(|i| Machine {
+                name: format!("{PREFIX}{i}"),
+                index: i,
+                address: format!("10.244.1.{}", 10 + i),
+            })
+            .collect();
+        let tb = Testbed {
+            machines,
+            dir: tempfile::tempdir().expect("tempdir"),
+        };
+        // boot in parallel: each `up` returns once its container is starting
+        std::thread::scope(|s| {
+            for m in &tb.machines {
+                s.spawn(|| must(&["up", &m.name, &m.index.to_string()]));
+            }
+        });
+        for m in &tb.machines {
+            must(&["wait", &m.index.to_string(), "90"]);
+        }
+        tb.write_known_hosts();
+        tb
+    }
+
+    pub fn key(&self) -> PathBuf {
+        testbed_dir().join("id_ed25519")
+    }
+
+    pub fn known_hosts(&self) -> PathBuf {
+        self.dir.path().join("known_hosts")
+    }
+
+    /// This test's known_hosts: the entries of its machines only.
+    pub fn write_known_hosts(&self) {
+        let all =
+            std::fs::read_to_string(testbed_dir().join("machines/known_hosts")).unwrap_or_default();
+        let mine: Vec<&str> = all
+            .lines()
+            .filter(|l| {
+                self.machines
+                    .iter()
+                    .any(|m| l.starts_with(&format!("{} ", m.address)))
+            })
+            .collect();
+        assert_eq!(
+            mine.len(),
+            self.machines.len(),
+            "known_hosts lacks a machine:\n{all}"
+        );
+        std::fs::write(self.known_hosts(), mine.join("\n") + "\n").unwrap();
+    }
+
+    /// An inventory for these machines: the first is the control plane unless `roles` says otherwise.
+    pub fn inventory(&self, extra_spec: &str, host_extra: &[&str]) -> PathBuf {
+        let mut hosts = String::new();
+        for (i, m) in self.machines.iter().enumerate() {
+            let role = if i == 0 { "control-plane" } else { "worker" };
+            hosts.push_str(&format!(
+                "    - name: {}\n      address: {}\n      roles: [{role}]\n{}",
+                m.name,
+                m.address,
+                host_extra.get(i).copied().unwrap_or("")
+            ));
+        }
+        let text = format!(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: test\nspec:\n  networking:\n    podSubnet: 10.88.0.0/16\n  ssh:\n    identityFile: {}\n    knownHostsFile: {}\n{extra_spec}  hosts:\n{hosts}",
+            self.key().display(),
+            self.known_hosts().display()
+        );
+        let path = self.dir.path().join("inventory.yaml");
+        std::fs::write(&path, text).unwrap();
+        path
+    }
+
+    /// Runs a command on machine `i` as root with the system's ssh client (independent of
+    /// provision's own transport), returning stdout; panics on failure.
+    pub fn ssh(&self, i: usize, cmd: &str) -> String {
+        let out = self.ssh_output(i, cmd);
+        assert!(
+            out.status.success(),
+            "ssh {} `{cmd}` failed: {}",
+            self.machines[i].name,
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    pub fn ssh_output(&self, i: usize, cmd: &str) -> Output {
+        Command::new("ssh")
+            .arg("-i")
+            .arg(self.key())
+            .args([
+                "-o",
+                "BatchMode=yes",
+                "-o",
+                "StrictHostKeyChecking=yes",
+                "-o",
+                "LogLevel=ERROR",
+            ])
+            .arg("-o")
+            .arg(format!(
+                "UserKnownHostsFile={}",
+                testbed_dir().join("machines/known_hosts").display()
+            ))
+            .arg(format!("root@{}", self.machines[i].address))
+            .arg(cmd)
+            .output()
+            .expect("run ssh")
+    }
+}
+
+impl Drop for Testbed {
+    fn drop(&mut self) {
+        for m in &self.machines {
+            sh(&["down", &m.name]);
+        }
+    }
+}
+
+/// Runs the provision binary.
+pub fn provision(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(args)
+        .output()
+        .expect("run provision");
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    pub fn text(&self) -> String {
+        format!("{}{}", self.stdout, self.stderr)
+    }
+
+    /// JSON events (`--output json`) of this run.
+    pub fn events(&self) -> Vec<serde_json::Value> {
+        self.stdout
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+
+    /// The changes the run reported, summed over hosts and phases.
+    pub fn changes(&self) -> usize {
+        self.events()
+            .iter()
+            .find(|e| e["event"] == "summary")
+            .and_then(|e| e["result"]["changes"].as_u64())
+            .unwrap_or_else(|| panic!("no summary event in:\n{}", self.text())) as usize
+    }
+
+    /// The host results of one phase.
+    pub fn hosts_of(&self, phase: &str) -> Vec<serde_json::Value> {
+        self.events()
+            .into_iter()
+            .filter(|e| e["event"] == "host" && e["phase"] == phase)
+            .map(|e| e["result"].clone())
+            .collect()
+    }
+}
