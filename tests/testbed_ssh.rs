@@ -175,6 +175,7 @@ fn keys_from_ssh_agent_are_used_when_no_identity_file_is_given() {
     let with_agent = run(&sock);
     let without = run(&tb.dir.path().join("no-agent.sock"));
     let _ = agent.kill();
+    let _ = agent.wait();
     assert!(
         with_agent.status.success(),
         "{}",
