@@ -177,10 +177,15 @@ async fn execute(
         Reporter::new(format, verbose, run.dry_run),
     );
     let mut summary = phases::run(&ctx, command, &selected, &scope).await;
-    if summary.failed_phase.is_none() && only.is_none() && command == "init" {
+    let to_come = match command {
+        "init" => phases::INIT_PHASES_TO_COME,
+        "join" => phases::JOIN_PHASES_TO_COME,
+        _ => &[],
+    };
+    if summary.failed_phase.is_none() && !to_come.is_empty() {
         summary.next_steps.push(format!(
             "This version of provision stops here. Phases still to come: {}.",
-            phases::INIT_PHASES_TO_COME.join(", ")
+            to_come.join(", ")
         ));
     }
     ctx.out.summary(&summary);

@@ -36,6 +36,9 @@ pub struct HostOutcome {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
     pub seconds: f64,
+    /// A checking phase: it passes or fails, it never changes anything.
+    #[serde(skip)]
+    pub checks_only: bool,
 }
 
 impl HostOutcome {
@@ -49,6 +52,7 @@ impl HostOutcome {
             details: Vec::new(),
             error: None,
             seconds: 0.0,
+            checks_only: false,
         }
     }
 
@@ -126,6 +130,7 @@ impl Reporter {
         let n = o.changes.len();
         let what = match (&o.status, self.dry_run) {
             (Status::Failed, _) => "FAILED".to_string(),
+            (Status::Ok, _) if o.checks_only => "passed".to_string(),
             (Status::Ok, true) if n == 0 => "ok, no changes needed".to_string(),
             (Status::Ok, true) => format!("{n} change{} needed (dry run)", plural(n)),
             (Status::Ok, false) if n == 0 => "ok, no changes".to_string(),

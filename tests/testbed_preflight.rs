@@ -66,7 +66,7 @@ fn preflight_names_the_failing_check_on_the_bad_host_only() {
         text.stdout
     );
     assert!(
-        line_of(&tb.machines[0].name).contains("ok"),
+        line_of(&tb.machines[0].name).contains("passed"),
         "{}",
         text.stdout
     );

@@ -60,6 +60,9 @@ pub fn join_tree() -> Vec<Phase> {
     init_tree()
 }
 
+/// Phases of a complete `join` that this version does not provide yet.
+pub const JOIN_PHASES_TO_COME: &[&str] = &["artifacts", "runtime", "kubelet", "cni", "verify"];
+
 /// Phases of a complete `init` that this version does not provide yet.
 pub const INIT_PHASES_TO_COME: &[&str] = &[
     "certs",
