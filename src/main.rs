@@ -163,6 +163,7 @@ async fn execute(
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
     })?;
+    ssh::trace_commands(verbose);
     let policy = if run.accept_new_host_keys {
         ssh::HostKeyPolicy::AcceptNew
     } else {

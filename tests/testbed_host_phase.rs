@@ -84,6 +84,14 @@ fn dry_run_changes_nothing_then_apply_then_nothing_left_to_do() {
     );
     let repair = init(&inv, &["--output", "json", "-v"]);
     assert_eq!(repair.changes(), 2, "{}", repair.text());
+    // -v shows the remote commands, never file contents
+    let traced = format!("[{}] $ # provision: read the state of", tb.machines[0].name);
+    assert!(repair.stderr.contains(&traced), "{}", repair.stderr);
+    assert!(
+        !repair.stderr.contains("net.ipv4.ip_forward = 1"),
+        "{}",
+        repair.stderr
+    );
     assert_eq!(
         tb.ssh(
             0,

@@ -35,7 +35,10 @@ pub fn sysctl_path(key: &str) -> String {
 
 /// One shell script that prints a line `<index> <fact...>` for each action.
 pub fn probe_script(actions: &[Action]) -> String {
-    let mut s = String::from("stat_of() { stat -c '%a %U:%G' \"$1\"; }\n");
+    let mut s = format!(
+        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n",
+        actions.len()
+    );
     for (i, a) in actions.iter().enumerate() {
         let line = match a {
             Action::File(f) => {

@@ -278,17 +278,12 @@ pub async fn run(
         command: command.to_string(),
         phases_run: 0,
         changes: 0,
-        hosts: scope
-            .preflight_hosts
-            .iter()
-            .chain(hosts)
-            .map(|h| &h.name)
-            .collect::<BTreeSet<_>>()
-            .len(),
+        hosts: 0,
         seconds: 0.0,
         failed_phase: None,
         next_steps: Vec::new(),
     };
+    let mut touched: BTreeSet<String> = BTreeSet::new();
     for (path, phase) in selected {
         let outcomes = match &phase.work {
             Work::Group => continue,
@@ -298,12 +293,14 @@ pub async fn run(
             Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
         };
         summary.phases_run += 1;
+        touched.extend(outcomes.iter().map(|o| o.host.clone()));
         summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
         if outcomes.iter().any(|o| o.status == Status::Failed) {
             summary.failed_phase = Some(path.clone());
             break;
         }
     }
+    summary.hosts = touched.len();
     summary.seconds = started.elapsed().as_secs_f64();
     summary
 }

@@ -10,7 +10,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Facts printed as `key=value` lines; `listen` repeats.
-const FACTS_SCRIPT: &str = r#"
+const FACTS_SCRIPT: &str = r#"# provision: gather preflight facts
 echo "uid=$(id -u)"
 echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
 echo "system_state=$(systemctl is-system-running 2>/dev/null)"

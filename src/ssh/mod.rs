@@ -118,6 +118,14 @@ fn changed_key_message(p: &HostKeyProblem) -> String {
     )
 }
 
+static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// With `-v`: print each remote command (its first line) to stderr. Commands carry no secrets:
+/// file contents travel on stdin.
+pub fn trace_commands(on: bool) {
+    TRACE.store(on, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// What a remote command printed and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {
@@ -297,6 +305,22 @@ impl Session {
     /// Runs `script` with `sh -c` (through `sudo -n` when configured) and returns its output
     /// whatever the exit status.
     pub async fn exec(&self, script: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
+        if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
+            let lines = script.trim().lines().count();
+            let more = if lines > 1 {
+                format!(" (+{} lines)", lines - 1)
+            } else {
+                String::new()
+            };
+            let sent = stdin
+                .map(|d| format!(" <{} bytes on stdin>", d.len()))
+                .unwrap_or_default();
+            eprintln!(
+                "    [{}] $ {}{more}{sent}",
+                self.host,
+                summarize(script).trim_end_matches('…')
+            );
+        }
         let quoted = shell_quote(script);
         let command = if self.sudo {
             format!("sudo -n -H -- sh -c {quoted}")
