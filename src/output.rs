@@ -78,7 +78,9 @@ impl Reporter {
             format,
             verbose,
             dry_run,
-            terminal: std::io::stderr().is_terminal(),
+            // host lines print through the spinner (stderr): only when both go to the terminal,
+            // or stdout redirected to a file would miss them
+            terminal: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
         }
     }
 
