@@ -478,15 +478,18 @@ impl Resolver<'_> {
             SudoMode::Always => true,
             SudoMode::Never => false,
         };
+        // where a setting came from: the host's own ssh section, or the inventory-wide one
+        let origin = |host_has: bool, field: &str| {
+            if host_has {
+                format!("spec.hosts[{i}].ssh.{field}")
+            } else {
+                format!("spec.ssh.{field}")
+            }
+        };
         let port = h.port.or(d.port).unwrap_or(22);
         if port == 0 {
-            let path = if h.port.is_some() {
-                format!("spec.hosts[{i}].ssh.port")
-            } else {
-                "spec.ssh.port".into()
-            };
             self.error(
-                &path,
+                &origin(h.port.is_some(), "port"),
                 "port 0 is not a port".into(),
                 "use 1-65535, usually 22",
             );
@@ -496,13 +499,8 @@ impl Resolver<'_> {
             Some(p) => {
                 let path = self.loaded.resolve_path(p);
                 if !path.is_file() {
-                    let at = if h.identity_file.is_some() {
-                        format!("spec.hosts[{i}].ssh.identityFile")
-                    } else {
-                        "spec.ssh.identityFile".into()
-                    };
                     self.error(
-                        &at,
+                        &origin(h.identity_file.is_some(), "identityFile"),
                         format!("{} does not exist", path.display()),
                         "give the path of a private key (relative paths start at the inventory's directory), or leave it out to use ssh-agent",
                     );

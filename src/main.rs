@@ -61,17 +61,13 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Some(p) => format!("init phase {p}"),
                 None => "init".to_string(),
             };
-            execute(
-                cli.verbose,
-                cli.output,
-                &args.run,
-                cluster,
-                &tree,
-                only.as_deref(),
+            let job = Job {
+                command,
+                tree: &tree,
+                only: only.as_deref(),
                 scope,
-                &command,
-            )
-            .await
+            };
+            execute(cli.verbose, cli.output, &args.run, cluster, job).await
         }
         Command::Join(args) => {
             let tree = phases::join_tree();
@@ -81,17 +77,13 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 hosts: hosts.clone(),
                 preflight_hosts: hosts,
             };
-            execute(
-                cli.verbose,
-                cli.output,
-                &args.run,
-                cluster,
-                &tree,
-                None,
+            let job = Job {
+                command: "join".into(),
+                tree: &tree,
+                only: None,
                 scope,
-                "join",
-            )
-            .await
+            };
+            execute(cli.verbose, cli.output, &args.run, cluster, job).await
         }
     }
 }
@@ -148,17 +140,28 @@ fn join_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
         .collect()
 }
 
-#[allow(clippy::too_many_arguments)]
+/// What a command runs: which phases of which tree, on which hosts.
+struct Job<'a> {
+    command: String,
+    tree: &'a [Phase],
+    only: Option<&'a str>,
+    scope: Scope,
+}
+
 async fn execute(
     verbose: bool,
     format: Format,
     run: &RunArgs,
     cluster: Cluster,
-    tree: &[Phase],
-    only: Option<&str>,
-    scope: Scope,
-    command: &str,
+    job: Job<'_>,
 ) -> Result<(), u8> {
+    let Job {
+        command,
+        tree,
+        only,
+        scope,
+    } = job;
+    let command = command.as_str();
     let selected = phases::select(tree, only, &run.skip_phases).map_err(|e| {
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
