@@ -2,8 +2,8 @@
 //! re-derive. Resolution is also where the inventory's meaning is checked.
 
 use crate::inventory::{
-    self, BastionSpec, CniName, Loaded, Problem, Problems, Role, RuntimeClass, RuntimeName,
-    Severity, SshSpec, SudoMode,
+    self, BastionSpec, CniName, KeyType, Loaded, Problem, Problems, Role, RuntimeClass,
+    RuntimeName, Severity, SshSpec, SudoMode,
 };
 use crate::version::{OLDEST_MINOR, Version};
 use ipnet::IpNet;
@@ -36,7 +36,27 @@ pub struct Cluster {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub cni: CniName,
     pub bundle: BundleSource,
+    pub pki: Pki,
     pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pki {
+    pub key_type: KeyType,
+    pub cert_validity_days: u32,
+    pub ca_validity_days: u32,
+    pub external_ca: Option<ExternalCa>,
+}
+
+/// A user-supplied cluster CA, read from the operator's disk when the inventory is resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalCa {
+    pub cert_file: PathBuf,
+    pub key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub cert_pem: String,
+    #[serde(skip)]
+    pub key_pem: Option<String>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -198,6 +218,7 @@ impl Resolver<'_> {
             );
         }
         let bundle = self.bundle();
+        let pki = self.pki();
         let runtime_classes = self.runtime_classes();
         let hosts = self.hosts(pod_subnet);
         let endpoint = self.endpoint(&hosts);
@@ -235,6 +256,7 @@ impl Resolver<'_> {
             registry_mirrors: spec.runtime.registry_mirrors.clone(),
             cni: spec.cni.name,
             bundle: bundle?,
+            pki: pki?,
             hosts: hosts.into_iter().map(|(_, h)| h).collect(),
         })
     }
@@ -423,6 +445,83 @@ impl Resolver<'_> {
                 Some(BundleSource::Upstream)
             }
         }
+    }
+
+    fn pki(&mut self) -> Option<Pki> {
+        let spec = self.loaded.inventory.spec.pki.clone();
+        let days = |s: &mut Self, v: Option<u32>, default: u32, field: &str, max: u32| match v {
+            None => Some(default),
+            Some(d) if d >= 1 && d <= max => Some(d),
+            Some(d) => {
+                s.error(
+                    &format!("spec.pki.{field}"),
+                    format!("{d} days is out of range"),
+                    &format!("use 1 to {max} days"),
+                );
+                None
+            }
+        };
+        let cert_days = days(self, spec.cert_validity_days, 365, "certValidityDays", 3650);
+        let ca_days = days(self, spec.ca_validity_days, 3650, "caValidityDays", 36500);
+        if let (Some(c), Some(ca)) = (cert_days, ca_days)
+            && c > ca
+        {
+            self.error(
+                "spec.pki.certValidityDays",
+                format!("leaves ({c} days) would outlive their CA ({ca} days)"),
+                "make certValidityDays shorter than caValidityDays",
+            );
+        }
+        let external_ca = match &spec.external_ca {
+            None => None,
+            Some(e) => {
+                let cert_file = self.loaded.resolve_path(&e.cert_file);
+                let key_file = e.key_file.as_deref().map(|k| self.loaded.resolve_path(k));
+                let read = |s: &mut Self, path: &PathBuf, field: &str| match std::fs::read_to_string(
+                    path,
+                ) {
+                    Ok(t) => Some(t),
+                    Err(err) => {
+                        s.error(
+                            &format!("spec.pki.externalCA.{field}"),
+                            format!("cannot read {}: {err}", path.display()),
+                            "give the path of a PEM file (relative paths start at the inventory's directory)",
+                        );
+                        None
+                    }
+                };
+                let cert_pem = read(self, &cert_file, "certFile");
+                let key_pem = match &key_file {
+                    Some(k) => read(self, k, "keyFile").map(Some),
+                    None => Some(None),
+                };
+                match (cert_pem, key_pem) {
+                    (Some(cert_pem), Some(key_pem)) => {
+                        if let Err(e) = crate::pki::check_external_ca(&cert_pem, key_pem.as_deref())
+                        {
+                            self.error(
+                                "spec.pki.externalCA",
+                                e,
+                                "certFile must be a CA certificate (PEM) and keyFile its private key",
+                            );
+                        }
+                        Some(ExternalCa {
+                            cert_file,
+                            key_file,
+                            cert_pem,
+                            key_pem,
+                        })
+                    }
+                    _ => None,
+                }
+            }
+        };
+        Some(Pki {
+            key_type: spec.key_type,
+            cert_validity_days: cert_days?,
+            ca_validity_days: ca_days?,
+            external_ca,
+        })
     }
 
     fn runtime_classes(&mut self) -> Vec<RuntimeClass> {

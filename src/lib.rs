@@ -9,6 +9,7 @@ pub mod host;
 pub mod inventory;
 pub mod output;
 pub mod phases;
+pub mod pki;
 pub mod render;
 pub mod ssh;
 pub mod version;

@@ -47,7 +47,45 @@ pub struct Spec {
     pub bundle: BundleSpec,
     #[serde(default)]
     pub ssh: SshSpec,
+    #[serde(default)]
+    pub pki: PkiSpec,
     pub hosts: Vec<HostSpec>,
+}
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum KeyType {
+    #[default]
+    EcdsaP256,
+    #[serde(rename = "rsa-2048")]
+    Rsa2048,
+    #[serde(rename = "rsa-3072")]
+    Rsa3072,
+    #[serde(rename = "rsa-4096")]
+    Rsa4096,
+}
+
+/// The cluster's certificates: key type, lifetimes, and an optional CA the user brings.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct PkiSpec {
+    #[serde(default)]
+    pub key_type: KeyType,
+    /// Lifetime of leaf certificates (default 365 days).
+    pub cert_validity_days: Option<u32>,
+    /// Lifetime of generated CAs (default 3650 days).
+    pub ca_validity_days: Option<u32>,
+    /// The cluster CA (`kubernetes`) from the user. Without its key, every leaf it signs must be
+    /// placed on the hosts by the user; provision then only checks them.
+    #[serde(rename = "externalCA")]
+    pub external_ca: Option<ExternalCaSpec>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct ExternalCaSpec {
+    pub cert_file: String,
+    pub key_file: Option<String>,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
