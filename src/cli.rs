@@ -35,6 +35,26 @@ pub enum Command {
     },
     /// Print the phase tree of init and join
     Phases,
+    /// Certificates on the control planes: expiry and renewal
+    Certs {
+        #[command(subcommand)]
+        command: CertsCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum CertsCommand {
+    /// A table per control plane: each certificate, when it expires, its CA
+    CheckExpiration {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Re-issue a certificate or kubeconfig (e.g. apiserver, admin) now, or `all` of them
+    Renew {
+        name: String,
+        #[command(flatten)]
+        run: RunArgs,
+    },
 }
 
 #[derive(Args)]

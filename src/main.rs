@@ -1,5 +1,5 @@
 use clap::Parser;
-use provision::cli::{Cli, Command, InitPhase, RunArgs};
+use provision::cli::{CertsCommand, Cli, Command, InitPhase, RunArgs};
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
 use provision::phases::{self, Ctx, Phase, Scope};
@@ -68,6 +68,69 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 scope,
             };
             execute(cli.verbose, cli.output, &args.run, cluster, job).await
+        }
+        Command::Certs {
+            command: CertsCommand::CheckExpiration { run },
+        } => {
+            let cluster = load_for(&run)?;
+            let ctx = context(cli.verbose, cli.output, &run, cluster);
+            let result = phases::expiration::report(&ctx).await;
+            ctx.close().await;
+            result.map_err(|_| EXIT_PHASE_FAILED)
+        }
+        Command::Certs {
+            command: CertsCommand::Renew { name, run },
+        } => {
+            let cluster = load_for(&run)?;
+            let renewable = phases::certs::renewable();
+            let names: Vec<String> = if name == "all" {
+                renewable.iter().cloned().collect()
+            } else if renewable.contains(&name) {
+                vec![name.clone()]
+            } else {
+                eprintln!(
+                    "error: cannot renew {name:?}: renew one of {}, or all (CAs are not renewed this way)",
+                    renewable.iter().cloned().collect::<Vec<_>>().join(", ")
+                );
+                return Err(EXIT_BAD_INPUT);
+            };
+            let tree = vec![
+                phases::certs::certs_phase(),
+                phases::certs::kubeconfig_phase(),
+            ];
+            let hosts: Vec<Host> = cluster.control_planes().cloned().collect();
+            let job = Job {
+                command: format!("certs renew {name}"),
+                tree: &tree,
+                only: None,
+                scope: Scope {
+                    hosts,
+                    preflight_hosts: Vec::new(),
+                },
+            };
+            let mut skip = run.skip_phases.clone();
+            skip.extend(
+                phases::paths(&tree)
+                    .into_iter()
+                    .filter(|(p, ph)| {
+                        ph.children.is_empty()
+                            && !names.iter().any(|n| p.ends_with(&format!("/{n}")))
+                    })
+                    .map(|(p, _)| p),
+            );
+            let run = RunArgs {
+                skip_phases: skip,
+                ..run
+            };
+            execute_with(
+                cli.verbose,
+                cli.output,
+                &run,
+                cluster,
+                job,
+                names.into_iter().collect(),
+            )
+            .await
         }
         Command::Join(args) => {
             let tree = phases::join_tree();
@@ -148,12 +211,48 @@ struct Job<'a> {
     scope: Scope,
 }
 
+fn context(verbose: bool, format: Format, run: &RunArgs, cluster: Cluster) -> Ctx {
+    ssh::trace_commands(verbose);
+    let policy = if run.accept_new_host_keys {
+        ssh::HostKeyPolicy::AcceptNew
+    } else {
+        ssh::HostKeyPolicy::Strict
+    };
+    // the admin kubeconfig goes beside the inventory, named after the cluster
+    let local_kubeconfig = run.inventory.as_ref().map(|i| {
+        i.parent()
+            .unwrap_or_else(|| Path::new("."))
+            .join(format!("{}-admin.conf", cluster.name))
+    });
+    let mut ctx = Ctx::new(
+        Arc::new(cluster),
+        run.dry_run,
+        run.concurrency,
+        run.ignore_preflight_errors.clone(),
+        policy,
+        Reporter::new(format, verbose, run.dry_run),
+    );
+    ctx.local_kubeconfig = local_kubeconfig;
+    ctx
+}
+
 async fn execute(
     verbose: bool,
     format: Format,
     run: &RunArgs,
     cluster: Cluster,
     job: Job<'_>,
+) -> Result<(), u8> {
+    execute_with(verbose, format, run, cluster, job, Default::default()).await
+}
+
+async fn execute_with(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    cluster: Cluster,
+    job: Job<'_>,
+    renew: std::collections::BTreeSet<String>,
 ) -> Result<(), u8> {
     let Job {
         command,
@@ -166,20 +265,8 @@ async fn execute(
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
     })?;
-    ssh::trace_commands(verbose);
-    let policy = if run.accept_new_host_keys {
-        ssh::HostKeyPolicy::AcceptNew
-    } else {
-        ssh::HostKeyPolicy::Strict
-    };
-    let ctx = Ctx::new(
-        Arc::new(cluster),
-        run.dry_run,
-        run.concurrency,
-        run.ignore_preflight_errors.clone(),
-        policy,
-        Reporter::new(format, verbose, run.dry_run),
-    );
+    let mut ctx = context(verbose, format, run, cluster);
+    ctx.renew = renew;
     let mut summary = phases::run(&ctx, command, &selected, &scope).await;
     let to_come = match command {
         "init" => phases::INIT_PHASES_TO_COME,

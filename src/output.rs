@@ -29,6 +29,9 @@ pub struct HostOutcome {
     pub changes: Vec<String>,
     pub bytes_uploaded: u64,
     pub warnings: Vec<String>,
+    /// Always shown: what was decided and why (a certificate re-issued because ...).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub notes: Vec<String>,
     /// Shown with -v or in a dry run instead of `changes`: each change followed by indented
     /// detail lines (diffs).
     #[serde(skip_serializing_if = "Vec::is_empty")]
@@ -49,6 +52,7 @@ impl HostOutcome {
             changes: Vec::new(),
             bytes_uploaded: 0,
             warnings: Vec::new(),
+            notes: Vec::new(),
             details: Vec::new(),
             error: None,
             seconds: 0.0,
@@ -146,6 +150,9 @@ impl Reporter {
             for line in e.lines() {
                 s.push_str(&format!("\n        {line}"));
             }
+        }
+        for n in &o.notes {
+            s.push_str(&format!("\n        {n}"));
         }
         for w in &o.warnings {
             s.push_str(&format!("\n        warning: {w}"));

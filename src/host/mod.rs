@@ -4,5 +4,6 @@ pub mod action;
 pub mod diff;
 pub mod executor;
 pub mod facts;
+pub mod read;
 
 pub use action::{Action, UnitSpec};

@@ -1,7 +1,10 @@
 //! The phase tree (kubeadm's model: named, ordered, addressable by path) and its runner
 //! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
 
+pub mod certs;
+pub mod expiration;
 pub mod host;
+pub mod local_kubeconfig;
 pub mod preflight;
 
 use crate::cluster::{Cluster, Host};
@@ -23,6 +26,8 @@ pub enum Work {
     Actions(fn(&Cluster, &Host) -> Vec<Action>),
     /// Checks that change nothing.
     Preflight,
+    /// Certificates and kubeconfigs: desired state depends on what the hosts hold.
+    Pki(certs::Item),
 }
 
 pub struct Phase {
@@ -52,12 +57,21 @@ pub fn init_tree() -> Vec<Phase> {
             Work::Preflight,
         ),
         host::phase(),
+        certs::certs_phase(),
+        certs::kubeconfig_phase(),
     ]
 }
 
-/// The phases `join` runs, in order.
+/// The phases `join` runs, in order (workers get their credentials by TLS bootstrap).
 pub fn join_tree() -> Vec<Phase> {
-    init_tree()
+    vec![
+        Phase::leaf(
+            "preflight",
+            "check every host can run its roles; change nothing",
+            Work::Preflight,
+        ),
+        host::phase(),
+    ]
 }
 
 /// Phases of a complete `join` that this version does not provide yet.
@@ -65,8 +79,6 @@ pub const JOIN_PHASES_TO_COME: &[&str] = &["artifacts", "runtime", "kubelet", "c
 
 /// Phases of a complete `init` that this version does not provide yet.
 pub const INIT_PHASES_TO_COME: &[&str] = &[
-    "certs",
-    "kubeconfig",
     "artifacts",
     "runtime",
     "etcd",
@@ -137,6 +149,12 @@ pub struct Ctx {
     pub concurrency: usize,
     pub ignore_preflight: Vec<String>,
     pub out: Reporter,
+    /// CAs and the service-account key of this run (memory only).
+    pub pki: tokio::sync::Mutex<certs::PkiCache>,
+    /// Certificates and kubeconfigs to re-issue even when compliant (`certs renew`).
+    pub renew: BTreeSet<String>,
+    /// Where the admin kubeconfig is written on the operator's machine.
+    pub local_kubeconfig: Option<std::path::PathBuf>,
     policy: HostKeyPolicy,
     sessions: HashMap<String, OnceCell<Arc<Session>>>,
 }
@@ -161,6 +179,9 @@ impl Ctx {
             concurrency: concurrency.max(1),
             ignore_preflight,
             out,
+            pki: Default::default(),
+            renew: BTreeSet::new(),
+            local_kubeconfig: None,
             policy,
             sessions,
         }
@@ -227,13 +248,10 @@ where
     outcomes
 }
 
-async fn run_actions(
-    ctx: &Ctx,
-    host: &Host,
-    desired: fn(&Cluster, &Host) -> Vec<Action>,
-) -> HostOutcome {
-    let actions = desired(&ctx.cluster, host);
-    let result: Result<HostOutcome, String> = async {
+/// Plans `actions` on `host` and applies them (or, in a dry run, describes them).
+async fn converge(ctx: &Ctx, host: &Host, actions: &[Action]) -> Result<HostOutcome, String> {
+    let actions = actions.to_vec();
+    async {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let plan = executor::plan(&session, &actions)
             .await
@@ -252,6 +270,34 @@ async fn run_actions(
             o.bytes_uploaded = applied.bytes_uploaded;
         }
         Ok(o)
+    }
+    .await
+}
+
+async fn run_actions(
+    ctx: &Ctx,
+    host: &Host,
+    desired: fn(&Cluster, &Host) -> Vec<Action>,
+) -> HostOutcome {
+    converge(ctx, host, &desired(&ctx.cluster, host))
+        .await
+        .unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
+}
+
+async fn run_pki(ctx: &Ctx, host: &Host, item: certs::Item) -> HostOutcome {
+    let result = async {
+        let (actions, notes) = certs::desired(ctx, host, item).await?;
+        let mut o = converge(ctx, host, &actions).await?;
+        o.notes = notes;
+        if item == certs::Item::Kubeconfig(crate::pki::kubeconfig::KubeconfigKind::Admin)
+            && !ctx.dry_run
+            && certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+            && let Some(path) = &ctx.local_kubeconfig
+            && let Some(Action::File(f)) = actions.first()
+        {
+            o.notes.push(local_kubeconfig::write(path, &f.content)?);
+        }
+        Ok::<_, String>(o)
     }
     .await;
     result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
@@ -291,6 +337,17 @@ pub async fn run(
                 fan_out(ctx, path, hosts, |h| run_actions(ctx, h, *desired)).await
             }
             Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
+            Work::Pki(item) => {
+                let targets: Vec<Host> = hosts
+                    .iter()
+                    .filter(|h| item.applies_to(ctx, h))
+                    .cloned()
+                    .collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                fan_out(ctx, path, &targets, |h| run_pki(ctx, h, *item)).await
+            }
         };
         summary.phases_run += 1;
         touched.extend(outcomes.iter().map(|o| o.host.clone()));

@@ -6,6 +6,7 @@
 //! compliant (kubeadm's rule) and re-issued only when missing, invalid, signed by another CA,
 //! expiring within 30 days, or when its subject or SANs no longer match the inventory.
 
+pub mod kubeconfig;
 pub mod token;
 
 use crate::cluster::{Cluster, Host};

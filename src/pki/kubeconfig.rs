@@ -1,0 +1,209 @@
+//! Kubeconfig files, built from kube's `Kubeconfig` types, with client certificates signed by the
+//! cluster CA: kubeadm's admin.conf, super-admin.conf, controller-manager.conf, scheduler.conf
+//! and kubelet.conf.
+
+use super::{Ca, CertSpec};
+use crate::cluster::{API_PORT, Cluster, Host};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD as B64;
+use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
+use secrecy::{ExposeSecret, SecretString};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum KubeconfigKind {
+    Admin,
+    SuperAdmin,
+    ControllerManager,
+    Scheduler,
+    Kubelet,
+}
+
+impl KubeconfigKind {
+    pub const ALL: [KubeconfigKind; 5] = [
+        KubeconfigKind::Admin,
+        KubeconfigKind::SuperAdmin,
+        KubeconfigKind::ControllerManager,
+        KubeconfigKind::Scheduler,
+        KubeconfigKind::Kubelet,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            KubeconfigKind::Admin => "admin",
+            KubeconfigKind::SuperAdmin => "super-admin",
+            KubeconfigKind::ControllerManager => "controller-manager",
+            KubeconfigKind::Scheduler => "scheduler",
+            KubeconfigKind::Kubelet => "kubelet",
+        }
+    }
+
+    /// The file under /etc/kubernetes.
+    pub fn path(self) -> String {
+        format!("/etc/kubernetes/{}.conf", self.name())
+    }
+
+    /// The client certificate's subject, as kubeadm issues it.
+    pub fn client(self, host: &Host) -> CertSpec {
+        match self {
+            KubeconfigKind::Admin => {
+                CertSpec::client("kubernetes-admin", Some("kubeadm:cluster-admins"))
+            }
+            KubeconfigKind::SuperAdmin => {
+                CertSpec::client("kubernetes-super-admin", Some("system:masters"))
+            }
+            KubeconfigKind::ControllerManager => {
+                CertSpec::client("system:kube-controller-manager", None)
+            }
+            KubeconfigKind::Scheduler => CertSpec::client("system:kube-scheduler", None),
+            KubeconfigKind::Kubelet => {
+                CertSpec::client(&format!("system:node:{}", host.name), Some("system:nodes"))
+            }
+        }
+    }
+
+    /// The user's name inside the file (kubeadm's).
+    pub fn user(self, host: &Host) -> String {
+        match self {
+            KubeconfigKind::Admin => "kubernetes-admin".into(),
+            KubeconfigKind::SuperAdmin => "kubernetes-super-admin".into(),
+            KubeconfigKind::ControllerManager => "system:kube-controller-manager".into(),
+            KubeconfigKind::Scheduler => "system:kube-scheduler".into(),
+            KubeconfigKind::Kubelet => format!("system:node:{}", host.name),
+        }
+    }
+
+    /// Components on the control plane talk to their local API server; people and kubelets use
+    /// the cluster's endpoint.
+    pub fn server(self, cluster: &Cluster, host: &Host) -> String {
+        match self {
+            KubeconfigKind::ControllerManager | KubeconfigKind::Scheduler => {
+                let h = &host.address;
+                if h.contains(':') {
+                    format!("https://[{h}]:{API_PORT}")
+                } else {
+                    format!("https://{h}:{API_PORT}")
+                }
+            }
+            _ => cluster.endpoint.url(),
+        }
+    }
+}
+
+/// What a kubeconfig holds that decides whether it is still right.
+#[derive(Debug)]
+pub struct Contents {
+    pub server: String,
+    pub ca_pem: String,
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+pub fn render(cluster_name: &str, user: &str, c: &Contents) -> Result<String, String> {
+    let context = format!("{user}@{cluster_name}");
+    let config = Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: cluster_name.into(),
+            cluster: Some(kube::config::Cluster {
+                server: Some(c.server.clone()),
+                certificate_authority_data: Some(B64.encode(&c.ca_pem)),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: user.into(),
+            auth_info: Some(AuthInfo {
+                client_certificate_data: Some(B64.encode(&c.cert_pem)),
+                client_key_data: Some(SecretString::from(B64.encode(&c.key_pem))),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        contexts: vec![NamedContext {
+            name: context.clone(),
+            context: Some(Context {
+                cluster: cluster_name.into(),
+                user: Some(user.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        current_context: Some(context),
+        kind: Some("Config".into()),
+        api_version: Some("v1".into()),
+        ..Default::default()
+    };
+    serde_yaml::to_string(&config).map_err(|e| e.to_string())
+}
+
+/// Reads back what [`render`] wrote (or kubeadm did: the same fields).
+pub fn parse(text: &str) -> Result<Contents, String> {
+    let config: Kubeconfig = serde_yaml::from_str(text).map_err(|e| e.to_string())?;
+    let decode = |field: &str, v: Option<&str>| -> Result<String, String> {
+        let v = v.ok_or_else(|| format!("no {field}"))?;
+        let bytes = B64.decode(v.trim()).map_err(|e| format!("{field}: {e}"))?;
+        String::from_utf8(bytes).map_err(|e| format!("{field}: {e}"))
+    };
+    let cluster = config
+        .clusters
+        .first()
+        .and_then(|c| c.cluster.as_ref())
+        .ok_or("no cluster")?;
+    let user = config
+        .auth_infos
+        .first()
+        .and_then(|u| u.auth_info.as_ref())
+        .ok_or("no user")?;
+    Ok(Contents {
+        server: cluster.server.clone().ok_or("no server")?,
+        ca_pem: decode(
+            "certificate-authority-data",
+            cluster.certificate_authority_data.as_deref(),
+        )?,
+        cert_pem: decode(
+            "client-certificate-data",
+            user.client_certificate_data.as_deref(),
+        )?,
+        key_pem: decode(
+            "client-key-data",
+            user.client_key_data.as_ref().map(|s| s.expose_secret()),
+        )?,
+    })
+}
+
+/// The kubeconfig to install: the existing text when it is still right; the existing client
+/// certificate with a new server when only the server moved; else a new certificate.
+/// Returns (text, why the certificate was re-issued).
+pub fn desired(
+    kind: KubeconfigKind,
+    cluster: &Cluster,
+    host: &Host,
+    ca: &Ca,
+    existing: Option<&str>,
+) -> Result<(String, Option<String>), String> {
+    let spec = kind.client(host);
+    let server = kind.server(cluster, host);
+    let parsed = existing.map(parse);
+    let reissue = match &parsed {
+        None => Some("missing".to_string()),
+        Some(Err(e)) => Some(format!("unreadable ({e})")),
+        Some(Ok(c)) if c.ca_pem.trim() != ca.cert_pem.trim() => Some("trusts another CA".into()),
+        Some(Ok(c)) => ca.check(&spec, &c.cert_pem, Some(&c.key_pem)).err(),
+    };
+    let (cert_pem, key_pem) = match (&reissue, parsed) {
+        (None, Some(Ok(c))) if c.server == server => {
+            return Ok((existing.unwrap_or_default().to_string(), None));
+        }
+        (None, Some(Ok(c))) => (c.cert_pem, c.key_pem),
+        _ => ca
+            .issue(&spec, cluster.pki.key_type, cluster.pki.cert_validity_days)
+            .map_err(|e| e.to_string())?,
+    };
+    let contents = Contents {
+        server,
+        ca_pem: ca.cert_pem.clone(),
+        cert_pem,
+        key_pem,
+    };
+    Ok((render(&cluster.name, &kind.user(host), &contents)?, reissue))
+}
