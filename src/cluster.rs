@@ -449,20 +449,42 @@ impl Resolver<'_> {
 
     fn pki(&mut self) -> Option<Pki> {
         let spec = self.loaded.inventory.spec.pki.clone();
-        let days = |s: &mut Self, v: Option<u32>, default: u32, field: &str, max: u32| match v {
-            None => Some(default),
-            Some(d) if d >= 1 && d <= max => Some(d),
-            Some(d) => {
-                s.error(
+        let days = |s: &mut Self, v: Option<u32>, default: u32, field: &str, min: u32, max: u32| {
+            match v {
+                None => Some(default),
+                Some(d) if d >= min && d <= max => Some(d),
+                Some(d) => {
+                    s.error(
                     &format!("spec.pki.{field}"),
                     format!("{d} days is out of range"),
-                    &format!("use 1 to {max} days"),
+                    &format!(
+                        "use {min} to {max} days (certificates within {} days of their end are renewed on every run)",
+                        crate::pki::RENEW_BEFORE_DAYS
+                    ),
                 );
-                None
+                    None
+                }
             }
         };
-        let cert_days = days(self, spec.cert_validity_days, 365, "certValidityDays", 3650);
-        let ca_days = days(self, spec.ca_validity_days, 3650, "caValidityDays", 36500);
+        // leaves closer than RENEW_BEFORE_DAYS to their end are re-issued: a shorter lifetime
+        // would re-issue every certificate on every run
+        let min_leaf = crate::pki::RENEW_BEFORE_DAYS as u32 + 1;
+        let cert_days = days(
+            self,
+            spec.cert_validity_days,
+            365,
+            "certValidityDays",
+            min_leaf,
+            3650,
+        );
+        let ca_days = days(
+            self,
+            spec.ca_validity_days,
+            3650,
+            "caValidityDays",
+            min_leaf,
+            36500,
+        );
         if let (Some(c), Some(ca)) = (cert_days, ca_days)
             && c > ca
         {
