@@ -130,8 +130,27 @@ fn certificates_are_kept_and_reissued_only_where_needed() {
 fn etcd_and_kubectl_accept_the_generated_credentials() {
     let tb = Testbed::up(1);
     let inv = tb.inventory("", &[]);
+    // another cluster's kubeconfig where ours goes: refused, and left as it was
+    let local = tb.dir.path().join("test-admin.conf");
+    let foreign = "apiVersion: v1\nkind: Config\nclusters:\n- name: other\n  cluster: {server: https://10.0.0.1:6443, certificate-authority-data: b3RoZXI=}\nusers:\n- name: u\n  user: {client-certificate-data: eA==, client-key-data: eA==}\n";
+    std::fs::write(&local, foreign).unwrap();
+    let r = init(&inv, &[]);
+    assert_eq!(r.code, 1, "{}", r.text());
+    assert!(
+        r.stdout.contains("holds a kubeconfig of another cluster"),
+        "{}",
+        r.stdout
+    );
+    assert_eq!(std::fs::read_to_string(&local).unwrap(), foreign);
+    std::fs::remove_file(&local).unwrap();
     let r = init(&inv, &[]);
     assert_eq!(r.code, 0, "{}", r.text());
+    assert!(
+        r.stdout
+            .contains(&format!("admin kubeconfig written to {}", local.display())),
+        "{}",
+        r.stdout
+    );
     let m = &tb.machines[0];
     let ip = &m.address;
     let p = "/etc/kubernetes/pki/etcd";

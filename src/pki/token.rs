@@ -129,6 +129,29 @@ mod tests {
     }
 
     #[test]
+    fn the_ca_pin_is_the_sha256_of_the_public_key_as_openssl_computes_it() {
+        let ca = crate::pki::Ca::generate(
+            crate::pki::CaKind::Kubernetes,
+            crate::inventory::KeyType::EcdsaP256,
+            10,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ca.crt");
+        std::fs::write(&file, &ca.cert_pem).unwrap();
+        let out = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "openssl x509 -in {} -pubkey -noout | openssl pkey -pubin -outform der | sha256sum | cut -c1-64",
+                file.display()
+            ))
+            .output()
+            .unwrap();
+        let expected = format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim());
+        assert_eq!(ca_pin(&ca.cert_pem).unwrap(), expected);
+    }
+
+    #[test]
     fn the_secret_is_what_the_bootstrap_authenticator_reads() {
         let t =
             BootstrapToken::parse("abcdef.0123456789abcdef", Duration::from_secs(86400)).unwrap();
