@@ -40,6 +40,35 @@ pub enum Command {
         #[command(subcommand)]
         command: CertsCommand,
     },
+    /// The pinned components: list, fetch into the cache, pack for air-gapped sites, verify
+    Bundle {
+        #[command(subcommand)]
+        command: BundleCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum BundleCommand {
+    /// Each component the inventory needs: version, architecture, source, digest, cached or not
+    List {
+        #[arg(short, long, value_name = "FILE")]
+        inventory: PathBuf,
+    },
+    /// Download everything the inventory needs, for every host architecture, into the cache
+    Fetch {
+        #[arg(short, long, value_name = "FILE")]
+        inventory: PathBuf,
+    },
+    /// Write a bundle directory (or, for a .tar path, a tarball of one) for air-gapped sites
+    Pack {
+        #[arg(short, long, value_name = "FILE")]
+        inventory: PathBuf,
+        /// A new or empty directory, or a path ending in .tar
+        #[arg(short, long, value_name = "DIR|FILE.tar")]
+        output: PathBuf,
+    },
+    /// Check every file of a bundle directory against the digests of its bundle.yaml
+    Verify { dir: PathBuf },
 }
 
 #[derive(Subcommand)]

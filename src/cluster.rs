@@ -1,6 +1,7 @@
 //! The resolved cluster: every value derived from the inventory, once. Phases read it and never
 //! re-derive. Resolution is also where the inventory's meaning is checked.
 
+use crate::bundle::catalog::Arch;
 use crate::inventory::{
     self, BastionSpec, CniName, KeyType, Loaded, Problem, Problems, Role, RuntimeClass,
     RuntimeName, Severity, SshSpec, SudoMode,
@@ -36,6 +37,8 @@ pub struct Cluster {
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub cni: CniName,
     pub bundle: BundleSource,
+    /// Component versions the inventory sets instead of the catalog's.
+    pub bundle_versions: BTreeMap<String, String>,
     pub pki: Pki,
     pub hosts: Vec<Host>,
 }
@@ -97,6 +100,7 @@ pub struct Host {
     pub labels: BTreeMap<String, String>,
     pub taints: Vec<String>,
     pub pod_cidr: IpNet,
+    pub arch: Arch,
     pub ssh: SshTarget,
 }
 
@@ -256,6 +260,7 @@ impl Resolver<'_> {
             registry_mirrors: spec.runtime.registry_mirrors.clone(),
             cni: spec.cni.name,
             bundle: bundle?,
+            bundle_versions: self.bundle_versions(),
             pki: pki?,
             hosts: hosts.into_iter().map(|(_, h)| h).collect(),
         })
@@ -445,6 +450,30 @@ impl Resolver<'_> {
                 Some(BundleSource::Upstream)
             }
         }
+    }
+
+    fn bundle_versions(&mut self) -> BTreeMap<String, String> {
+        let versions = self.loaded.inventory.spec.bundle.versions.clone();
+        for (name, v) in &versions {
+            if crate::bundle::catalog::component(name).is_none() {
+                let names: Vec<&str> = crate::bundle::catalog::COMPONENTS
+                    .iter()
+                    .map(|c| c.name)
+                    .collect();
+                self.error(
+                    &format!("spec.bundle.versions.{name}"),
+                    format!("\"{name}\" is not a component"),
+                    &format!("components are: {}", names.join(", ")),
+                );
+            } else if v.trim().is_empty() || v.contains(char::is_whitespace) || v.contains('/') {
+                self.error(
+                    &format!("spec.bundle.versions.{name}"),
+                    format!("\"{v}\" is not a version"),
+                    "write the release's version, e.g. 3.5.33",
+                );
+            }
+        }
+        versions
     }
 
     fn pki(&mut self) -> Option<Pki> {
@@ -748,6 +777,7 @@ impl Resolver<'_> {
                     labels: h.labels.clone(),
                     taints: h.taints.clone(),
                     pod_cidr: IpNet::default(),
+                    arch: h.arch.unwrap_or(Arch::Amd64),
                     ssh,
                 },
             ));

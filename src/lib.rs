@@ -3,6 +3,7 @@
 //! Data flows one way (docs/ARCHITECTURE.md): inventory → cluster → phase tree → actions per
 //! host → facts, diff, apply → report.
 
+pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod host;

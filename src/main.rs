@@ -1,5 +1,6 @@
 use clap::Parser;
-use provision::cli::{CertsCommand, Cli, Command, InitPhase, RunArgs};
+use provision::bundle;
+use provision::cli::{BundleCommand, CertsCommand, Cli, Command, InitPhase, RunArgs};
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
 use provision::phases::{self, Ctx, Phase, Scope};
@@ -132,6 +133,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
             )
             .await
         }
+        Command::Bundle { command } => run_bundle(command, cli.output).await,
         Command::Join(args) => {
             let tree = phases::join_tree();
             let cluster = load_for(&args.run)?;
@@ -148,6 +150,85 @@ async fn run(cli: Cli) -> Result<(), u8> {
             };
             execute(cli.verbose, cli.output, &args.run, cluster, job).await
         }
+    }
+}
+
+async fn run_bundle(command: BundleCommand, format: Format) -> Result<(), u8> {
+    match command {
+        BundleCommand::List { inventory } => {
+            let cluster = load(&inventory)?;
+            let rows = bundle::ops::list(&cluster, &bundle::lock::path_for(&inventory))
+                .map_err(fail_with(EXIT_BAD_INPUT))?;
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&rows).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<32} {:<12} {:<6} {:<10} {:<7} SOURCE",
+                "COMPONENT", "VERSION", "ARCH", "VERIFIED", "CACHED"
+            );
+            for r in rows {
+                println!(
+                    "{:<32} {:<12} {:<6} {:<10} {:<7} {}",
+                    r.component,
+                    r.version,
+                    r.arch,
+                    r.verified_by,
+                    if r.cached { "yes" } else { "no" },
+                    r.source
+                );
+            }
+            Ok(())
+        }
+        BundleCommand::Fetch { inventory } => {
+            let cluster = load(&inventory)?;
+            let lock = bundle::lock::path_for(&inventory);
+            let (n, prepared) = bundle::ops::fetch(&cluster, &lock)
+                .await
+                .map_err(fail_with(EXIT_PHASE_FAILED))?;
+            if !prepared.newly_locked.is_empty() {
+                println!(
+                    "recorded the published digests of {} in {}",
+                    prepared.newly_locked.join(", "),
+                    lock.display()
+                );
+            }
+            println!(
+                "{n} components ready ({} downloaded now)",
+                bundle::fetch::human_bytes(prepared.bytes_fetched)
+            );
+            Ok(())
+        }
+        BundleCommand::Pack { inventory, output } => {
+            let cluster = load(&inventory)?;
+            let said = bundle::ops::pack(&cluster, &bundle::lock::path_for(&inventory), &output)
+                .await
+                .map_err(fail_with(EXIT_PHASE_FAILED))?;
+            println!("{said}");
+            Ok(())
+        }
+        BundleCommand::Verify { dir } => match bundle::ops::verify(&dir) {
+            Ok(n) => {
+                println!("{}: all {n} files match bundle.yaml", dir.display());
+                Ok(())
+            }
+            Err(problems) => {
+                for p in problems {
+                    eprintln!("error: {p}");
+                }
+                Err(EXIT_PHASE_FAILED)
+            }
+        },
+    }
+}
+
+fn fail_with(code: u8) -> impl Fn(String) -> u8 {
+    move |e| {
+        eprintln!("error: {e}");
+        code
     }
 }
 
@@ -233,6 +314,10 @@ fn context(verbose: bool, format: Format, run: &RunArgs, cluster: Cluster) -> Ct
         Reporter::new(format, verbose, run.dry_run),
     );
     ctx.local_kubeconfig = local_kubeconfig;
+    ctx.lock_file = run
+        .inventory
+        .as_deref()
+        .map(provision::bundle::lock::path_for);
     ctx
 }
 

@@ -40,6 +40,32 @@ pub struct FileSpec {
     pub owner: String,
     /// Never shown: not in dry-run diffs, not in logs.
     pub secret: bool,
+    /// When set, the content is this file on the operator's machine, streamed on upload
+    /// (artifacts too big to hold in memory); `content` is then empty.
+    pub local: Option<LocalContent>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct LocalContent {
+    pub path: std::path::PathBuf,
+    pub sha256: String,
+    pub size: u64,
+}
+
+impl FileSpec {
+    pub fn sha256(&self) -> String {
+        match &self.local {
+            Some(l) => l.sha256.clone(),
+            None => super::diff::sha256_hex(&self.content),
+        }
+    }
+
+    pub fn size(&self) -> u64 {
+        match &self.local {
+            Some(l) => l.size,
+            None => self.content.len() as u64,
+        }
+    }
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -59,6 +85,19 @@ impl Action {
             mode,
             owner: "root:root".into(),
             secret: false,
+            local: None,
+        })
+    }
+
+    /// A file whose content is streamed from the operator's machine at upload time.
+    pub fn local_file(path: &str, local: LocalContent, mode: u32) -> Action {
+        Action::File(FileSpec {
+            path: path.into(),
+            content: Vec::new(),
+            mode,
+            owner: "root:root".into(),
+            secret: false,
+            local: Some(local),
         })
     }
 
@@ -69,6 +108,7 @@ impl Action {
             mode: 0o600,
             owner: "root:root".into(),
             secret: true,
+            local: None,
         })
     }
 
@@ -77,6 +117,13 @@ impl Action {
             path: path.into(),
             mode,
             owner: "root:root".into(),
+        }
+    }
+
+    pub fn symlink(path: &str, target: &str) -> Action {
+        Action::Symlink {
+            path: path.into(),
+            target: target.into(),
         }
     }
 

@@ -63,7 +63,7 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
     for (i, (a, f)) in actions.iter().zip(facts).enumerate() {
         match (a, f) {
             (Action::File(spec), fact) => {
-                let want = sha256_hex(&spec.content);
+                let want = spec.sha256();
                 let step = match fact {
                     Fact::File {
                         sha256,
@@ -88,14 +88,14 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                     }
                     Fact::File { .. } => Some((
                         Step::WriteFile,
-                        format!("update {} ({} bytes)", spec.path, spec.content.len()),
+                        format!("update {} ({} bytes)", spec.path, spec.size()),
                     )),
                     Fact::Absent => Some((
                         Step::WriteFile,
                         format!(
                             "create {} ({} bytes, {})",
                             spec.path,
-                            spec.content.len(),
+                            spec.size(),
                             mode_str(spec.mode)
                         ),
                     )),

@@ -63,11 +63,13 @@ pub async fn apply(
         match (&change.step, action) {
             (Step::WriteFile | Step::Replace, Some(Action::File(f))) => {
                 let replace = change.step == Step::Replace;
-                session
-                    .run_with_input(&write_file_script(f, replace), Some(&f.content))
-                    .await
-                    .map_err(fail)?;
-                applied.bytes_uploaded += f.content.len() as u64;
+                let script = write_file_script(f, replace);
+                match &f.local {
+                    Some(local) => session.run_with_file(&script, &local.path).await,
+                    None => session.run_with_input(&script, Some(&f.content)).await,
+                }
+                .map_err(fail)?;
+                applied.bytes_uploaded += f.size();
             }
             (Step::FixFileMeta, Some(Action::File(f))) => {
                 let p = shell_quote(&f.path);
@@ -147,7 +149,7 @@ fn unreachable_step<T>(session: &Session, step: &Step) -> Result<T, ExecError> {
 /// old file in place.
 fn write_file_script(f: &FileSpec, replace: bool) -> String {
     let p = shell_quote(&f.path);
-    let sha = diff::sha256_hex(&f.content);
+    let sha = f.sha256();
     let rm = if replace {
         format!("rm -rf {p} && ")
     } else {
@@ -180,6 +182,10 @@ pub async fn describe(
         }
         if f.secret {
             lines.push("    (content not shown: secret)".into());
+            continue;
+        }
+        if f.local.is_some() {
+            lines.push(format!("    ({} bytes from the bundle)", f.size()));
             continue;
         }
         let Ok(new) = std::str::from_utf8(&f.content) else {

@@ -159,6 +159,9 @@ pub struct BundleSpec {
     pub mirror: Option<String>,
     pub ca_file: Option<String>,
     pub dir: Option<String>,
+    /// Per-component version overrides, e.g. `etcd: 3.5.33`.
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
@@ -216,6 +219,9 @@ pub struct HostSpec {
     /// This node's pod CIDR; default: the next free block of the pod subnet.
     #[serde(rename = "podCIDR")]
     pub pod_cidr: Option<String>,
+    /// The host's CPU architecture: amd64 (default) or arm64.
+    #[serde(default)]
+    pub arch: Option<crate::bundle::catalog::Arch>,
 }
 
 /// A parsed inventory with what is needed to point at its text.

@@ -1,6 +1,7 @@
 //! The phase tree (kubeadm's model: named, ordered, addressable by path) and its runner
 //! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
 
+pub mod artifacts;
 pub mod certs;
 pub mod expiration;
 pub mod host;
@@ -28,6 +29,8 @@ pub enum Work {
     Preflight,
     /// Certificates and kubeconfigs: desired state depends on what the hosts hold.
     Pki(certs::Item),
+    /// Components from the bundle: fetched once for all hosts, then shipped to each.
+    Artifacts,
 }
 
 pub struct Phase {
@@ -59,6 +62,11 @@ pub fn init_tree() -> Vec<Phase> {
         host::phase(),
         certs::certs_phase(),
         certs::kubeconfig_phase(),
+        Phase::leaf(
+            "artifacts",
+            "ship the pinned components each host's roles need from the bundle",
+            Work::Artifacts,
+        ),
     ]
 }
 
@@ -71,15 +79,19 @@ pub fn join_tree() -> Vec<Phase> {
             Work::Preflight,
         ),
         host::phase(),
+        Phase::leaf(
+            "artifacts",
+            "ship the pinned components each host's roles need from the bundle",
+            Work::Artifacts,
+        ),
     ]
 }
 
 /// Phases of a complete `join` that this version does not provide yet.
-pub const JOIN_PHASES_TO_COME: &[&str] = &["artifacts", "runtime", "kubelet", "cni", "verify"];
+pub const JOIN_PHASES_TO_COME: &[&str] = &["runtime", "kubelet", "cni", "verify"];
 
 /// Phases of a complete `init` that this version does not provide yet.
 pub const INIT_PHASES_TO_COME: &[&str] = &[
-    "artifacts",
     "runtime",
     "etcd",
     "control-plane",
@@ -155,6 +167,8 @@ pub struct Ctx {
     pub renew: BTreeSet<String>,
     /// Where the admin kubeconfig is written on the operator's machine.
     pub local_kubeconfig: Option<std::path::PathBuf>,
+    /// The bundle lock file beside the inventory.
+    pub lock_file: Option<std::path::PathBuf>,
     policy: HostKeyPolicy,
     sessions: HashMap<String, OnceCell<Arc<Session>>>,
 }
@@ -182,6 +196,7 @@ impl Ctx {
             pki: Default::default(),
             renew: BTreeSet::new(),
             local_kubeconfig: None,
+            lock_file: None,
             policy,
             sessions,
         }
@@ -337,6 +352,7 @@ pub async fn run(
                 fan_out(ctx, path, hosts, |h| run_actions(ctx, h, *desired)).await
             }
             Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
+            Work::Artifacts => artifacts::run(ctx, path, hosts).await,
             Work::Pki(item) => {
                 let targets: Vec<Host> = hosts
                     .iter()

@@ -305,6 +305,17 @@ impl Session {
     /// Runs `script` with `sh -c` (through `sudo -n` when configured) and returns its output
     /// whatever the exit status.
     pub async fn exec(&self, script: &str, stdin: Option<&[u8]>) -> Result<Output, SshError> {
+        self.exec_input(script, stdin.map(Input::Bytes)).await
+    }
+
+    /// Runs `script` with the local file at `path` streamed to its stdin (an artifact upload);
+    /// the time limit grows with the size, at 1 MiB/s.
+    pub async fn run_with_file(&self, script: &str, path: &Path) -> Result<String, SshError> {
+        let out = self.exec_input(script, Some(Input::File(path))).await?;
+        self.check(script, out)
+    }
+
+    async fn exec_input(&self, script: &str, stdin: Option<Input<'_>>) -> Result<Output, SshError> {
         if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
             let lines = script.trim().lines().count();
             let more = if lines > 1 {
@@ -312,9 +323,11 @@ impl Session {
             } else {
                 String::new()
             };
-            let sent = stdin
-                .map(|d| format!(" <{} bytes on stdin>", d.len()))
-                .unwrap_or_default();
+            let sent = match &stdin {
+                Some(Input::Bytes(d)) => format!(" <{} bytes on stdin>", d.len()),
+                Some(Input::File(p)) => format!(" <{} on stdin>", p.display()),
+                None => String::new(),
+            };
             eprintln!(
                 "    [{}] $ {}{more}{sent}",
                 self.host,
@@ -337,11 +350,25 @@ impl Session {
                 .exec(true, command.as_bytes())
                 .await
                 .map_err(|e| self.channel_error(e))?;
-            if let Some(data) = stdin {
-                channel
-                    .data(data)
+            match &stdin {
+                Some(Input::Bytes(data)) => channel
+                    .data(*data)
                     .await
-                    .map_err(|e| self.channel_error(e))?;
+                    .map_err(|e| self.channel_error(e))?,
+                Some(Input::File(path)) => {
+                    let file =
+                        tokio::fs::File::open(path)
+                            .await
+                            .map_err(|e| SshError::Channel {
+                                host: self.host.clone(),
+                                detail: format!("{}: {e}", path.display()),
+                            })?;
+                    channel
+                        .data(tokio::io::BufReader::with_capacity(1 << 18, file))
+                        .await
+                        .map_err(|e| self.channel_error(e))?
+                }
+                None => {}
             }
             channel.eof().await.map_err(|e| self.channel_error(e))?;
             let (mut stdout, mut stderr, mut status) = (Vec::new(), Vec::new(), None);
@@ -370,13 +397,12 @@ impl Session {
                 stderr,
             })
         };
-        let out = timeout(self.command_timeout, run)
-            .await
-            .map_err(|_| SshError::Timeout {
-                host: self.host.clone(),
-                what: format!("`{}`", summarize(script)),
-                seconds: self.command_timeout.as_secs(),
-            })??;
+        let limit = self.command_timeout + upload_allowance(&stdin);
+        let out = timeout(limit, run).await.map_err(|_| SshError::Timeout {
+            host: self.host.clone(),
+            what: format!("`{}`", summarize(script)),
+            seconds: limit.as_secs(),
+        })??;
         if self.sudo && out.status == 1 && is_sudo_password_prompt(&out.stderr) {
             return Err(SshError::SudoPassword {
                 host: self.host.clone(),
@@ -397,6 +423,10 @@ impl Session {
         stdin: Option<&[u8]>,
     ) -> Result<String, SshError> {
         let out = self.exec(script, stdin).await?;
+        self.check(script, out)
+    }
+
+    fn check(&self, script: &str, out: Output) -> Result<String, SshError> {
         if out.status != 0 {
             return Err(SshError::Command {
                 host: self.host.clone(),
@@ -628,6 +658,22 @@ fn is_sudo_password_prompt(stderr: &[u8]) -> bool {
 }
 
 /// Quotes a string for POSIX sh as one word.
+/// What a command reads on stdin.
+enum Input<'a> {
+    Bytes(&'a [u8]),
+    File(&'a Path),
+}
+
+/// Extra time a command gets for the data it is sent: one second per MiB.
+fn upload_allowance(stdin: &Option<Input<'_>>) -> Duration {
+    let bytes = match stdin {
+        Some(Input::Bytes(d)) => d.len() as u64,
+        Some(Input::File(p)) => std::fs::metadata(p).map(|m| m.len()).unwrap_or(0),
+        None => 0,
+    };
+    Duration::from_secs(bytes >> 20)
+}
+
 pub fn shell_quote(s: &str) -> String {
     format!("'{}'", s.replace('\'', r"'\''"))
 }

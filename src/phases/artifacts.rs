@@ -1,0 +1,82 @@
+//! The `artifacts` phase: every host gets the components its roles need, from the bundle, into
+//! versioned directories behind symlinks. A file crosses the network only when the host's copy
+//! has another digest; hosts are served in parallel (bounded by --concurrency).
+
+use super::{Ctx, converge, fan_out};
+use crate::bundle::{self, Want, manifest::BundleDir};
+use crate::cluster::{BundleSource, Host};
+use crate::output::HostOutcome;
+use std::collections::{BTreeMap, BTreeSet};
+
+pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
+    let prepared = prepare(ctx, hosts).await;
+    fan_out(ctx, path, hosts, |h| {
+        let prepared = &prepared;
+        async move {
+            match prepared {
+                Ok((wants, p)) => {
+                    ship(
+                        ctx,
+                        h,
+                        wants.get(&h.name).map(Vec::as_slice).unwrap_or_default(),
+                        p,
+                    )
+                    .await
+                }
+                Err(e) => HostOutcome::failed(&h.name, e.clone()),
+            }
+        }
+    })
+    .await
+}
+
+type Wants = BTreeMap<String, Vec<Want>>;
+
+/// Resolves what each host needs and makes it available locally (fetching what the cache lacks).
+async fn prepare(ctx: &Ctx, hosts: &[Host]) -> Result<(Wants, bundle::Prepared), String> {
+    let cluster = &ctx.cluster;
+    let dir = match &cluster.bundle {
+        BundleSource::Dir { path } => Some(BundleDir::open(path)?),
+        _ => None,
+    };
+    let wants = bundle::wants(cluster, hosts, dir.as_ref())?;
+    let all: BTreeSet<Want> = wants.values().flatten().cloned().collect();
+    let prepared = bundle::prepare(cluster, ctx.lock_file.as_deref(), &all).await?;
+    if !prepared.newly_locked.is_empty() {
+        ctx.out.note(&format!(
+            "recorded the published digests of {} in {}",
+            prepared.newly_locked.join(", "),
+            ctx.lock_file
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default()
+        ));
+    }
+    Ok((wants, prepared))
+}
+
+async fn ship(ctx: &Ctx, host: &Host, wants: &[Want], prepared: &bundle::Prepared) -> HostOutcome {
+    let result = async {
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let machine = session.run("uname -m").await.map_err(|e| e.to_string())?;
+        if bundle::catalog::Arch::parse(machine.trim()) != Some(host.arch) {
+            return Err(format!(
+                "the host is {} but the inventory says arch: {}; set its arch to match",
+                machine.trim(),
+                host.arch
+            ));
+        }
+        let actions = bundle::host_actions(wants, prepared);
+        let mut o = converge(ctx, host, &actions).await?;
+        if !o.changes.is_empty() || ctx.out.verbose {
+            let names: Vec<String> = wants
+                .iter()
+                .map(|w| format!("{} {}", w.component, w.version))
+                .collect();
+            o.notes.push(format!("components: {}", names.join(", ")));
+        }
+        Ok::<_, String>(o)
+    }
+    .await;
+    result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
+}
