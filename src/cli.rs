@@ -64,8 +64,8 @@ pub enum BundleCommand {
         #[arg(short, long, value_name = "FILE")]
         inventory: PathBuf,
         /// A new or empty directory, or a path ending in .tar
-        #[arg(short, long, value_name = "DIR|FILE.tar")]
-        output: PathBuf,
+        #[arg(short = 'o', long = "out", value_name = "DIR|FILE.tar")]
+        dest: PathBuf,
     },
     /// Check every file of a bundle directory against the digests of its bundle.yaml
     Verify { dir: PathBuf },

@@ -202,9 +202,9 @@ async fn run_bundle(command: BundleCommand, format: Format) -> Result<(), u8> {
             );
             Ok(())
         }
-        BundleCommand::Pack { inventory, output } => {
+        BundleCommand::Pack { inventory, dest } => {
             let cluster = load(&inventory)?;
-            let said = bundle::ops::pack(&cluster, &bundle::lock::path_for(&inventory), &output)
+            let said = bundle::ops::pack(&cluster, &bundle::lock::path_for(&inventory), &dest)
                 .await
                 .map_err(fail_with(EXIT_PHASE_FAILED))?;
             println!("{said}");

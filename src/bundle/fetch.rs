@@ -92,6 +92,7 @@ impl Fetcher {
                     status_error(what, url, r.status())?;
                     last = r.status().to_string();
                 }
+                Err(e) if is_certificate_error(&e) => return Err(untrusted(what, url, &e)),
                 Err(e) => last = error_chain(&e),
             }
         }
@@ -199,10 +200,13 @@ impl Fetcher {
         if have > 0 {
             req = req.header(reqwest::header::RANGE, format!("bytes={have}-"));
         }
-        let mut resp = req
-            .send()
-            .await
-            .map_err(|e| Attempt::Retry(error_chain(&e)))?;
+        let mut resp = req.send().await.map_err(|e| {
+            if is_certificate_error(&e) {
+                Attempt::Fatal(untrusted(what, url, &e))
+            } else {
+                Attempt::Retry(error_chain(&e))
+            }
+        })?;
         let status = resp.status();
         let append = match status {
             StatusCode::PARTIAL_CONTENT => {
@@ -302,6 +306,23 @@ fn status_error(what: &str, url: &str, s: StatusCode) -> Result<(), FetchError> 
         });
     }
     Ok(())
+}
+
+/// A server certificate that does not verify: retrying cannot help.
+fn is_certificate_error(e: &reqwest::Error) -> bool {
+    error_chain(e).to_lowercase().contains("certificate")
+}
+
+fn untrusted(what: &str, url: &str, e: &reqwest::Error) -> FetchError {
+    FetchError::Transport {
+        what: what.into(),
+        url: url.into(),
+        detail: format!(
+            "{}; for a mirror with its own CA, set spec.bundle.caFile",
+            error_chain(e)
+        ),
+        attempts: 1,
+    }
 }
 
 /// reqwest's error with its causes (the TLS or connect reason is in the chain).
