@@ -73,10 +73,11 @@ pub async fn apply(
             }
             (Step::FixFileMeta, Some(Action::File(f))) => {
                 let p = shell_quote(&f.path);
-                session
-                    .run(&format!("chmod {:o} {p} && chown {} {p}", f.mode, f.owner))
-                    .await
-                    .map_err(fail)?;
+                let mut script = format!("chmod {:o} {p} && chown {} {p}", f.mode, f.owner);
+                if f.local.is_some() {
+                    script.push_str(&format!(" && {}", facts::record_digest(&f.path, &f.sha256())));
+                }
+                session.run(&script).await.map_err(fail)?;
             }
             (Step::MakeDir | Step::FixDirMeta, Some(Action::Dir { path, mode, owner })) => {
                 let p = shell_quote(path);
@@ -155,11 +156,17 @@ fn write_file_script(f: &FileSpec, replace: bool) -> String {
     } else {
         String::new()
     };
+    // big artifacts: remember the digest, so later probes need not read the file again
+    let record = if f.local.is_some() {
+        format!(" && {}", facts::record_digest(&f.path, &sha))
+    } else {
+        String::new()
+    };
     // an earlier, interrupted write may have left its temporary file: remove it first
     format!(
         "umask 077 && mkdir -p \"$(dirname {p})\" && rm -f {p}.provision-* && t=$(mktemp {p}.provision-XXXXXX) && \
          {{ cat > \"$t\" && [ \"$(sha256sum < \"$t\" | cut -c1-64)\" = {sha} ] || {{ rm -f \"$t\"; echo 'upload corrupted: digest mismatch' >&2; exit 1; }}; }} && \
-         chmod {mode:o} \"$t\" && chown {owner} \"$t\" && {rm}mv -f \"$t\" {p}",
+         chmod {mode:o} \"$t\" && chown {owner} \"$t\" && {rm}mv -f \"$t\" {p}{record}",
         mode = f.mode,
         owner = f.owner,
     )

@@ -29,6 +29,16 @@ pub enum Fact {
     Done(bool),
 }
 
+/// Beside a big uploaded file: its sha256, then its size, inode and ctime when it was written.
+pub const DIGEST_MEMO: &str = ".provision-sha256";
+
+/// Shell that records `path`'s digest with its current size, inode and ctime.
+pub fn record_digest(path: &str, sha256: &str) -> String {
+    let p = shell_quote(path);
+    let memo = shell_quote(&format!("{path}{DIGEST_MEMO}"));
+    format!("{{ echo {sha256}; stat -c '%s %i %z' {p}; }} > {memo}")
+}
+
 pub fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
 }
@@ -41,6 +51,15 @@ pub fn probe_script(actions: &[Action]) -> String {
     );
     for (i, a) in actions.iter().enumerate() {
         let line = match a {
+            Action::File(f) if f.local.is_some() => {
+                let p = shell_quote(&f.path);
+                let memo = shell_quote(&format!("{}{DIGEST_MEMO}", f.path));
+                // the digest recorded at upload counts while size, inode and ctime are those
+                // recorded with it (no write, rename or chmod since; ctime cannot be set back)
+                format!(
+                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -f {p} ]; then st=$(stat -c '%s %i %z' {p}); if [ -f {memo} ] && [ \"$(sed -n 2p {memo})\" = \"$st\" ]; then h=$(sed -n 1p {memo}); else h=$(sha256sum < {p} | cut -c1-64); fi; echo \"{i} file $h $(stat_of {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                )
+            }
             Action::File(f) => {
                 let p = shell_quote(&f.path);
                 format!(

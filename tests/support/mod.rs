@@ -68,6 +68,11 @@ fn setup() {
     });
 }
 
+/// The machine images exist (for tests that read them without booting machines).
+pub fn ensure_images() {
+    setup();
+}
+
 fn unsafe_is_root() -> bool {
     // no libc dependency for one call: ask id(1)
     Command::new("id")
