@@ -147,7 +147,10 @@ fn artifacts_land_verified_then_nothing_moves_then_one_version_change_ships_one_
     // a binary altered on a host in place (same size) is found and replaced
     let victim = "/opt/provision/containerd/1.6.20/ctr";
     let original = tb.ssh(1, &format!("sha256sum < {victim}"));
-    tb.ssh(1, &format!("printf X | dd of={victim} bs=1 seek=1000 conv=notrunc status=none"));
+    tb.ssh(
+        1,
+        &format!("printf X | dd of={victim} bs=1 seek=1000 conv=notrunc status=none"),
+    );
     assert_ne!(tb.ssh(1, &format!("sha256sum < {victim}")), original);
     let (_, join3) = ship(&inv);
     let repaired = uploaded(&join3);

@@ -1,6 +1,6 @@
 //! Plans and applies a phase's actions on one host: probe (one round trip), diff, apply in order.
 
-use super::action::{Action, FileSpec};
+use super::action::{Action, FileSpec, LocalContent};
 use super::diff::{self, Change, Step};
 use super::facts::{self, sysctl_path};
 use crate::ssh::{Session, SshError, shell_quote};
@@ -63,19 +63,25 @@ pub async fn apply(
         match (&change.step, action) {
             (Step::WriteFile | Step::Replace, Some(Action::File(f))) => {
                 let replace = change.step == Step::Replace;
-                let script = write_file_script(f, replace);
                 match &f.local {
-                    Some(local) => session.run_with_file(&script, &local.path).await,
-                    None => session.run_with_input(&script, Some(&f.content)).await,
+                    Some(local) => upload_local(session, f, local, replace).await?,
+                    None => {
+                        session
+                            .run_with_input(&write_file_script(f, replace), Some(&f.content))
+                            .await
+                            .map_err(fail)?;
+                    }
                 }
-                .map_err(fail)?;
                 applied.bytes_uploaded += f.size();
             }
             (Step::FixFileMeta, Some(Action::File(f))) => {
                 let p = shell_quote(&f.path);
                 let mut script = format!("chmod {:o} {p} && chown {} {p}", f.mode, f.owner);
                 if f.local.is_some() {
-                    script.push_str(&format!(" && {}", facts::record_digest(&f.path, &f.sha256())));
+                    script.push_str(&format!(
+                        " && {}",
+                        facts::record_digest(&f.path, &f.sha256())
+                    ));
                 }
                 session.run(&script).await.map_err(fail)?;
             }
@@ -145,6 +151,56 @@ fn unreachable_step<T>(session: &Session, step: &Step) -> Result<T, ExecError> {
     })
 }
 
+/// Ships a big local file in two steps: stream it into a temporary file beside the target (the
+/// host checks the size; this side hashes the bytes as they go), then, only when that digest
+/// is the expected one, move it into place. The host reads the file once, when it writes it.
+async fn upload_local(
+    session: &Session,
+    f: &FileSpec,
+    local: &LocalContent,
+    replace: bool,
+) -> Result<(), ExecError> {
+    let step = |detail: String| ExecError::Step {
+        host: session.host().to_string(),
+        summary: format!("upload {}", f.path),
+        detail,
+    };
+    let p = shell_quote(&f.path);
+    let tmp = shell_quote(&format!("{}.provision-{}", f.path, &local.sha256[..16]));
+    let receive = format!(
+        "umask 077 && mkdir -p \"$(dirname {p})\" && rm -f {p}.provision-* && cat > {tmp} && \
+         [ \"$(stat -c %s {tmp})\" = {size} ] || {{ rm -f {tmp}; echo 'upload incomplete: size mismatch' >&2; exit 1; }}",
+        size = local.size
+    );
+    let sent = session
+        .run_with_file(&receive, &local.path)
+        .await
+        .map_err(|e| step(e.to_string()))?;
+    if sent != local.sha256 {
+        let _ = session.run(&format!("rm -f {tmp}")).await;
+        return Err(step(format!(
+            "{} has sha256 {sent}, not the {} it was verified with: it changed or is damaged; fetch again (or check the bundle with `provision bundle verify`)",
+            local.path.display(),
+            local.sha256
+        )));
+    }
+    let rm = if replace {
+        format!("rm -rf {p} && ")
+    } else {
+        String::new()
+    };
+    session
+        .run(&format!(
+            "chmod {mode:o} {tmp} && chown {owner} {tmp} && {rm}mv -f {tmp} {p} && {record}",
+            mode = f.mode,
+            owner = f.owner,
+            record = facts::record_digest(&f.path, &local.sha256)
+        ))
+        .await
+        .map_err(|e| step(e.to_string()))?;
+    Ok(())
+}
+
 /// Streams stdin into a temporary file beside the target, checks its digest, then renames it
 /// over the target: readers never see a half-written file, and an interrupted write leaves the
 /// old file in place.
@@ -156,17 +212,11 @@ fn write_file_script(f: &FileSpec, replace: bool) -> String {
     } else {
         String::new()
     };
-    // big artifacts: remember the digest, so later probes need not read the file again
-    let record = if f.local.is_some() {
-        format!(" && {}", facts::record_digest(&f.path, &sha))
-    } else {
-        String::new()
-    };
     // an earlier, interrupted write may have left its temporary file: remove it first
     format!(
         "umask 077 && mkdir -p \"$(dirname {p})\" && rm -f {p}.provision-* && t=$(mktemp {p}.provision-XXXXXX) && \
          {{ cat > \"$t\" && [ \"$(sha256sum < \"$t\" | cut -c1-64)\" = {sha} ] || {{ rm -f \"$t\"; echo 'upload corrupted: digest mismatch' >&2; exit 1; }}; }} && \
-         chmod {mode:o} \"$t\" && chown {owner} \"$t\" && {rm}mv -f \"$t\" {p}{record}",
+         chmod {mode:o} \"$t\" && chown {owner} \"$t\" && {rm}mv -f \"$t\" {p}",
         mode = f.mode,
         owner = f.owner,
     )

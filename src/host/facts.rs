@@ -57,7 +57,7 @@ pub fn probe_script(actions: &[Action]) -> String {
                 // the digest recorded at upload counts while size, inode and ctime are those
                 // recorded with it (no write, rename or chmod since; ctime cannot be set back)
                 format!(
-                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -f {p} ]; then st=$(stat -c '%s %i %z' {p}); if [ -f {memo} ] && [ \"$(sed -n 2p {memo})\" = \"$st\" ]; then h=$(sed -n 1p {memo}); else h=$(sha256sum < {p} | cut -c1-64); fi; echo \"{i} file $h $(stat_of {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -f {p} ]; then m=$(stat -c '%a %U:%G|%s %i %z' {p}); h=; if [ -f {memo} ]; then {{ read -r mh; read -r mst; }} < {memo}; [ \"$mst\" = \"${{m#*|}}\" ] && h=$mh; fi; [ -n \"$h\" ] || h=$(sha256sum < {p} | cut -c1-64); echo \"{i} file $h ${{m%%|*}}\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
                 )
             }
             Action::File(f) => {
