@@ -408,3 +408,63 @@ fn a_404_names_the_component_and_the_url() {
         .count();
     assert_eq!(tries, 1);
 }
+
+#[test]
+fn list_covers_every_host_architecture_with_upstream_urls_and_pins() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("mixed.yaml");
+    std::fs::write(
+        &inv,
+        "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: mixed\nspec:\n  kubernetesVersion: 1.35.8\n  runtime:\n    runtimeClasses: [gvisor]\n  hosts:\n    - name: cp1\n      address: 192.168.50.10\n      roles: [control-plane]\n    - name: pi1\n      address: 192.168.50.20\n      roles: [worker]\n      arch: arm64\n",
+    )
+    .unwrap();
+    let run = provision_in(
+        &dir.path().join("cache"),
+        &[
+            "bundle",
+            "list",
+            "-i",
+            inv.to_str().unwrap(),
+            "--output",
+            "json",
+        ],
+    );
+    assert_eq!(run.code, 0, "{}", run.text());
+    let rows: Vec<serde_json::Value> = serde_json::from_str(&run.stdout).unwrap();
+    let row = |c: &str, arch: &str| {
+        rows.iter()
+            .find(|r| r["component"] == c && r["arch"] == arch)
+            .unwrap_or_else(|| panic!("no {c} for {arch} in {}", run.stdout))
+    };
+    let kubelet = row("kubelet", "arm64");
+    assert_eq!(
+        kubelet["source"],
+        "https://dl.k8s.io/release/v1.35.8/bin/linux/arm64/kubelet"
+    );
+    assert_eq!(kubelet["verified_by"], "pinned");
+    assert_eq!(
+        kubelet["digest"],
+        "sha256:7744f84c49df6dff7d0a0471f9acef31568c02459659de83aa279cf3a04b1714"
+    );
+    let runsc = row("gvisor-runsc", "arm64");
+    assert!(
+        runsc["source"]
+            .as_str()
+            .unwrap()
+            .ends_with("/aarch64/runsc"),
+        "{runsc}"
+    );
+    assert!(
+        runsc["digest"].as_str().unwrap().starts_with("sha512:"),
+        "{runsc}"
+    );
+    // the control plane's components only for the control plane's architecture
+    row("etcd", "amd64");
+    assert!(
+        !rows
+            .iter()
+            .any(|r| r["component"] == "etcd" && r["arch"] == "arm64")
+    );
+    assert_eq!(row("kube-apiserver", "amd64")["verified_by"], "published");
+    assert_eq!(row("etcd", "amd64")["version"], "3.6.14");
+}
