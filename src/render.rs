@@ -9,6 +9,27 @@ const TEMPLATES: &[(&str, &str)] = &[
         "modules-load.conf",
         include_str!("templates/modules-load.conf"),
     ),
+    ("component.service", include_str!("templates/component.service")),
+    (
+        "containerd-config.toml",
+        include_str!("templates/containerd-config.toml"),
+    ),
+    ("crictl.yaml", include_str!("templates/crictl.yaml")),
+    (
+        "cni-bridge.conflist",
+        include_str!("templates/cni-bridge.conflist"),
+    ),
+    ("pod-routes.sh", include_str!("templates/pod-routes.sh")),
+    (
+        "encryption-config.yaml",
+        include_str!("templates/encryption-config.yaml"),
+    ),
+    ("audit-policy.yaml", include_str!("templates/audit-policy.yaml")),
+    ("kubelet-config.yaml", include_str!("templates/kubelet-config.yaml")),
+    (
+        "kube-proxy-config.yaml",
+        include_str!("templates/kube-proxy-config.yaml"),
+    ),
 ];
 
 static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {

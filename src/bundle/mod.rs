@@ -381,6 +381,41 @@ pub fn host_actions(wants: &[Want], prepared: &Prepared) -> Vec<Action> {
     actions
 }
 
+/// The reference an OCI image archive names itself by (`io.containerd.image.name`, the name
+/// `ctr images import` gives it).
+pub fn oci_image_ref(path: &Path) -> Result<String, String> {
+    let file = std::fs::File::open(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let mut archive = tar::Archive::new(file);
+    let entries = archive
+        .entries()
+        .map_err(|e| format!("{}: {e}", path.display()))?;
+    for entry in entries {
+        let mut entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
+        let name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        if name.trim_start_matches("./") != "index.json" {
+            continue;
+        }
+        let mut text = String::new();
+        std::io::Read::read_to_string(&mut entry, &mut text)
+            .map_err(|e| format!("{}: index.json: {e}", path.display()))?;
+        let index: serde_json::Value = serde_json::from_str(&text)
+            .map_err(|e| format!("{}: index.json: {e}", path.display()))?;
+        return index["manifests"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find_map(|m| m["annotations"]["io.containerd.image.name"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| {
+                format!(
+                    "{}: the image names no reference (annotation io.containerd.image.name)",
+                    path.display()
+                )
+            });
+    }
+    Err(format!("{}: not an OCI image archive (no index.json)", path.display()))
+}
+
 fn local(f: &ShipFile) -> LocalContent {
     LocalContent {
         path: f.local.clone(),

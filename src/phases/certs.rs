@@ -38,6 +38,8 @@ impl Item {
             Item::Kubeconfig(KubeconfigKind::SuperAdmin) => {
                 host.control_plane && Some(&host.name) == first_control_plane(ctx).map(|h| &h.name)
             }
+            // kube-proxy runs on every node
+            Item::Kubeconfig(KubeconfigKind::KubeProxy) => true,
             _ => host.control_plane,
         }
     }
@@ -123,7 +125,18 @@ pub fn kubeconfig_phase() -> Phase {
                 KubeconfigKind::Kubelet,
                 "kubelet.conf of the control-plane node",
             ),
+            kube_proxy_kubeconfig(),
         ],
+    }
+}
+
+/// kube-proxy.conf, on every node (`join` runs it alone).
+pub fn kube_proxy_kubeconfig() -> Phase {
+    Phase {
+        name: "kube-proxy",
+        summary: "kube-proxy.conf (system:kube-proxy), every node",
+        work: Work::Pki(Item::Kubeconfig(KubeconfigKind::KubeProxy)),
+        children: Vec::new(),
     }
 }
 

@@ -1,12 +1,20 @@
 //! The phase tree (kubeadm's model: named, ordered, addressable by path) and its runner
 //! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
 
+pub mod api;
 pub mod artifacts;
+pub mod bootstrap;
 pub mod certs;
+pub mod cni;
+pub mod control_plane;
+pub mod etcd;
 pub mod expiration;
 pub mod host;
+pub mod kubelet;
 pub mod local_kubeconfig;
 pub mod preflight;
+pub mod runtime;
+pub mod step;
 
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
@@ -31,6 +39,8 @@ pub enum Work {
     Pki(certs::Item),
     /// Components from the bundle: fetched once for all hosts, then shipped to each.
     Artifacts,
+    /// Desired state that needs the run's context, then a health check.
+    Step(Box<dyn step::Step>),
 }
 
 pub struct Phase {
@@ -62,11 +72,14 @@ pub fn init_tree() -> Vec<Phase> {
         host::phase(),
         certs::certs_phase(),
         certs::kubeconfig_phase(),
-        Phase::leaf(
-            "artifacts",
-            "ship the pinned components each host's roles need from the bundle",
-            Work::Artifacts,
-        ),
+        artifacts_phase(),
+        runtime::phase(),
+        cni::phase(),
+        etcd::phase(),
+        control_plane::phase(),
+        bootstrap::phase(),
+        kubelet::kubelet_phase(),
+        kubelet::kube_proxy_phase(),
     ]
 }
 
@@ -79,28 +92,33 @@ pub fn join_tree() -> Vec<Phase> {
             Work::Preflight,
         ),
         host::phase(),
-        Phase::leaf(
-            "artifacts",
-            "ship the pinned components each host's roles need from the bundle",
-            Work::Artifacts,
-        ),
+        Phase {
+            name: "kubeconfig",
+            summary: "kubeconfig files in /etc/kubernetes",
+            work: Work::Group,
+            children: vec![certs::kube_proxy_kubeconfig()],
+        },
+        artifacts_phase(),
+        runtime::phase(),
+        cni::phase(),
+        kubelet::kubelet_phase(),
+        kubelet::kube_proxy_phase(),
     ]
 }
 
+fn artifacts_phase() -> Phase {
+    Phase::leaf(
+        "artifacts",
+        "ship the pinned components each host's roles need from the bundle",
+        Work::Artifacts,
+    )
+}
+
 /// Phases of a complete `join` that this version does not provide yet.
-pub const JOIN_PHASES_TO_COME: &[&str] = &["runtime", "kubelet", "cni", "verify"];
+pub const JOIN_PHASES_TO_COME: &[&str] = &["verify"];
 
 /// Phases of a complete `init` that this version does not provide yet.
-pub const INIT_PHASES_TO_COME: &[&str] = &[
-    "runtime",
-    "etcd",
-    "control-plane",
-    "kubelet",
-    "bootstrap",
-    "addons",
-    "cni",
-    "verify",
-];
+pub const INIT_PHASES_TO_COME: &[&str] = &["addons", "verify"];
 
 /// Every path of a tree, depth first: `host`, `host/sysctl`, ...
 pub fn paths(tree: &[Phase]) -> Vec<(String, &Phase)> {
@@ -169,6 +187,14 @@ pub struct Ctx {
     pub local_kubeconfig: Option<std::path::PathBuf>,
     /// The bundle lock file beside the inventory.
     pub lock_file: Option<std::path::PathBuf>,
+    /// Host conditions that shape configuration, probed once per host and run.
+    pub conditions: tokio::sync::Mutex<HashMap<String, step::Conditions>>,
+    /// What the bundle gives each host, resolved once per run.
+    pub bundle_plan: OnceCell<Result<Arc<step::BundlePlan>, String>>,
+    /// API clients by credentials (`admin`, `super-admin`), made on first use.
+    pub api_clients: tokio::sync::Mutex<HashMap<String, kube::Client>>,
+    /// The bootstrap token of this run, made when a joining node first needs one.
+    pub join_token: tokio::sync::Mutex<Option<crate::pki::token::BootstrapToken>>,
     policy: HostKeyPolicy,
     sessions: HashMap<String, OnceCell<Arc<Session>>>,
 }
@@ -197,6 +223,10 @@ impl Ctx {
             renew: BTreeSet::new(),
             local_kubeconfig: None,
             lock_file: None,
+            conditions: Default::default(),
+            bundle_plan: OnceCell::new(),
+            api_clients: Default::default(),
+            join_token: Default::default(),
             policy,
             sessions,
         }
@@ -318,6 +348,21 @@ async fn run_pki(ctx: &Ctx, host: &Host, item: certs::Item) -> HostOutcome {
     result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
 }
 
+async fn run_step(ctx: &Ctx, host: &Host, step: &dyn step::Step) -> HostOutcome {
+    let result = async {
+        let actions = step.desired(ctx, host).await?;
+        let mut o = converge(ctx, host, &actions).await?;
+        if !ctx.dry_run {
+            let after = step.after(ctx, host, !o.changes.is_empty()).await?;
+            o.changes.extend(after.changes);
+            o.notes.extend(after.notes);
+        }
+        Ok::<_, String>(o)
+    }
+    .await;
+    result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
+}
+
 /// The hosts a command acts on.
 pub struct Scope {
     /// Where state-changing phases act.
@@ -353,6 +398,17 @@ pub async fn run(
             }
             Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
             Work::Artifacts => artifacts::run(ctx, path, hosts).await,
+            Work::Step(step) => {
+                let targets: Vec<Host> = hosts
+                    .iter()
+                    .filter(|h| step.applies_to(ctx, h))
+                    .cloned()
+                    .collect();
+                if targets.is_empty() {
+                    continue;
+                }
+                fan_out(ctx, path, &targets, |h| run_step(ctx, h, step.as_ref())).await
+            }
             Work::Pki(item) => {
                 let targets: Vec<Host> = hosts
                     .iter()

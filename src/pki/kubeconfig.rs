@@ -1,6 +1,6 @@
 //! Kubeconfig files, built from kube's `Kubeconfig` types, with client certificates signed by the
 //! cluster CA: kubeadm's admin.conf, super-admin.conf, controller-manager.conf, scheduler.conf
-//! and kubelet.conf.
+//! kubelet.conf, and kube-proxy.conf for the kube-proxy unit of every node.
 
 use super::{Ca, CertSpec};
 use crate::cluster::{API_PORT, Cluster, Host};
@@ -16,15 +16,17 @@ pub enum KubeconfigKind {
     ControllerManager,
     Scheduler,
     Kubelet,
+    KubeProxy,
 }
 
 impl KubeconfigKind {
-    pub const ALL: [KubeconfigKind; 5] = [
+    pub const ALL: [KubeconfigKind; 6] = [
         KubeconfigKind::Admin,
         KubeconfigKind::SuperAdmin,
         KubeconfigKind::ControllerManager,
         KubeconfigKind::Scheduler,
         KubeconfigKind::Kubelet,
+        KubeconfigKind::KubeProxy,
     ];
 
     pub fn name(self) -> &'static str {
@@ -34,6 +36,7 @@ impl KubeconfigKind {
             KubeconfigKind::ControllerManager => "controller-manager",
             KubeconfigKind::Scheduler => "scheduler",
             KubeconfigKind::Kubelet => "kubelet",
+            KubeconfigKind::KubeProxy => "kube-proxy",
         }
     }
 
@@ -58,6 +61,8 @@ impl KubeconfigKind {
             KubeconfigKind::Kubelet => {
                 CertSpec::client(&format!("system:node:{}", host.name), Some("system:nodes"))
             }
+            // bound to system:node-proxier by Kubernetes' default RBAC
+            KubeconfigKind::KubeProxy => CertSpec::client("system:kube-proxy", None),
         }
     }
 
@@ -69,6 +74,7 @@ impl KubeconfigKind {
             KubeconfigKind::ControllerManager => "system:kube-controller-manager".into(),
             KubeconfigKind::Scheduler => "system:kube-scheduler".into(),
             KubeconfigKind::Kubelet => format!("system:node:{}", host.name),
+            KubeconfigKind::KubeProxy => "system:kube-proxy".into(),
         }
     }
 

@@ -1,0 +1,205 @@
+//! The `bootstrap` phase, through the API: the binding that makes `kubeadm:cluster-admins`
+//! (admin.conf) cluster admins, kubelet TLS bootstrap (node-bootstrapper, auto-approval of node
+//! client certificates and of their renewals), `kube-public/cluster-info` for discovery, and the
+//! RuntimeClasses of the enabled sandboxes.
+
+use super::api::{client, ensure};
+use super::step::{After, Step};
+use super::{Ctx, Phase, Work, certs};
+use crate::cluster::Host;
+use crate::host::Action;
+use crate::host::read::read_files;
+use crate::inventory::RuntimeClass as SandboxClass;
+use crate::pki::token::NODE_BOOTSTRAP_GROUP;
+use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::node::v1::RuntimeClass;
+use k8s_openapi::api::rbac::v1::{
+    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+};
+use kube::api::{Api, ObjectMeta};
+use std::collections::BTreeMap;
+
+pub fn phase() -> Phase {
+    Phase {
+        name: "bootstrap",
+        summary: "RBAC for admins and kubelet TLS bootstrap, cluster-info, RuntimeClasses",
+        work: Work::Step(Box::new(Bootstrap)),
+        children: Vec::new(),
+    }
+}
+
+struct Bootstrap;
+
+fn binding(name: &str, role: &str, kind: &str, subject: &str) -> ClusterRoleBinding {
+    ClusterRoleBinding {
+        metadata: ObjectMeta {
+            name: Some(name.into()),
+            ..Default::default()
+        },
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "ClusterRole".into(),
+            name: role.into(),
+        },
+        subjects: Some(vec![Subject {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: kind.into(),
+            name: subject.into(),
+            ..Default::default()
+        }]),
+    }
+}
+
+/// The discovery kubeconfig joining nodes may read anonymously: the CA and the endpoint.
+fn cluster_info(ctx: &Ctx, ca_pem: &str) -> Result<ConfigMap, String> {
+    use base64::Engine;
+    let kubeconfig = kube::config::Kubeconfig {
+        clusters: vec![kube::config::NamedCluster {
+            name: String::new(),
+            cluster: Some(kube::config::Cluster {
+                server: Some(ctx.cluster.endpoint.url()),
+                certificate_authority_data: Some(
+                    base64::engine::general_purpose::STANDARD.encode(ca_pem),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        ..Default::default()
+    };
+    Ok(ConfigMap {
+        metadata: ObjectMeta {
+            name: Some("cluster-info".into()),
+            namespace: Some("kube-public".into()),
+            ..Default::default()
+        },
+        data: Some(BTreeMap::from([(
+            "kubeconfig".to_string(),
+            serde_yaml::to_string(&kubeconfig).map_err(|e| e.to_string())?,
+        )])),
+        ..Default::default()
+    })
+}
+
+#[async_trait::async_trait]
+impl Step for Bootstrap {
+    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
+        certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    }
+
+    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+        let mut changes = Vec::new();
+        // admin.conf's group has no rights until this binding exists: make it as super-admin
+        let root = client(ctx, "super-admin").await?;
+        let crbs: Api<ClusterRoleBinding> = Api::all(root.clone());
+        changes.extend(
+            ensure(
+                &crbs,
+                &binding(
+                    "kubeadm:cluster-admins",
+                    "cluster-admin",
+                    "Group",
+                    "kubeadm:cluster-admins",
+                ),
+            )
+            .await?,
+        );
+        let admin = client(ctx, "admin").await?;
+        let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+        for b in [
+            binding(
+                "provision:kubelet-bootstrap",
+                "system:node-bootstrapper",
+                "Group",
+                NODE_BOOTSTRAP_GROUP,
+            ),
+            binding(
+                "provision:node-autoapprove-bootstrap",
+                "system:certificates.k8s.io:certificatesigningrequests:nodeclient",
+                "Group",
+                NODE_BOOTSTRAP_GROUP,
+            ),
+            binding(
+                "provision:node-autoapprove-certificate-rotation",
+                "system:certificates.k8s.io:certificatesigningrequests:selfnodeclient",
+                "Group",
+                "system:nodes",
+            ),
+        ] {
+            changes.extend(ensure(&crbs, &b).await?);
+        }
+        // cluster-info, readable without credentials
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let ca_path = "/etc/kubernetes/pki/ca.crt".to_string();
+        let ca = read_files(&session, std::slice::from_ref(&ca_path))
+            .await
+            .map_err(|e| e.to_string())?
+            .remove(&ca_path)
+            .ok_or("the cluster CA is missing on the first control plane")?;
+        let public: Api<ConfigMap> = Api::namespaced(admin.clone(), "kube-public");
+        changes.extend(ensure(&public, &cluster_info(ctx, &String::from_utf8_lossy(&ca))?).await?);
+        let role = Role {
+            metadata: ObjectMeta {
+                name: Some("provision:bootstrap-signer-clusterinfo".into()),
+                namespace: Some("kube-public".into()),
+                ..Default::default()
+            },
+            rules: Some(vec![PolicyRule {
+                api_groups: Some(vec![String::new()]),
+                resources: Some(vec!["configmaps".into()]),
+                resource_names: Some(vec!["cluster-info".into()]),
+                verbs: vec!["get".into()],
+                ..Default::default()
+            }]),
+        };
+        let roles: Api<Role> = Api::namespaced(admin.clone(), "kube-public");
+        changes.extend(ensure(&roles, &role).await?);
+        let rb = RoleBinding {
+            metadata: ObjectMeta {
+                name: Some("provision:bootstrap-signer-clusterinfo".into()),
+                namespace: Some("kube-public".into()),
+                ..Default::default()
+            },
+            role_ref: RoleRef {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "Role".into(),
+                name: "provision:bootstrap-signer-clusterinfo".into(),
+            },
+            subjects: Some(vec![Subject {
+                api_group: Some("rbac.authorization.k8s.io".into()),
+                kind: "User".into(),
+                name: "system:anonymous".into(),
+                ..Default::default()
+            }]),
+        };
+        let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kube-public");
+        changes.extend(ensure(&rbs, &rb).await?);
+        // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
+        let rcs: Api<RuntimeClass> = Api::all(admin);
+        for class in &ctx.cluster.runtime_classes {
+            let (name, handler) = match class {
+                SandboxClass::Gvisor => ("gvisor", "runsc"),
+                SandboxClass::Kata => ("kata", "kata"),
+            };
+            let rc = RuntimeClass {
+                metadata: ObjectMeta {
+                    name: Some(name.into()),
+                    ..Default::default()
+                },
+                handler: handler.into(),
+                ..Default::default()
+            };
+            changes.extend(ensure(&rcs, &rc).await?);
+        }
+        Ok(After {
+            changes,
+            notes: Vec::new(),
+        })
+    }
+}

@@ -1,0 +1,273 @@
+//! The `control-plane` phase: kube-apiserver, kube-controller-manager and kube-scheduler as
+//! systemd units with kubeadm's flags plus secure defaults (Secrets encrypted at rest, an audit
+//! policy and log, Node,RBAC, NodeRestriction, profiling off, TLS 1.2+), then a bounded wait
+//! for `/livez` and `/readyz` that names the failing component when it gives up.
+
+use super::step::{self, Step};
+use super::{Ctx, Phase, Work, certs};
+use crate::cluster::{API_PORT, Host};
+use crate::compat::Compat;
+use crate::host::read::read_files;
+use crate::host::{Action, UnitSpec};
+use crate::render::render;
+use base64::Engine;
+use std::collections::BTreeMap;
+
+pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
+pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
+pub const AUDIT_LOG: &str = "/var/log/kubernetes/audit/audit.log";
+const PKI: &str = "/etc/kubernetes/pki";
+const COMPONENTS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
+
+pub fn phase() -> Phase {
+    Phase {
+        name: "control-plane",
+        summary: "kube-apiserver, kube-controller-manager, kube-scheduler; wait for /readyz",
+        work: Work::Step(Box::new(ControlPlane)),
+        children: Vec::new(),
+    }
+}
+
+struct ControlPlane;
+
+fn unit_path(component: &str) -> String {
+    format!("/etc/systemd/system/{component}.service")
+}
+
+fn apiserver_args(ctx: &Ctx, host: &Host) -> Vec<String> {
+    let c = &ctx.cluster;
+    let compat = Compat::new(&c.version);
+    let mut a: Vec<String> = vec![
+        format!("--advertise-address={}", host.address),
+        "--allow-privileged=true".into(),
+        "--authorization-mode=Node,RBAC".into(),
+        format!("--client-ca-file={PKI}/ca.crt"),
+        "--enable-admission-plugins=NodeRestriction".into(),
+        "--enable-bootstrap-token-auth=true".into(),
+        format!("--etcd-cafile={PKI}/etcd/ca.crt"),
+        format!("--etcd-certfile={PKI}/apiserver-etcd-client.crt"),
+        format!("--etcd-keyfile={PKI}/apiserver-etcd-client.key"),
+        "--etcd-servers=https://127.0.0.1:2379".into(),
+        format!("--kubelet-client-certificate={PKI}/apiserver-kubelet-client.crt"),
+        format!("--kubelet-client-key={PKI}/apiserver-kubelet-client.key"),
+        "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
+        format!("--proxy-client-cert-file={PKI}/front-proxy-client.crt"),
+        format!("--proxy-client-key-file={PKI}/front-proxy-client.key"),
+        "--requestheader-allowed-names=front-proxy-client".into(),
+        format!("--requestheader-client-ca-file={PKI}/front-proxy-ca.crt"),
+        "--requestheader-extra-headers-prefix=X-Remote-Extra-".into(),
+        "--requestheader-group-headers=X-Remote-Group".into(),
+        "--requestheader-username-headers=X-Remote-User".into(),
+        format!("--secure-port={API_PORT}"),
+        format!(
+            "--service-account-issuer=https://kubernetes.default.svc.{}",
+            c.dns_domain
+        ),
+        format!("--service-account-key-file={PKI}/sa.pub"),
+        format!("--service-account-signing-key-file={PKI}/sa.key"),
+        format!("--service-cluster-ip-range={}", c.service_subnet),
+        format!("--tls-cert-file={PKI}/apiserver.crt"),
+        format!("--tls-private-key-file={PKI}/apiserver.key"),
+        "--tls-min-version=VersionTLS12".into(),
+        format!("--encryption-provider-config={ENCRYPTION_CONFIG}"),
+        format!("--audit-policy-file={AUDIT_POLICY}"),
+        format!("--audit-log-path={AUDIT_LOG}"),
+        "--audit-log-maxage=30".into(),
+        "--audit-log-maxbackup=10".into(),
+        "--audit-log-maxsize=100".into(),
+        "--profiling=false".into(),
+    ];
+    if compat.apiserver_insecure_port_flag() {
+        a.push("--insecure-port=0".into());
+    }
+    a
+}
+
+fn controller_manager_args(ctx: &Ctx) -> Vec<String> {
+    let c = &ctx.cluster;
+    let kc = "/etc/kubernetes/controller-manager.conf";
+    let mut a: Vec<String> = vec![
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        format!("--kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".into(),
+        format!("--client-ca-file={PKI}/ca.crt"),
+        format!("--cluster-name={}", c.name),
+        format!("--cluster-signing-cert-file={PKI}/ca.crt"),
+        format!("--cluster-signing-key-file={PKI}/ca.key"),
+        "--controllers=*,bootstrapsigner,tokencleaner".into(),
+        "--leader-elect=true".into(),
+        format!("--requestheader-client-ca-file={PKI}/front-proxy-ca.crt"),
+        format!("--root-ca-file={PKI}/ca.crt"),
+        format!("--service-account-private-key-file={PKI}/sa.key"),
+        format!("--service-cluster-ip-range={}", c.service_subnet),
+        format!("--cluster-cidr={}", c.pod_subnet),
+        // the built-in network writes each node's pod CIDR from the inventory
+        "--allocate-node-cidrs=false".into(),
+        "--use-service-account-credentials=true".into(),
+        "--profiling=false".into(),
+    ];
+    if Compat::new(&c.version).insecure_serving_port_flag() {
+        a.push("--port=0".into());
+    }
+    a
+}
+
+fn scheduler_args(ctx: &Ctx) -> Vec<String> {
+    let kc = "/etc/kubernetes/scheduler.conf";
+    let mut a: Vec<String> = vec![
+        format!("--authentication-kubeconfig={kc}"),
+        format!("--authorization-kubeconfig={kc}"),
+        format!("--kubeconfig={kc}"),
+        "--bind-address=127.0.0.1".into(),
+        "--leader-elect=true".into(),
+        "--profiling=false".into(),
+    ];
+    if Compat::new(&ctx.cluster.version).insecure_serving_port_flag() {
+        a.push("--port=0".into());
+    }
+    a
+}
+
+fn unit(component: &str, description: &str, args: &[String], after: &[&str]) -> String {
+    let mut t = tera::Context::new();
+    t.insert("description", description);
+    t.insert("after", after);
+    t.insert("wants", after);
+    t.insert("env", &Vec::<String>::new());
+    t.insert("exec_start_pre", &Vec::<String>::new());
+    t.insert("exec", &format!("/usr/local/bin/{component}"));
+    t.insert("args", args);
+    let service: BTreeMap<&str, &str> = [
+        ("Restart", "always"),
+        ("RestartSec", "5"),
+        ("LimitNOFILE", "65536"),
+    ]
+    .into();
+    t.insert("service", &service);
+    render("component.service", &t)
+}
+
+/// The Secrets encryption key: the one the host has, else a new random one. Memory only.
+async fn encryption_config(ctx: &Ctx, host: &Host) -> Result<String, String> {
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let existing = read_files(&session, &[ENCRYPTION_CONFIG.to_string()])
+        .await
+        .map_err(|e| e.to_string())?;
+    if let Some(bytes) = existing.get(ENCRYPTION_CONFIG) {
+        // keep the key the cluster's Secrets are encrypted with
+        return String::from_utf8(bytes.clone())
+            .map_err(|_| format!("{ENCRYPTION_CONFIG} on {} is not text", host.name));
+    }
+    let key: [u8; 32] = rand::random();
+    let mut t = tera::Context::new();
+    t.insert("key_name", "key1");
+    t.insert(
+        "key",
+        &base64::engine::general_purpose::STANDARD.encode(key),
+    );
+    Ok(render("encryption-config.yaml", &t))
+}
+
+#[async_trait::async_trait]
+impl Step for ControlPlane {
+    fn applies_to(&self, _ctx: &Ctx, host: &Host) -> bool {
+        host.control_plane
+    }
+
+    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
+        let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+        if first.name != host.name {
+            return Err(format!(
+                "{} is not the first control plane: joining more control planes is not provided by this version of provision",
+                host.name
+            ));
+        }
+        let apiserver = unit(
+            "kube-apiserver",
+            "Kubernetes API server",
+            &apiserver_args(ctx, host),
+            &["etcd.service"],
+        );
+        let cm = unit(
+            "kube-controller-manager",
+            "Kubernetes controller manager",
+            &controller_manager_args(ctx),
+            &["kube-apiserver.service"],
+        );
+        let scheduler = unit(
+            "kube-scheduler",
+            "Kubernetes scheduler",
+            &scheduler_args(ctx),
+            &["kube-apiserver.service"],
+        );
+        let mut actions = vec![
+            Action::secret_file(ENCRYPTION_CONFIG, encryption_config(ctx, host).await?),
+            Action::file(AUDIT_POLICY, render("audit-policy.yaml", &tera::Context::new()), 0o644),
+            Action::dir("/var/log/kubernetes", 0o700),
+            Action::dir("/var/log/kubernetes/audit", 0o700),
+        ];
+        for (component, text) in [
+            ("kube-apiserver", apiserver),
+            ("kube-controller-manager", cm),
+            ("kube-scheduler", scheduler),
+        ] {
+            let path = unit_path(component);
+            actions.push(Action::file(&path, text, 0o644));
+            let mut inputs = vec![path];
+            if component == "kube-apiserver" {
+                inputs.extend([ENCRYPTION_CONFIG.to_string(), AUDIT_POLICY.to_string()]);
+            }
+            actions.push(Action::Unit(UnitSpec {
+                name: format!("{component}.service"),
+                enabled: true,
+                active: true,
+                restart_when_changed: inputs,
+            }));
+        }
+        Ok(actions)
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<step::After, String> {
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=5s";
+        let wait = format!(
+            "i=0; until {kubectl} get --raw=/livez >/dev/null 2>&1 && {kubectl} get --raw=/readyz >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 120 ] && exit 1; sleep 1; done"
+        );
+        let out = session.exec(&wait, None).await.map_err(|e| e.to_string())?;
+        if out.status == 0 {
+            return Ok(step::After::default());
+        }
+        // say which component is down and why, from its own journal
+        let mut report = String::from("the API server did not become ready within 120 s.\n");
+        let readyz = session
+            .exec(&format!("{kubectl} get --raw='/readyz?verbose' 2>&1 | grep -v ' ok$' | tail -n 8"), None)
+            .await
+            .map(|o| o.stdout_text())
+            .unwrap_or_default();
+        if !readyz.trim().is_empty() {
+            report.push_str(&format!("/readyz says:\n{readyz}"));
+        }
+        for component in ["etcd"].into_iter().chain(COMPONENTS) {
+            let state = session
+                .exec(&format!("systemctl is-active {component}; journalctl -u {component} --no-pager -n 8 -o cat"), None)
+                .await
+                .map(|o| o.stdout_text())
+                .unwrap_or_default();
+            let mut lines = state.lines();
+            let active = lines.next().unwrap_or("unknown");
+            report.push_str(&format!("{component}: {active}\n"));
+            if component == "kube-apiserver" || active != "active" {
+                for l in lines {
+                    report.push_str(&format!("    {l}\n"));
+                }
+            }
+        }
+        report.push_str("check the units' flags and certificates, then run the same command again");
+        Err(report)
+    }
+}

@@ -1,0 +1,123 @@
+//! The `etcd` phase: one member per control plane, mutual TLS for peers and clients, data
+//! directory 0700, health checked with the healthcheck-client certificate.
+
+use super::step::{self, Step};
+use super::{Ctx, Phase, Work, certs};
+use crate::cluster::Host;
+use crate::host::{Action, UnitSpec};
+use crate::render::render;
+
+pub const UNIT: &str = "/etc/systemd/system/etcd.service";
+pub const DATA_DIR: &str = "/var/lib/etcd";
+const PKI: &str = "/etc/kubernetes/pki/etcd";
+
+pub fn phase() -> Phase {
+    Phase {
+        name: "etcd",
+        summary: "etcd on the control planes, peer and client mTLS, health checked",
+        work: Work::Step(Box::new(Etcd)),
+        children: Vec::new(),
+    }
+}
+
+struct Etcd;
+
+fn url(address: &str, port: u16) -> String {
+    if address.contains(':') {
+        format!("https://[{address}]:{port}")
+    } else {
+        format!("https://{address}:{port}")
+    }
+}
+
+/// etcdctl with the healthcheck client's credentials.
+pub fn etcdctl(command: &str) -> String {
+    format!(
+        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/ca.crt --cert={PKI}/healthcheck-client.crt --key={PKI}/healthcheck-client.key --command-timeout=5s {command}"
+    )
+}
+
+#[async_trait::async_trait]
+impl Step for Etcd {
+    fn applies_to(&self, _ctx: &Ctx, host: &Host) -> bool {
+        host.control_plane
+    }
+
+    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
+        let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+        if first.name != host.name {
+            return Err(format!(
+                "{} is not the first control plane: adding etcd members to a running cluster is not provided by this version of provision",
+                host.name
+            ));
+        }
+        let peer = url(&host.address, 2380);
+        let args = vec![
+            format!("--name={}", host.name),
+            format!("--data-dir={DATA_DIR}"),
+            format!("--listen-client-urls=https://127.0.0.1:2379,{}", url(&host.address, 2379)),
+            format!("--advertise-client-urls={}", url(&host.address, 2379)),
+            format!("--listen-peer-urls={peer}"),
+            format!("--initial-advertise-peer-urls={peer}"),
+            format!("--initial-cluster={}={peer}", host.name),
+            "--initial-cluster-state=new".into(),
+            "--client-cert-auth=true".into(),
+            format!("--trusted-ca-file={PKI}/ca.crt"),
+            format!("--cert-file={PKI}/server.crt"),
+            format!("--key-file={PKI}/server.key"),
+            "--peer-client-cert-auth=true".into(),
+            format!("--peer-trusted-ca-file={PKI}/ca.crt"),
+            format!("--peer-cert-file={PKI}/peer.crt"),
+            format!("--peer-key-file={PKI}/peer.key"),
+            "--listen-metrics-urls=http://127.0.0.1:2381".into(),
+            "--snapshot-count=10000".into(),
+            "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
+        ];
+        let mut unit = tera::Context::new();
+        unit.insert("description", "etcd: the cluster's key-value store");
+        unit.insert("after", &["network-online.target"]);
+        unit.insert("wants", &["network-online.target"]);
+        unit.insert("env", &Vec::<String>::new());
+        unit.insert("exec_start_pre", &Vec::<String>::new());
+        unit.insert("exec", "/usr/local/bin/etcd");
+        unit.insert("args", &args);
+        let service: std::collections::BTreeMap<&str, &str> = [
+            ("Type", "notify"),
+            ("Restart", "always"),
+            ("RestartSec", "5"),
+            ("LimitNOFILE", "65536"),
+        ]
+        .into();
+        unit.insert("service", &service);
+        Ok(vec![
+            Action::dir(DATA_DIR, 0o700),
+            Action::file(UNIT, render("component.service", &unit), 0o644),
+            Action::Unit(UnitSpec {
+                name: "etcd.service".into(),
+                enabled: true,
+                active: true,
+                restart_when_changed: vec![UNIT.into()],
+            }),
+        ])
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<step::After, String> {
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let check = format!(
+            "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && exit 1; sleep 0.5; done",
+            etcdctl("endpoint health")
+        );
+        let out = session.exec(&check, None).await.map_err(|e| e.to_string())?;
+        if out.status != 0 {
+            let why = session
+                .exec(&format!("{} 2>&1; systemctl is-active etcd; journalctl -u etcd --no-pager -n 15 -o cat", etcdctl("endpoint health")), None)
+                .await
+                .map(|o| o.stdout_text())
+                .unwrap_or_default();
+            return Err(format!(
+                "etcd is not healthy after 30 s:\n{why}check the certificates in {PKI} and `journalctl -u etcd`"
+            ));
+        }
+        Ok(step::After::default())
+    }
+}

@@ -1,0 +1,339 @@
+//! The `kubelet` phase (every node, control planes too): KubeletConfiguration, the unit, and on
+//! nodes that have no credentials yet a bootstrap kubeconfig with a fresh token (TLS bootstrap);
+//! then a bounded wait until the Node is Ready, or the reason it is not. The `kube-proxy` phase:
+//! its configuration and unit, with the kubeconfig of `kubeconfig/kube-proxy`.
+
+use super::api::client;
+use super::step::{self, After, Step};
+use super::{Ctx, Phase, Work, runtime};
+use crate::cluster::Host;
+use crate::compat::Compat;
+use crate::host::{Action, UnitSpec};
+use crate::pki::kubeconfig::KubeconfigKind;
+use crate::pki::token::BootstrapToken;
+use crate::render::render;
+use k8s_openapi::api::core::v1::{Node, Secret};
+use kube::api::{Api, Patch, PatchParams, PostParams};
+use std::collections::BTreeMap;
+use std::time::{Duration, Instant, SystemTime};
+
+pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
+pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
+pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+const PROXY_CONFIG: &str = "/var/lib/kube-proxy/config.yaml";
+const PROXY_UNIT: &str = "/etc/systemd/system/kube-proxy.service";
+const READY_WAIT: Duration = Duration::from_secs(180);
+const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+
+pub fn kubelet_phase() -> Phase {
+    Phase {
+        name: "kubelet",
+        summary: "kubelet on every node (TLS bootstrap on joining ones); wait for Node Ready",
+        work: Work::Step(Box::new(Kubelet)),
+        children: Vec::new(),
+    }
+}
+
+pub fn kube_proxy_phase() -> Phase {
+    Phase {
+        name: "kube-proxy",
+        summary: "kube-proxy on every node: Services through iptables (nftables from 1.33)",
+        work: Work::Step(Box::new(KubeProxy)),
+        children: Vec::new(),
+    }
+}
+
+struct Kubelet;
+struct KubeProxy;
+
+fn unit_text(description: &str, exec: &str, args: &[String], env: &[String], after: &[&str]) -> String {
+    let mut t = tera::Context::new();
+    t.insert("description", description);
+    t.insert("after", after);
+    t.insert("wants", after);
+    t.insert("env", env);
+    t.insert("exec_start_pre", &Vec::<String>::new());
+    t.insert("exec", exec);
+    t.insert("args", args);
+    let service: BTreeMap<&str, &str> = [("Restart", "always"), ("RestartSec", "2")].into();
+    t.insert("service", &service);
+    render("component.service", &t)
+}
+
+/// A bootstrap kubeconfig: the cluster CA, the endpoint and a token of the node bootstrappers.
+fn bootstrap_kubeconfig(ctx: &Ctx, ca_pem: &str, token: &BootstrapToken) -> Result<String, String> {
+    use base64::Engine;
+    use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
+    let name = ctx.cluster.name.clone();
+    let config = Kubeconfig {
+        clusters: vec![NamedCluster {
+            name: name.clone(),
+            cluster: Some(kube::config::Cluster {
+                server: Some(ctx.cluster.endpoint.url()),
+                certificate_authority_data: Some(
+                    base64::engine::general_purpose::STANDARD.encode(ca_pem),
+                ),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        auth_infos: vec![NamedAuthInfo {
+            name: "tls-bootstrap-token-user".into(),
+            auth_info: Some(AuthInfo {
+                token: Some(secrecy::SecretString::from(token.expose())),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        contexts: vec![NamedContext {
+            name: "tls-bootstrap-token-user@kubernetes".into(),
+            context: Some(Context {
+                cluster: name,
+                user: Some("tls-bootstrap-token-user".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }],
+        current_context: Some("tls-bootstrap-token-user@kubernetes".into()),
+        api_version: Some("v1".into()),
+        kind: Some("Config".into()),
+        ..Default::default()
+    };
+    serde_yaml::to_string(&config).map_err(|e| e.to_string())
+}
+
+/// This run's bootstrap token, its Secret created on first use (valid one day).
+async fn join_token(ctx: &Ctx) -> Result<BootstrapToken, String> {
+    let mut slot = ctx.join_token.lock().await;
+    if let Some(t) = slot.as_ref() {
+        return Ok(t.clone());
+    }
+    let token = BootstrapToken::generate(Duration::from_secs(24 * 3600));
+    let secrets: Api<Secret> = Api::namespaced(client(ctx, "admin").await?, "kube-system");
+    secrets
+        .create(&PostParams::default(), &token.secret(SystemTime::now()))
+        .await
+        .map_err(|e| format!("creating the bootstrap token: {e}"))?;
+    *slot = Some(token.clone());
+    Ok(token)
+}
+
+#[async_trait::async_trait]
+impl Step for Kubelet {
+    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
+        let c = &ctx.cluster;
+        let compat = Compat::new(&c.version);
+        let cond = step::conditions(ctx, host).await?;
+        let mut t = tera::Context::new();
+        t.insert("dns_ip", &c.dns_service_ip.to_string());
+        t.insert("dns_domain", &c.dns_domain);
+        t.insert("server_tls_bootstrap", &false);
+        t.insert("runtime_endpoint_in_config", &!compat.kubelet_runtime_as_flags());
+        t.insert("runtime_endpoint", runtime::SOCKET);
+        t.insert("fail_swap_on", &!cond.swap_on);
+        let mut args = vec![
+            format!("--config={CONFIG}"),
+            format!("--kubeconfig={KUBECONFIG}"),
+            format!("--bootstrap-kubeconfig={BOOTSTRAP_KUBECONFIG}"),
+            format!("--node-ip={}", host.address),
+            format!("--hostname-override={}", host.name),
+        ];
+        if compat.kubelet_runtime_as_flags() {
+            args.push("--container-runtime=remote".into());
+            args.push(format!("--container-runtime-endpoint={}", runtime::SOCKET));
+        }
+        let mut taints = host.taints.clone();
+        if host.control_plane && !host.worker {
+            taints.push(format!("{CONTROL_PLANE_ROLE}:NoSchedule"));
+        }
+        if !taints.is_empty() {
+            args.push(format!("--register-with-taints={}", taints.join(",")));
+        }
+        if !host.labels.is_empty() {
+            let labels: Vec<String> = host.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            args.push(format!("--node-labels={}", labels.join(",")));
+        }
+        let mut env = Vec::new();
+        if compat.in_tree_aws_credentials() && !cond.on_ec2 {
+            // the in-tree ECR credential provider probes the EC2 metadata address for seconds
+            env.push("AWS_EC2_METADATA_DISABLED=true".to_string());
+        }
+        let unit = unit_text("kubelet: the Kubernetes node agent", "/usr/local/bin/kubelet", &args, &env, &["containerd.service"]);
+        let mut actions = vec![
+            Action::dir("/var/lib/kubelet", 0o700),
+            Action::dir("/etc/kubernetes/manifests", 0o755),
+            Action::file(CONFIG, render("kubelet-config.yaml", &t), 0o644),
+            Action::file(UNIT, unit, 0o644),
+        ];
+        // a node without credentials of its own joins with a token (TLS bootstrap)
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let has_credentials = session
+            .exec(&format!("test -s {KUBECONFIG}"), None)
+            .await
+            .map_err(|e| e.to_string())?
+            .status
+            == 0;
+        if !has_credentials {
+            if ctx.dry_run {
+                actions.push(Action::Exec {
+                    label: format!("write {BOOTSTRAP_KUBECONFIG} with a new bootstrap token"),
+                    cmd: "true".into(),
+                    unless: "false".into(),
+                });
+            } else {
+                let ca = crate::host::read::read_files(&session, &["/etc/kubernetes/pki/ca.crt".to_string()])
+                    .await
+                    .map_err(|e| e.to_string())?
+                    .remove("/etc/kubernetes/pki/ca.crt");
+                let ca = match ca {
+                    Some(ca) => String::from_utf8_lossy(&ca).into_owned(),
+                    None => cluster_ca(ctx).await?,
+                };
+                let token = join_token(ctx).await?;
+                actions.push(Action::file("/etc/kubernetes/pki/ca.crt", ca.clone(), 0o644));
+                actions.push(Action::secret_file(
+                    BOOTSTRAP_KUBECONFIG,
+                    bootstrap_kubeconfig(ctx, &ca, &token)?,
+                ));
+            }
+        }
+        actions.push(Action::Unit(UnitSpec {
+            name: "kubelet.service".into(),
+            enabled: true,
+            active: true,
+            restart_when_changed: vec![CONFIG.into(), UNIT.into()],
+        }));
+        Ok(actions)
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+        let nodes: Api<Node> = Api::all(client(ctx, "admin").await?);
+        let started = Instant::now();
+        let mut last = String::from("the Node has not registered");
+        loop {
+            if let Some(node) = nodes.get_opt(&host.name).await.map_err(|e| e.to_string())? {
+                let ready = node
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.conditions.as_ref())
+                    .and_then(|cs| cs.iter().find(|c| c.type_ == "Ready"))
+                    .cloned();
+                match ready {
+                    Some(c) if c.status == "True" => break,
+                    Some(c) => {
+                        last = format!(
+                            "Ready is {}: {} {}",
+                            c.status,
+                            c.reason.unwrap_or_default(),
+                            c.message.unwrap_or_default()
+                        )
+                    }
+                    None => last = "the Node reports no Ready condition yet".into(),
+                }
+            }
+            if started.elapsed() > READY_WAIT {
+                let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+                let journal = session
+                    .exec("systemctl is-active kubelet; journalctl -u kubelet --no-pager -n 12 -o cat", None)
+                    .await
+                    .map(|o| o.stdout_text())
+                    .unwrap_or_default();
+                return Err(format!(
+                    "node {} is not Ready after {} s: {last}\nkubelet:\n{journal}check the runtime (`crictl info`), the CNI configuration in /etc/cni/net.d and `journalctl -u kubelet`",
+                    host.name,
+                    READY_WAIT.as_secs()
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        let mut after = After::default();
+        if host.control_plane {
+            let node = nodes.get(&host.name).await.map_err(|e| e.to_string())?;
+            let labelled = node
+                .metadata
+                .labels
+                .as_ref()
+                .is_some_and(|l| l.contains_key(CONTROL_PLANE_ROLE));
+            if !labelled {
+                let patch = serde_json::json!({"metadata": {"labels": {CONTROL_PLANE_ROLE: ""}}});
+                nodes
+                    .patch(&host.name, &PatchParams::default(), &Patch::Merge(&patch))
+                    .await
+                    .map_err(|e| format!("labelling node {}: {e}", host.name))?;
+                after.changes.push(format!("label node {} {CONTROL_PLANE_ROLE}", host.name));
+            }
+        }
+        Ok(after)
+    }
+}
+
+/// The cluster CA certificate, from the first control plane.
+async fn cluster_ca(ctx: &Ctx) -> Result<String, String> {
+    let first = super::certs::first_control_plane(ctx).ok_or("no control plane")?;
+    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
+    let path = "/etc/kubernetes/pki/ca.crt".to_string();
+    let files = crate::host::read::read_files(&session, std::slice::from_ref(&path))
+        .await
+        .map_err(|e| e.to_string())?;
+    files
+        .get(&path)
+        .map(|b| String::from_utf8_lossy(b).into_owned())
+        .ok_or_else(|| format!("no cluster CA on {}: run `provision init` first", first.name))
+}
+
+#[async_trait::async_trait]
+impl Step for KubeProxy {
+    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
+        let c = &ctx.cluster;
+        let cond = step::conditions(ctx, host).await?;
+        let mode = if Compat::new(&c.version).kube_proxy_nftables() && cond.has_nft {
+            "nftables"
+        } else {
+            "iptables"
+        };
+        let mut t = tera::Context::new();
+        t.insert("mode", mode);
+        t.insert("pod_subnet", &c.pod_subnet.to_string());
+        t.insert("node_name", &host.name);
+        t.insert("conntrack_read_only", &!cond.conntrack_writable);
+        let args = vec![format!("--config={PROXY_CONFIG}")];
+        let unit = unit_text("kube-proxy: Services on this node", "/usr/local/bin/kube-proxy", &args, &[], &["network-online.target"]);
+        Ok(vec![
+            Action::dir("/var/lib/kube-proxy", 0o755),
+            Action::file(PROXY_CONFIG, render("kube-proxy-config.yaml", &t), 0o644),
+            Action::file(PROXY_UNIT, unit, 0o644),
+            Action::Unit(UnitSpec {
+                name: "kube-proxy.service".into(),
+                enabled: true,
+                active: true,
+                restart_when_changed: vec![
+                    PROXY_CONFIG.into(),
+                    PROXY_UNIT.into(),
+                    KubeconfigKind::KubeProxy.path(),
+                ],
+            }),
+        ])
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        // healthz on 10256 answers once the rules are programmed
+        let out = session
+            .exec("i=0; until systemctl is-active -q kube-proxy && ss -Hltn 'sport = :10256' | grep -q .; do i=$((i+1)); [ $i -ge 40 ] && exit 1; sleep 0.5; done", None)
+            .await
+            .map_err(|e| e.to_string())?;
+        if out.status != 0 {
+            let journal = session
+                .exec("journalctl -u kube-proxy --no-pager -n 12 -o cat", None)
+                .await
+                .map(|o| o.stdout_text())
+                .unwrap_or_default();
+            return Err(format!(
+                "kube-proxy is not running on {}:\n{journal}check {PROXY_CONFIG} and `journalctl -u kube-proxy`",
+                host.name
+            ));
+        }
+        Ok(After::default())
+    }
+}
