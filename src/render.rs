@@ -9,7 +9,10 @@ const TEMPLATES: &[(&str, &str)] = &[
         "modules-load.conf",
         include_str!("templates/modules-load.conf"),
     ),
-    ("component.service", include_str!("templates/component.service")),
+    (
+        "component.service",
+        include_str!("templates/component.service"),
+    ),
     (
         "containerd-config.toml",
         include_str!("templates/containerd-config.toml"),
@@ -24,8 +27,14 @@ const TEMPLATES: &[(&str, &str)] = &[
         "encryption-config.yaml",
         include_str!("templates/encryption-config.yaml"),
     ),
-    ("audit-policy.yaml", include_str!("templates/audit-policy.yaml")),
-    ("kubelet-config.yaml", include_str!("templates/kubelet-config.yaml")),
+    (
+        "audit-policy.yaml",
+        include_str!("templates/audit-policy.yaml"),
+    ),
+    (
+        "kubelet-config.yaml",
+        include_str!("templates/kubelet-config.yaml"),
+    ),
     (
         "kube-proxy-config.yaml",
         include_str!("templates/kube-proxy-config.yaml"),

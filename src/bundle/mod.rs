@@ -391,7 +391,10 @@ pub fn oci_image_ref(path: &Path) -> Result<String, String> {
         .map_err(|e| format!("{}: {e}", path.display()))?;
     for entry in entries {
         let mut entry = entry.map_err(|e| format!("{}: {e}", path.display()))?;
-        let name = entry.path().map(|p| p.to_string_lossy().into_owned()).unwrap_or_default();
+        let name = entry
+            .path()
+            .map(|p| p.to_string_lossy().into_owned())
+            .unwrap_or_default();
         if name.trim_start_matches("./") != "index.json" {
             continue;
         }
@@ -413,7 +416,10 @@ pub fn oci_image_ref(path: &Path) -> Result<String, String> {
                 )
             });
     }
-    Err(format!("{}: not an OCI image archive (no index.json)", path.display()))
+    Err(format!(
+        "{}: not an OCI image archive (no index.json)",
+        path.display()
+    ))
 }
 
 fn local(f: &ShipFile) -> LocalContent {

@@ -25,9 +25,12 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
     let files = read_files(&session, std::slice::from_ref(&path))
         .await
         .map_err(|e| e.to_string())?;
-    let text = files
-        .get(&path)
-        .ok_or_else(|| format!("{path} is missing on {}: run `provision init` first", first.name))?;
+    let text = files.get(&path).ok_or_else(|| {
+        format!(
+            "{path} is missing on {}: run `provision init` first",
+            first.name
+        )
+    })?;
     let text = String::from_utf8_lossy(text);
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| format!("{path}: {e}"))?;
     let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())

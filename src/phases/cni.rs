@@ -35,11 +35,10 @@ struct Route {
 impl Step for Cni {
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
         let cluster = &ctx.cluster;
-        let gateway = host
-            .pod_cidr
-            .hosts()
-            .next()
-            .ok_or_else(|| format!("pod CIDR {} has no address for a gateway", host.pod_cidr))?;
+        let gateway =
+            host.pod_cidr.hosts().next().ok_or_else(|| {
+                format!("pod CIDR {} has no address for a gateway", host.pod_cidr)
+            })?;
         let mut t = tera::Context::new();
         t.insert("pod_cidr", &host.pod_cidr.to_string());
         t.insert("gateway", &gateway.to_string());
@@ -55,7 +54,10 @@ impl Step for Cni {
         t.insert("routes", &routes);
         t.insert("pod_subnet", &cluster.pod_subnet.to_string());
         let mut unit = tera::Context::new();
-        unit.insert("description", "provision: routes to the pod CIDRs of the other nodes");
+        unit.insert(
+            "description",
+            "provision: routes to the pod CIDRs of the other nodes",
+        );
         unit.insert("after", &["network-online.target"]);
         unit.insert("wants", &["network-online.target"]);
         unit.insert("env", &Vec::<String>::new());

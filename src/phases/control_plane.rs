@@ -207,7 +207,11 @@ impl Step for ControlPlane {
         );
         let mut actions = vec![
             Action::secret_file(ENCRYPTION_CONFIG, encryption_config(ctx, host).await?),
-            Action::file(AUDIT_POLICY, render("audit-policy.yaml", &tera::Context::new()), 0o644),
+            Action::file(
+                AUDIT_POLICY,
+                render("audit-policy.yaml", &tera::Context::new()),
+                0o644,
+            ),
             Action::dir("/var/log/kubernetes", 0o700),
             Action::dir("/var/log/kubernetes/audit", 0o700),
         ];
@@ -245,7 +249,10 @@ impl Step for ControlPlane {
         // say which component is down and why, from its own journal
         let mut report = String::from("the API server did not become ready within 120 s.\n");
         let readyz = session
-            .exec(&format!("{kubectl} get --raw='/readyz?verbose' 2>&1 | grep -v ' ok$' | tail -n 8"), None)
+            .exec(
+                &format!("{kubectl} get --raw='/readyz?verbose' 2>&1 | grep -v ' ok$' | tail -n 8"),
+                None,
+            )
             .await
             .map(|o| o.stdout_text())
             .unwrap_or_default();

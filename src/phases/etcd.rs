@@ -107,7 +107,10 @@ impl Step for Etcd {
             "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && exit 1; sleep 0.5; done",
             etcdctl("endpoint health")
         );
-        let out = session.exec(&check, None).await.map_err(|e| e.to_string())?;
+        let out = session
+            .exec(&check, None)
+            .await
+            .map_err(|e| e.to_string())?;
         if out.status != 0 {
             let why = session
                 .exec(&format!("{} 2>&1; systemctl is-active etcd; journalctl -u etcd --no-pager -n 15 -o cat", etcdctl("endpoint health")), None)

@@ -47,7 +47,13 @@ pub fn kube_proxy_phase() -> Phase {
 struct Kubelet;
 struct KubeProxy;
 
-fn unit_text(description: &str, exec: &str, args: &[String], env: &[String], after: &[&str]) -> String {
+fn unit_text(
+    description: &str,
+    exec: &str,
+    args: &[String],
+    env: &[String],
+    after: &[&str],
+) -> String {
     let mut t = tera::Context::new();
     t.insert("description", description);
     t.insert("after", after);
@@ -129,7 +135,10 @@ impl Step for Kubelet {
         t.insert("dns_ip", &c.dns_service_ip.to_string());
         t.insert("dns_domain", &c.dns_domain);
         t.insert("server_tls_bootstrap", &false);
-        t.insert("runtime_endpoint_in_config", &!compat.kubelet_runtime_as_flags());
+        t.insert(
+            "runtime_endpoint_in_config",
+            &!compat.kubelet_runtime_as_flags(),
+        );
         t.insert("runtime_endpoint", runtime::SOCKET);
         t.insert("fail_swap_on", &!cond.swap_on);
         let mut args = vec![
@@ -151,7 +160,11 @@ impl Step for Kubelet {
             args.push(format!("--register-with-taints={}", taints.join(",")));
         }
         if !host.labels.is_empty() {
-            let labels: Vec<String> = host.labels.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let labels: Vec<String> = host
+                .labels
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             args.push(format!("--node-labels={}", labels.join(",")));
         }
         let mut env = Vec::new();
@@ -159,7 +172,13 @@ impl Step for Kubelet {
             // the in-tree ECR credential provider probes the EC2 metadata address for seconds
             env.push("AWS_EC2_METADATA_DISABLED=true".to_string());
         }
-        let unit = unit_text("kubelet: the Kubernetes node agent", "/usr/local/bin/kubelet", &args, &env, &["containerd.service"]);
+        let unit = unit_text(
+            "kubelet: the Kubernetes node agent",
+            "/usr/local/bin/kubelet",
+            &args,
+            &env,
+            &["containerd.service"],
+        );
         let mut actions = vec![
             Action::dir("/var/lib/kubelet", 0o700),
             Action::dir("/etc/kubernetes/manifests", 0o755),
@@ -182,16 +201,23 @@ impl Step for Kubelet {
                     unless: "false".into(),
                 });
             } else {
-                let ca = crate::host::read::read_files(&session, &["/etc/kubernetes/pki/ca.crt".to_string()])
-                    .await
-                    .map_err(|e| e.to_string())?
-                    .remove("/etc/kubernetes/pki/ca.crt");
+                let ca = crate::host::read::read_files(
+                    &session,
+                    &["/etc/kubernetes/pki/ca.crt".to_string()],
+                )
+                .await
+                .map_err(|e| e.to_string())?
+                .remove("/etc/kubernetes/pki/ca.crt");
                 let ca = match ca {
                     Some(ca) => String::from_utf8_lossy(&ca).into_owned(),
                     None => cluster_ca(ctx).await?,
                 };
                 let token = join_token(ctx).await?;
-                actions.push(Action::file("/etc/kubernetes/pki/ca.crt", ca.clone(), 0o644));
+                actions.push(Action::file(
+                    "/etc/kubernetes/pki/ca.crt",
+                    ca.clone(),
+                    0o644,
+                ));
                 actions.push(Action::secret_file(
                     BOOTSTRAP_KUBECONFIG,
                     bootstrap_kubeconfig(ctx, &ca, &token)?,
@@ -261,7 +287,9 @@ impl Step for Kubelet {
                     .patch(&host.name, &PatchParams::default(), &Patch::Merge(&patch))
                     .await
                     .map_err(|e| format!("labelling node {}: {e}", host.name))?;
-                after.changes.push(format!("label node {} {CONTROL_PLANE_ROLE}", host.name));
+                after
+                    .changes
+                    .push(format!("label node {} {CONTROL_PLANE_ROLE}", host.name));
             }
         }
         Ok(after)
@@ -279,7 +307,12 @@ async fn cluster_ca(ctx: &Ctx) -> Result<String, String> {
     files
         .get(&path)
         .map(|b| String::from_utf8_lossy(b).into_owned())
-        .ok_or_else(|| format!("no cluster CA on {}: run `provision init` first", first.name))
+        .ok_or_else(|| {
+            format!(
+                "no cluster CA on {}: run `provision init` first",
+                first.name
+            )
+        })
 }
 
 #[async_trait::async_trait]
@@ -298,7 +331,13 @@ impl Step for KubeProxy {
         t.insert("node_name", &host.name);
         t.insert("conntrack_read_only", &!cond.conntrack_writable);
         let args = vec![format!("--config={PROXY_CONFIG}")];
-        let unit = unit_text("kube-proxy: Services on this node", "/usr/local/bin/kube-proxy", &args, &[], &["network-online.target"]);
+        let unit = unit_text(
+            "kube-proxy: Services on this node",
+            "/usr/local/bin/kube-proxy",
+            &args,
+            &[],
+            &["network-online.target"],
+        );
         Ok(vec![
             Action::dir("/var/lib/kube-proxy", 0o755),
             Action::file(PROXY_CONFIG, render("kube-proxy-config.yaml", &t), 0o644),

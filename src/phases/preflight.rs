@@ -238,7 +238,8 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
         for (port, owner) in ports(host) {
             match f.listening.get(&port) {
                 None => {}
-                Some(p) if p == owner => {}
+                // process names are cut to 15 characters (the kernel's comm)
+                Some(p) if p == owner || (p.len() == 15 && owner.starts_with(p.as_str())) => {}
                 Some(p) => out.push(error(
                     &format!("Port-{port}"),
                     format!(
@@ -550,6 +551,12 @@ mod tests {
         );
         // a worker does not need 6443
         assert_eq!(checks(&bad, false), ["Swap", "KernelFeature-vxlan"]);
+        // a running control plane holds its own ports (names cut to 15 characters by the kernel)
+        let running = GOOD.to_string()
+            + "listen=10257 kube-controller\nlisten=10259 kube-scheduler\nlisten=6443 kube-apiserver\n";
+        assert!(checks(&running, true).is_empty(), "{:?}", checks(&running, true));
+        let other = GOOD.to_string() + "listen=10257 kube-controlled\n";
+        assert_eq!(checks(&other, true), ["Port-10257"]);
     }
 
     #[test]

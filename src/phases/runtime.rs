@@ -64,7 +64,9 @@ impl Step for Runtime {
         ];
         unit.insert(
             "service",
-            &service.into_iter().collect::<std::collections::BTreeMap<_, _>>(),
+            &service
+                .into_iter()
+                .collect::<std::collections::BTreeMap<_, _>>(),
         );
         let mut crictl = tera::Context::new();
         crictl.insert("endpoint", SOCKET);
@@ -89,7 +91,10 @@ impl Step for Runtime {
                     "{WAIT_FOR_CONTAINERD} && ctr -n k8s.io images import {} >/dev/null",
                     shell_quote(&archive)
                 ),
-                unless: format!("ctr -n k8s.io images ls -q | grep -Fqx {r}"),
+                // ctr waits ~10 s for a containerd that is not running: ask only a live socket
+                unless: format!(
+                    "[ -S /run/containerd/containerd.sock ] && timeout 5 ctr -n k8s.io images ls -q | grep -Fqx {r}"
+                ),
             });
         }
         Ok(actions)
@@ -118,8 +123,7 @@ impl Step for Runtime {
 }
 
 /// containerd answers on its socket within 30 s of a (re)start.
-const WAIT_FOR_CONTAINERD: &str =
-    "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && { echo 'containerd does not answer on its socket' >&2; exit 1; }; sleep 0.5; done";
+const WAIT_FOR_CONTAINERD: &str = "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && { echo 'containerd does not answer on its socket' >&2; exit 1; }; sleep 0.5; done";
 
 /// Through crictl when it is a working binary, else the CRI plugin's status as containerd
 /// reports it.

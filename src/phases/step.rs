@@ -99,7 +99,8 @@ impl BundlePlan {
             for e in dir.entries(&w.component, &w.version, w.arch) {
                 if e.kind() == bundle::manifest::Kind::Image {
                     let image_ref = bundle::oci_image_ref(&dir.path_of(e))?;
-                    let on_host = format!("{}/{}_{}.tar", bundle::HOST_IMAGES, w.component, w.version);
+                    let on_host =
+                        format!("{}/{}_{}.tar", bundle::HOST_IMAGES, w.component, w.version);
                     out.push((on_host, image_ref));
                 }
             }

@@ -31,14 +31,23 @@ pub fn testbed_dir() -> PathBuf {
 }
 
 fn sh(args: &[&str]) -> Output {
+    sh_env(args, &[])
+}
+
+fn sh_env(args: &[&str], env: &[(&str, &str)]) -> Output {
     Command::new(script())
         .args(args)
+        .envs(env.iter().copied())
         .output()
         .unwrap_or_else(|e| panic!("cannot run scripts/testbed: {e}"))
 }
 
 fn must(args: &[&str]) {
-    let out = sh(args);
+    must_env(args, &[])
+}
+
+fn must_env(args: &[&str], env: &[(&str, &str)]) {
+    let out = sh_env(args, env);
     assert!(
         out.status.success(),
         "scripts/testbed {} failed:\n{}{}",
@@ -96,6 +105,15 @@ pub struct Testbed {
 
 impl Testbed {
     pub fn up(n: usize) -> Testbed {
+        Testbed::boot(n, &[])
+    }
+
+    /// Machines that can run a kubelet (scripts/testbed's TESTBED_KUBELET).
+    pub fn up_for_kubelet(n: usize) -> Testbed {
+        Testbed::boot(n, &[("TESTBED_KUBELET", "1")])
+    }
+
+    fn boot(n: usize, env: &[(&str, &str)]) -> Testbed {
         setup();
         let first = NEXT_INDEX.fetch_add(n, Ordering::SeqCst);
         let machines: Vec<Machine> = (first..first + n)
@@ -112,7 +130,7 @@ impl Testbed {
         // boot in parallel: each `up` returns once its container is starting
         std::thread::scope(|s| {
             for m in &tb.machines {
-                s.spawn(|| must(&["up", &m.name, &m.index.to_string()]));
+                s.spawn(|| must_env(&["up", &m.name, &m.index.to_string()], env));
             }
         });
         for m in &tb.machines {
@@ -215,6 +233,14 @@ impl Drop for Testbed {
             sh(&["down", &m.name]);
         }
     }
+}
+
+/// The Kubernetes binaries for the real-cluster tests, or None (the caller says it skipped).
+pub fn kube_bin() -> Option<PathBuf> {
+    std::env::var_os("PROVISION_KUBE_BIN")
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .filter(|p| p.join("kube-apiserver").exists())
 }
 
 /// Runs the provision binary.

@@ -1,0 +1,220 @@
+//! The real-cluster tier: `provision init` on one control-plane machine and `provision join` of
+//! two workers make a working Kubernetes cluster (the Kubernetes 1.20.2 build of
+//! scripts/build-kube, named by PROVISION_KUBE_BIN; Debian's etcd, containerd, runc and CNI
+//! plugins; busybox images). Without the binaries the test says it was skipped, and why.
+
+mod support;
+use k8s_openapi::api::core::v1::Node;
+use kube::api::{Api, ListParams};
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::{Testbed, provision};
+
+fn skip_without_binaries() -> Option<std::path::PathBuf> {
+    let bin = support::kube_bin();
+    if bin.is_none() {
+        eprintln!(
+            "SKIPPED: real-cluster test: PROVISION_KUBE_BIN does not name a directory with kube-apiserver \
+             (build it with scripts/build-kube, then export PROVISION_KUBE_BIN=$(scripts/build-kube --path))"
+        );
+    }
+    bin
+}
+
+fn bundle(dir: &Path, kube_bin: &Path) -> std::path::PathBuf {
+    let out = dir.join("bundle");
+    let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
+        .arg(&out)
+        .arg("--kube-bin")
+        .arg(kube_bin)
+        .output()
+        .expect("run scripts/testbed-bundle");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+fn run(args: &[&str]) -> support::Run {
+    let r = provision(args);
+    assert_eq!(r.code, 0, "provision {}:\n{}", args.join(" "), r.text());
+    r
+}
+
+/// Nodes and their Ready condition, through kube-rs with the local admin kubeconfig.
+async fn ready_nodes(kubeconfig: &Path) -> Vec<(String, bool)> {
+    let text = std::fs::read_to_string(kubeconfig).expect("the local admin kubeconfig");
+    let kc = kube::config::Kubeconfig::from_yaml(&text).unwrap();
+    let config = kube::Config::from_custom_kubeconfig(kc, &Default::default())
+        .await
+        .unwrap();
+    let client = kube::Client::try_from(config).unwrap();
+    let nodes: Api<Node> = Api::all(client);
+    let mut out: Vec<(String, bool)> = nodes
+        .list(&ListParams::default())
+        .await
+        .unwrap()
+        .items
+        .into_iter()
+        .map(|n| {
+            let ready = n
+                .status
+                .and_then(|s| s.conditions)
+                .unwrap_or_default()
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True");
+            (n.metadata.name.unwrap_or_default(), ready)
+        })
+        .collect();
+    out.sort();
+    out
+}
+
+/// The units provision runs, with when each last started: unchanged means not restarted.
+fn unit_starts(tb: &Testbed, i: usize) -> String {
+    tb.ssh(
+        i,
+        "for u in containerd etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy; do \
+           systemctl show -p ActiveEnterTimestampMonotonic -p NRestarts --value $u.service 2>/dev/null | tr '\\n' ' '; echo; done",
+    )
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_and_recovers() {
+    let Some(kube_bin) = skip_without_binaries() else {
+        return;
+    };
+    let tb = Testbed::up_for_kubelet(3);
+    let bundle = bundle(tb.dir.path(), &kube_bin);
+    let inv = tb.inventory(
+        &format!(
+            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
+            bundle.display()
+        ),
+        &[],
+    );
+    let inv_s = inv.to_str().unwrap();
+    let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
+
+    // init stopped after etcd, then etcd stopped: the next init completes the cluster
+    run(&[
+        "init",
+        "-i",
+        inv_s,
+        "--skip-phases",
+        "control-plane,bootstrap,kubelet,kube-proxy",
+    ]);
+    tb.ssh(0, "systemctl is-active etcd && systemctl stop etcd");
+    let init = run(&["init", "-i", inv_s, "--output", "json"]);
+    assert!(init.changes() > 0);
+    assert_eq!(tb.ssh(0, "systemctl is-active etcd").trim(), "active");
+
+    let join = run(&["join", "-i", inv_s, "--output", "json"]);
+    assert_eq!(join.hosts_of("kubelet").len(), 2, "{}", join.text());
+
+    let kubeconfig = tb.dir.path().join("test-admin.conf");
+    let names: Vec<String> = tb.machines.iter().map(|m| m.name.clone()).collect();
+    let nodes = ready_nodes(&kubeconfig).await;
+    assert_eq!(
+        nodes,
+        names.iter().map(|n| (n.clone(), true)).collect::<Vec<_>>(),
+        "not every node is Ready"
+    );
+    let roles = tb.ssh(0, &format!("{kubectl} get node {} --show-labels", names[0]));
+    assert!(
+        roles.contains("node-role.kubernetes.io/control-plane"),
+        "{roles}"
+    );
+
+    // a busybox pod on every node: it runs, and logs and exec reach it (API server -> kubelet)
+    for n in &names {
+        let manifest = serde_json::json!({
+            "apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": format!("bb-{n}")},
+            "spec": {"nodeName": n, "containers": [{
+                "name": "bb", "image": "docker.io/library/busybox:1.35.0",
+                "imagePullPolicy": "Never",
+                "command": ["sh", "-c", "echo started on $(hostname); sleep 3600"]}]}
+        })
+        .to_string();
+        let out = tb.ssh_output(0, &format!("echo '{manifest}' | {kubectl} apply -f -"));
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let waited = tb.ssh_output(
+        0,
+        &format!("{kubectl} wait --for=condition=Ready pod --all --timeout=90s"),
+    );
+    assert!(
+        waited.status.success(),
+        "pods not Ready: {}{}",
+        String::from_utf8_lossy(&waited.stderr),
+        tb.ssh(
+            0,
+            &format!("{kubectl} get pods -o wide; {kubectl} describe pods | tail -30")
+        )
+    );
+    for n in &names {
+        let logs = tb.ssh(0, &format!("{kubectl} logs bb-{n}"));
+        assert_eq!(logs.trim(), format!("started on bb-{n}"));
+        let exec = tb.ssh(
+            0,
+            &format!("{kubectl} exec bb-{n} -- sh -c 'echo from $(hostname)'"),
+        );
+        assert_eq!(exec.trim(), format!("from bb-{n}"));
+    }
+
+    // nothing left to do, and nothing restarted
+    let before: Vec<String> = (0..3).map(|i| unit_starts(&tb, i)).collect();
+    let again = run(&["init", "-i", inv_s, "--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+    let again = run(&["join", "-i", inv_s, "--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+    let after: Vec<String> = (0..3).map(|i| unit_starts(&tb, i)).collect();
+    assert_eq!(before, after, "a re-run restarted a unit");
+
+    // a worker rebooted comes back Ready without provision: a new boot ID, Ready, its pod
+    // restarted and Running (which needs the runtime, the CNI config and the routes)
+    let w = &names[2];
+    let boot_id = |tb: &Testbed| {
+        tb.ssh(0, &format!("{kubectl} get node {w} -o jsonpath='{{.status.nodeInfo.bootID}} {{.status.conditions[?(@.type==\"Ready\")].status}}'"))
+    };
+    let pod = |tb: &Testbed| {
+        tb.ssh(0, &format!("{kubectl} get pod bb-{w} -o jsonpath='{{.status.phase}} {{.status.containerStatuses[0].restartCount}}'"))
+    };
+    let before_boot = boot_id(&tb);
+    assert!(before_boot.ends_with(" True"), "{before_boot}");
+    let _ = tb.ssh_output(2, "systemctl reboot");
+    let started = Instant::now();
+    loop {
+        std::thread::sleep(Duration::from_secs(3));
+        let now = boot_id(&tb);
+        let p = pod(&tb);
+        if now.split(' ').next() != before_boot.split(' ').next()
+            && now.ends_with(" True")
+            && p.starts_with("Running ")
+            && p != "Running 0"
+        {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(150),
+            "after a reboot: node {now}, pod {p}\n{}",
+            tb.ssh(
+                0,
+                &format!("{kubectl} get nodes; {kubectl} get pods -o wide")
+            )
+        );
+    }
+    let routes = tb.ssh(2, "ip route");
+    assert!(
+        routes.contains(&format!("via {}", tb.machines[0].address)),
+        "the pod routes did not come back: {routes}"
+    );
+}
