@@ -554,7 +554,11 @@ mod tests {
         // a running control plane holds its own ports (names cut to 15 characters by the kernel)
         let running = GOOD.to_string()
             + "listen=10257 kube-controller\nlisten=10259 kube-scheduler\nlisten=6443 kube-apiserver\n";
-        assert!(checks(&running, true).is_empty(), "{:?}", checks(&running, true));
+        assert!(
+            checks(&running, true).is_empty(),
+            "{:?}",
+            checks(&running, true)
+        );
         let other = GOOD.to_string() + "listen=10257 kube-controlled\n";
         assert_eq!(checks(&other, true), ["Port-10257"]);
     }
