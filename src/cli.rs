@@ -104,8 +104,10 @@ pub enum InitPhase {
 pub struct JoinArgs {
     #[command(flatten)]
     pub run: RunArgs,
+    #[command(subcommand)]
+    pub phase: Option<InitPhase>,
     /// Only these hosts (inventory names, comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "NAMES")]
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true)]
     pub hosts: Vec<String>,
 }
 

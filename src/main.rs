@@ -135,6 +135,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
         }
         Command::Bundle { command } => run_bundle(command, cli.output).await,
         Command::Join(args) => {
+            let only = args.phase.map(|InitPhase::Phase { path }| path);
             let tree = phases::join_tree();
             let cluster = load_for(&args.run)?;
             let hosts = join_hosts(&cluster, &args.hosts)?;
@@ -142,10 +143,14 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 hosts: hosts.clone(),
                 preflight_hosts: hosts,
             };
+            let command = match &only {
+                Some(p) => format!("join phase {p}"),
+                None => "join".to_string(),
+            };
             let job = Job {
-                command: "join".into(),
+                command,
                 tree: &tree,
-                only: None,
+                only: only.as_deref(),
                 scope,
             };
             execute(cli.verbose, cli.output, &args.run, cluster, job).await

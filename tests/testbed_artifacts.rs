@@ -53,15 +53,7 @@ fn ship(inv: &Path) -> (support::Run, support::Run) {
     let inv = inv.to_str().unwrap();
     let init = provision(&["init", "phase", "artifacts", "-i", inv, "--output", "json"]);
     assert_eq!(init.code, 0, "{}", init.text());
-    let join = provision(&[
-        "join",
-        "-i",
-        inv,
-        "--skip-phases",
-        "preflight,host",
-        "--output",
-        "json",
-    ]);
+    let join = provision(&["join", "phase", "artifacts", "-i", inv, "--output", "json"]);
     assert_eq!(join.code, 0, "{}", join.text());
     (init, join)
 }
