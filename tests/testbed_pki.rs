@@ -11,7 +11,7 @@ fn init(inv: &std::path::Path, extra: &[&str]) -> support::Run {
         "-i",
         inv.to_str().unwrap(),
         "--skip-phases",
-        "preflight,artifacts",
+        support::SKIP_PREFLIGHT_AND_CLUSTER,
     ];
     args.extend_from_slice(extra);
     provision(&args)

@@ -100,7 +100,7 @@ fn non_root_users_work_through_sudo_and_a_password_prompt_is_a_clear_error() {
         "-i",
         inv.to_str().unwrap(),
         "--skip-phases",
-        "preflight,artifacts",
+        support::SKIP_PREFLIGHT_AND_CLUSTER,
         "--output",
         "json",
     ]);

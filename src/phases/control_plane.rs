@@ -55,6 +55,8 @@ fn apiserver_args(ctx: &Ctx, host: &Host) -> Vec<String> {
         format!("--kubelet-client-certificate={PKI}/apiserver-kubelet-client.crt"),
         format!("--kubelet-client-key={PKI}/apiserver-kubelet-client.key"),
         "--kubelet-preferred-address-types=InternalIP,ExternalIP,Hostname".into(),
+        // kubelets serve with certificates of the cluster CA (approved in the kubelet phase)
+        format!("--kubelet-certificate-authority={PKI}/ca.crt"),
         format!("--proxy-client-cert-file={PKI}/front-proxy-client.crt"),
         format!("--proxy-client-key-file={PKI}/front-proxy-client.key"),
         "--requestheader-allowed-names=front-proxy-client".into(),
