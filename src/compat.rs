@@ -37,6 +37,11 @@ impl Compat {
         self.minor < 27
     }
 
+    /// kubelet >= 1.31 knows `failCgroupV1` (and from 1.35 refuses cgroup v1 unless it is false).
+    pub fn kubelet_fail_cgroup_v1_field(self) -> bool {
+        self.minor >= 31
+    }
+
     /// kube-proxy's nftables mode is GA from 1.33.
     pub fn kube_proxy_nftables(self) -> bool {
         self.minor >= 33
@@ -56,5 +61,6 @@ mod tests {
         assert!(old.insecure_serving_port_flag() && !new.insecure_serving_port_flag());
         assert!(old.in_tree_aws_credentials() && !new.in_tree_aws_credentials());
         assert!(!old.kube_proxy_nftables() && new.kube_proxy_nftables());
+        assert!(!old.kubelet_fail_cgroup_v1_field() && new.kubelet_fail_cgroup_v1_field());
     }
 }

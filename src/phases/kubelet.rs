@@ -143,6 +143,11 @@ impl Step for Kubelet {
         );
         t.insert("runtime_endpoint", runtime::SOCKET);
         t.insert("fail_swap_on", &!cond.swap_on);
+        // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
+        t.insert(
+            "allow_cgroup_v1",
+            &(cond.cgroup_v1 && compat.kubelet_fail_cgroup_v1_field()),
+        );
         let mut args = vec![
             format!("--config={CONFIG}"),
             format!("--kubeconfig={KUBECONFIG}"),

@@ -29,6 +29,9 @@ probe_link() { [ -d /sys/module/$1 ] || unshare -n ip link add provision-probe t
 probe_link bridge && echo "feature=bridge"
 [ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo "feature=br_netfilter"
 probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
+# limits that change the configuration rather than stop the install
+( echo -999 > /proc/self/oom_score_adj ) 2>/dev/null || echo "oom_score_locked=1"
+( cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max ) 2>/dev/null || echo "conntrack_read_only=1"
 echo "hostname=$(hostname)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
 if command -v ss >/dev/null; then
@@ -249,6 +252,18 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
                 )),
             }
         }
+    }
+    if f.values.contains_key("oom_score_locked") {
+        out.push(warning(
+            "OomScoreAdj",
+            "processes here cannot lower their oom_score_adj (no CAP_SYS_RESOURCE): containerd will run with restrict_oom_score_adj, so system pods get no OOM protection".into(),
+        ));
+    }
+    if f.values.contains_key("conntrack_read_only") {
+        out.push(warning(
+            "ConntrackReadOnly",
+            "nf_conntrack_max cannot be written here (e.g. a container): kube-proxy will leave the conntrack limits alone (conntrack.maxPerCore: 0)".into(),
+        ));
     }
     match f.get("cgroup_fs") {
         "cgroup2fs" => {}
@@ -561,6 +576,15 @@ mod tests {
         );
         let other = GOOD.to_string() + "listen=10257 kube-controlled\n";
         assert_eq!(checks(&other, true), ["Port-10257"]);
+    }
+
+    #[test]
+    fn limits_that_change_the_configuration_are_said() {
+        let limited = GOOD.to_string() + "oom_score_locked=1\nconntrack_read_only=1\n";
+        let found = host_checks(&cluster(), &host("n1", false), &Facts::parse(&limited));
+        let names: Vec<&str> = found.iter().map(|f| f.check.as_str()).collect();
+        assert_eq!(names, ["OomScoreAdj", "ConntrackReadOnly"]);
+        assert!(found.iter().all(|f| f.level == Level::Warning));
     }
 
     #[test]

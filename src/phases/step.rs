@@ -42,6 +42,7 @@ pub struct Conditions {
     pub on_ec2: bool,
     pub swap_on: bool,
     pub has_nft: bool,
+    pub cgroup_v1: bool,
 }
 
 const CONDITIONS_SCRIPT: &str = r#"
@@ -51,6 +52,7 @@ echo "conntrack=$(yes_no sh -c 'cat /proc/sys/net/netfilter/nf_conntrack_max > /
 echo "ec2=$(yes_no grep -qi amazon /sys/class/dmi/id/sys_vendor /sys/class/dmi/id/board_vendor)"
 echo "swap=$(yes_no test "$(wc -l < /proc/swaps)" -gt 1)"
 echo "nft=$(yes_no command -v nft)"
+echo "cgroup1=$(yes_no test "$(stat -fc %T /sys/fs/cgroup)" = tmpfs)"
 "#;
 
 pub async fn conditions(ctx: &Ctx, host: &Host) -> Result<Conditions, String> {
@@ -69,6 +71,7 @@ pub async fn conditions(ctx: &Ctx, host: &Host) -> Result<Conditions, String> {
         on_ec2: yes("ec2"),
         swap_on: yes("swap"),
         has_nft: yes("nft"),
+        cgroup_v1: yes("cgroup1"),
     };
     ctx.conditions.lock().await.insert(host.name.clone(), c);
     Ok(c)
