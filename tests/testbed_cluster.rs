@@ -82,11 +82,15 @@ fn unit_starts(tb: &Testbed, i: usize) -> String {
     )
 }
 
+/// One cluster at a time: two on 2 cores would slow each other past their time limits.
+static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
+
 #[tokio::test(flavor = "multi_thread")]
 async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_and_recovers() {
     let Some(kube_bin) = skip_without_binaries() else {
         return;
     };
+    let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(3);
     let bundle = bundle(tb.dir.path(), &kube_bin);
     let inv = tb.inventory(
@@ -217,4 +221,68 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         routes.contains(&format!("via {}", tb.machines[0].address)),
         "the pod routes did not come back: {routes}"
     );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
+    let Some(kube_bin) = skip_without_binaries() else {
+        return;
+    };
+    let _one = ONE_CLUSTER.lock().await;
+    let tb = Testbed::up_for_kubelet(2);
+    let bundle = bundle(tb.dir.path(), &kube_bin);
+    let role = "      roles: [control-plane]\n";
+    let inv = tb.inventory(
+        &format!(
+            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
+            bundle.display()
+        ),
+        &[],
+    );
+    // both hosts control planes
+    let text = std::fs::read_to_string(&inv)
+        .unwrap()
+        .replace("      roles: [worker]\n", role);
+    std::fs::write(&inv, text).unwrap();
+    let inv_s = inv.to_str().unwrap();
+    run(&["init", "-i", inv_s]);
+    let join = run(&["join", "-i", inv_s, "--output", "json"]);
+    assert_eq!(join.hosts_of("etcd").len(), 1, "{}", join.text());
+
+    let (cp1, cp2) = (&tb.machines[0], &tb.machines[1]);
+    let members = tb.ssh(1, &format!("{} member list", etcdctl()));
+    let started: Vec<&str> = members
+        .lines()
+        .filter(|l| l.contains(", started, "))
+        .collect();
+    assert_eq!(started.len(), 2, "{members}");
+    assert!(
+        members.contains(&format!(", {}, https://{}:2380,", cp2.name, cp2.address)),
+        "{members}"
+    );
+    // the second API server answers on its own address and sees both nodes Ready
+    let nodes = tb.ssh(
+        1,
+        &format!(
+            "kubectl --kubeconfig=/etc/kubernetes/admin.conf --server=https://{}:6443 get nodes --no-headers",
+            cp2.address
+        ),
+    );
+    for m in [cp1, cp2] {
+        assert!(
+            nodes.lines().any(|l| l.starts_with(&m.name)
+                && l.contains(" Ready ")
+                && l.contains("control-plane")),
+            "{nodes}"
+        );
+    }
+    // one CA and one Secrets key for the whole control plane
+    let same = "sha256sum /etc/kubernetes/pki/ca.key /etc/kubernetes/pki/etcd/ca.key /etc/kubernetes/pki/sa.key /etc/kubernetes/encryption-config.yaml";
+    assert_eq!(tb.ssh(0, same), tb.ssh(1, same));
+    let again = run(&["join", "-i", inv_s, "--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+}
+
+fn etcdctl() -> &'static str {
+    "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert=/etc/kubernetes/pki/etcd/ca.crt --cert=/etc/kubernetes/pki/etcd/healthcheck-client.crt --key=/etc/kubernetes/pki/etcd/healthcheck-client.key"
 }

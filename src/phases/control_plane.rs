@@ -154,16 +154,24 @@ fn unit(component: &str, description: &str, args: &[String], after: &[&str]) -> 
     render("component.service", &t)
 }
 
-/// The Secrets encryption key: the one the host has, else a new random one. Memory only.
+/// The Secrets encryption key, the same on every control plane: the first control plane's,
+/// else (on the first, once) a new random one. Memory only.
 async fn encryption_config(ctx: &Ctx, host: &Host) -> Result<String, String> {
-    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
     let existing = read_files(&session, &[ENCRYPTION_CONFIG.to_string()])
         .await
         .map_err(|e| e.to_string())?;
     if let Some(bytes) = existing.get(ENCRYPTION_CONFIG) {
         // keep the key the cluster's Secrets are encrypted with
         return String::from_utf8(bytes.clone())
-            .map_err(|_| format!("{ENCRYPTION_CONFIG} on {} is not text", host.name));
+            .map_err(|_| format!("{ENCRYPTION_CONFIG} on {} is not text", first.name));
+    }
+    if first.name != host.name {
+        return Err(format!(
+            "{} has no {ENCRYPTION_CONFIG} yet: run `provision init` first",
+            first.name
+        ));
     }
     let key: [u8; 32] = rand::random();
     let mut t = tera::Context::new();
@@ -182,13 +190,6 @@ impl Step for ControlPlane {
     }
 
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
-        if first.name != host.name {
-            return Err(format!(
-                "{} is not the first control plane: joining more control planes is not provided by this version of provision",
-                host.name
-            ));
-        }
         let apiserver = unit(
             "kube-apiserver",
             "Kubernetes API server",

@@ -43,14 +43,29 @@ impl Step for Etcd {
         host.control_plane
     }
 
+    /// Each new member must be running before the next is added, or quorum is lost.
+    fn one_at_a_time(&self) -> bool {
+        true
+    }
+
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
         let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
-        if first.name != host.name {
-            return Err(format!(
-                "{} is not the first control plane: adding etcd members to a running cluster is not provided by this version of provision",
-                host.name
-            ));
-        }
+        // the members up to this one, in inventory order: the first starts a new cluster, each
+        // later one joins the cluster the ones before it form (the flags only matter on a
+        // member's first start, so they stay the same on every run)
+        let members: Vec<&Host> = {
+            let cps: Vec<&Host> = ctx.cluster.control_planes().collect();
+            let at = cps
+                .iter()
+                .position(|h| h.name == host.name)
+                .ok_or("not a control plane")?;
+            cps[..=at].to_vec()
+        };
+        let joining = first.name != host.name;
+        let initial_cluster: Vec<String> = members
+            .iter()
+            .map(|m| format!("{}={}", m.name, url(&m.address, 2380)))
+            .collect();
         let peer = url(&host.address, 2380);
         let args = vec![
             format!("--name={}", host.name),
@@ -59,8 +74,11 @@ impl Step for Etcd {
             format!("--advertise-client-urls={}", url(&host.address, 2379)),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster={}={peer}", host.name),
-            "--initial-cluster-state=new".into(),
+            format!("--initial-cluster={}", initial_cluster.join(",")),
+            format!(
+                "--initial-cluster-state={}",
+                if joining { "existing" } else { "new" }
+            ),
             "--client-cert-auth=true".into(),
             format!("--trusted-ca-file={PKI}/ca.crt"),
             format!("--cert-file={PKI}/server.crt"),
@@ -89,16 +107,35 @@ impl Step for Etcd {
         ]
         .into();
         unit.insert("service", &service);
-        Ok(vec![
+        let mut actions = vec![
             Action::dir(DATA_DIR, 0o700),
             Action::file(UNIT, render("component.service", &unit), 0o644),
-            Action::Unit(UnitSpec {
-                name: "etcd.service".into(),
-                enabled: true,
-                active: true,
-                restart_when_changed: vec![UNIT.into()],
-            }),
-        ])
+        ];
+        if joining {
+            // announce the new member to the running cluster before it first starts
+            let remote = |cmd: &str| {
+                etcdctl(cmd).replace(
+                    "--endpoints=https://127.0.0.1:2379",
+                    &format!("--endpoints={}", url(&first.address, 2379)),
+                )
+            };
+            actions.push(Action::Exec {
+                label: format!("add etcd member {}", host.name),
+                cmd: remote(&format!("member add {} --peer-urls={peer}", host.name)),
+                unless: format!(
+                    "[ -d {DATA_DIR}/member ] || {} | grep -qF {}",
+                    remote("member list"),
+                    crate::ssh::shell_quote(&format!(", {peer},"))
+                ),
+            });
+        }
+        actions.push(Action::Unit(UnitSpec {
+            name: "etcd.service".into(),
+            enabled: true,
+            active: true,
+            restart_when_changed: vec![UNIT.into()],
+        }));
+        Ok(actions)
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<step::After, String> {

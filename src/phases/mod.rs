@@ -92,15 +92,14 @@ pub fn join_tree() -> Vec<Phase> {
             Work::Preflight,
         ),
         host::phase(),
-        Phase {
-            name: "kubeconfig",
-            summary: "kubeconfig files in /etc/kubernetes",
-            work: Work::Group,
-            children: vec![certs::kube_proxy_kubeconfig()],
-        },
+        // control planes get the CA material and their own certificates; workers kube-proxy.conf
+        certs::certs_phase(),
+        certs::kubeconfig_phase(),
         artifacts_phase(),
         runtime::phase(),
         cni::phase(),
+        etcd::phase(),
+        control_plane::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
     ]
@@ -293,6 +292,36 @@ where
     outcomes
 }
 
+/// Runs `f` for one host after the other, stopping at the first that fails.
+pub async fn fan_out_in_order<'a, F, Fut>(
+    ctx: &'a Ctx,
+    path: &str,
+    hosts: &'a [Host],
+    f: F,
+) -> Vec<HostOutcome>
+where
+    F: Fn(&'a Host) -> Fut,
+    Fut: std::future::Future<Output = HostOutcome> + 'a,
+{
+    let pb = ctx.out.phase_start(path, hosts.len());
+    let started = Instant::now();
+    let mut outcomes = Vec::new();
+    for h in hosts {
+        let t = Instant::now();
+        let mut o = f(h).await;
+        o.seconds = t.elapsed().as_secs_f64();
+        ctx.out.host_done(path, &o, pb.as_ref());
+        let failed = o.status == Status::Failed;
+        outcomes.push(o);
+        if failed {
+            break;
+        }
+    }
+    ctx.out
+        .phase_done(path, &outcomes, started.elapsed().as_secs_f64(), pb);
+    outcomes
+}
+
 /// Plans `actions` on `host` and applies them (or, in a dry run, describes them).
 async fn converge(ctx: &Ctx, host: &Host, actions: &[Action]) -> Result<HostOutcome, String> {
     let actions = actions.to_vec();
@@ -407,7 +436,11 @@ pub async fn run(
                 if targets.is_empty() {
                     continue;
                 }
-                fan_out(ctx, path, &targets, |h| run_step(ctx, h, step.as_ref())).await
+                if step.one_at_a_time() {
+                    fan_out_in_order(ctx, path, &targets, |h| run_step(ctx, h, step.as_ref())).await
+                } else {
+                    fan_out(ctx, path, &targets, |h| run_step(ctx, h, step.as_ref())).await
+                }
             }
             Work::Pki(item) => {
                 let targets: Vec<Host> = hosts

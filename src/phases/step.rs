@@ -15,6 +15,11 @@ pub trait Step: Send + Sync {
         true
     }
 
+    /// Hosts one at a time (e.g. etcd members join a cluster one by one).
+    fn one_at_a_time(&self) -> bool {
+        false
+    }
+
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String>;
 
     /// After the actions are applied (never in a dry run): wait for health, or act through the
