@@ -18,6 +18,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         include_str!("templates/containerd-config.toml"),
     ),
     ("crictl.yaml", include_str!("templates/crictl.yaml")),
+    ("crio.conf", include_str!("templates/crio.conf")),
+    ("registries.conf", include_str!("templates/registries.conf")),
     (
         "cni-bridge.conflist",
         include_str!("templates/cni-bridge.conflist"),

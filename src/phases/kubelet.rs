@@ -141,7 +141,7 @@ impl Step for Kubelet {
             "runtime_endpoint_in_config",
             &!compat.kubelet_runtime_as_flags(),
         );
-        t.insert("runtime_endpoint", runtime::SOCKET);
+        t.insert("runtime_endpoint", runtime::socket(c.runtime));
         t.insert("fail_swap_on", &!cond.swap_on);
         // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
         t.insert(
@@ -157,7 +157,10 @@ impl Step for Kubelet {
         ];
         if compat.kubelet_runtime_as_flags() {
             args.push("--container-runtime=remote".into());
-            args.push(format!("--container-runtime-endpoint={}", runtime::SOCKET));
+            args.push(format!(
+                "--container-runtime-endpoint={}",
+                runtime::socket(c.runtime)
+            ));
         }
         let mut taints = host.taints.clone();
         if host.control_plane && !host.worker {
