@@ -36,6 +36,8 @@ pub struct Cluster {
     pub runtime_classes: Vec<RuntimeClass>,
     pub registry_mirrors: BTreeMap<String, Vec<String>>,
     pub cni: CniName,
+    pub overlay: crate::inventory::Overlay,
+    pub vxlan: Vxlan,
     pub bundle: BundleSource,
     /// Component versions the inventory sets instead of the catalog's.
     pub bundle_versions: BTreeMap<String, String>,
@@ -89,6 +91,15 @@ pub enum BundleSource {
     Dir {
         path: PathBuf,
     },
+}
+
+/// The built-in network's VXLAN overlay.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Vxlan {
+    pub vni: u32,
+    pub port: u16,
+    /// None: the node interface's MTU minus 50, found on each node.
+    pub mtu: Option<u32>,
 }
 
 #[derive(Debug, Clone, Serialize)]
@@ -259,6 +270,8 @@ impl Resolver<'_> {
             runtime_classes,
             registry_mirrors: spec.runtime.registry_mirrors.clone(),
             cni: spec.cni.name,
+            overlay: spec.cni.overlay,
+            vxlan: self.vxlan(),
             bundle: bundle?,
             bundle_versions: self.bundle_versions(),
             pki: pki?,
@@ -449,6 +462,40 @@ impl Resolver<'_> {
                 }
                 Some(BundleSource::Upstream)
             }
+        }
+    }
+
+    fn vxlan(&mut self) -> Vxlan {
+        let v = self.loaded.inventory.spec.cni.vxlan.clone();
+        let vni = v.vni.unwrap_or(1);
+        if !(1..=16_777_215).contains(&vni) {
+            self.error(
+                "spec.cni.vxlan.vni",
+                format!("{vni} is not a VXLAN network identifier"),
+                "use 1 to 16777215",
+            );
+        }
+        let port = v.port.unwrap_or(4789);
+        if port == 0 {
+            self.error(
+                "spec.cni.vxlan.port",
+                "0 is not a UDP port".into(),
+                "use 4789 (the IANA port) or another free port",
+            );
+        }
+        if let Some(mtu) = v.mtu
+            && !(1280..=9000).contains(&mtu)
+        {
+            self.error(
+                "spec.cni.vxlan.mtu",
+                format!("{mtu} is outside 1280-9000"),
+                "leave it out to use the node interface's MTU minus 50",
+            );
+        }
+        Vxlan {
+            vni,
+            port,
+            mtu: v.mtu,
         }
     }
 

@@ -53,7 +53,8 @@ fn certificates_are_kept_and_reissued_only_where_needed() {
     let first = init(&inv, &["--output", "json"]);
     assert_eq!(first.code, 0, "{}", first.text());
     let s1 = snapshot(&tb);
-    assert_eq!(s1.len(), 27, "{s1:?}");
+    // 22 PKI files, 6 kubeconfigs (kube-proxy.conf included)
+    assert_eq!(s1.len(), 28, "{s1:?}");
 
     let again = init(&inv, &["--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());

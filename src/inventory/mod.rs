@@ -149,6 +149,32 @@ pub enum CniName {
 pub struct CniSpec {
     #[serde(default)]
     pub name: CniName,
+    /// builtin only: how pod traffic crosses between nodes.
+    #[serde(default)]
+    pub overlay: Overlay,
+    #[serde(default)]
+    pub vxlan: VxlanSpec,
+}
+
+/// `vxlan` (default): a VXLAN overlay, nodes anywhere IP reaches; `none`: plain routes through
+/// the nodes' addresses, for nodes on one L2 segment.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Overlay {
+    #[default]
+    Vxlan,
+    None,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VxlanSpec {
+    /// VXLAN network identifier; default 1.
+    pub vni: Option<u32>,
+    /// UDP port; default 4789 (IANA).
+    pub port: Option<u16>,
+    /// Overlay MTU; default: the node interface's MTU minus 50.
+    pub mtu: Option<u32>,
 }
 
 /// Where the components come from: upstream release sites (default), a mirror with the same

@@ -1,12 +1,14 @@
 //! The `cni` phase, built-in network: the upstream bridge, host-local, portmap and loopback
-//! plugins with the node's pod CIDR, and routes to every other node's pod CIDR through that
-//! node's address (nodes on one L2 segment), kept by a unit so they come back after a reboot.
+//! plugins with the node's pod CIDR, and a VXLAN overlay to every other node's pod CIDR
+//! (forwarding entries and routes programmed from the inventory; or, with `overlay: none`, plain
+//! routes through the nodes' addresses), kept by a unit so it comes back after a reboot.
 //! Pod-to-pod traffic keeps its addresses; traffic leaving the pod range is masqueraded.
 
 use super::step::Step;
 use super::{Ctx, Phase, Work};
 use crate::cluster::Host;
 use crate::host::{Action, UnitSpec};
+use crate::inventory::Overlay;
 use crate::render::render;
 use serde::Serialize;
 
@@ -25,38 +27,122 @@ pub fn phase() -> Phase {
 
 struct Cni;
 
+/// The overlay device on every node.
+pub const VXLAN_DEVICE: &str = "provision-vx";
+
 #[derive(Serialize)]
-struct Route {
+struct Peer {
+    /// The peer's pod CIDR, routed to it.
     cidr: String,
-    via: String,
+    /// The peer's node address (VXLAN endpoint, or next hop without an overlay).
+    address: String,
+    /// The peer's overlay address and MAC (derived from its pod CIDR).
+    vx_addr: String,
+    mac: String,
+}
+
+/// A node's overlay address (its pod CIDR's network address) and the MAC derived from it, so
+/// every node knows every other's without asking.
+fn overlay_identity(host: &Host) -> Result<(String, String), String> {
+    match host.pod_cidr.network() {
+        std::net::IpAddr::V4(a) => {
+            let o = a.octets();
+            Ok((
+                a.to_string(),
+                format!("0a:58:{:02x}:{:02x}:{:02x}:{:02x}", o[0], o[1], o[2], o[3]),
+            ))
+        }
+        std::net::IpAddr::V6(_) => {
+            Err("the VXLAN overlay is for IPv4 pod subnets: set spec.cni.overlay: none".into())
+        }
+    }
+}
+
+/// The interface that holds the node's address, and its MTU.
+async fn uplink(ctx: &Ctx, host: &Host) -> Result<(String, u32), String> {
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let out = session
+        .run(&format!(
+            "dev=$(ip -o addr show | awk -v a={} '{{split($4,x,\"/\"); if (x[1]==a) print $2}}' | head -n1); [ -n \"$dev\" ] && echo \"$dev $(cat /sys/class/net/$dev/mtu)\"",
+            crate::ssh::shell_quote(&host.address)
+        ))
+        .await
+        .map_err(|_| {
+            format!(
+                "no interface of {} holds its inventory address {}: the overlay needs it as its local endpoint",
+                host.name, host.address
+            )
+        })?;
+    let mut words = out.split_whitespace();
+    match (words.next(), words.next().and_then(|m| m.parse().ok())) {
+        (Some(dev), Some(mtu)) => Ok((dev.to_string(), mtu)),
+        _ => Err(format!(
+            "cannot read the MTU of {}'s interface: {out}",
+            host.name
+        )),
+    }
 }
 
 #[async_trait::async_trait]
 impl Step for Cni {
+    /// On `join`, every node of the inventory: the others learn the routes to the new ones.
+    fn every_node_on_join(&self) -> bool {
+        true
+    }
+
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
         let cluster = &ctx.cluster;
         let gateway =
             host.pod_cidr.hosts().next().ok_or_else(|| {
                 format!("pod CIDR {} has no address for a gateway", host.pod_cidr)
             })?;
+        let vxlan = cluster.overlay == Overlay::Vxlan;
         let mut t = tera::Context::new();
         t.insert("pod_cidr", &host.pod_cidr.to_string());
         t.insert("gateway", &gateway.to_string());
-        let routes: Vec<Route> = cluster
-            .hosts
-            .iter()
-            .filter(|h| h.name != host.name)
-            .map(|h| Route {
-                cidr: h.pod_cidr.to_string(),
-                via: h.address.clone(),
-            })
-            .collect();
-        t.insert("routes", &routes);
         t.insert("pod_subnet", &cluster.pod_subnet.to_string());
+        t.insert("vxlan", &vxlan);
+        let mut peers = Vec::new();
+        for h in cluster.hosts.iter().filter(|h| h.name != host.name) {
+            let (vx_addr, mac) = if vxlan {
+                overlay_identity(h)?
+            } else {
+                (String::new(), String::new())
+            };
+            if vxlan && h.address.parse::<std::net::Ipv4Addr>().is_err() {
+                return Err(format!(
+                    "the VXLAN overlay needs IPv4 node addresses; {} has {}",
+                    h.name, h.address
+                ));
+            }
+            peers.push(Peer {
+                cidr: h.pod_cidr.to_string(),
+                address: h.address.clone(),
+                vx_addr,
+                mac,
+            });
+        }
+        t.insert("peers", &peers);
+        if vxlan {
+            let (iface, link_mtu) = uplink(ctx, host).await?;
+            let (vx_addr, mac) = overlay_identity(host)?;
+            // VXLAN over IPv4 adds 50 bytes to every packet
+            let mtu = cluster.vxlan.mtu.unwrap_or(link_mtu.saturating_sub(50));
+            t.insert("device", VXLAN_DEVICE);
+            t.insert("vni", &cluster.vxlan.vni);
+            t.insert("port", &cluster.vxlan.port);
+            t.insert("mtu", &mtu);
+            t.insert("local", &host.address);
+            t.insert("iface", &iface);
+            t.insert("vx_addr", &vx_addr);
+            t.insert("mac", &mac);
+        } else {
+            t.insert("mtu", &0);
+        }
         let mut unit = tera::Context::new();
         unit.insert(
             "description",
-            "provision: routes to the pod CIDRs of the other nodes",
+            "provision: the pod network between the nodes",
         );
         unit.insert("after", &["network-online.target"]);
         unit.insert("wants", &["network-online.target"]);

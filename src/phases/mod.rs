@@ -428,7 +428,12 @@ pub async fn run(
             Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
             Work::Artifacts => artifacts::run(ctx, path, hosts).await,
             Work::Step(step) => {
-                let targets: Vec<Host> = hosts
+                let on = if step.every_node_on_join() && command.starts_with("join") {
+                    &ctx.cluster.hosts
+                } else {
+                    hosts
+                };
+                let targets: Vec<Host> = on
                     .iter()
                     .filter(|h| step.applies_to(ctx, h))
                     .cloned()

@@ -15,6 +15,11 @@ pub trait Step: Send + Sync {
         true
     }
 
+    /// On `join`, act on every node of the inventory, not only the joining ones.
+    fn every_node_on_join(&self) -> bool {
+        false
+    }
+
     /// Hosts one at a time (e.g. etcd members join a cluster one by one).
     fn one_at_a_time(&self) -> bool {
         false
