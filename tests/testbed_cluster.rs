@@ -217,8 +217,13 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         );
     }
     let routes = tb.ssh(2, "ip route");
-    assert!(
-        routes.contains(&format!("via {}", tb.machines[0].address)),
+    // the overlay's routes to the other two nodes' pod CIDRs
+    assert_eq!(
+        routes
+            .lines()
+            .filter(|l| l.contains("dev provision-vx"))
+            .count(),
+        2,
         "the pod routes did not come back: {routes}"
     );
 }
