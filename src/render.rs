@@ -19,6 +19,7 @@ const TEMPLATES: &[(&str, &str)] = &[
     ),
     ("crictl.yaml", include_str!("templates/crictl.yaml")),
     ("crio.conf", include_str!("templates/crio.conf")),
+    ("coredns.yaml", include_str!("templates/coredns.yaml")),
     ("registries.conf", include_str!("templates/registries.conf")),
     (
         "cni-bridge.conflist",

@@ -71,6 +71,7 @@ fn certificates_are_kept_and_reissued_only_where_needed() {
         changed(&s1, &s2),
         [
             "admin.conf",
+            "kube-proxy.conf",
             "kubelet.conf",
             "pki/apiserver.crt",
             "pki/apiserver.key",

@@ -1,6 +1,7 @@
 //! The phase tree (kubeadm's model: named, ordered, addressable by path) and its runner
 //! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
 
+pub mod addons;
 pub mod api;
 pub mod artifacts;
 pub mod bootstrap;
@@ -80,6 +81,7 @@ pub fn init_tree() -> Vec<Phase> {
         bootstrap::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
+        addons::phase(),
     ]
 }
 
@@ -117,7 +119,7 @@ fn artifacts_phase() -> Phase {
 pub const JOIN_PHASES_TO_COME: &[&str] = &["verify"];
 
 /// Phases of a complete `init` that this version does not provide yet.
-pub const INIT_PHASES_TO_COME: &[&str] = &["addons", "verify"];
+pub const INIT_PHASES_TO_COME: &[&str] = &["verify"];
 
 /// Every path of a tree, depth first: `host`, `host/sysctl`, ...
 pub fn paths(tree: &[Phase]) -> Vec<(String, &Phase)> {
