@@ -28,6 +28,11 @@ pub enum Command {
     Init(InitArgs),
     /// Add hosts of the inventory to the cluster
     Join(JoinArgs),
+    /// Check the cluster keeps Kubernetes' network rules: a table, non-zero exit on any failure
+    Verify {
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Validate an inventory and print the resolved cluster
     Check {
         #[arg(short, long, value_name = "FILE")]

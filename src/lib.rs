@@ -14,4 +14,5 @@ pub mod phases;
 pub mod pki;
 pub mod render;
 pub mod ssh;
+pub mod verify;
 pub mod version;

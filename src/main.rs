@@ -4,7 +4,7 @@ use provision::cli::{BundleCommand, CertsCommand, Cli, Command, InitPhase, RunAr
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
 use provision::phases::{self, Ctx, Phase, Scope};
-use provision::{inventory, ssh};
+use provision::{inventory, ssh, verify};
 use std::path::Path;
 use std::process::ExitCode;
 use std::sync::Arc;
@@ -134,6 +134,29 @@ async fn run(cli: Cli) -> Result<(), u8> {
             .await
         }
         Command::Bundle { command } => run_bundle(command, cli.output).await,
+        Command::Verify { run } => {
+            let cluster = load_for(&run)?;
+            let ctx = context(cli.verbose, cli.output, &run, cluster);
+            let result = verify::run(&ctx, verify::Expect::All).await;
+            ctx.close().await;
+            match result {
+                Ok(report) => {
+                    match cli.output {
+                        Format::Json => println!("{}", report.json()),
+                        Format::Text => print!("{}", report.table()),
+                    }
+                    if report.passed() {
+                        Ok(())
+                    } else {
+                        Err(EXIT_PHASE_FAILED)
+                    }
+                }
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    Err(EXIT_PHASE_FAILED)
+                }
+            }
+        }
         Command::Join(args) => {
             let only = args.phase.map(|InitPhase::Phase { path }| path);
             let tree = phases::join_tree();
@@ -357,18 +380,7 @@ async fn execute_with(
     })?;
     let mut ctx = context(verbose, format, run, cluster);
     ctx.renew = renew;
-    let mut summary = phases::run(&ctx, command, &selected, &scope).await;
-    let to_come = match command {
-        "init" => phases::INIT_PHASES_TO_COME,
-        "join" => phases::JOIN_PHASES_TO_COME,
-        _ => &[],
-    };
-    if summary.failed_phase.is_none() && !to_come.is_empty() {
-        summary.next_steps.push(format!(
-            "This version of provision stops here. Phases still to come: {}.",
-            to_come.join(", ")
-        ));
-    }
+    let summary = phases::run(&ctx, command, &selected, &scope).await;
     ctx.out.summary(&summary);
     let failed = summary.failed_phase.is_some();
     ctx.close().await;

@@ -109,7 +109,7 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         "-i",
         inv_s,
         "--skip-phases",
-        "control-plane,bootstrap,kubelet,kube-proxy,addons",
+        "control-plane,bootstrap,kubelet,kube-proxy,addons,verify",
     ]);
     tb.ssh(0, "systemctl is-active etcd && systemctl stop etcd");
     let init = run(&["init", "-i", inv_s, "--output", "json"]);

@@ -206,6 +206,13 @@ pub const COMPONENTS: &[Component] = &[
         packaging: Packaging::Image,
         install: Install::Image,
     },
+    // the image of `provision verify`'s test pods (busybox: sh, httpd, wget, nslookup)
+    Component {
+        name: "busybox",
+        url: "registry.k8s.io/e2e-test-images/busybox:{version}",
+        packaging: Packaging::Image,
+        install: Install::Image,
+    },
 ];
 
 pub fn component(name: &str) -> Option<&'static Component> {
@@ -261,6 +268,7 @@ pub const CRUN: &str = "1.17";
 pub const CNI_PLUGINS: &str = "1.9.1";
 pub const KATA: &str = "3.32.0";
 pub const GVISOR: &str = "20260817.0";
+pub const BUSYBOX: &str = "1.36.1-1";
 
 pub fn release(minor: u32) -> Option<&'static Release> {
     RELEASES.iter().find(|r| r.minor == minor)
@@ -285,6 +293,7 @@ pub fn default_version(component: &str, kube: &crate::version::Version) -> Optio
         "cni-plugins" => CNI_PLUGINS,
         "kata-static" => KATA,
         "gvisor-runsc" | "gvisor-containerd-shim-runsc-v1" => GVISOR,
+        "busybox" => BUSYBOX,
         _ => return None,
     };
     Some(v.to_string())

@@ -68,7 +68,7 @@ pub fn components_for(cluster: &Cluster, host: &Host) -> Vec<&'static str> {
             (RuntimeClass::Kata, _) => c.push("kata-static"),
         }
     }
-    c.extend(["pause", "coredns"]);
+    c.extend(["pause", "coredns", "busybox"]);
     c
 }
 

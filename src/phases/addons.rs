@@ -29,20 +29,12 @@ struct Addons;
 async fn coredns_image(ctx: &Ctx, host: &Host) -> Result<Result<String, String>, String> {
     let plan = step::bundle_plan(ctx).await?;
     if let BundleSource::Dir { path } = &ctx.cluster.bundle {
-        let version = plan.version(host, "coredns");
-        return Ok(match (version, &plan.dir) {
-            (Some(v), Some(dir)) => match dir.entries("coredns", &v, host.arch).next() {
-                Some(e) => Ok(crate::bundle::oci_image_ref(&dir.path_of(e))?),
-                None => Err(format!(
-                    "the bundle directory {} has no CoreDNS image",
-                    path.display()
-                )),
-            },
-            _ => Err(format!(
+        return Ok(plan.bundle_image(host, "coredns")?.ok_or_else(|| {
+            format!(
                 "the bundle directory {} has no CoreDNS image (add its OCI archive as component coredns)",
                 path.display()
-            )),
-        });
+            )
+        }));
     }
     Ok(
         match crate::bundle::catalog::default_version("coredns", &ctx.cluster.version) {

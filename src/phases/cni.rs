@@ -4,7 +4,7 @@
 //! routes through the nodes' addresses), kept by a unit so it comes back after a reboot.
 //! Pod-to-pod traffic keeps its addresses; traffic leaving the pod range is masqueraded.
 
-use super::step::Step;
+use super::step::{After, Step};
 use super::{Ctx, Phase, Work};
 use crate::cluster::Host;
 use crate::host::{Action, UnitSpec};
@@ -166,5 +166,41 @@ impl Step for Cni {
                 restart_when_changed: vec![ROUTES_SCRIPT.into(), ROUTES_UNIT.into()],
             }),
         ])
+    }
+
+    /// The overlay is kernel state the files do not show: when its link or a route is gone
+    /// (deleted by hand, lost to a network restart), the unit puts it back.
+    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+        if ctx.cluster.overlay != Overlay::Vxlan {
+            return Ok(After::default());
+        }
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let peers = ctx.cluster.hosts.len() - 1;
+        let probe = format!(
+            "ip link show {VXLAN_DEVICE} up 2>/dev/null | grep -q {VXLAN_DEVICE} && echo up || echo down; ip route show dev {VXLAN_DEVICE} 2>/dev/null | grep -c onlink"
+        );
+        let out = session.exec(&probe, None).await.map_err(|e| e.to_string())?;
+        let text = out.stdout_text();
+        let mut lines = text.lines();
+        let link_up = lines.next() == Some("up");
+        let routes: usize = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        if link_up && routes >= peers {
+            return Ok(After::default());
+        }
+        session
+            .run("systemctl restart provision-pod-routes.service")
+            .await
+            .map_err(|e| e.to_string())?;
+        Ok(After {
+            changes: vec![format!(
+                "restore the overlay ({})",
+                if link_up {
+                    format!("{routes} of {peers} routes through {VXLAN_DEVICE}")
+                } else {
+                    format!("{VXLAN_DEVICE} was missing or down")
+                }
+            )],
+            notes: Vec::new(),
+        })
     }
 }

@@ -16,6 +16,7 @@ pub mod local_kubeconfig;
 pub mod preflight;
 pub mod runtime;
 pub mod step;
+pub mod verify;
 
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
@@ -82,6 +83,7 @@ pub fn init_tree() -> Vec<Phase> {
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
         addons::phase(),
+        verify::phase(),
     ]
 }
 
@@ -104,6 +106,7 @@ pub fn join_tree() -> Vec<Phase> {
         control_plane::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
+        verify::phase(),
     ]
 }
 
@@ -114,12 +117,6 @@ fn artifacts_phase() -> Phase {
         Work::Artifacts,
     )
 }
-
-/// Phases of a complete `join` that this version does not provide yet.
-pub const JOIN_PHASES_TO_COME: &[&str] = &["verify"];
-
-/// Phases of a complete `init` that this version does not provide yet.
-pub const INIT_PHASES_TO_COME: &[&str] = &["verify"];
 
 /// Every path of a tree, depth first: `host`, `host/sysctl`, ...
 pub fn paths(tree: &[Phase]) -> Vec<(String, &Phase)> {

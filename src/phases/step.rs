@@ -121,13 +121,21 @@ impl BundlePlan {
         Ok(out)
     }
 
+    /// The reference of the image the bundle directory holds as `component`, if it does.
+    pub fn bundle_image(&self, host: &Host, component: &str) -> Result<Option<String>, String> {
+        if let Some(v) = self.version(host, component)
+            && let Some(dir) = &self.dir
+            && let Some(e) = dir.entries(component, &v, host.arch).next()
+        {
+            return bundle::oci_image_ref(&dir.path_of(e)).map(Some);
+        }
+        Ok(None)
+    }
+
     /// The pause image: the bundle's, else the registry's of the catalog.
     pub fn sandbox_image(&self, ctx: &Ctx, host: &Host) -> Result<String, String> {
-        if let Some(v) = self.version(host, "pause")
-            && let Some(dir) = &self.dir
-            && let Some(e) = dir.entries("pause", &v, host.arch).next()
-        {
-            return bundle::oci_image_ref(&dir.path_of(e));
+        if let Some(image) = self.bundle_image(host, "pause")? {
+            return Ok(image);
         }
         let v = bundle::catalog::default_version("pause", &ctx.cluster.version)
             .unwrap_or_else(|| "3.10".into());

@@ -1,0 +1,64 @@
+//! The `verify` phase, last of `init` and `join`: the checks of `provision verify` on the nodes
+//! registered so far; a failed row fails the phase with its cause.
+
+use super::step::{After, Step};
+use super::{Ctx, Phase, Work, certs};
+use crate::cluster::Host;
+use crate::host::Action;
+use crate::verify::report::Outcome;
+use crate::verify::{self, Expect};
+
+pub fn phase() -> Phase {
+    Phase {
+        name: "verify",
+        summary: "pod networking end to end: pod to pod, node to pod, Services, DNS, policies",
+        work: Work::Step(Box::new(Verify)),
+        children: Vec::new(),
+    }
+}
+
+struct Verify;
+
+#[async_trait::async_trait]
+impl Step for Verify {
+    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
+        certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    }
+
+    /// On `join`, it runs once from the first control plane, across every node.
+    fn every_node_on_join(&self) -> bool {
+        true
+    }
+
+    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+
+    async fn after(&self, ctx: &Ctx, _host: &Host, _changed: bool) -> Result<After, String> {
+        let report = verify::run(ctx, Expect::Registered).await?;
+        if !report.passed() {
+            let mut text = format!("verify: {}", report.summary());
+            for r in report.failures() {
+                text.push_str(&format!("\n  {} {}: {}", r.check, r.subject, r.detail));
+                if let Some(c) = &r.cause {
+                    text.push_str(&format!("\n    likely cause: {c}"));
+                }
+            }
+            text.push_str("\n`provision verify -i FILE` prints every row");
+            return Err(text);
+        }
+        let mut notes = vec![format!("verify: {}", report.summary())];
+        let mut seen = std::collections::BTreeSet::new();
+        for r in &report.rows {
+            if matches!(r.outcome, Outcome::Skipped | Outcome::NotEnforced)
+                && seen.insert(r.check.clone())
+            {
+                notes.push(format!("{}: {}", r.check, r.detail));
+            }
+        }
+        Ok(After {
+            changes: Vec::new(),
+            notes,
+        })
+    }
+}

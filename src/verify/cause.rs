@@ -1,0 +1,93 @@
+//! Likely causes of a failed row, found by looking at the nodes involved over SSH: the overlay
+//! link, the route to the other node's pod range, kube-proxy's unit and rules.
+
+use crate::cluster::{Cluster, Host};
+use crate::inventory::{CniName, Overlay};
+use crate::phases::Ctx;
+use crate::phases::cni::VXLAN_DEVICE;
+use crate::ssh::shell_quote;
+
+async fn sh(ctx: &Ctx, host: &Host, script: &str) -> Option<(u32, String)> {
+    let session = ctx.session(host).await.ok()?;
+    let out = session.exec(script, None).await.ok()?;
+    Some((out.status, out.stdout_text()))
+}
+
+fn builtin_vxlan(cluster: &Cluster) -> bool {
+    cluster.cni == CniName::Builtin && cluster.overlay == Overlay::Vxlan
+}
+
+/// Why traffic from `from` (a pod or the node itself) to a pod at `ip` on `to` got no answer.
+pub async fn unreachable_pod(ctx: &Ctx, from: &Host, to: &Host, ip: &str) -> Option<String> {
+    let cluster = &ctx.cluster;
+    if builtin_vxlan(cluster) {
+        let hosts = if from.name == to.name {
+            vec![from]
+        } else {
+            vec![from, to]
+        };
+        for h in hosts {
+            if let Some((status, _)) = sh(ctx, h, &format!("ip link show {VXLAN_DEVICE}")).await
+                && status != 0
+            {
+                return Some(format!(
+                    "the VXLAN link {VXLAN_DEVICE} is missing on {}: re-run `provision init phase cni` (or `provision join phase cni`) to restore it",
+                    h.name
+                ));
+            }
+        }
+    }
+    if from.name != to.name
+        && cluster.cni == CniName::Builtin
+        && let Some((_, route)) = sh(ctx, from, &format!("ip route get {}", shell_quote(ip))).await
+    {
+        let expected = match cluster.overlay {
+            Overlay::Vxlan => format!("dev {VXLAN_DEVICE}"),
+            Overlay::None => format!("via {}", to.address),
+        };
+        if !route.contains(&expected) {
+            return Some(format!(
+                "no route to {}'s pod range {} on {} (`ip route get {ip}` says: {}): re-run `provision join phase cni`",
+                to.name,
+                to.pod_cidr,
+                from.name,
+                route.lines().next().unwrap_or_default().trim()
+            ));
+        }
+    }
+    if from.name != to.name && builtin_vxlan(cluster) {
+        return Some(format!(
+            "{} routes the packets into the overlay but no answer comes back: is UDP port {} open between {} and {} (a firewall or security group)?",
+            from.name, cluster.vxlan.port, from.address, to.address
+        ));
+    }
+    None
+}
+
+/// Why a pod on `node` could not reach a Service's virtual IP.
+pub async fn unreachable_service(ctx: &Ctx, node: &Host, cluster_ip: &str) -> Option<String> {
+    match sh(ctx, node, "systemctl is-active kube-proxy").await {
+        Some((0, _)) => {}
+        Some((_, state)) => {
+            return Some(format!(
+                "kube-proxy is not running on {} (it is {}): `systemctl start kube-proxy`, then `journalctl -u kube-proxy`",
+                node.name,
+                state.trim()
+            ));
+        }
+        None => return None,
+    }
+    let rules = format!(
+        "iptables -t nat -S KUBE-SERVICES 2>/dev/null | grep -c -- {}",
+        shell_quote(&format!("-d {cluster_ip}/"))
+    );
+    match sh(ctx, node, &rules).await {
+        Some((_, n)) if n.trim() == "0" => Some(format!(
+            "kube-proxy on {} has not programmed the Service {cluster_ip} (no KUBE-SERVICES rule): see `journalctl -u kube-proxy`",
+            node.name
+        )),
+        _ => Some(
+            "the Service's address is translated, but its endpoints did not answer: see the pod-to-pod rows".into(),
+        ),
+    }
+}
