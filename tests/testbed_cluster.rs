@@ -7,42 +7,8 @@ mod support;
 use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use std::path::Path;
-use std::process::Command;
 use std::time::{Duration, Instant};
-use support::{Testbed, provision};
-
-fn skip_without_binaries() -> Option<std::path::PathBuf> {
-    let bin = support::kube_bin();
-    if bin.is_none() {
-        eprintln!(
-            "SKIPPED: real-cluster test: PROVISION_KUBE_BIN does not name a directory with kube-apiserver \
-             (build it with scripts/build-kube, then export PROVISION_KUBE_BIN=$(scripts/build-kube --path))"
-        );
-    }
-    bin
-}
-
-fn bundle(dir: &Path, kube_bin: &Path) -> std::path::PathBuf {
-    let out = dir.join("bundle");
-    let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
-        .arg(&out)
-        .arg("--kube-bin")
-        .arg(kube_bin)
-        .output()
-        .expect("run scripts/testbed-bundle");
-    assert!(
-        run.status.success(),
-        "{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
-
-fn run(args: &[&str]) -> support::Run {
-    let r = provision(args);
-    assert_eq!(r.code, 0, "provision {}:\n{}", args.join(" "), r.text());
-    r
-}
+use support::{Testbed, provision_ok};
 
 /// Nodes and their Ready condition, through kube-rs with the local admin kubeconfig.
 async fn ready_nodes(kubeconfig: &Path) -> Vec<(String, bool)> {
@@ -87,12 +53,12 @@ static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_and_recovers() {
-    let Some(kube_bin) = skip_without_binaries() else {
+    let Some(kube_bin) = support::kube_bin_or_skip("real-cluster test") else {
         return;
     };
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(3);
-    let bundle = bundle(tb.dir.path(), &kube_bin);
+    let bundle = support::testbed_bundle(tb.dir.path(), &kube_bin);
     let inv = tb.inventory(
         &format!(
             "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
@@ -104,7 +70,7 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
     let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
 
     // init stopped after etcd, then etcd stopped: the next init completes the cluster
-    run(&[
+    provision_ok(&[
         "init",
         "-i",
         inv_s,
@@ -112,11 +78,11 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         "control-plane,bootstrap,kubelet,kube-proxy,addons,verify",
     ]);
     tb.ssh(0, "systemctl is-active etcd && systemctl stop etcd");
-    let init = run(&["init", "-i", inv_s, "--output", "json"]);
+    let init = provision_ok(&["init", "-i", inv_s, "--output", "json"]);
     assert!(init.changes() > 0);
     assert_eq!(tb.ssh(0, "systemctl is-active etcd").trim(), "active");
 
-    let join = run(&["join", "-i", inv_s, "--output", "json"]);
+    let join = provision_ok(&["join", "-i", inv_s, "--output", "json"]);
     assert_eq!(join.hosts_of("kubelet").len(), 2, "{}", join.text());
 
     let kubeconfig = tb.dir.path().join("test-admin.conf");
@@ -176,9 +142,9 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
 
     // nothing left to do, and nothing restarted
     let before: Vec<String> = (0..3).map(|i| unit_starts(&tb, i)).collect();
-    let again = run(&["init", "-i", inv_s, "--output", "json"]);
+    let again = provision_ok(&["init", "-i", inv_s, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
-    let again = run(&["join", "-i", inv_s, "--output", "json"]);
+    let again = provision_ok(&["join", "-i", inv_s, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
     let after: Vec<String> = (0..3).map(|i| unit_starts(&tb, i)).collect();
     assert_eq!(before, after, "a re-run restarted a unit");
@@ -230,12 +196,12 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
-    let Some(kube_bin) = skip_without_binaries() else {
+    let Some(kube_bin) = support::kube_bin_or_skip("real-cluster test") else {
         return;
     };
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(2);
-    let bundle = bundle(tb.dir.path(), &kube_bin);
+    let bundle = support::testbed_bundle(tb.dir.path(), &kube_bin);
     let role = "      roles: [control-plane]\n";
     let inv = tb.inventory(
         &format!(
@@ -250,8 +216,8 @@ async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
         .replace("      roles: [worker]\n", role);
     std::fs::write(&inv, text).unwrap();
     let inv_s = inv.to_str().unwrap();
-    run(&["init", "-i", inv_s]);
-    let join = run(&["join", "-i", inv_s, "--output", "json"]);
+    provision_ok(&["init", "-i", inv_s]);
+    let join = provision_ok(&["join", "-i", inv_s, "--output", "json"]);
     assert_eq!(join.hosts_of("etcd").len(), 1, "{}", join.text());
 
     let (cp1, cp2) = (&tb.machines[0], &tb.machines[1]);
@@ -284,7 +250,7 @@ async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
     // one CA and one Secrets key for the whole control plane
     let same = "sha256sum /etc/kubernetes/pki/ca.key /etc/kubernetes/pki/etcd/ca.key /etc/kubernetes/pki/sa.key /etc/kubernetes/encryption-config.yaml";
     assert_eq!(tb.ssh(0, same), tb.ssh(1, same));
-    let again = run(&["join", "-i", inv_s, "--output", "json"]);
+    let again = provision_ok(&["join", "-i", inv_s, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
 }
 

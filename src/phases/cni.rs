@@ -179,11 +179,17 @@ impl Step for Cni {
         let probe = format!(
             "ip link show {VXLAN_DEVICE} up 2>/dev/null | grep -q {VXLAN_DEVICE} && echo up || echo down; ip route show dev {VXLAN_DEVICE} 2>/dev/null | grep -c onlink"
         );
-        let out = session.exec(&probe, None).await.map_err(|e| e.to_string())?;
+        let out = session
+            .exec(&probe, None)
+            .await
+            .map_err(|e| e.to_string())?;
         let text = out.stdout_text();
         let mut lines = text.lines();
         let link_up = lines.next() == Some("up");
-        let routes: usize = lines.next().and_then(|l| l.trim().parse().ok()).unwrap_or(0);
+        let routes: usize = lines
+            .next()
+            .and_then(|l| l.trim().parse().ok())
+            .unwrap_or(0);
         if link_up && routes >= peers {
             return Ok(After::default());
         }

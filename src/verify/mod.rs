@@ -23,7 +23,10 @@ use probe::{POD_PORT, url};
 use report::{Outcome, Report, Row};
 use std::time::{Duration, Instant};
 
-pub const NAMESPACE: &str = "provision-verify";
+/// Test namespaces are this plus a random suffix (no waiting for an earlier one to terminate),
+/// and carry this label so leftovers of interrupted runs are found and deleted.
+pub const NAMESPACE_PREFIX: &str = "provision-verify-";
+pub const NAMESPACE_LABEL: &str = "provision.io/verify";
 const SERVICE: &str = "verify";
 const APP_LABEL: &str = "provision-verify";
 /// How long test pods may take to run (images are local or pulled once).
@@ -88,12 +91,11 @@ pub async fn run(ctx: &Ctx, expect: Expect) -> Result<Report, String> {
     let nodes = check_nodes(ctx, &client, expect, &mut report).await?;
     check_control_planes(ctx, &client, &nodes, &mut report).await;
 
-    let result = workload(ctx, &client, &nodes, &mut report).await;
+    let ns = namespace_name();
+    let result = workload(ctx, &client, &nodes, &ns, &mut report).await;
     // the namespace goes whatever happened; its deletion finishes in the background
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces
-        .delete(NAMESPACE, &DeleteParams::background())
-        .await;
+    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
     result?;
     Ok(report)
 }
@@ -246,6 +248,7 @@ async fn workload(
     ctx: &Ctx,
     client: &Client,
     nodes: &[Host],
+    ns: &str,
     report: &mut Report,
 ) -> Result<(), String> {
     if nodes.is_empty() {
@@ -255,9 +258,9 @@ async fn workload(
         return Ok(());
     }
     let image = test_image(ctx, &nodes[0]).await?;
-    fresh_namespace(client).await?;
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let services: Api<Service> = Api::namespaced(client.clone(), NAMESPACE);
+    create_namespace(client, ns).await?;
+    let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
+    let services: Api<Service> = Api::namespaced(client.clone(), ns);
     services
         .create(&PostParams::default(), &service())
         .await
@@ -358,34 +361,41 @@ fn test_pod(
     serde_json::from_value(pod).expect("a valid Pod")
 }
 
-/// Deletes what an interrupted run left, then creates the namespace anew.
-async fn fresh_namespace(client: &Client) -> Result<(), String> {
+fn namespace_name() -> String {
+    use rand::Rng;
+    let suffix: String = rand::rng()
+        .sample_iter(rand::distr::Alphanumeric)
+        .take(6)
+        .map(|c| (c as char).to_ascii_lowercase())
+        .collect();
+    format!("{NAMESPACE_PREFIX}{suffix}")
+}
+
+/// Deletes what interrupted runs left (in the background), then creates this run's namespace.
+async fn create_namespace(client: &Client, ns: &str) -> Result<(), String> {
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let started = Instant::now();
-    while namespaces
-        .get_opt(NAMESPACE)
+    let leftovers = namespaces
+        .list(&ListParams::default().labels(NAMESPACE_LABEL))
         .await
-        .map_err(|e| e.to_string())?
-        .is_some()
-    {
-        let _ = namespaces
-            .delete(NAMESPACE, &DeleteParams::background())
-            .await;
-        if started.elapsed() > Duration::from_secs(90) {
-            return Err(format!(
-                "the namespace {NAMESPACE} left by an earlier run is still terminating after 90 s: is kube-controller-manager running?"
-            ));
+        .map_err(|e| format!("listing namespaces: {e}"))?;
+    for old in leftovers.items {
+        if let Some(name) = old.metadata.name
+            && old.metadata.deletion_timestamp.is_none()
+        {
+            let _ = namespaces.delete(&name, &DeleteParams::background()).await;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
     }
-    let ns: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": NAMESPACE, "labels": {"app.kubernetes.io/managed-by": "provision"}}
+    let namespace: Namespace = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": ns, "labels": {
+            "app.kubernetes.io/managed-by": "provision",
+            NAMESPACE_LABEL: "true",
+        }}
     }))
     .expect("a valid Namespace");
     namespaces
-        .create(&PostParams::default(), &ns)
+        .create(&PostParams::default(), &namespace)
         .await
-        .map_err(|e| format!("creating namespace {NAMESPACE}: {e}"))?;
+        .map_err(|e| format!("creating namespace {ns}: {e}"))?;
     Ok(())
 }
 
@@ -641,7 +651,8 @@ async fn dns(
     cluster_ip: &str,
     report: &mut Report,
 ) {
-    let name = format!("{SERVICE}.{NAMESPACE}.svc.{}", ctx.cluster.dns_domain);
+    let ns = pods.namespace().unwrap_or_default();
+    let name = format!("{SERVICE}.{ns}.svc.{}", ctx.cluster.dns_domain);
     let system_services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
     match system_services.get_opt("kube-dns").await {
         Ok(Some(_)) => {}
@@ -725,8 +736,7 @@ fn cni_label(cni: CniName) -> &'static str {
 async fn until(pods: &Api<Pod>, from: &str, u: &str, want_answer: bool, within: Duration) -> bool {
     let started = Instant::now();
     loop {
-        let script = format!("wget -q -T 2 -O - {}", crate::ssh::shell_quote(u));
-        let answered = probe::exec(pods, from, &script).await.is_ok();
+        let answered = probe::exec(pods, from, &probe::wget(u)).await.is_ok();
         if answered == want_answer {
             return true;
         }
@@ -767,7 +777,8 @@ async fn network_policy(
         ));
         return Ok(());
     }
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), NAMESPACE);
+    let policies: Api<NetworkPolicy> =
+        Api::namespaced(client.clone(), pods.namespace().unwrap_or_default());
     let deny: NetworkPolicy = serde_json::from_value(serde_json::json!({
         "metadata": {"name": "deny-all"},
         "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}

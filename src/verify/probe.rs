@@ -63,11 +63,17 @@ pub async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Reply {
         .unwrap_or_else(|_| Err(format!("exec in {pod} did not finish in 30 s")))
 }
 
+/// One HTTP GET with a time limit, as a shell command for the test image. (`timeout` rather
+/// than wget's own -T, which some static busybox builds crash on.)
+pub fn wget(url: &str) -> String {
+    format!("timeout 3 wget -q -O - {}", shell_quote(url))
+}
+
 /// An HTTP GET from inside `pod`, retried.
 pub async fn fetch_from_pod(pods: &Api<Pod>, pod: &str, url: &str) -> Reply {
     let script = format!(
-        "i=0; while [ $i -lt {ATTEMPTS} ]; do wget -q -T 2 -O - {u} && exit 0; i=$((i+1)); sleep 1; done; exit 1",
-        u = shell_quote(url)
+        "i=0; while [ $i -lt {ATTEMPTS} ]; do {get} && exit 0; i=$((i+1)); sleep 1; done; exit 1",
+        get = wget(url)
     );
     exec(pods, pod, &script)
         .await

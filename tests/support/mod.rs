@@ -247,6 +247,42 @@ pub fn kube_bin() -> Option<PathBuf> {
         .filter(|p| p.join("kube-apiserver").exists())
 }
 
+/// The Kubernetes binaries, or None after saying the real-cluster test `what` was skipped.
+pub fn kube_bin_or_skip(what: &str) -> Option<PathBuf> {
+    let bin = kube_bin();
+    if bin.is_none() {
+        eprintln!(
+            "SKIPPED: {what}: PROVISION_KUBE_BIN does not name a directory with kube-apiserver \
+             (build it with scripts/build-kube, then export PROVISION_KUBE_BIN=$(scripts/build-kube --path))"
+        );
+    }
+    bin
+}
+
+/// The test bed's bundle directory (scripts/testbed-bundle) under `dir`.
+pub fn testbed_bundle(dir: &Path, kube_bin: &Path) -> PathBuf {
+    let out = dir.join("bundle");
+    let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
+        .arg(&out)
+        .arg("--kube-bin")
+        .arg(kube_bin)
+        .output()
+        .expect("run scripts/testbed-bundle");
+    assert!(
+        run.status.success(),
+        "{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
+/// Runs the provision binary and fails the test unless it exits 0.
+pub fn provision_ok(args: &[&str]) -> Run {
+    let r = provision(args);
+    assert_eq!(r.code, 0, "provision {}:\n{}", args.join(" "), r.text());
+    r
+}
+
 /// Runs the provision binary.
 pub fn provision(args: &[&str]) -> Run {
     let out = Command::new(env!("CARGO_BIN_EXE_provision"))
