@@ -6,6 +6,7 @@
 pub mod bundle;
 pub mod cli;
 pub mod cluster;
+pub mod cni_manifest;
 pub mod compat;
 pub mod host;
 pub mod inventory;

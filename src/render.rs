@@ -20,6 +20,9 @@ const TEMPLATES: &[(&str, &str)] = &[
     ("crictl.yaml", include_str!("templates/crictl.yaml")),
     ("crio.conf", include_str!("templates/crio.conf")),
     ("coredns.yaml", include_str!("templates/coredns.yaml")),
+    ("flannel.yaml", include_str!("templates/flannel.yaml")),
+    ("calico.yaml", include_str!("templates/calico.yaml")),
+    ("cilium.yaml", include_str!("templates/cilium.yaml")),
     ("registries.conf", include_str!("templates/registries.conf")),
     (
         "cni-bridge.conflist",

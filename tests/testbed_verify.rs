@@ -161,4 +161,42 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         "{row:#?}"
     );
     tb.ssh(1, "systemctl start kube-proxy");
+
+    // Flannel, Calico and Cilium manifests: the test API server accepts every object in a
+    // server-side dry run, and nothing is created
+    for (cni, daemonset) in [
+        ("flannel", "kube-flannel-ds"),
+        ("calico", "calico-node"),
+        ("cilium", "cilium"),
+    ] {
+        let inv = tb.inventory(
+            &format!(
+                "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n  cni:\n    name: {cni}\n",
+                bundle.display()
+            ),
+            &[],
+        );
+        let inv = inv.to_str().unwrap();
+        let r = provision(&[
+            "init",
+            "phase",
+            "addons",
+            "--dry-run",
+            "-i",
+            inv,
+            "--output",
+            "json",
+        ]);
+        assert_eq!(r.code, 0, "{cni}: {}", r.text());
+        let changes = r.hosts_of("addons")[0]["changes"].to_string();
+        assert!(
+            changes.contains(&format!("would create DaemonSet {daemonset}")),
+            "{cni}: {changes}"
+        );
+        let ds = tb.ssh(
+            0,
+            "kubectl --kubeconfig=/etc/kubernetes/admin.conf get daemonsets -A -o name",
+        );
+        assert!(!ds.contains(daemonset), "{cni}: a dry run created {ds}");
+    }
 }

@@ -1,18 +1,15 @@
-//! The `addons` phase: CoreDNS (ServiceAccount, RBAC, Corefile, Deployment, the `kube-dns`
+//! The `addons` phase: the network add-on when the CNI runs as pods (Flannel, Calico, Cilium),
+//! and CoreDNS (ServiceAccount, RBAC, Corefile, Deployment, the `kube-dns`
 //! Service at the cluster's DNS address), applied through the API when its image can be had:
 //! from the registry (upstream or a mirror), or from the bundle directory when it carries it.
 //! When it cannot, the phase says so plainly and Service names will not resolve.
 
-use super::api::{client, ensure};
+use super::api::{apply_manifest, client};
 use super::step::{self, After, Step};
 use super::{Ctx, Phase, Work, certs};
 use crate::cluster::{BundleSource, Host};
 use crate::host::Action;
 use crate::render::render;
-use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
-use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
-use kube::Api;
 
 pub fn phase() -> Phase {
     Phase {
@@ -56,8 +53,38 @@ pub fn coredns_manifest(ctx: &Ctx, image: &str) -> String {
     render("coredns.yaml", &t)
 }
 
-fn parse<K: serde::de::DeserializeOwned>(doc: &str) -> Result<K, String> {
-    serde_yaml::from_str(doc).map_err(|e| format!("the CoreDNS manifest: {e}"))
+impl Addons {
+    /// The network add-on (when the CNI runs as pods), then CoreDNS when its image can be had.
+    async fn apply(&self, ctx: &Ctx, host: &Host, dry_run: bool) -> Result<After, String> {
+        let client = client(ctx, "admin").await?;
+        let mut after = After::default();
+        if let Some(manifest) = crate::cni_manifest::render_manifest(&ctx.cluster) {
+            after
+                .changes
+                .extend(apply_manifest(&client, &manifest, dry_run).await?);
+            after.notes.push(format!(
+                "{:?} applied: its pods pull their images from the registry (or its mirror); nodes turn Ready once it runs",
+                ctx.cluster.cni
+            ).to_lowercase());
+        }
+        match coredns_image(ctx, host).await? {
+            Ok(image) => {
+                let manifest = coredns_manifest(ctx, &image);
+                after
+                    .changes
+                    .extend(apply_manifest(&client, &manifest, dry_run).await?);
+                after.notes.push(format!(
+                    "CoreDNS {image} at {}",
+                    ctx.cluster.dns_service_ip
+                ));
+            }
+            Err(why) => after.notes.push(format!(
+                "CoreDNS was not deployed: {why}. Service names (*.svc.{}) will not resolve until it is.",
+                ctx.cluster.dns_domain
+            )),
+        }
+        Ok(after)
+    }
 }
 
 #[async_trait::async_trait]
@@ -71,79 +98,12 @@ impl Step for Addons {
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
-        let image = match coredns_image(ctx, host).await? {
-            Ok(image) => image,
-            Err(why) => {
-                return Ok(After {
-                    changes: Vec::new(),
-                    notes: vec![format!(
-                        "CoreDNS was not deployed: {why}. Service names (*.svc.{}) will not resolve until it is.",
-                        ctx.cluster.dns_domain
-                    )],
-                });
-            }
-        };
-        let client = client(ctx, "admin").await?;
-        let manifest = coredns_manifest(ctx, &image);
-        let mut changes = Vec::new();
-        for doc in manifest.split("\n---\n") {
-            let kind = doc
-                .lines()
-                .find_map(|l| l.strip_prefix("kind: "))
-                .unwrap_or_default()
-                .trim();
-            let ns = "kube-system";
-            let change = match kind {
-                "ServiceAccount" => {
-                    ensure(
-                        &Api::<ServiceAccount>::namespaced(client.clone(), ns),
-                        &parse(doc)?,
-                    )
-                    .await?
-                }
-                "ClusterRole" => {
-                    ensure(&Api::<ClusterRole>::all(client.clone()), &parse(doc)?).await?
-                }
-                "ClusterRoleBinding" => {
-                    ensure(
-                        &Api::<ClusterRoleBinding>::all(client.clone()),
-                        &parse(doc)?,
-                    )
-                    .await?
-                }
-                "ConfigMap" => {
-                    ensure(
-                        &Api::<ConfigMap>::namespaced(client.clone(), ns),
-                        &parse(doc)?,
-                    )
-                    .await?
-                }
-                "Deployment" => {
-                    ensure(
-                        &Api::<Deployment>::namespaced(client.clone(), ns),
-                        &parse(doc)?,
-                    )
-                    .await?
-                }
-                "Service" => {
-                    ensure(
-                        &Api::<Service>::namespaced(client.clone(), ns),
-                        &parse(doc)?,
-                    )
-                    .await?
-                }
-                other => {
-                    return Err(format!(
-                        "the CoreDNS manifest has an unexpected kind {other:?}"
-                    ));
-                }
-            };
-            changes.extend(change);
-        }
-        Ok(After {
-            changes,
-            notes: vec![format!("CoreDNS {image} at {}", ctx.cluster.dns_service_ip)],
-        })
+        self.apply(ctx, host, false).await
+    }
+
+    /// A server-side dry run: the API server validates and admits every object, stores none.
+    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<After, String> {
+        self.apply(ctx, host, true).await
     }
 }
 
@@ -151,6 +111,13 @@ impl Step for Addons {
 mod tests {
     use super::*;
     use crate::output::{Format, Reporter};
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
+    use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
+
+    fn parse<K: serde::de::DeserializeOwned>(doc: &str) -> Result<K, String> {
+        serde_yaml::from_str(doc).map_err(|e| format!("the CoreDNS manifest: {e}"))
+    }
     use std::sync::Arc;
 
     #[test]

@@ -70,3 +70,82 @@ where
         _ => None,
     })
 }
+
+/// Applies every document of `manifest` server-side (namespaced objects without a namespace go
+/// to `kube-system`); with `dry_run`, the API server validates and admits them but stores
+/// nothing. Returns a line per object created or changed (or that would be).
+pub async fn apply_manifest(
+    client: &Client,
+    manifest: &str,
+    dry_run: bool,
+) -> Result<Vec<String>, String> {
+    use kube::core::{DynamicObject, GroupVersionKind};
+    use kube::discovery::{self, Scope};
+    let mut changes = Vec::new();
+    for doc in crate::cni_manifest::documents(manifest) {
+        let mut obj: DynamicObject =
+            serde_yaml::from_str(doc).map_err(|e| format!("a manifest document: {e}\n{doc}"))?;
+        let types = obj
+            .types
+            .clone()
+            .ok_or("a manifest document without apiVersion/kind")?;
+        let gvk = GroupVersionKind::try_from(&types).map_err(|e| e.to_string())?;
+        let name = obj
+            .metadata
+            .name
+            .clone()
+            .ok_or("a manifest object without a name")?;
+        let (resource, caps) = discovery::pinned_kind(client, &gvk).await.map_err(|e| {
+            format!(
+                "the API server does not serve {} {}: {e}",
+                types.api_version, types.kind
+            )
+        })?;
+        let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
+            let ns = obj
+                .metadata
+                .namespace
+                .get_or_insert_with(|| "kube-system".into())
+                .clone();
+            Api::namespaced_with(client.clone(), &ns, &resource)
+        } else {
+            Api::all_with(client.clone(), &resource)
+        };
+        let what = format!("{} {name}", types.kind);
+        let before = api
+            .get_opt(&name)
+            .await
+            .map_err(|e| format!("reading {what}: {e}"))?
+            .and_then(|o| o.metadata.resource_version);
+        let mut params = PatchParams::apply(FIELD_MANAGER).force();
+        if dry_run {
+            params = params.dry_run();
+        }
+        let after = api
+            .patch(&name, &params, &Patch::Apply(&obj))
+            .await
+            .map_err(|e| {
+                format!(
+                    "applying {what}{}: {e}",
+                    if dry_run {
+                        " (server-side dry run)"
+                    } else {
+                        ""
+                    }
+                )
+            })?;
+        let verb = match before {
+            None => Some("create"),
+            Some(v) if Some(&v) != after.metadata.resource_version.as_ref() => Some("update"),
+            _ => None,
+        };
+        if let Some(verb) = verb {
+            changes.push(if dry_run {
+                format!("would {verb} {what}")
+            } else {
+                format!("{verb} {what}")
+            });
+        }
+    }
+    Ok(changes)
+}

@@ -8,7 +8,7 @@ use super::step::{After, Step};
 use super::{Ctx, Phase, Work};
 use crate::cluster::Host;
 use crate::host::{Action, UnitSpec};
-use crate::inventory::Overlay;
+use crate::inventory::{CniName, Overlay};
 use crate::render::render;
 use serde::Serialize;
 
@@ -92,6 +92,10 @@ impl Step for Cni {
 
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
         let cluster = &ctx.cluster;
+        if cluster.cni != CniName::Builtin {
+            // the CNI's own pods write their configuration (the addons phase applies them)
+            return Ok(vec![Action::dir("/etc/cni/net.d", 0o755)]);
+        }
         let gateway =
             host.pod_cidr.hosts().next().ok_or_else(|| {
                 format!("pod CIDR {} has no address for a gateway", host.pod_cidr)
@@ -171,7 +175,7 @@ impl Step for Cni {
     /// The overlay is kernel state the files do not show: when its link or a route is gone
     /// (deleted by hand, lost to a network restart), the unit puts it back.
     async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
-        if ctx.cluster.overlay != Overlay::Vxlan {
+        if ctx.cluster.cni != CniName::Builtin || ctx.cluster.overlay != Overlay::Vxlan {
             return Ok(After::default());
         }
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;

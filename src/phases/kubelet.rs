@@ -9,6 +9,7 @@ use super::{Ctx, Phase, Work, runtime};
 use crate::cluster::Host;
 use crate::compat::Compat;
 use crate::host::{Action, UnitSpec};
+use crate::inventory::CniName;
 use crate::pki::kubeconfig::KubeconfigKind;
 use crate::pki::token::BootstrapToken;
 use crate::render::render;
@@ -247,8 +248,19 @@ impl Step for Kubelet {
         let nodes: Api<Node> = Api::all(client(ctx, "admin").await?);
         let started = Instant::now();
         let mut last = String::from("the Node has not registered");
+        let builtin = ctx.cluster.cni == CniName::Builtin;
+        let mut notes = Vec::new();
         loop {
             if let Some(node) = nodes.get_opt(&host.name).await.map_err(|e| e.to_string())? {
+                set_pod_cidr(&nodes, &node, host).await?;
+                if !builtin {
+                    // a CNI that runs as pods is applied by the addons phase, later
+                    notes.push(format!(
+                        "node {} registered; it turns Ready once {:?} runs on it",
+                        host.name, ctx.cluster.cni
+                    ));
+                    break;
+                }
                 let ready = node
                     .status
                     .as_ref()
@@ -283,7 +295,10 @@ impl Step for Kubelet {
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
         }
-        let mut after = After::default();
+        let mut after = After {
+            notes,
+            ..After::default()
+        };
         approve_serving_certificate(ctx, host, &mut after).await?;
         if host.control_plane {
             let node = nodes.get(&host.name).await.map_err(|e| e.to_string())?;
@@ -506,6 +521,28 @@ impl Step for KubeProxy {
             ));
         }
         Ok(After::default())
+    }
+}
+
+/// The Node's spec.podCIDR from the inventory (set once, while empty), so CNIs that read it
+/// (Flannel, Cilium's kubernetes IPAM) and `kubectl get node` agree with the inventory.
+async fn set_pod_cidr(nodes: &Api<Node>, node: &Node, host: &Host) -> Result<(), String> {
+    let current = node.spec.as_ref().and_then(|s| s.pod_cidr.clone());
+    match current {
+        Some(c) if c == host.pod_cidr.to_string() => Ok(()),
+        Some(c) => Err(format!(
+            "node {} already has pod CIDR {c}, the inventory gives it {}: set hosts[].podCIDR to {c}, or delete the Node and join it again",
+            host.name, host.pod_cidr
+        )),
+        None => {
+            let cidr = host.pod_cidr.to_string();
+            let patch = serde_json::json!({"spec": {"podCIDR": cidr, "podCIDRs": [cidr]}});
+            nodes
+                .patch(&host.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("setting the pod CIDR of node {}: {e}", host.name))
+        }
     }
 }
 

@@ -380,11 +380,13 @@ async fn run_step(ctx: &Ctx, host: &Host, step: &dyn step::Step) -> HostOutcome 
     let result = async {
         let actions = step.desired(ctx, host).await?;
         let mut o = converge(ctx, host, &actions).await?;
-        if !ctx.dry_run {
-            let after = step.after(ctx, host, !o.changes.is_empty()).await?;
-            o.changes.extend(after.changes);
-            o.notes.extend(after.notes);
-        }
+        let after = if ctx.dry_run {
+            step.dry_run(ctx, host).await?
+        } else {
+            step.after(ctx, host, !o.changes.is_empty()).await?
+        };
+        o.changes.extend(after.changes);
+        o.notes.extend(after.notes);
         Ok::<_, String>(o)
     }
     .await;

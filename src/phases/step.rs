@@ -32,6 +32,12 @@ pub trait Step: Send + Sync {
     async fn after(&self, _ctx: &Ctx, _host: &Host, _changed: bool) -> Result<After, String> {
         Ok(After::default())
     }
+
+    /// In a dry run, in place of `after`: what it would change, where that can be known
+    /// without changing anything (a server-side dry run of API objects).
+    async fn dry_run(&self, _ctx: &Ctx, _host: &Host) -> Result<After, String> {
+        Ok(After::default())
+    }
 }
 
 #[derive(Debug, Default)]
