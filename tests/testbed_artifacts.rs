@@ -4,26 +4,8 @@
 //! and a new version of one component ships that component only.
 
 mod support;
-use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::path::Path;
 use support::{Testbed, provision};
-
-/// A bundle directory with stand-ins for the kube server binaries (fast to ship; the
-/// real-cluster tests use the real ones).
-fn test_bundle(dir: &Path) -> PathBuf {
-    let out = dir.join("bundle");
-    let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
-        .arg(&out)
-        .env_remove("PROVISION_KUBE_BIN")
-        .output()
-        .expect("run scripts/testbed-bundle");
-    assert!(
-        run.status.success(),
-        "scripts/testbed-bundle: {}",
-        String::from_utf8_lossy(&run.stderr)
-    );
-    out
-}
 
 fn manifest_sha(bundle: &Path, file: &str) -> String {
     let text = std::fs::read_to_string(bundle.join("bundle.yaml")).unwrap();
@@ -61,7 +43,7 @@ fn ship(inv: &Path) -> (support::Run, support::Run) {
 #[test]
 fn artifacts_land_verified_then_nothing_moves_then_one_version_change_ships_one_component() {
     let tb = Testbed::up(3);
-    let bundle = test_bundle(tb.dir.path());
+    let bundle = support::testbed_bundle(tb.dir.path(), None);
     let spec = format!(
         "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
         bundle.display()
@@ -203,7 +185,7 @@ fn artifacts_land_verified_then_nothing_moves_then_one_version_change_ships_one_
 fn a_dir_bundle_verifies_and_one_flipped_byte_fails_it() {
     let dir = tempfile::tempdir().unwrap();
     support::ensure_images();
-    let bundle = test_bundle(dir.path());
+    let bundle = support::testbed_bundle(dir.path(), None);
     let ok = provision(&["bundle", "verify", bundle.to_str().unwrap()]);
     assert_eq!(ok.code, 0, "{}", ok.text());
     let victim = bundle.join("pause/busybox-1.35.0/amd64/pause.tar");

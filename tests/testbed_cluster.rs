@@ -58,7 +58,7 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
     };
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(3);
-    let bundle = support::testbed_bundle(tb.dir.path(), &kube_bin);
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
     let inv = tb.inventory(
         &format!(
             "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
@@ -201,7 +201,7 @@ async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
     };
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(2);
-    let bundle = support::testbed_bundle(tb.dir.path(), &kube_bin);
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
     let role = "      roles: [control-plane]\n";
     let inv = tb.inventory(
         &format!(

@@ -37,7 +37,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         return;
     };
     let tb = Testbed::up_for_kubelet(3);
-    let bundle = support::testbed_bundle(tb.dir.path(), &kube_bin);
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
     let inv = tb.inventory(
         &format!(
             "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",

@@ -259,18 +259,20 @@ pub fn kube_bin_or_skip(what: &str) -> Option<PathBuf> {
     bin
 }
 
-/// The test bed's bundle directory (scripts/testbed-bundle) under `dir`.
-pub fn testbed_bundle(dir: &Path, kube_bin: &Path) -> PathBuf {
+/// The test bed's bundle directory (scripts/testbed-bundle) under `dir`: the Kubernetes build at
+/// `kube_bin`, or stand-ins for the kube server binaries (fast to ship) without one.
+pub fn testbed_bundle(dir: &Path, kube_bin: Option<&Path>) -> PathBuf {
     let out = dir.join("bundle");
-    let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
-        .arg(&out)
-        .arg("--kube-bin")
-        .arg(kube_bin)
-        .output()
-        .expect("run scripts/testbed-bundle");
+    let mut cmd =
+        Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"));
+    cmd.arg(&out).env_remove("PROVISION_KUBE_BIN");
+    if let Some(bin) = kube_bin {
+        cmd.arg("--kube-bin").arg(bin);
+    }
+    let run = cmd.output().expect("run scripts/testbed-bundle");
     assert!(
         run.status.success(),
-        "{}",
+        "scripts/testbed-bundle: {}",
         String::from_utf8_lossy(&run.stderr)
     );
     out
