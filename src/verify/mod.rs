@@ -420,6 +420,14 @@ async fn create_when_ready(pods: &Api<Pod>, pod: &Pod) -> Result<(), String> {
 /// Why a pod is not running yet, from its status.
 fn pending_reason(pod: &Pod) -> String {
     let status = pod.status.clone().unwrap_or_default();
+    if status.phase.as_deref() == Some("Failed") {
+        // e.g. Evicted: The node was low on resource: ephemeral-storage
+        return format!(
+            "Failed: {} {}",
+            status.reason.unwrap_or_default(),
+            status.message.unwrap_or_default()
+        );
+    }
     for cs in status.container_statuses.unwrap_or_default() {
         if let Some(w) = cs.state.and_then(|s| s.waiting) {
             return format!(
