@@ -54,6 +54,17 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     assert!(notes.contains("verify: "), "{notes}");
     assert!(notes.contains("CoreDNS is not deployed"), "{notes}");
     provision_ok(&["join", "-i", inv]);
+    // a re-run that changes nothing does not verify again; the phase alone does
+    let rerun = provision_ok(&["init", "-i", inv, "--output", "json"]);
+    assert_eq!(rerun.changes(), 0, "{}", rerun.text());
+    let notes = rerun.hosts_of("verify")[0]["notes"].to_string();
+    assert!(notes.contains("not run, nothing changed"), "{notes}");
+    let alone = provision_ok(&["init", "phase", "verify", "-i", inv, "--output", "json"]);
+    let notes = alone.hosts_of("verify")[0]["notes"].to_string();
+    assert!(
+        notes.contains("verify: 28 ok, 1 not enforced, 1 skipped"),
+        "{notes}"
+    );
 
     let (code, all) = verify(inv);
     assert_eq!(failed(&all), Vec::<String>::new(), "{all:#?}");

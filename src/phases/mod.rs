@@ -193,6 +193,9 @@ pub struct Ctx {
     pub api_clients: tokio::sync::Mutex<HashMap<String, kube::Client>>,
     /// The bootstrap token of this run, made when a joining node first needs one.
     pub join_token: tokio::sync::Mutex<Option<crate::pki::token::BootstrapToken>>,
+    /// Phases run and changes made so far in this run (the verify phase skips a no-op re-run).
+    pub phases_done: std::sync::atomic::AtomicUsize,
+    pub changes_done: std::sync::atomic::AtomicUsize,
     policy: HostKeyPolicy,
     sessions: HashMap<String, OnceCell<Arc<Session>>>,
 }
@@ -225,6 +228,8 @@ impl Ctx {
             bundle_plan: OnceCell::new(),
             api_clients: Default::default(),
             join_token: Default::default(),
+            phases_done: Default::default(),
+            changes_done: Default::default(),
             policy,
             sessions,
         }
@@ -462,7 +467,12 @@ pub async fn run(
         };
         summary.phases_run += 1;
         touched.extend(outcomes.iter().map(|o| o.host.clone()));
-        summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
+        let changes = outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
+        summary.changes += changes;
+        ctx.phases_done
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        ctx.changes_done
+            .fetch_add(changes, std::sync::atomic::Ordering::SeqCst);
         if outcomes.iter().any(|o| o.status == Status::Failed) {
             summary.failed_phase = Some(path.clone());
             break;

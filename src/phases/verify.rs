@@ -1,5 +1,6 @@
 //! The `verify` phase, last of `init` and `join`: the checks of `provision verify` on the nodes
-//! registered so far; a failed row fails the phase with its cause.
+//! registered so far; a failed row fails the phase with its cause. It runs when the run changed
+//! something, or alone (`init phase verify`).
 
 use super::step::{After, Step};
 use super::{Ctx, Phase, Work, certs};
@@ -35,6 +36,19 @@ impl Step for Verify {
     }
 
     async fn after(&self, ctx: &Ctx, _host: &Host, _changed: bool) -> Result<After, String> {
+        use std::sync::atomic::Ordering;
+        // a re-run that changed nothing leaves the cluster as the last verify saw it
+        if ctx.phases_done.load(Ordering::SeqCst) > 0
+            && ctx.changes_done.load(Ordering::SeqCst) == 0
+        {
+            return Ok(After {
+                changes: Vec::new(),
+                notes: vec![
+                    "verify: not run, nothing changed (`provision verify -i FILE` checks anyway)"
+                        .into(),
+                ],
+            });
+        }
         let report = verify::run(ctx, Expect::Registered).await?;
         if !report.passed() {
             let mut text = format!("verify: {}", report.summary());
