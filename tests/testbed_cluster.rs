@@ -182,7 +182,18 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
             )
         );
     }
-    let routes = tb.ssh(2, "ip route");
+    // the overlay's routes come back by themselves too (the unit may start a moment after the pod)
+    let mut routes = tb.ssh(2, "ip route");
+    while routes
+        .lines()
+        .filter(|l| l.contains("dev provision-vx"))
+        .count()
+        < 2
+        && started.elapsed() < Duration::from_secs(150)
+    {
+        std::thread::sleep(Duration::from_secs(1));
+        routes = tb.ssh(2, "ip route");
+    }
     // the overlay's routes to the other two nodes' pod CIDRs
     assert_eq!(
         routes
@@ -190,7 +201,11 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
             .filter(|l| l.contains("dev provision-vx"))
             .count(),
         2,
-        "the pod routes did not come back: {routes}"
+        "the pod routes did not come back: {routes}\n{}",
+        tb.ssh(
+            2,
+            "systemctl status provision-pod-routes --no-pager; journalctl -b -u provision-pod-routes --no-pager -o cat | tail -n 20"
+        )
     );
 }
 

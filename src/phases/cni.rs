@@ -148,14 +148,23 @@ impl Step for Cni {
             "description",
             "provision: the pod network between the nodes",
         );
-        unit.insert("after", &["network-online.target"]);
-        unit.insert("wants", &["network-online.target"]);
+        // not network-online.target: waiting for every link to be online can hold the overlay
+        // back for minutes after a reboot while pods already run; it needs only the uplink
+        unit.insert("after", &["network.target"]);
+        unit.insert("wants", &Vec::<String>::new());
         unit.insert("env", &Vec::<String>::new());
         unit.insert("exec_start_pre", &Vec::<String>::new());
         unit.insert("exec", &format!("/bin/sh {ROUTES_SCRIPT}"));
         unit.insert("args", &Vec::<String>::new());
         let service: std::collections::BTreeMap<&str, &str> =
-            [("Type", "oneshot"), ("RemainAfterExit", "yes")].into();
+            // at boot the xtables lock or the uplink may not be ready yet: try again
+            [
+                ("Type", "oneshot"),
+                ("RemainAfterExit", "yes"),
+                ("Restart", "on-failure"),
+                ("RestartSec", "5"),
+            ]
+            .into();
         unit.insert("service", &service);
         Ok(vec![
             Action::dir("/etc/cni/net.d", 0o755),

@@ -17,9 +17,9 @@ bridge fdb replace {{ p.mac }} dev "$vx" dst {{ p.address }} self permanent
 ip route replace {{ p.cidr }} via {{ p.vx_addr }} dev "$vx" onlink
 {% endfor %}{% else %}# no overlay: the nodes share an L2 segment
 {% for p in peers %}ip route replace {{ p.cidr }} via {{ p.address }}
-{% endfor %}{% endif %}iptables -t nat -C POSTROUTING -s {{ pod_subnet }} ! -d {{ pod_subnet }} -m comment --comment provision-masquerade -j MASQUERADE 2>/dev/null || \
-  iptables -t nat -A POSTROUTING -s {{ pod_subnet }} ! -d {{ pod_subnet }} -m comment --comment provision-masquerade -j MASQUERADE
-iptables -C FORWARD -s {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT 2>/dev/null || \
-  iptables -A FORWARD -s {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT
-iptables -C FORWARD -d {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT 2>/dev/null || \
-  iptables -A FORWARD -d {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT
+{% endfor %}{% endif %}iptables -w -t nat -C POSTROUTING -s {{ pod_subnet }} ! -d {{ pod_subnet }} -m comment --comment provision-masquerade -j MASQUERADE 2>/dev/null || \
+  iptables -w -t nat -A POSTROUTING -s {{ pod_subnet }} ! -d {{ pod_subnet }} -m comment --comment provision-masquerade -j MASQUERADE
+iptables -w -C FORWARD -s {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT 2>/dev/null || \
+  iptables -w -A FORWARD -s {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT
+iptables -w -C FORWARD -d {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT 2>/dev/null || \
+  iptables -w -A FORWARD -d {{ pod_subnet }} -m comment --comment provision-forward -j ACCEPT
