@@ -183,13 +183,14 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         );
     }
     // the overlay's routes come back by themselves too (the unit may start a moment after the pod)
+    let ready_at = Instant::now();
     let mut routes = tb.ssh(2, "ip route");
     while routes
         .lines()
         .filter(|l| l.contains("dev provision-vx"))
         .count()
         < 2
-        && started.elapsed() < Duration::from_secs(150)
+        && ready_at.elapsed() < Duration::from_secs(60)
     {
         std::thread::sleep(Duration::from_secs(1));
         routes = tb.ssh(2, "ip route");
