@@ -28,6 +28,9 @@ pub enum Command {
     Init(InitArgs),
     /// Add hosts of the inventory to the cluster
     Join(JoinArgs),
+    /// Take Kubernetes off hosts: the named hosts leave the cluster (drained, etcd member
+    /// removed, Node deleted), or, without --hosts, the whole cluster goes
+    Reset(ResetArgs),
     /// Check the cluster keeps Kubernetes' network rules: a table, non-zero exit on any failure
     Verify {
         #[command(flatten)]
@@ -114,6 +117,20 @@ pub struct JoinArgs {
     /// Only these hosts (inventory names, comma-separated)
     #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true)]
     pub hosts: Vec<String>,
+}
+
+#[derive(Args)]
+pub struct ResetArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    #[command(subcommand)]
+    pub phase: Option<InitPhase>,
+    /// Only these hosts, which leave a cluster that stays (inventory names, comma-separated)
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true)]
+    pub hosts: Vec<String>,
+    /// Go ahead without asking (reset deletes etcd's data, certificates and pods)
+    #[arg(long, global = true)]
+    pub yes: bool,
 }
 
 #[derive(Args)]

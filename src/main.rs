@@ -36,6 +36,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
         Command::Phases => {
             print_tree("init", &phases::init_tree());
             print_tree("join", &phases::join_tree());
+            print_tree("reset", &phases::reset::tree(true));
             Ok(())
         }
         Command::Check { inventory } => {
@@ -156,6 +157,30 @@ async fn run(cli: Cli) -> Result<(), u8> {
                     Err(EXIT_PHASE_FAILED)
                 }
             }
+        }
+        Command::Reset(args) => {
+            let only = args.phase.map(|InitPhase::Phase { path }| path);
+            let cluster = load_for(&args.run)?;
+            let hosts = reset_hosts(&cluster, &args.hosts)?;
+            let cluster_stays = hosts.len() < cluster.hosts.len();
+            if !args.run.dry_run && !args.yes && !confirmed(&hosts, cluster_stays) {
+                return Err(EXIT_BAD_INPUT);
+            }
+            let tree = phases::reset::tree(cluster_stays);
+            let command = match &only {
+                Some(p) => format!("reset phase {p}"),
+                None => "reset".to_string(),
+            };
+            let job = Job {
+                command,
+                tree: &tree,
+                only: only.as_deref(),
+                scope: Scope {
+                    hosts,
+                    preflight_hosts: Vec::new(),
+                },
+            };
+            execute(cli.verbose, cli.output, &args.run, cluster, job).await
         }
         Command::Join(args) => {
             let only = args.phase.map(|InitPhase::Phase { path }| path);
@@ -297,6 +322,61 @@ fn join_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
             .cloned()
             .collect());
     }
+    named_hosts(cluster, names)
+}
+
+/// The hosts `reset` acts on: those named (they leave a cluster that stays), or all of them.
+/// The first control plane leaves only with the whole cluster: the others join through it.
+fn reset_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
+    if names.is_empty() {
+        return Ok(cluster.hosts.clone());
+    }
+    let hosts = named_hosts(cluster, names)?;
+    let everyone = cluster
+        .hosts
+        .iter()
+        .all(|h| hosts.iter().any(|n| n.name == h.name));
+    if let Some(first) = cluster.control_planes().next()
+        && !everyone
+        && hosts.iter().any(|h| h.name == first.name)
+    {
+        eprintln!(
+            "error: {} is the first control plane of the inventory, which the other hosts join through:              it leaves only with the whole cluster (reset without --hosts)",
+            first.name
+        );
+        return Err(EXIT_BAD_INPUT);
+    }
+    Ok(hosts)
+}
+
+/// Asks on a terminal; elsewhere, reset needs --yes.
+fn confirmed(hosts: &[Host], cluster_stays: bool) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
+    let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
+    let what = if cluster_stays {
+        format!(
+            "{} leave the cluster: drained, then Kubernetes, its pods, certificates and (on control planes) the etcd member are removed from them",
+            names.join(", ")
+        )
+    } else {
+        format!(
+            "the whole cluster goes: Kubernetes, etcd's data, certificates and pods are removed from {}",
+            names.join(", ")
+        )
+    };
+    if !std::io::stdin().is_terminal() {
+        eprintln!("error: {what}. Pass --yes to go ahead, or --dry-run to see each change first");
+        return false;
+    }
+    eprint!("{what}.\nType yes to go ahead: ");
+    let _ = std::io::stderr().flush();
+    let mut line = String::new();
+    let _ = std::io::stdin().lock().read_line(&mut line);
+    line.trim() == "yes"
+}
+
+/// The named hosts of the inventory; an unknown name is an error that lists the hosts.
+fn named_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
     names
         .iter()
         .map(|n| {

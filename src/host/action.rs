@@ -22,6 +22,11 @@ pub enum Action {
         value: String,
     },
     Unit(UnitSpec),
+    /// Nothing at the path: a file, link or directory tree there is removed (never across a
+    /// mount point).
+    Absent {
+        path: String,
+    },
     /// Only where nothing declarative fits: `cmd` runs unless `unless` succeeds.
     Exec {
         /// Names the step in reports (`cmd` may be long).
@@ -134,11 +139,17 @@ impl Action {
         }
     }
 
+    pub fn absent(path: &str) -> Action {
+        Action::Absent { path: path.into() }
+    }
+
     /// A short name for reports: the path, unit, key or label.
     pub fn subject(&self) -> &str {
         match self {
             Action::File(f) => &f.path,
-            Action::Dir { path, .. } | Action::Symlink { path, .. } => path,
+            Action::Dir { path, .. } | Action::Symlink { path, .. } | Action::Absent { path } => {
+                path
+            }
             Action::Sysctl { key, .. } => key,
             Action::Unit(u) => &u.name,
             Action::Exec { label, .. } => label,

@@ -18,6 +18,8 @@ pub enum Step {
     MakeDir,
     FixDirMeta,
     Link,
+    /// Remove what stands at the path (Absent).
+    Remove,
     SetSysctl,
     DaemonReload,
     Enable,
@@ -53,6 +55,7 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
     let mut changes = Vec::new();
     let mut changed_paths: BTreeSet<&str> = BTreeSet::new();
     let mut unit_files_changed = false;
+    let mut unit_files_removed = false;
     let push = |changes: &mut Vec<Change>, i: usize, step: Step, summary: String| {
         changes.push(Change {
             action: Some(i),
@@ -167,6 +170,14 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                 }
                 other => return Err(Unfixable(format!("unexpected fact {other:?}"))),
             },
+            (Action::Absent { path }, fact) => match fact {
+                Fact::Absent => {}
+                Fact::OtherType(t) => {
+                    unit_files_removed |= is_unit_file(path);
+                    push(&mut changes, i, Step::Remove, format!("remove {t} {path}"));
+                }
+                other => return Err(Unfixable(format!("unexpected fact {other:?}"))),
+            },
             (Action::Sysctl { key, value }, Fact::Sysctl(current)) => match current {
                 Some(v) if normalize(v) == normalize(value) => {}
                 Some(v) => push(
@@ -245,6 +256,14 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                 )));
             }
         }
+    }
+    // systemd forgets removed units only when told
+    if unit_files_removed {
+        changes.push(Change {
+            action: None,
+            step: Step::DaemonReload,
+            summary: "reload systemd (unit files removed)".into(),
+        });
     }
     Ok(changes)
 }
@@ -359,5 +378,55 @@ mod tests {
         let actions = vec![Action::sysctl("net.bridge.bridge-nf-call-iptables", "1")];
         let err = diff(&actions, &[Fact::Sysctl(None)]).unwrap_err();
         assert!(err.0.contains("net.bridge.bridge-nf-call-iptables"));
+    }
+
+    #[test]
+    fn absent_removes_what_stands_there_and_reloads_after_unit_files() {
+        let actions = vec![
+            Action::Unit(UnitSpec {
+                name: "demo.service".into(),
+                enabled: false,
+                active: false,
+                restart_when_changed: Vec::new(),
+            }),
+            Action::absent("/etc/systemd/system/demo.service"),
+            Action::absent("/var/lib/demo"),
+            Action::absent("/etc/gone"),
+        ];
+        let facts = vec![
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+            },
+            Fact::OtherType("regular file".into()),
+            Fact::OtherType("directory".into()),
+            Fact::Absent,
+        ];
+        let changes = diff(&actions, &facts).unwrap();
+        let steps: Vec<&Step> = changes.iter().map(|c| &c.step).collect();
+        assert_eq!(
+            steps,
+            [
+                &Step::Disable,
+                &Step::Stop,
+                &Step::Remove,
+                &Step::Remove,
+                &Step::DaemonReload
+            ]
+        );
+        assert_eq!(changes[3].summary, "remove directory /var/lib/demo");
+        // once gone and stopped: nothing to do
+        let done = vec![
+            Fact::Unit {
+                exists: false,
+                enabled: false,
+                active: false,
+            },
+            Fact::Absent,
+            Fact::Absent,
+            Fact::Absent,
+        ];
+        assert!(diff(&actions, &done).unwrap().is_empty());
     }
 }

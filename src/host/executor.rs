@@ -104,6 +104,16 @@ pub async fn apply(
                     .await
                     .map_err(fail)?;
             }
+            (Step::Remove, Some(Action::Absent { path })) => {
+                // --one-file-system: a mount left under the path fails the step, never its content
+                session
+                    .run(&format!(
+                        "rm -rf --one-file-system -- {}",
+                        shell_quote(path)
+                    ))
+                    .await
+                    .map_err(fail)?;
+            }
             (Step::SetSysctl, Some(Action::Sysctl { key, value })) => {
                 let p = shell_quote(&sysctl_path(key));
                 session

@@ -78,6 +78,12 @@ pub fn probe_script(actions: &[Action]) -> String {
                     "if [ -L {p} ]; then echo \"{i} link $(readlink {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
                 )
             }
+            Action::Absent { path } => {
+                let p = shell_quote(path);
+                format!(
+                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                )
+            }
             Action::Sysctl { key, .. } => {
                 let p = shell_quote(&sysctl_path(key));
                 format!(

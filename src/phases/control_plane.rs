@@ -17,7 +17,7 @@ pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
 pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
 pub const AUDIT_LOG: &str = "/var/log/kubernetes/audit/audit.log";
 const PKI: &str = "/etc/kubernetes/pki";
-const COMPONENTS: [&str; 3] = [
+pub const COMPONENTS: [&str; 3] = [
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",

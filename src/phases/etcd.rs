@@ -10,6 +10,7 @@ use crate::render::render;
 pub const UNIT: &str = "/etc/systemd/system/etcd.service";
 pub const DATA_DIR: &str = "/var/lib/etcd";
 const PKI: &str = "/etc/kubernetes/pki/etcd";
+pub const HEALTHCHECK_KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 
 pub fn phase() -> Phase {
     Phase {
@@ -22,7 +23,7 @@ pub fn phase() -> Phase {
 
 struct Etcd;
 
-fn url(address: &str, port: u16) -> String {
+pub fn url(address: &str, port: u16) -> String {
     if address.contains(':') {
         format!("https://[{address}]:{port}")
     } else {
@@ -30,10 +31,15 @@ fn url(address: &str, port: u16) -> String {
     }
 }
 
-/// etcdctl with the healthcheck client's credentials.
+/// etcdctl with the healthcheck client's credentials, against the local member.
 pub fn etcdctl(command: &str) -> String {
+    etcdctl_at("https://127.0.0.1:2379", command)
+}
+
+/// etcdctl with the healthcheck client's credentials, against the member at `endpoint`.
+pub fn etcdctl_at(endpoint: &str, command: &str) -> String {
     format!(
-        "ETCDCTL_API=3 etcdctl --endpoints=https://127.0.0.1:2379 --cacert={PKI}/ca.crt --cert={PKI}/healthcheck-client.crt --key={PKI}/healthcheck-client.key --command-timeout=5s {command}"
+        "ETCDCTL_API=3 etcdctl --endpoints={endpoint} --cacert={PKI}/ca.crt --cert={PKI}/healthcheck-client.crt --key={PKI}/healthcheck-client.key --command-timeout=5s {command}"
     )
 }
 
@@ -113,12 +119,7 @@ impl Step for Etcd {
         ];
         if joining {
             // announce the new member to the running cluster before it first starts
-            let remote = |cmd: &str| {
-                etcdctl(cmd).replace(
-                    "--endpoints=https://127.0.0.1:2379",
-                    &format!("--endpoints={}", url(&first.address, 2379)),
-                )
-            };
+            let remote = |cmd: &str| etcdctl_at(&url(&first.address, 2379), cmd);
             actions.push(Action::Exec {
                 label: format!("add etcd member {}", host.name),
                 cmd: remote(&format!("member add {} --peer-urls={peer}", host.name)),

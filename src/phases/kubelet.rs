@@ -24,7 +24,7 @@ pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
 pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
 pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
 const PROXY_CONFIG: &str = "/var/lib/kube-proxy/config.yaml";
-const PROXY_UNIT: &str = "/etc/systemd/system/kube-proxy.service";
+pub const PROXY_UNIT: &str = "/etc/systemd/system/kube-proxy.service";
 const READY_WAIT: Duration = Duration::from_secs(180);
 const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 

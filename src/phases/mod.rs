@@ -14,6 +14,7 @@ pub mod host;
 pub mod kubelet;
 pub mod local_kubeconfig;
 pub mod preflight;
+pub mod reset;
 pub mod runtime;
 pub mod step;
 pub mod verify;
@@ -53,7 +54,7 @@ pub struct Phase {
 }
 
 impl Phase {
-    fn leaf(name: &'static str, summary: &'static str, work: Work) -> Phase {
+    pub(crate) fn leaf(name: &'static str, summary: &'static str, work: Work) -> Phase {
         Phase {
             name,
             summary,

@@ -141,7 +141,7 @@ impl Step for Runtime {
 pub const CRIO_CONFIG: &str = "/etc/crio/crio.conf.d/10-provision.conf";
 pub const CRIO_UNIT: &str = "/etc/systemd/system/crio.service";
 pub const CRIO_SOCKET: &str = "unix:///var/run/crio/crio.sock";
-const CRIO_REGISTRIES: &str = "/etc/containers/registries.conf.d/10-provision.conf";
+pub const CRIO_REGISTRIES: &str = "/etc/containers/registries.conf.d/10-provision.conf";
 const CRIO_POLICY: &str = "/etc/containers/policy.json";
 
 /// The CRI endpoint the kubelet and crictl use.

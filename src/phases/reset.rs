@@ -1,0 +1,578 @@
+//! `provision reset`: take hosts out of Kubernetes. Hosts that leave a cluster that stays are
+//! drained first, lose their etcd member, and their Node is deleted last (kubeadm's order:
+//! drain, reset the host, delete the node). Every reset host loses what provision put there:
+//! units stopped, disabled and removed; pods, their mounts and network namespaces; the overlay
+//! and CNI links and the packet-filter rules of kube-proxy and the CNI; configuration, state,
+//! certificates and the bundle's files. Audit logs under /var/log/kubernetes stay, as they
+//! do with kubeadm. Everything is an action, so a dry run lists it and a second run changes
+//! nothing.
+
+use super::step::{self, Step};
+use super::{Ctx, Phase, Work, api, certs, cni, control_plane, etcd, host, kubelet, runtime};
+use crate::bundle;
+use crate::cluster::{Cluster, Host};
+use crate::host::{Action, UnitSpec};
+use crate::ssh::shell_quote;
+use k8s_openapi::api::core::v1::{Node, Pod};
+use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
+use std::time::{Duration, Instant};
+
+/// How long evicted pods may take to go (their grace periods included).
+const DRAIN_WAIT: Duration = Duration::from_secs(180);
+
+/// The reset phases. `cluster_stays`: the hosts leave a cluster that goes on (drain, etcd
+/// member, Node); otherwise the whole cluster goes.
+pub fn tree(cluster_stays: bool) -> Vec<Phase> {
+    vec![
+        Phase::leaf(
+            "drain",
+            "cordon each leaving node and evict its pods (when the cluster stays)",
+            Work::Step(Box::new(Drain { cluster_stays })),
+        ),
+        Phase::leaf(
+            "remove-etcd-member",
+            "take a leaving control plane's member out of etcd (when the cluster stays)",
+            Work::Step(Box::new(RemoveEtcdMember { cluster_stays })),
+        ),
+        Phase::leaf(
+            "local-kubeconfig",
+            "remove the operator's admin kubeconfig of this cluster (when the cluster goes)",
+            Work::Step(Box::new(ForgetKubeconfig { cluster_stays })),
+        ),
+        Phase::leaf(
+            "cleanup",
+            "stop and remove everything provision installed on the host",
+            Work::Actions(cleanup),
+        ),
+        Phase::leaf(
+            "delete-node",
+            "delete each leaving node's Node object (when the cluster stays)",
+            Work::Step(Box::new(DeleteNode { cluster_stays })),
+        ),
+    ]
+}
+
+/// Units provision writes, stopped in this order: the kubelet first (it would restart pods),
+/// the runtime last (pods are removed through it).
+const NODE_UNITS: [&str; 2] = ["kubelet", "kube-proxy"];
+const LATE_UNITS: [&str; 4] = ["etcd", "provision-pod-routes", "containerd", "crio"];
+
+/// Links of the built-in network and of the CNIs provision deploys (and kube-proxy's IPVS
+/// dummy), removed with the host's pod network.
+const LINKS: [&str; 7] = [
+    cni::VXLAN_DEVICE,
+    "cni0",
+    "flannel.1",
+    "vxlan.calico",
+    "cilium_vxlan",
+    "cilium_host",
+    "kube-ipvs0",
+];
+
+/// Chain prefixes of kube-proxy, the kubelet, the CNI plugins (portmap), Calico, Cilium and
+/// Flannel; rules that jump to them, and provision's own commented rules, go with them.
+const CHAINS: &str = "KUBE-|CNI-|cali-|CILIUM_|FLANNEL-";
+
+fn stopped(unit: &str) -> Action {
+    Action::Unit(UnitSpec {
+        name: format!("{unit}.service"),
+        enabled: false,
+        active: false,
+        restart_when_changed: Vec::new(),
+    })
+}
+
+fn exec(label: &str, functions: &str, cmd: &str, unless: &str) -> Action {
+    Action::Exec {
+        label: label.into(),
+        cmd: format!("{functions}\n{cmd}"),
+        unless: format!("{functions}\n{unless}"),
+    }
+}
+
+/// What a reset host must lose, in order (a pure function of the cluster and the host).
+pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
+    let mut actions: Vec<Action> = NODE_UNITS
+        .iter()
+        .chain(control_plane::COMPONENTS.iter())
+        .map(|u| stopped(u))
+        .collect();
+    actions.push(exec(
+        "remove the pods and their containers",
+        "",
+        "if command -v crictl >/dev/null 2>&1; then timeout 120 crictl rmp -fa >/dev/null 2>&1 || true; fi\n\
+         systemctl stop kubepods.slice 2>/dev/null || true",
+        "! systemctl is-active -q kubepods.slice && \
+         { ! command -v crictl >/dev/null 2>&1 || [ -z \"$(timeout 10 crictl pods -q 2>/dev/null)\" ]; }",
+    ));
+    actions.extend(LATE_UNITS.iter().map(|u| stopped(u)));
+    let procs = format!(
+        "left() {{ for d in /proc/[0-9]*; do case \"$(readlink \"$d/exe\" 2>/dev/null)\" in {}/*) echo \"${{d#/proc/}}\";; esac; done; }}",
+        bundle::HOST_ROOT
+    );
+    actions.push(exec(
+        "stop processes still running from the bundle (container shims)",
+        &procs,
+        "left | xargs -r kill -9; sleep 1",
+        "[ -z \"$(left)\" ]",
+    ));
+    actions.push(exec(
+        "unmount the pods' volumes, root filesystems and network namespaces",
+        "mounts() { findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/var/lib/containerd|/run/containerd|/run/netns/cni-)'; }",
+        "mounts | sort -r | while read -r m; do umount \"$m\" 2>/dev/null || umount -l \"$m\"; done; rm -f /run/netns/cni-*",
+        "[ -z \"$(mounts)\" ] && ! ls /run/netns/cni-* >/dev/null 2>&1",
+    ));
+    let net = format!(
+        "links() {{ for l in {links}; do ip link show \"$l\" >/dev/null 2>&1 && echo \"$l\"; done; }}\n\
+         rules() {{ {{ iptables-save; ip6tables-save; }} 2>/dev/null | grep -E '{rules}'; }}\n\
+         nft_tables() {{ nft list tables 2>/dev/null | grep -E ' kube-proxy$'; }}",
+        links = LINKS.join(" "),
+        rules = rule_pattern(),
+    );
+    actions.push(exec(
+        "remove the pod network's links and the rules of kube-proxy and the CNI",
+        &net,
+        &format!(
+            "links | while read -r l; do ip link delete \"$l\"; done\n\
+             for t in iptables ip6tables; do\n\
+               command -v $t-save >/dev/null 2>&1 || continue\n\
+               if $t-save | grep -qE '{rules}'; then $t-save | grep -vE '{rules}' | $t-restore; fi\n\
+             done\n\
+             nft_tables | while read -r _ family name; do nft delete table \"$family\" \"$name\"; done\n\
+             true",
+            rules = rule_pattern()
+        ),
+        "[ -z \"$(links)\" ] && [ -z \"$(rules)\" ] && [ -z \"$(nft_tables)\" ]",
+    ));
+    actions.push(exec(
+        "remove the links into the bundle's directory",
+        &format!(
+            "links() {{ find /usr/local/bin /opt/cni/bin /opt -maxdepth 1 -type l -lname '{}/*' 2>/dev/null; }}",
+            bundle::HOST_ROOT
+        ),
+        "links | xargs -r rm -f",
+        "[ -z \"$(links)\" ]",
+    ));
+    actions.extend(owned_paths().iter().map(|p| Action::absent(p)));
+    actions
+}
+
+/// The lines of `iptables-save` that belong to Kubernetes: its chains, the rules in them and
+/// the rules that jump to them, and provision's own commented rules.
+fn rule_pattern() -> String {
+    format!("^:({CHAINS})|^-A ({CHAINS})| -[jg] ({CHAINS})|provision-(masquerade|forward)")
+}
+
+/// Files and directories provision writes on a host (shared system files such as CRI-O's
+/// /etc/containers/policy.json and its image store stay).
+fn owned_paths() -> Vec<String> {
+    let mut paths: Vec<String> = [
+        "/etc/kubernetes",
+        "/var/lib/kubelet",
+        "/var/lib/kube-proxy",
+        etcd::DATA_DIR,
+        "/var/lib/containerd",
+        "/run/containerd",
+        "/etc/containerd",
+        "/etc/crictl.yaml",
+        runtime::CRIO_CONFIG,
+        runtime::CRIO_REGISTRIES,
+        cni::CONFLIST,
+        "/etc/cni/net.d/10-flannel.conflist",
+        "/etc/cni/net.d/10-calico.conflist",
+        "/etc/cni/net.d/calico-kubeconfig",
+        "/etc/cni/net.d/05-cilium.conflist",
+        "/var/lib/cni",
+        "/run/flannel",
+        "/usr/local/lib/provision",
+        "/var/lib/provision",
+        bundle::HOST_ROOT,
+        host::SYSCTL_FILE,
+        host::MODULES_FILE,
+        kubelet::UNIT,
+        kubelet::PROXY_UNIT,
+        etcd::UNIT,
+        cni::ROUTES_UNIT,
+        runtime::UNIT,
+        runtime::CRIO_UNIT,
+    ]
+    .iter()
+    .map(|p| p.to_string())
+    .collect();
+    paths.extend(
+        control_plane::COMPONENTS
+            .iter()
+            .map(|c| format!("/etc/systemd/system/{c}.service")),
+    );
+    paths
+}
+
+/// Cordons the node and evicts its pods (DaemonSet and static pods stay: they go with the host).
+struct Drain {
+    cluster_stays: bool,
+}
+
+/// The pods a drain evicts from `node`, and whether any of them is still going.
+async fn pods_to_evict(pods: &Api<Pod>, node: &str) -> Result<Vec<Pod>, String> {
+    let list = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .map_err(|e| format!("listing the pods on {node}: {e}"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| {
+            let daemon = p
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "DaemonSet");
+            let mirror = p
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+            !daemon && !mirror
+        })
+        .collect())
+}
+
+fn pod_name(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or(""),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+fn api_error(node: &str, e: impl std::fmt::Display) -> String {
+    format!(
+        "cannot drain {node} through the API: {e}\nto reset the host without the API, re-run with --skip-phases drain,delete-node"
+    )
+}
+
+#[async_trait::async_trait]
+impl Step for Drain {
+    fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
+        self.cluster_stays
+    }
+
+    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+
+    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
+        let client = api::client(ctx, "admin").await?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let mut after = step::After::default();
+        if nodes
+            .get_opt(&host.name)
+            .await
+            .map_err(|e| api_error(&host.name, e))?
+            .is_none()
+        {
+            after
+                .notes
+                .push(format!("{} is not a node of the cluster", host.name));
+            return Ok(after);
+        }
+        let pods = pods_to_evict(&Api::all(client), &host.name).await?;
+        after.changes.push(format!(
+            "would cordon {} and evict {} pod(s): {}",
+            host.name,
+            pods.len(),
+            pods.iter().map(pod_name).collect::<Vec<_>>().join(", ")
+        ));
+        Ok(after)
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
+        let client = api::client(ctx, "admin").await?;
+        let nodes: Api<Node> = Api::all(client.clone());
+        let mut after = step::After::default();
+        let Some(node) = nodes
+            .get_opt(&host.name)
+            .await
+            .map_err(|e| api_error(&host.name, e))?
+        else {
+            after
+                .notes
+                .push(format!("{} is not a node of the cluster", host.name));
+            return Ok(after);
+        };
+        if !node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+        {
+            let patch = serde_json::json!({"spec": {"unschedulable": true}});
+            nodes
+                .patch(&host.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| api_error(&host.name, e))?;
+            after.changes.push(format!("cordon {}", host.name));
+        }
+        let pods: Api<Pod> = Api::all(client.clone());
+        let started = Instant::now();
+        let mut evicted = std::collections::BTreeSet::new();
+        loop {
+            let left = pods_to_evict(&pods, &host.name).await?;
+            if left.is_empty() {
+                break;
+            }
+            let mut refused = Vec::new();
+            for p in left
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
+                    continue;
+                };
+                let in_ns: Api<Pod> = Api::namespaced(client.clone(), ns);
+                match in_ns.evict(name, &EvictParams::default()).await {
+                    Ok(_) => {
+                        evicted.insert(pod_name(p));
+                    }
+                    // a PodDisruptionBudget says not now: try again until the wait ends
+                    Err(kube::Error::Api(s)) if s.code == 429 => refused.push(pod_name(p)),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    Err(e) => return Err(api_error(&host.name, e)),
+                }
+            }
+            if started.elapsed() > DRAIN_WAIT {
+                let names: Vec<String> = left.iter().map(pod_name).collect();
+                return Err(format!(
+                    "{} still has pods after {} s: {}{}\n{} stays cordoned; see `kubectl describe pod` for each, then run the same command again",
+                    host.name,
+                    DRAIN_WAIT.as_secs(),
+                    names.join(", "),
+                    if refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (evicting {} is refused by a PodDisruptionBudget)",
+                            refused.join(", ")
+                        )
+                    },
+                    host.name
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        if !evicted.is_empty() {
+            after.changes.push(format!(
+                "evict {} pod(s) from {}: {}",
+                evicted.len(),
+                host.name,
+                evicted.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(after)
+    }
+}
+
+/// A leaving control plane's etcd member is removed through the first control plane's etcd
+/// (which never leaves alone), with the leaving host's own healthcheck-client certificate.
+struct RemoveEtcdMember {
+    cluster_stays: bool,
+}
+
+#[async_trait::async_trait]
+impl Step for RemoveEtcdMember {
+    fn applies_to(&self, _ctx: &Ctx, host: &Host) -> bool {
+        self.cluster_stays && host.control_plane
+    }
+
+    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
+        let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+        let at = etcd::url(&first.address, 2379);
+        let name = shell_quote(&host.name);
+        let list = etcd::etcdctl_at(&at, "member list");
+        Ok(vec![Action::Exec {
+            label: format!("remove etcd member {}", host.name),
+            cmd: format!(
+                "id=$({list} | awk -F', ' -v n={name} '$3 == n {{print $1}}'); [ -z \"$id\" ] || {}",
+                etcd::etcdctl_at(&at, "member remove \"$id\"")
+            ),
+            // without its client certificate the host was cleaned up already, which happens only
+            // after the member was removed; a failing list is not "done"
+            unless: format!(
+                "[ ! -f {key} ] || {{ out=$({list}) && ! printf '%s\\n' \"$out\" | grep -qF {member}; }}",
+                key = etcd::HEALTHCHECK_KEY,
+                member = shell_quote(&format!(", {}, ", host.name)),
+            ),
+        }])
+    }
+}
+
+/// When the whole cluster goes, the admin kubeconfig written beside the inventory goes too, if
+/// it belongs to this cluster (same CA); a file of another cluster is left alone.
+struct ForgetKubeconfig {
+    cluster_stays: bool,
+}
+
+impl ForgetKubeconfig {
+    /// The local kubeconfig, when it is this cluster's.
+    async fn ours(&self, ctx: &Ctx, host: &Host) -> Result<Option<std::path::PathBuf>, String> {
+        let Some(path) = &ctx.local_kubeconfig else {
+            return Ok(None);
+        };
+        let Ok(text) = std::fs::read_to_string(path) else {
+            return Ok(None);
+        };
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        let ca_path = format!("{}/ca.crt", crate::pki::PKI_DIR);
+        let files = crate::host::read::read_files(&session, std::slice::from_ref(&ca_path))
+            .await
+            .map_err(|e| e.to_string())?;
+        let Some(ca) = files.get(&ca_path) else {
+            return Ok(None);
+        };
+        let ours = crate::pki::kubeconfig::parse(&text)
+            .is_ok_and(|k| k.ca_pem.trim() == String::from_utf8_lossy(ca).trim());
+        Ok(ours.then(|| path.clone()))
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for ForgetKubeconfig {
+    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
+        !self.cluster_stays && certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    }
+
+    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+
+    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
+        let mut after = step::After::default();
+        if let Some(p) = self.ours(ctx, host).await? {
+            after.changes.push(format!("would remove {}", p.display()));
+        }
+        Ok(after)
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
+        let mut after = step::After::default();
+        if let Some(p) = self.ours(ctx, host).await? {
+            std::fs::remove_file(&p).map_err(|e| format!("cannot remove {}: {e}", p.display()))?;
+            after.changes.push(format!("remove {}", p.display()));
+        }
+        Ok(after)
+    }
+}
+
+/// The leaving node's Node object, deleted once the host no longer runs a kubelet.
+struct DeleteNode {
+    cluster_stays: bool,
+}
+
+#[async_trait::async_trait]
+impl Step for DeleteNode {
+    fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
+        self.cluster_stays
+    }
+
+    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
+
+    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
+        let nodes: Api<Node> = Api::all(api::client(ctx, "admin").await?);
+        let mut after = step::After::default();
+        if nodes
+            .get_opt(&host.name)
+            .await
+            .map_err(|e| e.to_string())?
+            .is_some()
+        {
+            after
+                .changes
+                .push(format!("would delete Node {}", host.name));
+        }
+        Ok(after)
+    }
+
+    async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
+        let nodes: Api<Node> = Api::all(api::client(ctx, "admin").await?);
+        let mut after = step::After::default();
+        match nodes.delete(&host.name, &DeleteParams::default()).await {
+            Ok(_) => after.changes.push(format!("delete Node {}", host.name)),
+            Err(kube::Error::Api(s)) if s.code == 404 => {}
+            Err(e) => return Err(format!("deleting Node {}: {e}", host.name)),
+        }
+        Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_unit_stops_before_its_file_goes_and_the_runtime_outlives_the_pods() {
+        let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n";
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("i.yaml");
+        std::fs::write(&p, text).unwrap();
+        let (cluster, _) = crate::cluster::resolve(&crate::inventory::load(&p).unwrap()).unwrap();
+        let actions = cleanup(&cluster, &cluster.hosts[0]);
+        let at = |subject: &str| {
+            actions
+                .iter()
+                .position(|a| a.subject() == subject)
+                .unwrap_or_else(|| panic!("no action for {subject}"))
+        };
+        let pods = at("remove the pods and their containers");
+        assert!(at("kubelet.service") < pods);
+        assert!(pods < at("containerd.service"));
+        for unit in NODE_UNITS
+            .iter()
+            .chain(control_plane::COMPONENTS.iter())
+            .chain(LATE_UNITS.iter())
+        {
+            let file = format!("/etc/systemd/system/{unit}.service");
+            assert!(at(&format!("{unit}.service")) < at(&file), "{unit}");
+        }
+        // mounts go before the directories that hold them
+        let unmount = at("unmount the pods' volumes, root filesystems and network namespaces");
+        assert!(unmount < at("/var/lib/kubelet") && unmount < at("/run/containerd"));
+    }
+
+    /// The pattern goes to `grep -E` on the host: checked with grep itself.
+    #[test]
+    fn rule_filter_takes_kubernetes_lines_and_keeps_the_rest() {
+        let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:DOCKER - [0:0]\n\
+            -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
+            -A PREROUTING -j DOCKER\n-A KUBE-SERVICES -j KUBE-MARK-MASQ\n\
+            -A POSTROUTING -s 10.88.0.0/16 ! -d 10.88.0.0/16 -m comment --comment provision-masquerade -j MASQUERADE\n\
+            -A CNI-HOSTPORT-DNAT -j DNAT\n-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE\nCOMMIT";
+        let mut grep = std::process::Command::new("grep")
+            .args(["-vE", &rule_pattern()])
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        grep.stdin
+            .take()
+            .unwrap()
+            .write_all(save.as_bytes())
+            .unwrap();
+        let out = grep.wait_with_output().unwrap();
+        let kept = String::from_utf8(out.stdout).unwrap();
+        assert_eq!(
+            kept.lines().collect::<Vec<_>>(),
+            [
+                "*nat",
+                ":PREROUTING ACCEPT [0:0]",
+                ":DOCKER - [0:0]",
+                "-A PREROUTING -j DOCKER",
+                "-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE",
+                "COMMIT"
+            ]
+        );
+    }
+}

@@ -1,0 +1,119 @@
+//! `provision reset` of a whole cluster on two test machines (the phases that need no
+//! Kubernetes binaries: certificates, bundle, containerd, the overlay, etcd): asks first,
+//! a dry run changes nothing, the reset takes off everything provision put there and leaves
+//! what it did not (a rule of the host's own firewall), a second reset changes nothing, and
+//! `init` brings the hosts up again with a new CA.
+
+mod support;
+use support::{Testbed, provision, provision_ok};
+
+/// What provision leaves on machine `i`: one line per thing found, empty when clean.
+fn leftovers(tb: &Testbed, i: usize) -> String {
+    tb.ssh(
+        i,
+        "for u in containerd etcd provision-pod-routes kubelet kube-proxy; do \
+           systemctl is-active -q $u && echo \"unit $u active\"; \
+           systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
+           [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \
+         for p in /etc/kubernetes /var/lib/etcd /opt/provision /var/lib/provision /var/lib/containerd \
+                  /etc/containerd /etc/crictl.yaml /etc/cni/net.d/10-provision.conflist /var/lib/cni \
+                  /usr/local/lib/provision /etc/sysctl.d/99-provision.conf /etc/modules-load.d/provision.conf; do \
+           [ -e $p ] && echo \"path $p\"; done; \
+         find /usr/local/bin /opt/cni/bin /opt -maxdepth 1 -type l -lname '/opt/provision/*' 2>/dev/null | sed 's/^/link /'; \
+         for d in /proc/[0-9]*; do case \"$(readlink $d/exe 2>/dev/null)\" in /opt/provision/*) echo \"process $(readlink $d/exe)\";; esac; done; \
+         for l in provision-vx cni0; do ip link show $l >/dev/null 2>&1 && echo \"link $l\"; done; \
+         iptables-save | grep -E 'provision-|KUBE-|CNI-' | sed 's/^/rule /'; \
+         findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/run/containerd|/var/lib/containerd|/run/netns/cni-)' | sed 's/^/mount /'; \
+         true",
+    )
+}
+
+#[test]
+fn reset_asks_first_takes_off_what_provision_installed_then_changes_nothing_and_init_works_again() {
+    let tb = Testbed::up_for_kubelet(2);
+    let bundle = support::testbed_bundle(tb.dir.path(), None);
+    let inv = tb.inventory(
+        &format!(
+            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
+            bundle.display()
+        ),
+        &[],
+    );
+    let inv_s = inv.to_str().unwrap();
+    let up = || {
+        let init = "control-plane,bootstrap,kubelet,kube-proxy,addons,verify";
+        provision_ok(&["init", "-i", inv_s, "--skip-phases", init]);
+        let join = "control-plane,kubelet,kube-proxy,verify";
+        provision_ok(&["join", "-i", inv_s, "--skip-phases", join]);
+    };
+    up();
+    let kubeconfig = tb.dir.path().join("test-admin.conf");
+    assert!(kubeconfig.exists());
+    let ca_before = tb.ssh(0, "sha256sum < /etc/kubernetes/pki/ca.crt");
+    for i in 0..2 {
+        let found = leftovers(&tb, i);
+        assert!(found.contains("unit containerd active"), "{found}");
+        assert!(found.contains("link provision-vx"), "{found}");
+        assert!(found.contains("rule "), "{found}");
+        assert!(found.contains("link /usr/local/bin/containerd"), "{found}");
+    }
+    assert!(leftovers(&tb, 0).contains("unit etcd active"));
+    // the host's own firewall rule (it matches a documentation address; no traffic is sent)
+    let own_rule = "INPUT -s 192.0.2.7/32 -m comment --comment host-own-rule -j DROP";
+    tb.ssh(1, &format!("iptables -A {own_rule}"));
+
+    // without --yes and without a terminal to ask on, nothing happens
+    let refused = provision(&["reset", "-i", inv_s]);
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert!(refused.stderr.contains("--yes"), "{}", refused.text());
+    assert!(
+        refused.stderr.contains("the whole cluster goes"),
+        "{}",
+        refused.text()
+    );
+    // the first control plane leaves only with everyone
+    let first = tb.machines[0].name.as_str();
+    let alone = provision(&["reset", "-i", inv_s, "--hosts", first, "--yes"]);
+    assert_eq!(alone.code, 2, "{}", alone.text());
+    assert!(
+        alone.stderr.contains("first control plane"),
+        "{}",
+        alone.text()
+    );
+
+    // a dry run lists the changes and makes none
+    let dry = provision_ok(&["reset", "-i", inv_s, "--dry-run", "--output", "json"]);
+    assert!(dry.changes() > 20, "{}", dry.text());
+    let text = dry.text();
+    assert!(text.contains("remove directory /var/lib/etcd"), "{text}");
+    assert!(text.contains("stop etcd.service"), "{text}");
+    assert!(text.contains("would remove"), "{text}");
+    assert!(leftovers(&tb, 0).contains("unit etcd active"));
+    assert!(kubeconfig.exists());
+
+    let reset = provision_ok(&["reset", "-i", inv_s, "--yes", "--output", "json"]);
+    assert_eq!(reset.hosts_of("cleanup").len(), 2, "{}", reset.text());
+    for i in 0..2 {
+        assert_eq!(leftovers(&tb, i), "", "left on {}", tb.machines[i].name);
+    }
+    assert!(
+        tb.ssh(1, "iptables-save").contains("host-own-rule"),
+        "reset removed a rule that was not provision's"
+    );
+    assert!(!kubeconfig.exists(), "the local admin kubeconfig stayed");
+    // the drain and Node phases are for hosts leaving a cluster that stays
+    assert!(reset.hosts_of("drain").is_empty(), "{}", reset.text());
+
+    let again = provision_ok(&["reset", "-i", inv_s, "--yes", "--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+
+    // the hosts take a new cluster: a new CA, etcd healthy, the overlay back
+    up();
+    assert_ne!(
+        tb.ssh(0, "sha256sum < /etc/kubernetes/pki/ca.crt"),
+        ca_before
+    );
+    assert!(leftovers(&tb, 0).contains("unit etcd active"));
+    assert!(leftovers(&tb, 1).contains("link provision-vx"));
+    assert!(kubeconfig.exists());
+}
