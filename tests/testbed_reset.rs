@@ -5,28 +5,7 @@
 //! `init` brings the hosts up again with a new CA.
 
 mod support;
-use support::{Testbed, provision, provision_ok};
-
-/// What provision leaves on machine `i`: one line per thing found, empty when clean.
-fn leftovers(tb: &Testbed, i: usize) -> String {
-    tb.ssh(
-        i,
-        "for u in containerd etcd provision-pod-routes kubelet kube-proxy; do \
-           systemctl is-active -q $u && echo \"unit $u active\"; \
-           systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
-           [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \
-         for p in /etc/kubernetes /var/lib/etcd /opt/provision /var/lib/provision /var/lib/containerd \
-                  /etc/containerd /etc/crictl.yaml /etc/cni/net.d/10-provision.conflist /var/lib/cni \
-                  /usr/local/lib/provision /etc/sysctl.d/99-provision.conf /etc/modules-load.d/provision.conf; do \
-           [ -e $p ] && echo \"path $p\"; done; \
-         find /usr/local/bin /opt/cni/bin /opt -maxdepth 1 -type l -lname '/opt/provision/*' 2>/dev/null | sed 's/^/link /'; \
-         for d in /proc/[0-9]*; do case \"$(readlink $d/exe 2>/dev/null)\" in /opt/provision/*) echo \"process $(readlink $d/exe)\";; esac; done; \
-         for l in provision-vx cni0; do ip link show $l >/dev/null 2>&1 && echo \"link $l\"; done; \
-         iptables-save | grep -E 'provision-|KUBE-|CNI-' | sed 's/^/rule /'; \
-         findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/run/containerd|/var/lib/containerd|/run/netns/cni-)' | sed 's/^/mount /'; \
-         true",
-    )
-}
+use support::{Testbed, leftovers, provision, provision_ok};
 
 #[test]
 fn reset_asks_first_takes_off_what_provision_installed_then_changes_nothing_and_init_works_again() {
@@ -95,6 +74,11 @@ fn reset_asks_first_takes_off_what_provision_installed_then_changes_nothing_and_
     assert_eq!(reset.hosts_of("cleanup").len(), 2, "{}", reset.text());
     for i in 0..2 {
         assert_eq!(leftovers(&tb, i), "", "left on {}", tb.machines[i].name);
+        // a disk mounted at a state directory stays mounted, emptied
+        assert_eq!(
+            tb.ssh(i, "mountpoint /var/lib/containerd").trim(),
+            "/var/lib/containerd is a mountpoint"
+        );
     }
     assert!(
         tb.ssh(1, "iptables-save").contains("host-own-rule"),

@@ -22,8 +22,8 @@ pub enum Action {
         value: String,
     },
     Unit(UnitSpec),
-    /// Nothing at the path: a file, link or directory tree there is removed (never across a
-    /// mount point).
+    /// Nothing at the path: a file, link or directory tree there is removed, never across a
+    /// mount point; a mount point itself (an operator's disk for /var/lib/etcd) is emptied.
     Absent {
         path: String,
     },

@@ -105,11 +105,12 @@ pub async fn apply(
                     .map_err(fail)?;
             }
             (Step::Remove, Some(Action::Absent { path })) => {
-                // --one-file-system: a mount left under the path fails the step, never its content
+                // --one-file-system: a mount left under the path fails the step, never its
+                // content; a mount point itself is emptied and stays
+                let p = shell_quote(path);
                 session
                     .run(&format!(
-                        "rm -rf --one-file-system -- {}",
-                        shell_quote(path)
+                        "if mountpoint -q {p}; then find {p} -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system -- {{}} +; else rm -rf --one-file-system -- {p}; fi"
                     ))
                     .await
                     .map_err(fail)?;

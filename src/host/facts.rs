@@ -81,7 +81,7 @@ pub fn probe_script(actions: &[Action]) -> String {
             Action::Absent { path } => {
                 let p = shell_quote(path);
                 format!(
-                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
+                    "if [ -L {p} ]; then echo \"{i} other link\"; elif mountpoint -q {p}; then if [ -n \"$(ls -A {p})\" ]; then echo \"{i} other contents_of_mount_point\"; else echo \"{i} absent\"; fi; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
                 )
             }
             Action::Sysctl { key, .. } => {

@@ -335,3 +335,28 @@ impl Run {
             .collect()
     }
 }
+
+/// What provision left on machine `i` (units, files, links, processes, rules, mounts): one
+/// line per thing found, empty after a reset. An empty mount point counts as gone (the test
+/// machines' containerd store is one, as an operator's own disk would be).
+pub fn leftovers(tb: &Testbed, i: usize) -> String {
+    tb.ssh(
+        i,
+        "for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver; do \
+           systemctl is-active -q $u && echo \"unit $u active\"; \
+           systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
+           [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \
+         for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /opt/provision /var/lib/provision /var/lib/containerd \
+                  /etc/containerd /etc/crictl.yaml /etc/cni/net.d/10-provision.conflist /var/lib/cni \
+                  /usr/local/lib/provision /etc/sysctl.d/99-provision.conf /etc/modules-load.d/provision.conf; do \
+           [ -e $p ] && ! { mountpoint -q $p && [ -z \"$(ls -A $p)\" ]; } && echo \"path $p\"; done; \
+         find /usr/local/bin /opt/cni/bin /opt -maxdepth 1 -type l -lname '/opt/provision/*' 2>/dev/null | sed 's/^/link /'; \
+         for d in /proc/[0-9]*; do case \"$(readlink $d/exe 2>/dev/null)\" in /opt/provision/*) echo \"process $(readlink $d/exe)\";; esac; done; \
+         for l in provision-vx cni0; do ip link show $l >/dev/null 2>&1 && echo \"link $l\"; done; \
+         iptables-save | grep -E 'provision-|KUBE-|CNI-' | sed 's/^/rule /'; \
+         systemctl is-active -q kubepods.slice && echo 'pods running'; \
+         ls /run/netns/cni-* 2>/dev/null | sed 's/^/netns /'; \
+         findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/run/containerd|/var/lib/containerd)/|^/run/netns/cni-' | sed 's/^/mount /'; \
+         true",
+    )
+}
