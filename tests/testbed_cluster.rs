@@ -107,7 +107,8 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
             "spec": {"nodeName": n, "containers": [{
                 "name": "bb", "image": "docker.io/library/busybox:1.35.0",
                 "imagePullPolicy": "Never",
-                "command": ["sh", "-c", "echo started on $(hostname); sleep 3600"]}]}
+                "command": ["sh", "-c", "echo started on $(hostname); sleep 3600"]}],
+                "terminationGracePeriodSeconds": 1}
         })
         .to_string();
         let out = tb.ssh_output(0, &format!("echo '{manifest}' | {kubectl} apply -f -"));
@@ -208,10 +209,36 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
             "systemctl status provision-pod-routes --no-pager; journalctl -b -u provision-pod-routes --no-pager -o cat | tail -n 20"
         )
     );
+
+    // the worker leaves: drained (its pod evicted), reset, its Node deleted; the others stay
+    let leave = provision_ok(&[
+        "reset", "-i", inv_s, "--hosts", w, "--yes", "--output", "json",
+    ]);
+    let text = leave.text();
+    assert!(
+        text.contains(&format!("evict 1 pod(s) from {w}: default/bb-{w}")),
+        "{text}"
+    );
+    assert!(text.contains(&format!("delete Node {w}")), "{text}");
+    assert_eq!(support::leftovers(&tb, 2), "", "left on {w}");
+    let stayed: Vec<(String, bool)> = names[..2].iter().map(|n| (n.clone(), true)).collect();
+    assert_eq!(ready_nodes(&kubeconfig).await, stayed);
+    let running = tb.ssh(0, &format!("{kubectl} get pods --no-headers"));
+    assert_eq!(
+        running.lines().filter(|l| l.contains(" Running ")).count(),
+        2,
+        "{running}"
+    );
+    // and it can join again
+    provision_ok(&["join", "-i", inv_s, "--hosts", w]);
+    assert_eq!(
+        ready_nodes(&kubeconfig).await,
+        names.iter().map(|n| (n.clone(), true)).collect::<Vec<_>>()
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
-async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
+async fn a_second_control_plane_joins_etcd_serves_the_api_leaves_and_rejoins() {
     let Some(kube_bin) = support::kube_bin_or_skip("real-cluster test") else {
         return;
     };
@@ -268,6 +295,42 @@ async fn a_second_control_plane_joins_etcd_and_serves_the_api() {
     assert_eq!(tb.ssh(0, same), tb.ssh(1, same));
     let again = provision_ok(&["join", "-i", inv_s, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
+
+    // the second control plane leaves: its etcd member goes and the first serves alone
+    let leave = provision_ok(&[
+        "reset", "-i", inv_s, "--hosts", &cp2.name, "--yes", "--output", "json",
+    ]);
+    assert_eq!(
+        leave.hosts_of("remove-etcd-member").len(),
+        1,
+        "{}",
+        leave.text()
+    );
+    let members = tb.ssh(0, &format!("{} member list", etcdctl()));
+    assert_eq!(members.lines().count(), 1, "{members}");
+    assert!(members.contains(&format!(", {}, ", cp1.name)), "{members}");
+    assert_eq!(support::leftovers(&tb, 1), "", "left on {}", cp2.name);
+    let nodes = tb.ssh(
+        0,
+        "kubectl --kubeconfig=/etc/kubernetes/admin.conf get nodes --no-headers",
+    );
+    assert!(!nodes.contains(&cp2.name), "{nodes}");
+    assert!(nodes.contains(" Ready "), "{nodes}");
+    // a re-run has nothing left to remove; then it joins again as a new member
+    let again = provision_ok(&[
+        "reset", "-i", inv_s, "--hosts", &cp2.name, "--yes", "--output", "json",
+    ]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+    provision_ok(&["join", "-i", inv_s]);
+    let members = tb.ssh(0, &format!("{} member list", etcdctl()));
+    assert_eq!(
+        members
+            .lines()
+            .filter(|l| l.contains(", started, "))
+            .count(),
+        2,
+        "{members}"
+    );
 }
 
 fn etcdctl() -> &'static str {

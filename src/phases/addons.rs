@@ -8,7 +8,6 @@ use super::api::{apply_manifest, client};
 use super::step::{self, After, Step};
 use super::{Ctx, Phase, Work, certs};
 use crate::cluster::{BundleSource, Host};
-use crate::host::Action;
 use crate::render::render;
 
 pub fn phase() -> Phase {
@@ -91,10 +90,6 @@ impl Addons {
 impl Step for Addons {
     fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
         certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
-    }
-
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {

@@ -7,7 +7,6 @@ use super::api::{client, ensure};
 use super::step::{After, Step};
 use super::{Ctx, Phase, Work, certs};
 use crate::cluster::Host;
-use crate::host::Action;
 use crate::host::read::read_files;
 use crate::inventory::RuntimeClass as SandboxClass;
 use crate::pki::token::NODE_BOOTSTRAP_GROUP;
@@ -87,10 +86,6 @@ fn cluster_info(ctx: &Ctx, ca_pem: &str) -> Result<ConfigMap, String> {
 impl Step for Bootstrap {
     fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
         certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
-    }
-
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {

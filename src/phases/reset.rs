@@ -118,7 +118,9 @@ pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
     ));
     actions.push(exec(
         "unmount the pods' volumes, root filesystems and network namespaces",
-        "mounts() { findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/var/lib/containerd|/run/containerd|/run/netns/cni-)'; }",
+        // below the state directories only: a disk mounted at /var/lib/etcd or
+        // /var/lib/containerd itself is the operator's and stays (it is emptied, not removed)
+        "mounts() { findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/var/lib/containerd|/run/containerd)/|^/run/netns/cni-'; }",
         "mounts | sort -r | while read -r m; do umount \"$m\" 2>/dev/null || umount -l \"$m\"; done; rm -f /run/netns/cni-*",
         "[ -z \"$(mounts)\" ] && ! ls /run/netns/cni-* >/dev/null 2>&1",
     ));
@@ -238,6 +240,14 @@ async fn pods_to_evict(pods: &Api<Pod>, node: &str) -> Result<Vec<Pod>, String> 
         .collect())
 }
 
+fn namespace_terminating(s: &kube::core::Status) -> bool {
+    s.code == 403
+        && s.details
+            .iter()
+            .flat_map(|d| d.causes.iter())
+            .any(|c| c.reason == "NamespaceTerminating")
+}
+
 fn pod_name(p: &Pod) -> String {
     format!(
         "{}/{}",
@@ -256,10 +266,6 @@ fn api_error(node: &str, e: impl std::fmt::Display) -> String {
 impl Step for Drain {
     fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
         self.cluster_stays
-    }
-
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
     }
 
     async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
@@ -338,6 +344,8 @@ impl Step for Drain {
                     // a PodDisruptionBudget says not now: try again until the wait ends
                     Err(kube::Error::Api(s)) if s.code == 429 => refused.push(pod_name(p)),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    // its namespace is being deleted: the pod goes by itself, wait for it
+                    Err(kube::Error::Api(s)) if namespace_terminating(&s) => {}
                     Err(e) => return Err(api_error(&host.name, e)),
                 }
             }
@@ -442,10 +450,6 @@ impl Step for ForgetKubeconfig {
         !self.cluster_stays && certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
     }
 
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
-    }
-
     async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
         let mut after = step::After::default();
         if let Some(p) = self.ours(ctx, host).await? {
@@ -473,10 +477,6 @@ struct DeleteNode {
 impl Step for DeleteNode {
     fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
         self.cluster_stays
-    }
-
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
     }
 
     async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {

@@ -25,7 +25,10 @@ pub trait Step: Send + Sync {
         false
     }
 
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String>;
+    /// The host's desired state (none for steps that act only through the API).
+    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
+        Ok(Vec::new())
+    }
 
     /// After the actions are applied (never in a dry run): wait for health, or act through the
     /// API; what it changed and what the user should know.

@@ -5,7 +5,6 @@
 use super::step::{After, Step};
 use super::{Ctx, Phase, Work, certs};
 use crate::cluster::Host;
-use crate::host::Action;
 use crate::verify::report::Outcome;
 use crate::verify::{self, Expect};
 
@@ -29,10 +28,6 @@ impl Step for Verify {
     /// On `join`, it runs once from the first control plane, across every node.
     fn every_node_on_join(&self) -> bool {
         true
-    }
-
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
     }
 
     async fn after(&self, ctx: &Ctx, _host: &Host, _changed: bool) -> Result<After, String> {
