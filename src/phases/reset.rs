@@ -344,8 +344,16 @@ impl Step for Drain {
                     // a PodDisruptionBudget says not now: try again until the wait ends
                     Err(kube::Error::Api(s)) if s.code == 429 => refused.push(pod_name(p)),
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
-                    // its namespace is being deleted: the pod goes by itself, wait for it
-                    Err(kube::Error::Api(s)) if namespace_terminating(&s) => {}
+                    // its namespace is being deleted (no eviction can be created there): the
+                    // pod goes with it anyway, so delete it now rather than wait for the
+                    // namespace controller
+                    Err(kube::Error::Api(s)) if namespace_terminating(&s) => {
+                        match in_ns.delete(name, &DeleteParams::default()).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(s)) if s.code == 404 => {}
+                            Err(e) => return Err(api_error(&host.name, e)),
+                        }
+                    }
                     Err(e) => return Err(api_error(&host.name, e)),
                 }
             }
