@@ -158,11 +158,10 @@ impl Cache {
                 mode: mode & 0o7777,
             });
         }
-        std::fs::write(
-            tmp.join(".index.json"),
-            serde_json::to_vec(&files).expect("the index serializes"),
-        )
-        .map_err(|e| format!("{}: {e}", tmp.display()))?;
+        let index = serde_json::to_vec(&files)
+            .map_err(|e| format!("{}: the file index: {e}", tmp.display()))?;
+        std::fs::write(tmp.join(".index.json"), index)
+            .map_err(|e| format!("{}: {e}", tmp.display()))?;
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::rename(&tmp, &dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         Ok(files)

@@ -126,7 +126,8 @@ impl Fetcher {
                 ProgressStyle::with_template(
                     "{msg:40!} {bar:30} {bytes:>10}/{total_bytes:10} {bytes_per_sec:>12}",
                 )
-                .expect("a valid template"),
+                // a plain bar rather than no download when the template does not parse
+                .unwrap_or_else(|_| ProgressStyle::default_bar()),
             );
             pb.set_message(what.to_string());
             pb

@@ -172,14 +172,14 @@ impl BundleDir {
     }
 }
 
-pub fn render(files: Vec<Entry>) -> String {
+pub fn render(files: Vec<Entry>) -> Result<String, String> {
     let m = Manifest {
         api_version: API_VERSION.into(),
         kind: "Bundle".into(),
         files,
     };
-    format!(
-        "# Written by provision. Check it with `provision bundle verify <dir>`.\n{}",
-        serde_yaml::to_string(&m).expect("a manifest serializes")
-    )
+    let yaml = serde_yaml::to_string(&m).map_err(|e| format!("bundle.yaml: {e}"))?;
+    Ok(format!(
+        "# Written by provision. Check it with `provision bundle verify <dir>`.\n{yaml}"
+    ))
 }

@@ -195,14 +195,18 @@ pub struct Source {
 /// The download URL of a want for an upstream or mirror source (the mirror keeps upstream's
 /// host and path under its base URL: `<mirror>/dl.k8s.io/release/...`).
 pub fn download_url(cluster: &Cluster, want: &Want) -> Option<String> {
-    let c = catalog::component(&want.component)?;
+    catalog::component(&want.component).map(|c| url_of(cluster, c, want))
+}
+
+/// Where `want` of catalog component `c` downloads from: upstream, or the mirror's copy.
+fn url_of(cluster: &Cluster, c: &catalog::Component, want: &Want) -> String {
     let upstream = c.url_for(&want.version, want.arch);
-    Some(match &cluster.bundle {
+    match &cluster.bundle {
         BundleSource::Mirror { url, .. } => {
             format!("{url}/{}", upstream.trim_start_matches("https://"))
         }
         _ => upstream,
-    })
+    }
 }
 
 /// Makes every want's files available locally: reads a bundle directory, or fetches into the
@@ -259,7 +263,7 @@ pub async fn prepare(
         if c.packaging == Packaging::Image {
             continue;
         }
-        let url = download_url(cluster, w).expect("a catalog component");
+        let url = url_of(cluster, c, w);
         let digest = match catalog::pinned(c.name, w.arch, &w.version)
             .or_else(|| lock.get(c.name, &w.version, w.arch).cloned())
         {

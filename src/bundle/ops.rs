@@ -147,7 +147,7 @@ pub async fn pack(cluster: &Cluster, lock_path: &Path, out: &Path) -> Result<Str
         }
     }
     let m = dir.join(manifest::FILE_NAME);
-    std::fs::write(&m, manifest::render(entries.clone())).map_err(|e| io(e, &m))?;
+    std::fs::write(&m, manifest::render(entries.clone())?).map_err(|e| io(e, &m))?;
     let images_skipped: Vec<String> = all
         .iter()
         .filter(|w| !prepared.files.contains_key(*w))

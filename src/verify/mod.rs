@@ -262,11 +262,11 @@ async fn workload(
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     services
-        .create(&PostParams::default(), &service())
+        .create(&PostParams::default(), &service()?)
         .await
         .map_err(|e| format!("creating the test Service: {e}"))?;
     for (i, h) in nodes.iter().enumerate() {
-        let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), i == 0, None);
+        let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), i == 0, None)?;
         create_when_ready(&pods, &pod).await?;
     }
     let running = wait_running(&pods, nodes, report).await;
@@ -307,15 +307,23 @@ fn pod_name(node: &str) -> String {
     n.trim_end_matches('-').to_string()
 }
 
-fn service() -> Service {
-    serde_json::from_value(serde_json::json!({
-        "metadata": {"name": SERVICE},
-        "spec": {
-            "selector": {"app": APP_LABEL},
-            "ports": [{"port": 80, "targetPort": POD_PORT, "protocol": "TCP"}],
-        }
-    }))
-    .expect("a valid Service")
+/// A typed API object from JSON built here; an error names the kind (and so the bug).
+fn object<T: serde::de::DeserializeOwned>(kind: &str, v: serde_json::Value) -> Result<T, String> {
+    serde_json::from_value(v)
+        .map_err(|e| format!("internal error: the {kind} verify builds is invalid: {e}"))
+}
+
+fn service() -> Result<Service, String> {
+    object(
+        "Service",
+        serde_json::json!({
+            "metadata": {"name": SERVICE},
+            "spec": {
+                "selector": {"app": APP_LABEL},
+                "ports": [{"port": 80, "targetPort": POD_PORT, "protocol": "TCP"}],
+            }
+        }),
+    )
 }
 
 /// A pod serving its own name; on `node` when given, tolerating every taint.
@@ -325,7 +333,7 @@ fn test_pod(
     node: Option<&str>,
     client_role: bool,
     runtime_class: Option<&str>,
-) -> Pod {
+) -> Result<Pod, String> {
     let mut labels = serde_json::json!({"app": APP_LABEL});
     if let Some(n) = node {
         labels["provision.io/node"] = n.into();
@@ -358,7 +366,7 @@ fn test_pod(
     if let Some(rc) = runtime_class {
         pod["spec"]["runtimeClassName"] = rc.into();
     }
-    serde_json::from_value(pod).expect("a valid Pod")
+    object("Pod", pod)
 }
 
 fn namespace_name() -> String {
@@ -385,13 +393,15 @@ async fn create_namespace(client: &Client, ns: &str) -> Result<(), String> {
             let _ = namespaces.delete(&name, &DeleteParams::background()).await;
         }
     }
-    let namespace: Namespace = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": ns, "labels": {
-            "app.kubernetes.io/managed-by": "provision",
-            NAMESPACE_LABEL: "true",
-        }}
-    }))
-    .expect("a valid Namespace");
+    let namespace: Namespace = object(
+        "Namespace",
+        serde_json::json!({
+            "metadata": {"name": ns, "labels": {
+                "app.kubernetes.io/managed-by": "provision",
+                NAMESPACE_LABEL: "true",
+            }}
+        }),
+    )?;
     namespaces
         .create(&PostParams::default(), &namespace)
         .await
@@ -787,11 +797,13 @@ async fn network_policy(
     }
     let policies: Api<NetworkPolicy> =
         Api::namespaced(client.clone(), pods.namespace().unwrap_or_default());
-    let deny: NetworkPolicy = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "deny-all"},
-        "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
-    }))
-    .expect("a valid NetworkPolicy");
+    let deny: NetworkPolicy = object(
+        "NetworkPolicy",
+        serde_json::json!({
+            "metadata": {"name": "deny-all"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        }),
+    )?;
     policies
         .create(&PostParams::default(), &deny)
         .await
@@ -823,15 +835,17 @@ async fn network_policy(
         });
         return Ok(());
     }
-    let allow: NetworkPolicy = serde_json::from_value(serde_json::json!({
-        "metadata": {"name": "allow-client"},
-        "spec": {
-            "podSelector": {"matchLabels": {"provision.io/node": b.host.name}},
-            "policyTypes": ["Ingress"],
-            "ingress": [{"from": [{"podSelector": {"matchLabels": {"provision.io/role": "client"}}}]}],
-        }
-    }))
-    .expect("a valid NetworkPolicy");
+    let allow: NetworkPolicy = object(
+        "NetworkPolicy",
+        serde_json::json!({
+            "metadata": {"name": "allow-client"},
+            "spec": {
+                "podSelector": {"matchLabels": {"provision.io/node": b.host.name}},
+                "policyTypes": ["Ingress"],
+                "ingress": [{"from": [{"podSelector": {"matchLabels": {"provision.io/role": "client"}}}]}],
+            }
+        }),
+    )?;
     policies
         .create(&PostParams::default(), &allow)
         .await
@@ -882,7 +896,7 @@ async fn runtime_classes(
     for rc in classes.items {
         let name = rc.metadata.name.clone().unwrap_or_default();
         let pod_name = format!("verify-rc-{name}");
-        create_when_ready(pods, &test_pod(&pod_name, image, None, false, Some(&name))).await?;
+        create_when_ready(pods, &test_pod(&pod_name, image, None, false, Some(&name))?).await?;
         let started = Instant::now();
         let row = loop {
             let pod = pods.get(&pod_name).await.map_err(|e| e.to_string())?;
@@ -939,7 +953,7 @@ mod tests {
 
     #[test]
     fn test_pods_tolerate_every_taint_and_stay_on_their_node() {
-        let p = test_pod("verify-n1", "busybox:1", Some("n1"), true, None);
+        let p = test_pod("verify-n1", "busybox:1", Some("n1"), true, None).unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(
             spec.tolerations.unwrap()[0].operator.as_deref(),
