@@ -59,10 +59,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 hosts: vec![first_cp],
                 preflight_hosts: cluster.hosts.clone(),
             };
-            let command = match &only {
-                Some(p) => format!("init phase {p}"),
-                None => "init".to_string(),
-            };
+            let command = command_name("init", only.as_deref());
             let job = Job {
                 command,
                 tree: &tree,
@@ -167,10 +164,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 return Err(EXIT_BAD_INPUT);
             }
             let tree = phases::reset::tree(cluster_stays);
-            let command = match &only {
-                Some(p) => format!("reset phase {p}"),
-                None => "reset".to_string(),
-            };
+            let command = command_name("reset", only.as_deref());
             let job = Job {
                 command,
                 tree: &tree,
@@ -191,10 +185,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 hosts: hosts.clone(),
                 preflight_hosts: hosts,
             };
-            let command = match &only {
-                Some(p) => format!("join phase {p}"),
-                None => "join".to_string(),
-            };
+            let command = command_name("join", only.as_deref());
             let job = Job {
                 command,
                 tree: &tree,
@@ -390,6 +381,14 @@ fn named_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
             })
         })
         .collect()
+}
+
+/// "init", or "init phase PATH" when one phase runs.
+fn command_name(command: &str, only: Option<&str>) -> String {
+    match only {
+        Some(p) => format!("{command} phase {p}"),
+        None => command.to_string(),
+    }
 }
 
 /// What a command runs: which phases of which tree, on which hosts.

@@ -48,27 +48,52 @@ where
     K::DynamicType: Default,
 {
     let name = obj.meta().name.clone().ok_or("an object without a name")?;
-    let kind = K::kind(&K::DynamicType::default()).to_string();
+    let what = format!("{} {name}", K::kind(&K::DynamicType::default()));
+    apply(api, &name, &what, obj, false).await
+}
+
+/// Server-side apply of one object (a dry run when asked): "create ..." or "update ..." (with
+/// "would" in a dry run) when the object's resourceVersion moved, None when it did not.
+async fn apply<K>(
+    api: &Api<K>,
+    name: &str,
+    what: &str,
+    obj: &K,
+    dry_run: bool,
+) -> Result<Option<String>, String>
+where
+    K: Resource + Clone + DeserializeOwned + Serialize + Debug,
+{
     let before = api
-        .get_opt(&name)
+        .get_opt(name)
         .await
-        .map_err(|e| format!("reading {kind} {name}: {e}"))?
+        .map_err(|e| format!("reading {what}: {e}"))?
         .and_then(|o| o.meta().resource_version.clone());
+    let mut params = PatchParams::apply(FIELD_MANAGER).force();
+    if dry_run {
+        params = params.dry_run();
+    }
     let after = api
-        .patch(
-            &name,
-            &PatchParams::apply(FIELD_MANAGER).force(),
-            &Patch::Apply(obj),
-        )
+        .patch(name, &params, &Patch::Apply(obj))
         .await
-        .map_err(|e| format!("applying {kind} {name}: {e}"))?;
-    Ok(match before {
-        None => Some(format!("create {kind} {name}")),
-        Some(v) if Some(&v) != after.meta().resource_version.as_ref() => {
-            Some(format!("update {kind} {name}"))
-        }
-        _ => None,
-    })
+        .map_err(|e| {
+            let how = if dry_run {
+                " (server-side dry run)"
+            } else {
+                ""
+            };
+            format!("applying {what}{how}: {e}")
+        })?;
+    let verb = match before {
+        None => "create",
+        Some(v) if Some(&v) != after.meta().resource_version.as_ref() => "update",
+        _ => return Ok(None),
+    };
+    Ok(Some(if dry_run {
+        format!("would {verb} {what}")
+    } else {
+        format!("{verb} {what}")
+    }))
 }
 
 /// Applies every document of `manifest` server-side (namespaced objects without a namespace go
@@ -82,6 +107,8 @@ pub async fn apply_manifest(
     use kube::core::{DynamicObject, GroupVersionKind};
     use kube::discovery::{self, Scope};
     let mut changes = Vec::new();
+    // one discovery request per kind, not per document (Calico has dozens of CRDs)
+    let mut kinds = std::collections::HashMap::new();
     for doc in crate::cni_manifest::documents(manifest) {
         let mut obj: DynamicObject =
             serde_yaml::from_str(doc).map_err(|e| format!("a manifest document: {e}\n{doc}"))?;
@@ -95,57 +122,28 @@ pub async fn apply_manifest(
             .name
             .clone()
             .ok_or("a manifest object without a name")?;
-        let (resource, caps) = discovery::pinned_kind(client, &gvk).await.map_err(|e| {
-            format!(
-                "the API server does not serve {} {}: {e}",
-                types.api_version, types.kind
-            )
-        })?;
+        if !kinds.contains_key(&gvk) {
+            let found = discovery::pinned_kind(client, &gvk).await.map_err(|e| {
+                format!(
+                    "the API server does not serve {} {}: {e}",
+                    types.api_version, types.kind
+                )
+            })?;
+            kinds.insert(gvk.clone(), found);
+        }
+        let (resource, caps) = &kinds[&gvk];
         let api: Api<DynamicObject> = if caps.scope == Scope::Namespaced {
             let ns = obj
                 .metadata
                 .namespace
                 .get_or_insert_with(|| "kube-system".into())
                 .clone();
-            Api::namespaced_with(client.clone(), &ns, &resource)
+            Api::namespaced_with(client.clone(), &ns, resource)
         } else {
-            Api::all_with(client.clone(), &resource)
+            Api::all_with(client.clone(), resource)
         };
         let what = format!("{} {name}", types.kind);
-        let before = api
-            .get_opt(&name)
-            .await
-            .map_err(|e| format!("reading {what}: {e}"))?
-            .and_then(|o| o.metadata.resource_version);
-        let mut params = PatchParams::apply(FIELD_MANAGER).force();
-        if dry_run {
-            params = params.dry_run();
-        }
-        let after = api
-            .patch(&name, &params, &Patch::Apply(&obj))
-            .await
-            .map_err(|e| {
-                format!(
-                    "applying {what}{}: {e}",
-                    if dry_run {
-                        " (server-side dry run)"
-                    } else {
-                        ""
-                    }
-                )
-            })?;
-        let verb = match before {
-            None => Some("create"),
-            Some(v) if Some(&v) != after.metadata.resource_version.as_ref() => Some("update"),
-            _ => None,
-        };
-        if let Some(verb) = verb {
-            changes.push(if dry_run {
-                format!("would {verb} {what}")
-            } else {
-                format!("{verb} {what}")
-            });
-        }
+        changes.extend(apply(&api, &name, &what, &obj, dry_run).await?);
     }
     Ok(changes)
 }

@@ -214,7 +214,7 @@ struct Drain {
     cluster_stays: bool,
 }
 
-/// The pods a drain evicts from `node`, and whether any of them is still going.
+/// The pods a drain evicts from `node` (those already terminating included: it waits for them).
 async fn pods_to_evict(pods: &Api<Pod>, node: &str) -> Result<Vec<Pod>, String> {
     let list = pods
         .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
@@ -262,6 +262,29 @@ fn api_error(node: &str, e: impl std::fmt::Display) -> String {
     )
 }
 
+/// The API client and the host's Node, or None (with a note) when it is not a node.
+async fn leaving_node(
+    ctx: &Ctx,
+    host: &Host,
+    after: &mut step::After,
+) -> Result<Option<(kube::Client, Node)>, String> {
+    let client = api::client(ctx, "admin").await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    match nodes
+        .get_opt(&host.name)
+        .await
+        .map_err(|e| api_error(&host.name, e))?
+    {
+        Some(node) => Ok(Some((client, node))),
+        None => {
+            after
+                .notes
+                .push(format!("{} is not a node of the cluster", host.name));
+            Ok(None)
+        }
+    }
+}
+
 #[async_trait::async_trait]
 impl Step for Drain {
     fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
@@ -269,20 +292,10 @@ impl Step for Drain {
     }
 
     async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
-        let client = api::client(ctx, "admin").await?;
-        let nodes: Api<Node> = Api::all(client.clone());
         let mut after = step::After::default();
-        if nodes
-            .get_opt(&host.name)
-            .await
-            .map_err(|e| api_error(&host.name, e))?
-            .is_none()
-        {
-            after
-                .notes
-                .push(format!("{} is not a node of the cluster", host.name));
+        let Some((client, _)) = leaving_node(ctx, host, &mut after).await? else {
             return Ok(after);
-        }
+        };
         let pods = pods_to_evict(&Api::all(client), &host.name).await?;
         after.changes.push(format!(
             "would cordon {} and evict {} pod(s): {}",
@@ -294,19 +307,11 @@ impl Step for Drain {
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
-        let client = api::client(ctx, "admin").await?;
-        let nodes: Api<Node> = Api::all(client.clone());
         let mut after = step::After::default();
-        let Some(node) = nodes
-            .get_opt(&host.name)
-            .await
-            .map_err(|e| api_error(&host.name, e))?
-        else {
-            after
-                .notes
-                .push(format!("{} is not a node of the cluster", host.name));
+        let Some((client, node)) = leaving_node(ctx, host, &mut after).await? else {
             return Ok(after);
         };
+        let nodes: Api<Node> = Api::all(client.clone());
         if !node
             .spec
             .as_ref()
