@@ -44,10 +44,7 @@ fn ship(inv: &Path) -> (support::Run, support::Run) {
 fn artifacts_land_verified_then_nothing_moves_then_one_version_change_ships_one_component() {
     let tb = Testbed::up(3);
     let bundle = support::testbed_bundle(tb.dir.path(), None);
-    let spec = format!(
-        "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
-        bundle.display()
-    );
+    let spec = support::bundle_spec(&bundle);
     let inv = tb.inventory(&spec, &[]);
 
     let (init, join) = ship(&inv);

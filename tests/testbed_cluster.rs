@@ -59,13 +59,7 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(3);
     let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
-    let inv = tb.inventory(
-        &format!(
-            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
-            bundle.display()
-        ),
-        &[],
-    );
+    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     let inv_s = inv.to_str().unwrap();
     let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
 
@@ -246,13 +240,7 @@ async fn a_second_control_plane_joins_etcd_serves_the_api_leaves_and_rejoins() {
     let tb = Testbed::up_for_kubelet(2);
     let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
     let role = "      roles: [control-plane]\n";
-    let inv = tb.inventory(
-        &format!(
-            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
-            bundle.display()
-        ),
-        &[],
-    );
+    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     // both hosts control planes
     let text = std::fs::read_to_string(&inv)
         .unwrap()

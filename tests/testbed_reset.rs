@@ -11,13 +11,7 @@ use support::{Testbed, leftovers, provision, provision_ok};
 fn reset_asks_first_takes_off_what_provision_installed_then_changes_nothing_and_init_works_again() {
     let tb = Testbed::up_for_kubelet(2);
     let bundle = support::testbed_bundle(tb.dir.path(), None);
-    let inv = tb.inventory(
-        &format!(
-            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
-            bundle.display()
-        ),
-        &[],
-    );
+    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     let inv_s = inv.to_str().unwrap();
     let up = || {
         let init = "control-plane,bootstrap,kubelet,kube-proxy,addons,verify";

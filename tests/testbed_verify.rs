@@ -38,13 +38,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     };
     let tb = Testbed::up_for_kubelet(3);
     let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
-    let inv = tb.inventory(
-        &format!(
-            "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
-            bundle.display()
-        ),
-        &[],
-    );
+    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     let inv = inv.to_str().unwrap();
     let names: Vec<&str> = tb.machines.iter().map(|m| m.name.as_str()).collect();
 
@@ -181,10 +175,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         ("cilium", "cilium"),
     ] {
         let inv = tb.inventory(
-            &format!(
-                "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n  cni:\n    name: {cni}\n",
-                bundle.display()
-            ),
+            &format!("{}  cni:\n    name: {cni}\n", support::bundle_spec(&bundle)),
             &[],
         );
         let inv = inv.to_str().unwrap();

@@ -278,6 +278,15 @@ pub fn testbed_bundle(dir: &Path, kube_bin: Option<&Path>) -> PathBuf {
     out
 }
 
+/// The inventory spec lines for the test bed's Kubernetes 1.20.2 from the bundle directory at
+/// `bundle` (for `Testbed::inventory`).
+pub fn bundle_spec(bundle: &Path) -> String {
+    format!(
+        "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
+        bundle.display()
+    )
+}
+
 /// Runs the provision binary and fails the test unless it exits 0.
 pub fn provision_ok(args: &[&str]) -> Run {
     let r = provision(args);
