@@ -6,7 +6,10 @@ use crate::inventory::{
     self, BastionSpec, CniName, KeyType, Loaded, Problem, Problems, Role, RuntimeClass,
     RuntimeName, Severity, SshSpec, SudoMode,
 };
-use crate::version::{OLDEST_MINOR, Version};
+use crate::version::{CATALOG_MINORS, Version};
+
+const OLDEST_MINOR: u32 = CATALOG_MINORS[0];
+const NEWEST_MINOR: u32 = CATALOG_MINORS[CATALOG_MINORS.len() - 1];
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
@@ -290,43 +293,27 @@ impl Resolver<'_> {
                 self.error(
                     path,
                     e,
-                    "write a release like 1.36.4 (1.34, 1.35 and 1.36 are pinned)",
+                    "write a release like 1.37.2 (1.35, 1.36 and 1.37 are pinned)",
                 );
                 None
             }
             Ok(v) if v.major != 1 || v.minor < OLDEST_MINOR => {
                 self.error(
                     path,
-                    format!("Kubernetes {v} is not supported"),
-                    "use 1.34, 1.35 or 1.36 (older minors down to 1.20 only from a dir bundle)",
+                    format!("Kubernetes {v} is not supported (out of upstream support)"),
+                    "use 1.35, 1.36 or 1.37",
                 );
                 None
             }
-            Ok(v) if v.minor > 36 => {
+            Ok(v) if v.minor > NEWEST_MINOR => {
                 self.error(
                     path,
                     format!("Kubernetes {v} is newer than this release of provision knows"),
-                    "use 1.36 or older, or upgrade provision",
+                    "use 1.37 or older, or upgrade provision",
                 );
                 None
             }
-            Ok(v) => {
-                if !v.in_catalog() {
-                    self.warning(
-                        path,
-                        format!("Kubernetes {v} has no pinned catalog entry"),
-                        "its binaries must come from a dir bundle (spec.bundle.dir)",
-                    );
-                    if spec.bundle.dir.is_none() {
-                        self.error(
-                            path,
-                            format!("Kubernetes {v} can only be installed from a dir bundle"),
-                            "set spec.bundle.dir, or use 1.34, 1.35 or 1.36",
-                        );
-                    }
-                }
-                Some(v)
-            }
+            Ok(v) => Some(v),
         }
     }
 

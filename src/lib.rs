@@ -7,7 +7,6 @@ pub mod bundle;
 pub mod cli;
 pub mod cluster;
 pub mod cni_manifest;
-pub mod compat;
 pub mod host;
 pub mod inventory;
 pub mod output;

@@ -4,11 +4,9 @@ use serde::Serialize;
 use std::fmt;
 
 /// The minors with a pinned catalog; the last is the default.
-pub const CATALOG_MINORS: [u32; 3] = [34, 35, 36];
+pub const CATALOG_MINORS: [u32; 3] = [35, 36, 37];
 /// The newest patch release pinned per catalog minor.
-pub const CATALOG_PATCHES: [(u32, u32); 3] = [(34, 11), (35, 8), (36, 4)];
-/// Older minors down to this one are accepted from a `dir` bundle, with a warning.
-pub const OLDEST_MINOR: u32 = 20;
+pub const CATALOG_PATCHES: [(u32, u32); 3] = [(35, 8), (36, 4), (37, 2)];
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
 pub struct Version {
@@ -33,10 +31,10 @@ impl Version {
         let parts: Vec<&str> = t.split('.').collect();
         let num = |p: &str| -> Result<u32, String> {
             if p.is_empty() || !p.bytes().all(|b| b.is_ascii_digit()) {
-                return Err(format!("\"{s}\" is not a version like 1.36.4"));
+                return Err(format!("\"{s}\" is not a version like 1.37.2"));
             }
             p.parse()
-                .map_err(|_| format!("\"{s}\" is not a version like 1.36.4"))
+                .map_err(|_| format!("\"{s}\" is not a version like 1.37.2"))
         };
         match parts.as_slice() {
             [ma, mi] => {
@@ -59,12 +57,8 @@ impl Version {
                 minor: num(mi)?,
                 patch: num(pa)?,
             }),
-            _ => Err(format!("\"{s}\" is not a version like 1.36.4")),
+            _ => Err(format!("\"{s}\" is not a version like 1.37.2")),
         }
-    }
-
-    pub fn in_catalog(&self) -> bool {
-        self.major == 1 && CATALOG_MINORS.contains(&self.minor)
     }
 }
 
@@ -81,11 +75,11 @@ mod tests {
     #[test]
     fn parses_the_forms_users_write() {
         assert_eq!(Version::parse("v1.35.2").unwrap().to_string(), "1.35.2");
-        assert_eq!(Version::parse("1.34").unwrap().to_string(), "1.34.11");
-        assert_eq!(Version::parse("1.20.2").unwrap().to_string(), "1.20.2");
+        assert_eq!(Version::parse("1.35").unwrap().to_string(), "1.35.8");
+        assert_eq!(Version::parse("1.34.2").unwrap().to_string(), "1.34.2");
         assert!(Version::parse("latest").is_err());
         assert!(Version::parse("1.x.2").is_err());
-        assert!(Version::parse("1.19").is_err());
-        assert_eq!(Version::default_version().to_string(), "1.36.4");
+        assert!(Version::parse("1.34").is_err());
+        assert_eq!(Version::default_version().to_string(), "1.37.2");
     }
 }

@@ -68,9 +68,16 @@ fn artifacts_land_verified_then_nothing_moves_then_one_version_change_ships_one_
             manifest_sha(&bundle, "etcd/3.4.23/amd64/etcd")
         )
     );
-    let version = tb.ssh(0, "etcd --version | head -1; kubectl version --client --short 2>/dev/null || kubectl version --client");
+    let version = tb.ssh(
+        0,
+        "etcd --version | head -1; readlink /usr/local/bin/kubectl",
+    );
     assert!(version.contains("3.4.23"), "{version}");
-    assert!(version.contains("v1.20.2"), "{version}");
+    let kube = support::bundle_kube_version(&bundle);
+    assert!(
+        version.contains(&format!("/opt/provision/kubectl/{kube}/kubectl")),
+        "{version}"
+    );
     // a worker: no control-plane binaries; runtime, CNI plugins and images in place
     let worker = tb.ssh(
         1,

@@ -1,7 +1,7 @@
 //! The real-cluster tier: `provision init` on one control-plane machine and `provision join` of
-//! two workers make a working Kubernetes cluster (the Kubernetes 1.20.2 build of
-//! scripts/build-kube, named by PROVISION_KUBE_BIN; Debian's etcd, containerd, runc and CNI
-//! plugins; busybox images). Without the binaries the test says it was skipped, and why.
+//! two workers make a working Kubernetes cluster (Kubernetes, etcd, containerd, runc, the CNI
+//! plugins, crictl and CoreDNS built from upstream's Go modules by scripts/build-upstream, named
+//! by PROVISION_UPSTREAM; busybox images). Without the builds the test says it was skipped, and why.
 
 mod support;
 use k8s_openapi::api::core::v1::Node;
@@ -53,12 +53,12 @@ static ONE_CLUSTER: tokio::sync::Mutex<()> = tokio::sync::Mutex::const_new(());
 
 #[tokio::test(flavor = "multi_thread")]
 async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_and_recovers() {
-    let Some(kube_bin) = support::kube_bin_or_skip("real-cluster test") else {
+    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
         return;
     };
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(3);
-    let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
     let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     let inv_s = inv.to_str().unwrap();
     let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
@@ -99,7 +99,7 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
             "apiVersion": "v1", "kind": "Pod",
             "metadata": {"name": format!("bb-{n}")},
             "spec": {"nodeName": n, "containers": [{
-                "name": "bb", "image": "docker.io/library/busybox:1.35.0",
+                "name": "bb", "image": "registry.k8s.io/e2e-test-images/busybox:1.35.0",
                 "imagePullPolicy": "Never",
                 "command": ["sh", "-c", "echo started on $(hostname); sleep 3600"]}],
                 "terminationGracePeriodSeconds": 1}
@@ -233,12 +233,12 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
 
 #[tokio::test(flavor = "multi_thread")]
 async fn a_second_control_plane_joins_etcd_serves_the_api_leaves_and_rejoins() {
-    let Some(kube_bin) = support::kube_bin_or_skip("real-cluster test") else {
+    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
         return;
     };
     let _one = ONE_CLUSTER.lock().await;
     let tb = Testbed::up_for_kubelet(2);
-    let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
     let role = "      roles: [control-plane]\n";
     let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     // both hosts control planes

@@ -1,5 +1,5 @@
 //! `provision verify` on a real cluster (one control plane, two workers; the real-cluster tier,
-//! PROVISION_KUBE_BIN): every row this machine supports passes, and breaking the overlay or
+//! PROVISION_UPSTREAM): every row this machine supports passes, and breaking the overlay or
 //! kube-proxy on one node fails the rows that cross it, with the cause named.
 
 mod support;
@@ -33,11 +33,11 @@ fn failed(rows: &[Value]) -> Vec<String> {
 
 #[test]
 fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
-    let Some(kube_bin) = support::kube_bin_or_skip("verify on a real cluster") else {
+    let Some(upstream) = support::upstream_or_skip("verify on a real cluster") else {
         return;
     };
     let tb = Testbed::up_for_kubelet(3);
-    let bundle = support::testbed_bundle(tb.dir.path(), Some(&kube_bin));
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
     let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     let inv = inv.to_str().unwrap();
     let names: Vec<&str> = tb.machines.iter().map(|m| m.name.as_str()).collect();

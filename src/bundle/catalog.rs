@@ -233,15 +233,6 @@ pub struct Release {
 
 pub const RELEASES: &[Release] = &[
     Release {
-        minor: 34,
-        kubernetes: "1.34.11",
-        etcd: "3.5.33",
-        pause: "3.10.1",
-        coredns: "1.12.1",
-        crictl: "1.35.0",
-        cri_o: None,
-    },
-    Release {
         minor: 35,
         kubernetes: "1.35.8",
         etcd: "3.6.14",
@@ -258,6 +249,18 @@ pub const RELEASES: &[Release] = &[
         coredns: "1.14.2",
         crictl: "1.36.0",
         cri_o: Some("1.36.3"),
+    },
+    // etcd: the release records 3.7.0; 3.6 is kept (the API server of 1.37 supports it, kubeadm
+    // accepts 3.5.24 and newer), as 3.7's digests are not pinned here and 3.7 drops the
+    // `--experimental-*` flags that 3.6 still reads. crictl 1.36.0 is the release's record.
+    Release {
+        minor: 37,
+        kubernetes: "1.37.2",
+        etcd: "3.6.14",
+        pause: "3.10.2",
+        coredns: "1.14.6",
+        crictl: "1.36.0",
+        cri_o: None,
     },
 ];
 
@@ -312,7 +315,7 @@ pub fn release(minor: u32) -> Option<&'static Release> {
 }
 
 /// The catalog's version of `component` for a Kubernetes version, or None where the catalog
-/// has none (CRI-O for 1.34, anything for a minor outside the catalog).
+/// has none (CRI-O for 1.37, anything for a minor outside the catalog).
 pub fn default_version(component: &str, kube: &crate::version::Version) -> Option<String> {
     if is_kube(component) {
         return Some(kube.to_string());
@@ -365,12 +368,6 @@ const PINS: &[(&str, Arch, &str, &str)] = &[
     ),
     (
         "kubelet",
-        Arch::Amd64,
-        "1.34.11",
-        "sha256:4777a226b2ba3c1d656254bcf3f7ad471bf210042f361094216e51ab4fa9b4b6",
-    ),
-    (
-        "kubelet",
         Arch::Arm64,
         "1.36.4",
         "sha256:fd53ea3fcbd077844f50a3c67e9b52f62972a563674956bab0c0f4fb7ea37d50",
@@ -380,12 +377,6 @@ const PINS: &[(&str, Arch, &str, &str)] = &[
         Arch::Arm64,
         "1.35.8",
         "sha256:7744f84c49df6dff7d0a0471f9acef31568c02459659de83aa279cf3a04b1714",
-    ),
-    (
-        "kubelet",
-        Arch::Arm64,
-        "1.34.11",
-        "sha256:f12879879481e9af46317c2c82a6dba7d59df78ed095e44e0399643df1c4c8ba",
     ),
     (
         "kubectl",
@@ -401,12 +392,6 @@ const PINS: &[(&str, Arch, &str, &str)] = &[
     ),
     (
         "kubectl",
-        Arch::Amd64,
-        "1.34.11",
-        "sha256:8efbb9435132a190920eb65a47a8c1ecf755ad85ab57a600c9bedbab460bb7a8",
-    ),
-    (
-        "kubectl",
         Arch::Arm64,
         "1.36.4",
         "sha256:0ecf44450ee6063bf19dd166a103ee6df4a9034455c2abce626e6eea657d73fb",
@@ -418,12 +403,6 @@ const PINS: &[(&str, Arch, &str, &str)] = &[
         "sha256:cc749967b62f4422260bc9c0aa7a7c55f45175ae38cb8d95767b5d2b7e04c1fd",
     ),
     (
-        "kubectl",
-        Arch::Arm64,
-        "1.34.11",
-        "sha256:5b045a4712674c88a56fd98eef4285689738b7fbe8735e1b9ee3509521af5cb4",
-    ),
-    (
         "etcd",
         Arch::Amd64,
         "3.6.14",
@@ -431,21 +410,9 @@ const PINS: &[(&str, Arch, &str, &str)] = &[
     ),
     (
         "etcd",
-        Arch::Amd64,
-        "3.5.33",
-        "sha256:5025b5b24d81a9616b6e284ccd439b9a3df055ef8fdcdc142af3ec8f6a3b3c95",
-    ),
-    (
-        "etcd",
         Arch::Arm64,
         "3.6.14",
         "sha256:fa1b80565ee6fc2df1ae6f57a508b221f3ecc7d591c317c581cd8281b0842b3e",
-    ),
-    (
-        "etcd",
-        Arch::Arm64,
-        "3.5.33",
-        "sha256:0764c5c0acef155f4bfa0487791cc5776adef66315bf16ec0653883bfd463a90",
     ),
     (
         "cni-plugins",
@@ -631,11 +598,11 @@ mod tests {
 
     #[test]
     fn every_url_renders_for_both_arches() {
-        for minor in [34, 35, 36] {
+        for minor in [35, 36, 37] {
             let kube = Version::parse(&format!("1.{minor}")).unwrap();
             for c in COMPONENTS {
                 let Some(v) = default_version(c.name, &kube) else {
-                    assert_eq!((c.name, minor), ("cri-o", 34), "no version for {}", c.name);
+                    assert_eq!((c.name, minor), ("cri-o", 37), "no version for {}", c.name);
                     continue;
                 };
                 for arch in Arch::ALL {
@@ -658,7 +625,7 @@ mod tests {
 
     #[test]
     fn every_catalog_download_outside_dl_k8s_io_is_pinned() {
-        for minor in [34, 35, 36] {
+        for minor in [35, 36, 37] {
             let kube = Version::parse(&format!("1.{minor}")).unwrap();
             for c in COMPONENTS
                 .iter()

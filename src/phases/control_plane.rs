@@ -6,7 +6,6 @@
 use super::step::{self, Step};
 use super::{Ctx, Phase, Work, certs};
 use crate::cluster::{API_PORT, Host};
-use crate::compat::Compat;
 use crate::host::read::read_files;
 use crate::host::{Action, UnitSpec};
 use crate::render::render;
@@ -40,8 +39,7 @@ fn unit_path(component: &str) -> String {
 
 fn apiserver_args(ctx: &Ctx, host: &Host) -> Vec<String> {
     let c = &ctx.cluster;
-    let compat = Compat::new(&c.version);
-    let mut a: Vec<String> = vec![
+    vec![
         format!("--advertise-address={}", host.address),
         "--allow-privileged=true".into(),
         "--authorization-mode=Node,RBAC".into(),
@@ -82,17 +80,13 @@ fn apiserver_args(ctx: &Ctx, host: &Host) -> Vec<String> {
         "--audit-log-maxbackup=10".into(),
         "--audit-log-maxsize=100".into(),
         "--profiling=false".into(),
-    ];
-    if compat.apiserver_insecure_port_flag() {
-        a.push("--insecure-port=0".into());
-    }
-    a
+    ]
 }
 
 fn controller_manager_args(ctx: &Ctx) -> Vec<String> {
     let c = &ctx.cluster;
     let kc = "/etc/kubernetes/controller-manager.conf";
-    let mut a: Vec<String> = vec![
+    vec![
         format!("--authentication-kubeconfig={kc}"),
         format!("--authorization-kubeconfig={kc}"),
         format!("--kubeconfig={kc}"),
@@ -112,27 +106,19 @@ fn controller_manager_args(ctx: &Ctx) -> Vec<String> {
         "--allocate-node-cidrs=false".into(),
         "--use-service-account-credentials=true".into(),
         "--profiling=false".into(),
-    ];
-    if Compat::new(&c.version).insecure_serving_port_flag() {
-        a.push("--port=0".into());
-    }
-    a
+    ]
 }
 
-fn scheduler_args(ctx: &Ctx) -> Vec<String> {
+fn scheduler_args() -> Vec<String> {
     let kc = "/etc/kubernetes/scheduler.conf";
-    let mut a: Vec<String> = vec![
+    vec![
         format!("--authentication-kubeconfig={kc}"),
         format!("--authorization-kubeconfig={kc}"),
         format!("--kubeconfig={kc}"),
         "--bind-address=127.0.0.1".into(),
         "--leader-elect=true".into(),
         "--profiling=false".into(),
-    ];
-    if Compat::new(&ctx.cluster.version).insecure_serving_port_flag() {
-        a.push("--port=0".into());
-    }
-    a
+    ]
 }
 
 fn unit(component: &str, description: &str, args: &[String], after: &[&str]) -> String {
@@ -205,7 +191,7 @@ impl Step for ControlPlane {
         let scheduler = unit(
             "kube-scheduler",
             "Kubernetes scheduler",
-            &scheduler_args(ctx),
+            &scheduler_args(),
             &["kube-apiserver.service"],
         );
         let mut actions = vec![

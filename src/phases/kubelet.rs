@@ -7,7 +7,6 @@ use super::api::client;
 use super::step::{self, After, Step};
 use super::{Ctx, Phase, Work, runtime};
 use crate::cluster::Host;
-use crate::compat::Compat;
 use crate::host::{Action, UnitSpec};
 use crate::inventory::CniName;
 use crate::pki::kubeconfig::KubeconfigKind;
@@ -131,24 +130,16 @@ async fn join_token(ctx: &Ctx) -> Result<BootstrapToken, String> {
 impl Step for Kubelet {
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
         let c = &ctx.cluster;
-        let compat = Compat::new(&c.version);
         let cond = step::conditions(ctx, host).await?;
         let mut t = tera::Context::new();
         t.insert("dns_ip", &c.dns_service_ip.to_string());
         t.insert("dns_domain", &c.dns_domain);
         // a serving certificate from the cluster CA, rotated like the client's (approved below)
         t.insert("server_tls_bootstrap", &true);
-        t.insert(
-            "runtime_endpoint_in_config",
-            &!compat.kubelet_runtime_as_flags(),
-        );
         t.insert("runtime_endpoint", runtime::socket(c.runtime));
         t.insert("fail_swap_on", &!cond.swap_on);
         // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
-        t.insert(
-            "allow_cgroup_v1",
-            &(cond.cgroup_v1 && compat.kubelet_fail_cgroup_v1_field()),
-        );
+        t.insert("allow_cgroup_v1", &cond.cgroup_v1);
         let mut args = vec![
             format!("--config={CONFIG}"),
             format!("--kubeconfig={KUBECONFIG}"),
@@ -156,13 +147,6 @@ impl Step for Kubelet {
             format!("--node-ip={}", host.address),
             format!("--hostname-override={}", host.name),
         ];
-        if compat.kubelet_runtime_as_flags() {
-            args.push("--container-runtime=remote".into());
-            args.push(format!(
-                "--container-runtime-endpoint={}",
-                runtime::socket(c.runtime)
-            ));
-        }
         let mut taints = host.taints.clone();
         if host.control_plane && !host.worker {
             taints.push(format!("{CONTROL_PLANE_ROLE}:NoSchedule"));
@@ -178,17 +162,12 @@ impl Step for Kubelet {
                 .collect();
             args.push(format!("--node-labels={}", labels.join(",")));
         }
-        let mut env = Vec::new();
-        if compat.in_tree_aws_credentials() && !cond.on_ec2 {
-            // the in-tree ECR credential provider probes the EC2 metadata address for seconds
-            env.push("AWS_EC2_METADATA_DISABLED=true".to_string());
-        }
         let unit = unit_text(
             "kubelet: the Kubernetes node agent",
             "/usr/local/bin/kubelet",
             &args,
-            &env,
-            &["containerd.service"],
+            &[],
+            &[runtime::unit_name(c.runtime)],
         );
         let mut actions = vec![
             Action::dir("/var/lib/kubelet", 0o700),
@@ -467,11 +446,7 @@ impl Step for KubeProxy {
     async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
         let c = &ctx.cluster;
         let cond = step::conditions(ctx, host).await?;
-        let mode = if Compat::new(&c.version).kube_proxy_nftables() && cond.has_nft {
-            "nftables"
-        } else {
-            "iptables"
-        };
+        let mode = if cond.has_nft { "nftables" } else { "iptables" };
         let mut t = tera::Context::new();
         t.insert("mode", mode);
         t.insert("pod_subnet", &c.pod_subnet.to_string());

@@ -536,7 +536,7 @@ mod tests {
         std::fs::write(&p, text).unwrap();
         let loaded = crate::inventory::load(&p).unwrap();
         let mut c = crate::cluster::resolve(&loaded).unwrap().0;
-        c.version = Version::parse("1.34.1").unwrap();
+        c.version = Version::parse("1.37.2").unwrap();
         c
     }
 

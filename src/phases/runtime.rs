@@ -145,6 +145,14 @@ pub const CRIO_REGISTRIES: &str = "/etc/containers/registries.conf.d/10-provisio
 const CRIO_POLICY: &str = "/etc/containers/policy.json";
 
 /// The CRI endpoint the kubelet and crictl use.
+/// The systemd unit of a runtime (the kubelet starts after it).
+pub fn unit_name(runtime: RuntimeName) -> &'static str {
+    match runtime {
+        RuntimeName::Containerd => "containerd.service",
+        RuntimeName::CriO => "crio.service",
+    }
+}
+
 pub fn socket(runtime: RuntimeName) -> &'static str {
     match runtime {
         RuntimeName::Containerd => SOCKET,

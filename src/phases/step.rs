@@ -57,8 +57,6 @@ pub struct Conditions {
     pub can_lower_oom_score: bool,
     /// nf_conntrack_max can be written (it is global, read-only outside the initial netns).
     pub conntrack_writable: bool,
-    /// The host says it is an EC2 instance (DMI vendor).
-    pub on_ec2: bool,
     pub swap_on: bool,
     pub has_nft: bool,
     pub cgroup_v1: bool,
@@ -68,7 +66,6 @@ const CONDITIONS_SCRIPT: &str = r#"
 yes_no() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
 echo "oom=$(yes_no sh -c 'echo -999 > /proc/self/oom_score_adj')"
 echo "conntrack=$(yes_no sh -c 'cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max')"
-echo "ec2=$(yes_no grep -qi amazon /sys/class/dmi/id/sys_vendor /sys/class/dmi/id/board_vendor)"
 echo "swap=$(yes_no test "$(wc -l < /proc/swaps)" -gt 1)"
 echo "nft=$(yes_no command -v nft)"
 echo "cgroup1=$(yes_no test "$(stat -fc %T /sys/fs/cgroup)" = tmpfs)"
@@ -87,7 +84,6 @@ pub async fn conditions(ctx: &Ctx, host: &Host) -> Result<Conditions, String> {
     let c = Conditions {
         can_lower_oom_score: yes("oom"),
         conntrack_writable: yes("conntrack"),
-        on_ec2: yes("ec2"),
         swap_on: yes("swap"),
         has_nft: yes("nft"),
         cgroup_v1: yes("cgroup1"),

@@ -239,35 +239,36 @@ impl Drop for Testbed {
 pub const SKIP_PREFLIGHT_AND_CLUSTER: &str =
     "preflight,artifacts,runtime,cni,etcd,control-plane,bootstrap,kubelet,kube-proxy,addons,verify";
 
-/// The Kubernetes binaries for the real-cluster tests, or None (the caller says it skipped).
-pub fn kube_bin() -> Option<PathBuf> {
-    std::env::var_os("PROVISION_KUBE_BIN")
+/// The cache of scripts/build-upstream for the real-cluster tests, or None (the caller says
+/// it skipped).
+pub fn upstream() -> Option<PathBuf> {
+    std::env::var_os("PROVISION_UPSTREAM")
         .filter(|v| !v.is_empty())
         .map(PathBuf::from)
-        .filter(|p| p.join("kube-apiserver").exists())
+        .filter(|p| p.join("kubernetes").is_dir())
 }
 
-/// The Kubernetes binaries, or None after saying the real-cluster test `what` was skipped.
-pub fn kube_bin_or_skip(what: &str) -> Option<PathBuf> {
-    let bin = kube_bin();
-    if bin.is_none() {
+/// The upstream builds, or None after saying the real-cluster test `what` was skipped.
+pub fn upstream_or_skip(what: &str) -> Option<PathBuf> {
+    let up = upstream();
+    if up.is_none() {
         eprintln!(
-            "SKIPPED: {what}: PROVISION_KUBE_BIN does not name a directory with kube-apiserver \
-             (build it with scripts/build-kube, then export PROVISION_KUBE_BIN=$(scripts/build-kube --path))"
+            "SKIPPED: {what}: PROVISION_UPSTREAM does not name the cache of scripts/build-upstream \
+             (build it with scripts/build-upstream, then export PROVISION_UPSTREAM=$(scripts/build-upstream --path))"
         );
     }
-    bin
+    up
 }
 
-/// The test bed's bundle directory (scripts/testbed-bundle) under `dir`: the Kubernetes build at
-/// `kube_bin`, or stand-ins for the kube server binaries (fast to ship) without one.
-pub fn testbed_bundle(dir: &Path, kube_bin: Option<&Path>) -> PathBuf {
+/// The test bed's bundle directory (scripts/testbed-bundle) under `dir`: the upstream builds
+/// at `upstream`, or stand-ins for the Kubernetes binaries (fast to ship) without them.
+pub fn testbed_bundle(dir: &Path, upstream: Option<&Path>) -> PathBuf {
     let out = dir.join("bundle");
     let mut cmd =
         Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"));
-    cmd.arg(&out).env_remove("PROVISION_KUBE_BIN");
-    if let Some(bin) = kube_bin {
-        cmd.arg("--kube-bin").arg(bin);
+    cmd.arg(&out).env_remove("PROVISION_UPSTREAM");
+    if let Some(up) = upstream {
+        cmd.arg("--upstream").arg(up);
     }
     let run = cmd.output().expect("run scripts/testbed-bundle");
     assert!(
@@ -278,11 +279,28 @@ pub fn testbed_bundle(dir: &Path, kube_bin: Option<&Path>) -> PathBuf {
     out
 }
 
-/// The inventory spec lines for the test bed's Kubernetes 1.20.2 from the bundle directory at
-/// `bundle` (for `Testbed::inventory`).
+/// The Kubernetes version of the test bed's bundle at `bundle` (its kubelet's).
+pub fn bundle_kube_version(bundle: &Path) -> String {
+    let manifest = std::fs::read_to_string(bundle.join("bundle.yaml")).expect("bundle.yaml");
+    let mut lines = manifest.lines();
+    while let Some(l) = lines.next() {
+        if l == "- component: kubelet" {
+            let v = lines.next().expect("version line");
+            return v
+                .trim_start_matches("  version: ")
+                .trim_matches('\'')
+                .to_string();
+        }
+    }
+    panic!("no kubelet in {}/bundle.yaml", bundle.display())
+}
+
+/// The inventory spec lines for the test bed's bundle directory at `bundle` and its Kubernetes
+/// version (for `Testbed::inventory`).
 pub fn bundle_spec(bundle: &Path) -> String {
     format!(
-        "  kubernetesVersion: 1.20.2\n  bundle:\n    dir: {}\n",
+        "  kubernetesVersion: {}\n  bundle:\n    dir: {}\n",
+        bundle_kube_version(bundle),
         bundle.display()
     )
 }
