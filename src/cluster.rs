@@ -254,6 +254,10 @@ impl Resolver<'_> {
             self.check_overlaps(pod, svc, &hosts, endpoint.as_ref());
         }
 
+        if let Some(v) = &version {
+            self.check_cri_o_release(v);
+        }
+
         let (pod_subnet, service_subnet, endpoint, version) =
             (pod_subnet?, service_subnet?, endpoint?, version?);
         let api_service_ip = nth_address(service_subnet, 1)?;
@@ -483,6 +487,23 @@ impl Resolver<'_> {
             vni,
             port,
             mtu: v.mtu,
+        }
+    }
+
+    /// CRI-O follows Kubernetes' minor: one without a pinned CRI-O needs a version named (or a
+    /// dir bundle that holds one).
+    fn check_cri_o_release(&mut self, version: &Version) {
+        let spec = &self.loaded.inventory.spec;
+        if spec.runtime.name == RuntimeName::CriO
+            && crate::bundle::catalog::default_version("cri-o", version).is_none()
+            && !spec.bundle.versions.contains_key("cri-o")
+            && spec.bundle.dir.is_none()
+        {
+            self.error(
+                "spec.runtime.name",
+                format!("the catalog pins no CRI-O release for Kubernetes {version}"),
+                "use Kubernetes 1.36 or 1.35 with CRI-O, set spec.bundle.versions.cri-o, or use containerd",
+            );
         }
     }
 

@@ -45,8 +45,8 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     // init and join end with the verify phase: one node, then three
     let init = provision_ok(&["init", "-i", inv, "--output", "json"]);
     let notes = init.hosts_of("verify")[0]["notes"].to_string();
-    assert!(notes.contains("verify: "), "{notes}");
-    assert!(notes.contains("CoreDNS is not deployed"), "{notes}");
+    // one node: its pod reaches the Service, and CoreDNS (deployed by the same run) answers
+    assert!(notes.contains("verify: 11 ok, 2 skipped"), "{notes}");
     provision_ok(&["join", "-i", inv]);
     // a re-run that changes nothing does not verify again; the phase alone does
     let rerun = provision_ok(&["init", "-i", inv, "--output", "json"]);
@@ -55,10 +55,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     assert!(notes.contains("not run, nothing changed"), "{notes}");
     let alone = provision_ok(&["init", "phase", "verify", "-i", inv, "--output", "json"]);
     let notes = alone.hosts_of("verify")[0]["notes"].to_string();
-    assert!(
-        notes.contains("verify: 28 ok, 1 not enforced, 1 skipped"),
-        "{notes}"
-    );
+    assert!(notes.contains("verify: 37 ok, 1 not enforced"), "{notes}");
 
     let (code, all) = verify(inv);
     assert_eq!(failed(&all), Vec::<String>::new(), "{all:#?}");
@@ -72,6 +69,8 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         ("pod-to-pod", 6),
         ("node-to-pod", 9),
         ("pod-to-service", 3),
+        // from every pod: the Service's full name, kubernetes.default, the short name
+        ("dns", 9),
     ] {
         let found = rows(&all, check);
         assert_eq!(found.len(), n, "{check}: {found:#?}");
@@ -87,10 +86,15 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
             .all(|r| r["detail"].as_str().unwrap().contains("no NAT")),
         "{all:#?}"
     );
+    assert!(
+        rows(&all, "dns").iter().any(|r| r["subject"]
+            .as_str()
+            .unwrap()
+            .ends_with("kubernetes.default.svc.cluster.local")
+            && r["detail"] == "resolves to 10.96.0.1"),
+        "{all:#?}"
+    );
     // what this machine cannot have is reported as such, with the reason
-    let dns = rows(&all, "dns");
-    assert_eq!(dns.len(), 1);
-    assert_eq!(dns[0]["outcome"], "skipped");
     let policy = rows(&all, "network-policy");
     assert_eq!(policy[0]["outcome"], "not-enforced", "{policy:#?}");
     assert!(policy[0]["detail"].as_str().unwrap().contains("builtin"));
@@ -166,6 +170,51 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         "{row:#?}"
     );
     tb.ssh(1, "systemctl start kube-proxy");
+
+    // CoreDNS scaled to 0: the DNS row fails at once, naming CoreDNS; nothing else fails
+    let k = "kubectl --kubeconfig=/etc/kubernetes/admin.conf -n kube-system";
+    tb.ssh(0, &format!("{k} scale deployment coredns --replicas=0"));
+    let (code, no_dns) = verify(inv);
+    assert_eq!(code, 1);
+    let dns_failures: Vec<String> = failed(&no_dns);
+    assert_eq!(dns_failures.len(), 1, "{no_dns:#?}");
+    assert!(dns_failures[0].starts_with("dns "), "{no_dns:#?}");
+    let row = rows(&no_dns, "dns").into_iter().next().unwrap();
+    assert!(
+        row["cause"]
+            .as_str()
+            .unwrap()
+            .contains("CoreDNS has no pods"),
+        "{row:#?}"
+    );
+    tb.ssh(0, &format!("{k} scale deployment coredns --replicas=2"));
+    let (code, dns_back) = verify(inv);
+    assert_eq!(failed(&dns_back), Vec::<String>::new(), "{dns_back:#?}");
+    assert_eq!(code, 0);
+
+    // containerd stopped on the third machine: its pod row fails without waiting for a pod,
+    // naming the unit and the command that repairs it
+    tb.ssh(2, "systemctl stop containerd");
+    let (code, no_runtime) = verify(inv);
+    assert_eq!(code, 1);
+    let row = rows(&no_runtime, "pod")
+        .into_iter()
+        .find(|r| r["outcome"] == "fail")
+        .unwrap_or_else(|| panic!("{no_runtime:#?}"));
+    assert_eq!(row["subject"], names[2]);
+    let cause = row["cause"].as_str().unwrap();
+    assert!(
+        cause.contains(&format!("containerd is inactive on {}", names[2]))
+            && cause.contains(&format!("provision join --hosts {}", names[2])),
+        "{row:#?}"
+    );
+    // join repairs it; the run after that changes nothing (no image imported again)
+    provision_ok(&["join", "--hosts", names[2], "-i", inv]);
+    let again = provision_ok(&["join", "-i", inv, "--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+    let (code, repaired) = verify(inv);
+    assert_eq!(failed(&repaired), Vec::<String>::new(), "{repaired:#?}");
+    assert_eq!(code, 0);
 
     // Flannel, Calico and Cilium manifests: the test API server accepts every object in a
     // server-side dry run, and nothing is created

@@ -263,7 +263,7 @@ mod tests {
     #[tokio::test]
     async fn cri_o_gets_systemd_cgroups_its_runtimes_the_pause_image_and_mirrors() {
         let ctx = ctx(
-            "  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n    registryMirrors: {docker.io: [https://mirror.example.com]}\n",
+            "  kubernetesVersion: 1.36.4\n  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n    registryMirrors: {docker.io: [https://mirror.example.com]}\n",
         );
         let host = ctx.cluster.hosts[0].clone();
         let actions = crio_actions(&ctx, &host).await.unwrap();

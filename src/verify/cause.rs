@@ -64,6 +64,35 @@ pub async fn unreachable_pod(ctx: &Ctx, from: &Host, to: &Host, ip: &str) -> Opt
     None
 }
 
+/// Why no pod can start on `node`: its runtime or kubelet unit is not running (None when both
+/// are, or the node cannot be asked). Checked before a test pod is waited for.
+pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
+    let runtime =
+        crate::phases::runtime::unit_name(ctx.cluster.runtime).trim_end_matches(".service");
+    let (_, states) = sh(ctx, node, &format!("systemctl is-active {runtime} kubelet")).await?;
+    let down: Vec<String> = [runtime, "kubelet"]
+        .iter()
+        .zip(states.lines().chain(std::iter::repeat("unknown")))
+        .filter(|(_, s)| s.trim() != "active")
+        .map(|(u, s)| format!("{u} is {}", s.trim()))
+        .collect();
+    if down.is_empty() {
+        return None;
+    }
+    let repair =
+        if crate::phases::certs::first_control_plane(ctx).is_some_and(|f| f.name == node.name) {
+            "`provision init`".to_string()
+        } else {
+            format!("`provision join --hosts {}`", node.name)
+        };
+    Some(format!(
+        "{} on {}: {repair} starts it again (or `journalctl -u {}` says why it stopped)",
+        down.join(", "),
+        node.name,
+        down[0].split(' ').next().unwrap_or_default()
+    ))
+}
+
 /// Why a pod on `node` could not reach a Service's virtual IP.
 pub async fn unreachable_service(ctx: &Ctx, node: &Host, cluster_ip: &str) -> Option<String> {
     match sh(ctx, node, "systemctl is-active kube-proxy").await {

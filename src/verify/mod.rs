@@ -13,8 +13,10 @@ use crate::cluster::Host;
 use crate::inventory::CniName;
 use crate::phases::{Ctx, api, certs};
 use futures::StreamExt;
+use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Pod, Service};
+use k8s_openapi::api::core::v1::{Namespace, Node, Pod, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
@@ -265,11 +267,22 @@ async fn workload(
         .create(&PostParams::default(), &service()?)
         .await
         .map_err(|e| format!("creating the test Service: {e}"))?;
-    for (i, h) in nodes.iter().enumerate() {
+    // a node whose runtime or kubelet is stopped fails at once, instead of after POD_WAIT
+    let mut usable = Vec::new();
+    for h in nodes {
+        match cause::node_units_down(ctx, h).await {
+            Some(why) => report.rows.push(
+                Row::fail("pod", &h.name, "no test pod: the node cannot run pods")
+                    .with_cause(Some(why)),
+            ),
+            None => usable.push(h.clone()),
+        }
+    }
+    for (i, h) in usable.iter().enumerate() {
         let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), i == 0, None)?;
         create_when_ready(&pods, &pod).await?;
     }
-    let running = wait_running(&pods, nodes, report).await;
+    let running = wait_running(&pods, &usable, report).await;
     if running.is_empty() {
         return Ok(());
     }
@@ -661,6 +674,56 @@ async fn pod_to_service(
     report.rows.extend(in_parallel(checks.collect()).await);
 }
 
+/// How long verify waits for CoreDNS to become ready (it may have been deployed by the same run).
+const DNS_READY_WITHIN: Duration = Duration::from_secs(90);
+
+/// Why CoreDNS cannot answer yet, or None once the kube-dns Service has a ready endpoint.
+/// Waits while its pods are starting; a Deployment scaled to 0 is named at once.
+async fn coredns_unready(client: &Client) -> Option<(String, String)> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    let by_service = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
+    let started = Instant::now();
+    loop {
+        let replicas = deployments
+            .get_opt("coredns")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.spec.replicas);
+        if replicas == Some(0) {
+            return Some((
+                "the kube-dns Service has no endpoints: CoreDNS is scaled to 0".into(),
+                "CoreDNS has no pods (deployment kube-system/coredns has 0 replicas): `kubectl -n kube-system scale deployment coredns --replicas=2`".into(),
+            ));
+        }
+        let ready = slices.list(&by_service).await.ok().is_some_and(|l| {
+            l.items.iter().any(|s| {
+                s.endpoints
+                    .iter()
+                    .flatten()
+                    .any(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
+            })
+        });
+        if ready {
+            return None;
+        }
+        if started.elapsed() > DNS_READY_WITHIN {
+            return Some((
+                format!(
+                    "the kube-dns Service has no ready endpoints after {} s",
+                    DNS_READY_WITHIN.as_secs()
+                ),
+                "CoreDNS pods are not ready: `kubectl -n kube-system get pods -l k8s-app=kube-dns` and their logs".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// DNS through CoreDNS from every test pod: the test Service's full name, the API server's
+/// (`kubernetes.default.svc.<domain>`), and the test Service's short name through the pod's
+/// search path.
 async fn dns(
     ctx: &Ctx,
     client: &Client,
@@ -670,60 +733,68 @@ async fn dns(
     report: &mut Report,
 ) {
     let ns = pods.namespace().unwrap_or_default();
-    let name = format!("{SERVICE}.{ns}.svc.{}", ctx.cluster.dns_domain);
+    let domain = &ctx.cluster.dns_domain;
+    let api_ip = ctx.cluster.api_service_ip.to_string();
+    // (name, the address it must resolve to, through the search path)
+    let names = [
+        (
+            format!("{SERVICE}.{ns}.svc.{domain}"),
+            cluster_ip.to_string(),
+            false,
+        ),
+        (format!("kubernetes.default.svc.{domain}"), api_ip, false),
+        (SERVICE.to_string(), cluster_ip.to_string(), true),
+    ];
     let system_services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
     match system_services.get_opt("kube-dns").await {
         Ok(Some(_)) => {}
         Ok(None) => {
             report.rows.push(Row::skipped(
                 "dns",
-                name,
+                &names[0].0,
                 "not checked: CoreDNS is not deployed (no kube-dns Service; `provision init` said why)",
             ));
             return;
         }
         Err(e) => {
-            report.rows.push(Row::fail("dns", name, e.to_string()));
+            report
+                .rows
+                .push(Row::fail("dns", &names[0].0, e.to_string()));
             return;
         }
     }
-    let endpoints: Api<Endpoints> = Api::namespaced(client.clone(), "kube-system");
-    let ready = endpoints
-        .get_opt("kube-dns")
-        .await
-        .ok()
-        .flatten()
-        .and_then(|e| e.subsets)
-        .is_some_and(|s| {
-            s.iter()
-                .any(|s| s.addresses.as_ref().is_some_and(|a| !a.is_empty()))
-        });
-    if !ready {
-        report.rows.push(
-            Row::fail("dns", name, "the kube-dns Service has no ready endpoints").with_cause(Some(
-                "CoreDNS pods are not ready: `kubectl -n kube-system get pods -l k8s-app=kube-dns`"
-                    .into(),
-            )),
-        );
+    if let Some((detail, cause)) = coredns_unready(client).await {
+        report
+            .rows
+            .push(Row::fail("dns", &names[0].0, detail).with_cause(Some(cause)));
         return;
     }
-    let checks = running.iter().map(|a| {
-        let name = name.clone();
-        async move {
-            let subject = format!("{} → {name}", a.host.name);
-            match probe::lookup_from_pod(pods, &a.name, &name).await {
-                Ok(text) if text.contains(cluster_ip) => {
-                    Row::pass("dns", subject, format!("resolves to {cluster_ip}"))
+    let checks = running.iter().flat_map(|a| {
+        names.iter().map(move |(name, want, search)| async move {
+            let (subject, lookup) = if *search {
+                (
+                    format!("{} → {name} (search path)", a.host.name),
+                    probe::resolve_from_pod(pods, &a.name, name).await,
+                )
+            } else {
+                (
+                    format!("{} → {name}", a.host.name),
+                    probe::lookup_from_pod(pods, &a.name, name).await,
+                )
+            };
+            match lookup {
+                Ok(text) if answers(&text, want) || text.contains(&format!("({want})")) => {
+                    Row::pass("dns", subject, format!("resolves to {want}"))
                 }
                 Ok(text) => Row::fail(
                     "dns",
                     subject,
                     format!(
-                        "resolves, but not to {cluster_ip}: {}",
+                        "resolves, but not to {want}: {}",
                         text.split_whitespace().collect::<Vec<_>>().join(" ")
                     ),
                 ),
-                Err(e) => Row::fail("dns", subject, format!("nslookup: {e}")).with_cause(
+                Err(e) => Row::fail("dns", subject, format!("lookup: {e}")).with_cause(
                     cause::unreachable_service(
                         ctx,
                         &a.host,
@@ -732,9 +803,17 @@ async fn dns(
                     .await,
                 ),
             }
-        }
+        })
     });
     report.rows.extend(in_parallel(checks.collect()).await);
+}
+
+/// Whether nslookup's output gives `ip` as an answer (not only as the server it asked).
+fn answers(nslookup: &str, ip: &str) -> bool {
+    nslookup
+        .split("Name:")
+        .skip(1)
+        .any(|answer| answer.split_whitespace().any(|w| w == ip))
 }
 
 fn enforces_network_policy(cni: CniName) -> bool {
@@ -907,11 +986,32 @@ async fn runtime_classes(
                 .and_then(|s| s.node_name.clone())
                 .unwrap_or_default();
             if status.phase.as_deref() == Some("Running") {
-                break Row::pass(
-                    "runtime-class",
-                    &name,
-                    format!("{pod_name} runs under handler {} on {node}", rc.handler),
-                );
+                let running = format!("{pod_name} runs under handler {} on {node}", rc.handler);
+                break match rc.handler.as_str() {
+                    // Running proves little: the pod's kernel must be gVisor's, not the host's
+                    "runsc" => match probe::exec(pods, &pod_name, "dmesg").await {
+                        Ok(log) if is_gvisor_kernel_log(&log) => Row::pass(
+                            "runtime-class",
+                            &name,
+                            format!("{running}, in a gVisor sandbox (its kernel log)"),
+                        ),
+                        Ok(_) => Row::fail(
+                            "runtime-class",
+                            &name,
+                            format!("{running}, but its kernel is the host's, not gVisor's"),
+                        )
+                        .with_cause(Some(format!(
+                            "handler {} on {node} does not run runsc: check the runtime's configuration",
+                            rc.handler
+                        ))),
+                        Err(e) => Row::fail(
+                            "runtime-class",
+                            &name,
+                            format!("{running}; its kernel log could not be read: {e}"),
+                        ),
+                    },
+                    _ => Row::pass("runtime-class", &name, running),
+                };
             }
             if started.elapsed() > Duration::from_secs(60) {
                 break Row::fail(
@@ -932,9 +1032,36 @@ async fn runtime_classes(
     Ok(())
 }
 
+/// gVisor's kernel writes its own boot log (`Starting gVisor...`); a container on the host's
+/// kernel sees the host's log, or none.
+fn is_gvisor_kernel_log(dmesg: &str) -> bool {
+    dmesg.lines().any(|l| l.contains("Starting gVisor"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_gvisor_s_own_kernel_log_proves_the_sandbox() {
+        let gvisor = "[    0.000000] Starting gVisor...\n[    0.400000] Reticulating splines...\n";
+        assert!(is_gvisor_kernel_log(gvisor));
+        assert!(!is_gvisor_kernel_log(
+            "[    0.000000] Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)\n"
+        ));
+        assert!(!is_gvisor_kernel_log(""));
+    }
+
+    #[test]
+    fn an_answer_counts_only_below_the_name_not_as_the_server() {
+        let out = "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\nName:\tverify.ns.svc.cluster.local\nAddress: 10.101.59.26\n";
+        assert!(answers(out, "10.101.59.26"));
+        assert!(!answers(out, "10.96.0.10"));
+        assert!(!answers(
+            "Server: 10.96.0.10\n** server can't find verify: NXDOMAIN\n",
+            "10.96.0.10"
+        ));
+    }
 
     #[test]
     fn pod_names_are_dns_labels() {

@@ -89,6 +89,17 @@ pub async fn lookup_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
     exec(pods, pod, &script).await
 }
 
+/// Resolves `name` in `pod` through the C library's resolver, which applies the search path of
+/// the pod's resolv.conf (nslookup asks for the name as given): the address ping reports,
+/// whether or not the one ICMP echo it sends is answered.
+pub async fn resolve_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
+    let script = format!(
+        "i=0; while [ $i -lt {ATTEMPTS} ]; do out=$(ping -c 1 -W 1 {n} 2>&1 | head -n 1); case $out in PING*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 1; done; echo \"$out\" >&2; exit 1",
+        n = shell_quote(name)
+    );
+    exec(pods, pod, &script).await
+}
+
 /// An HTTP GET of a pod from a node's own network namespace (bash's /dev/tcp: nothing to
 /// install on the node).
 pub async fn fetch_from_node(session: &Session, ip: &str, port: u16) -> Reply {
