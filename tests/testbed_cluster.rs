@@ -87,6 +87,21 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         names.iter().map(|n| (n.clone(), true)).collect::<Vec<_>>(),
         "not every node is Ready"
     );
+    // the versions the bundle holds are the ones that run: the API server's /version, and
+    // containerd 2 behind the CRI on every node
+    let kube = support::bundle_kube_version(&bundle);
+    let version = tb.ssh(0, &format!("{kubectl} version"));
+    assert!(
+        version.contains(&format!("Server Version: v{kube}")),
+        "{version}"
+    );
+    for (i, n) in names.iter().enumerate() {
+        let cri = tb.ssh(i, "crictl version");
+        assert!(
+            cri.contains("RuntimeName:  containerd") && cri.contains("RuntimeVersion:  v2."),
+            "{n}: {cri}"
+        );
+    }
     let roles = tb.ssh(0, &format!("{kubectl} get node {} --show-labels", names[0]));
     assert!(
         roles.contains("node-role.kubernetes.io/control-plane"),

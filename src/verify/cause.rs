@@ -64,18 +64,24 @@ pub async fn unreachable_pod(ctx: &Ctx, from: &Host, to: &Host, ip: &str) -> Opt
     None
 }
 
+/// The units of `units` that `systemctl is-active` (its output `states`, a line per unit) did
+/// not find active, as "<unit> is <state>".
+pub fn inactive(units: &[&str], states: &str) -> Vec<String> {
+    units
+        .iter()
+        .zip(states.lines().chain(std::iter::repeat("unknown")))
+        .filter(|(_, s)| s.trim() != "active")
+        .map(|(u, s)| format!("{u} is {}", s.trim()))
+        .collect()
+}
+
 /// Why no pod can start on `node`: its runtime or kubelet unit is not running (None when both
 /// are, or the node cannot be asked). Checked before a test pod is waited for.
 pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
     let runtime =
         crate::phases::runtime::unit_name(ctx.cluster.runtime).trim_end_matches(".service");
     let (_, states) = sh(ctx, node, &format!("systemctl is-active {runtime} kubelet")).await?;
-    let down: Vec<String> = [runtime, "kubelet"]
-        .iter()
-        .zip(states.lines().chain(std::iter::repeat("unknown")))
-        .filter(|(_, s)| s.trim() != "active")
-        .map(|(u, s)| format!("{u} is {}", s.trim()))
-        .collect();
+    let down = inactive(&[runtime, "kubelet"], &states);
     if down.is_empty() {
         return None;
     }

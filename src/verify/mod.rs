@@ -185,12 +185,7 @@ async fn check_control_planes(ctx: &Ctx, client: &Client, nodes: &[Host], report
         };
         let row = match states {
             Ok(text) => {
-                let down: Vec<String> = CONTROL_PLANE_UNITS
-                    .iter()
-                    .zip(text.lines().chain(std::iter::repeat("unknown")))
-                    .filter(|(_, s)| s.trim() != "active")
-                    .map(|(u, s)| format!("{u} is {}", s.trim()))
-                    .collect();
+                let down = cause::inactive(&CONTROL_PLANE_UNITS, &text);
                 if down.is_empty() {
                     Row::pass(
                         "control-plane",
