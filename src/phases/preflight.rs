@@ -269,11 +269,10 @@ pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
         "cgroup2fs" => {}
         "tmpfs" => out.push(warning(
             "CgroupsV1",
-            if cluster.version.minor >= 35 {
-                format!("the host uses cgroup v1; kubelet {} refuses it unless failCgroupV1 is false: move the host to cgroup v2", cluster.version)
-            } else {
-                "the host uses cgroup v1, which Kubernetes is phasing out: plan a move to cgroup v2".into()
-            },
+            format!(
+                "the host uses cgroup v1, deprecated by Kubernetes and containerd 2.2: kubelet {} runs on it only with failCgroupV1: false, which provision sets; move the host to cgroup v2",
+                cluster.version
+            ),
         )),
         other => out.push(error(
             "Cgroups",
