@@ -7,14 +7,15 @@ use crate::inventory::{
     RuntimeName, Severity, SshSpec, SudoMode,
 };
 use crate::version::{CATALOG_MINORS, Version};
-
-const OLDEST_MINOR: u32 = CATALOG_MINORS[0];
-const NEWEST_MINOR: u32 = CATALOG_MINORS[CATALOG_MINORS.len() - 1];
 use ipnet::IpNet;
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
 use std::path::PathBuf;
+
+/// The catalog's oldest and newest minors: the supported range.
+const OLDEST_MINOR: u32 = CATALOG_MINORS[0];
+const NEWEST_MINOR: u32 = CATALOG_MINORS[CATALOG_MINORS.len() - 1];
 
 pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
