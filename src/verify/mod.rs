@@ -263,9 +263,11 @@ async fn workload(
         .await
         .map_err(|e| format!("creating the test Service: {e}"))?;
     // a node whose runtime or kubelet is stopped fails at once, instead of after POD_WAIT
+    let down =
+        futures::future::join_all(nodes.iter().map(|h| cause::node_units_down(ctx, h))).await;
     let mut usable = Vec::new();
-    for h in nodes {
-        match cause::node_units_down(ctx, h).await {
+    for (h, down) in nodes.iter().zip(down) {
+        match down {
             Some(why) => report.rows.push(
                 Row::fail("pod", &h.name, "no test pod: the node cannot run pods")
                     .with_cause(Some(why)),
@@ -777,8 +779,15 @@ async fn dns(
                     probe::lookup_from_pod(pods, &a.name, name).await,
                 )
             };
+            let resolved = |text: &str| {
+                if *search {
+                    ping_resolved(text, want)
+                } else {
+                    answers(text, want)
+                }
+            };
             match lookup {
-                Ok(text) if answers(&text, want) || text.contains(&format!("({want})")) => {
+                Ok(text) if resolved(&text) => {
                     Row::pass("dns", subject, format!("resolves to {want}"))
                 }
                 Ok(text) => Row::fail(
@@ -801,6 +810,11 @@ async fn dns(
         })
     });
     report.rows.extend(in_parallel(checks.collect()).await);
+}
+
+/// Whether ping's first line (`PING verify (10.96.12.7): 56 data bytes`) names `ip`.
+fn ping_resolved(ping: &str, ip: &str) -> bool {
+    ping.contains(&format!("({ip})"))
 }
 
 /// Whether nslookup's output gives `ip` as an answer (not only as the server it asked).
@@ -1045,6 +1059,14 @@ mod tests {
             "[    0.000000] Linux version 6.1.0-28-amd64 (debian-kernel@lists.debian.org)\n"
         ));
         assert!(!is_gvisor_kernel_log(""));
+    }
+
+    #[test]
+    fn the_search_path_lookup_counts_only_the_address_ping_resolved() {
+        let out = "PING verify (10.101.59.26): 56 data bytes";
+        assert!(ping_resolved(out, "10.101.59.26"));
+        assert!(!ping_resolved(out, "10.101.59.2"));
+        assert!(!ping_resolved("ping: bad address 'verify'", "10.101.59.26"));
     }
 
     #[test]
