@@ -1,7 +1,7 @@
 //! The resolved cluster: every value derived from the inventory, once. Phases read it and never
 //! re-derive. Resolution is also where the inventory's meaning is checked.
 
-use crate::bundle::catalog::Arch;
+use crate::inventory::Arch;
 use crate::inventory::{
     self, BastionSpec, CniName, KeyType, Loaded, Problem, Problems, Role, RuntimeClass,
     RuntimeName, Severity, SshSpec, SudoMode,
@@ -496,7 +496,7 @@ impl Resolver<'_> {
     fn check_cri_o_release(&mut self, version: &Version) {
         let spec = &self.loaded.inventory.spec;
         if spec.runtime.name == RuntimeName::CriO
-            && crate::bundle::catalog::default_version("cri-o", version).is_none()
+            && crate::catalog::default_version("cri-o", version).is_none()
             && !spec.bundle.versions.contains_key("cri-o")
             && spec.bundle.dir.is_none()
         {
@@ -511,11 +511,8 @@ impl Resolver<'_> {
     fn bundle_versions(&mut self) -> BTreeMap<String, String> {
         let versions = self.loaded.inventory.spec.bundle.versions.clone();
         for (name, v) in &versions {
-            if crate::bundle::catalog::component(name).is_none() {
-                let names: Vec<&str> = crate::bundle::catalog::COMPONENTS
-                    .iter()
-                    .map(|c| c.name)
-                    .collect();
+            if crate::catalog::component(name).is_none() {
+                let names: Vec<&str> = crate::catalog::COMPONENTS.iter().map(|c| c.name).collect();
                 self.error(
                     &format!("spec.bundle.versions.{name}"),
                     format!("\"{name}\" is not a component"),
@@ -544,7 +541,7 @@ impl Resolver<'_> {
                     format!("{d} days is out of range"),
                     &format!(
                         "use {min} to {max} days (certificates within {} days of their end are renewed on every run)",
-                        crate::pki::RENEW_BEFORE_DAYS
+                        crate::x509::RENEW_BEFORE_DAYS
                     ),
                 );
                     None
@@ -553,7 +550,7 @@ impl Resolver<'_> {
         };
         // leaves closer than RENEW_BEFORE_DAYS to their end are re-issued: a shorter lifetime
         // would re-issue every certificate on every run
-        let min_leaf = crate::pki::RENEW_BEFORE_DAYS as u32 + 1;
+        let min_leaf = crate::x509::RENEW_BEFORE_DAYS as u32 + 1;
         let cert_days = days(
             self,
             spec.cert_validity_days,
@@ -604,7 +601,8 @@ impl Resolver<'_> {
                 };
                 match (cert_pem, key_pem) {
                     (Some(cert_pem), Some(key_pem)) => {
-                        if let Err(e) = crate::pki::check_external_ca(&cert_pem, key_pem.as_deref())
+                        if let Err(e) =
+                            crate::x509::check_external_ca(&cert_pem, key_pem.as_deref())
                         {
                             self.error(
                                 "spec.pki.externalCA",

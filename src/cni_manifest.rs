@@ -3,7 +3,7 @@
 //! Each node's pod range is its Node's spec.podCIDR, which the kubelet phase sets from the
 //! inventory, so every CNI and the inventory agree on it.
 
-use crate::bundle::catalog::cni_images;
+use crate::catalog::cni_images;
 use crate::cluster::Cluster;
 use crate::inventory::CniName;
 use crate::render::render;

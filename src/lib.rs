@@ -4,6 +4,7 @@
 //! host → facts, diff, apply → report.
 
 pub mod bundle;
+pub mod catalog;
 pub mod cli;
 pub mod cluster;
 pub mod cni_manifest;
@@ -16,3 +17,4 @@ pub mod render;
 pub mod ssh;
 pub mod verify;
 pub mod version;
+pub mod x509;

@@ -6,8 +6,8 @@
 //! archives and binaries laid out exactly as upstream's, holding small scripts.
 
 mod support;
-use provision::bundle::digest::{Algo, Digest};
 use provision::bundle::fetch::{FetchError, Fetcher};
+use provision::catalog::digest::{Algo, Digest};
 use std::path::Path;
 use std::process::Command;
 use support::https::FileServer;

@@ -147,8 +147,8 @@ fn artifacts_land_verified_then_nothing_moves_then_one_version_change_ships_one_
     let mut bytes = std::fs::read(&runc_src).unwrap();
     bytes.extend_from_slice(b"\0p1"); // another build: other bytes, same behaviour
     std::fs::write(new_dir.join("runc"), &bytes).unwrap();
-    let sha = provision::bundle::digest::Digest::of_bytes(
-        provision::bundle::digest::Algo::Sha256,
+    let sha = provision::catalog::digest::Digest::of_bytes(
+        provision::catalog::digest::Algo::Sha256,
         &bytes,
     );
     let mut manifest = std::fs::read_to_string(bundle.join("bundle.yaml")).unwrap();

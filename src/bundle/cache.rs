@@ -2,8 +2,8 @@
 //! against: `blobs/<algo>/<hex>`, `partial/` for interrupted downloads, and `unpacked/` for the
 //! files taken out of archives (hosts receive plain files).
 
-use super::catalog::{Install, Packaging};
-use super::digest::{Algo, Digest};
+use crate::catalog::digest::{Algo, Digest};
+use crate::catalog::{Install, Packaging};
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -2,7 +2,7 @@
 //! moving download finishes), retries with backoff, resume with Range, and a digest check
 //! before anything enters the cache.
 
-use super::digest::Digest;
+use crate::catalog::digest::Digest;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use reqwest::StatusCode;
 use std::io::{IsTerminal, Write};

@@ -1,8 +1,8 @@
 //! The lock file beside the inventory: digests learnt from upstream's published `.sha256` files
 //! on the first download, so every later fetch is pinned to the same bytes.
 
-use super::catalog::Arch;
-use super::digest::Digest;
+use crate::catalog::digest::Digest;
+use crate::inventory::Arch;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

@@ -13,8 +13,9 @@
 //!   kind: binary                     # optional: binary, cni-plugin, tree, image
 //! ```
 
-use super::catalog::{self, Arch, Install};
-use super::digest::{Algo, Digest};
+use crate::catalog::digest::{Algo, Digest};
+use crate::catalog::{self, Install};
+use crate::inventory::Arch;
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};
 

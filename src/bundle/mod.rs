@@ -3,20 +3,19 @@
 //! a host.
 
 pub mod cache;
-pub mod catalog;
-pub mod digest;
 pub mod fetch;
 pub mod lock;
 pub mod manifest;
 pub mod ops;
 
+use crate::catalog::digest::Digest;
+use crate::catalog::{self, Install, Packaging};
 use crate::cluster::{BundleSource, Cluster, Host};
 use crate::host::Action;
 use crate::host::action::LocalContent;
+use crate::inventory::Arch;
 use crate::inventory::{RuntimeClass, RuntimeName};
 use cache::{Cache, CachedFile};
-use catalog::{Arch, Install, Packaging};
-use digest::Digest;
 use lock::{LockFile, Locked};
 use manifest::{BundleDir, Kind};
 use std::collections::{BTreeMap, BTreeSet};

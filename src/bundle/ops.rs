@@ -1,10 +1,10 @@
 //! The `provision bundle` commands: list, fetch, pack, verify.
 
 use super::cache::Cache;
-use super::catalog::{self, Install, Packaging};
 use super::lock::LockFile;
 use super::manifest::{self, BundleDir, Entry, Kind};
 use super::{Prepared, Want, download_url, prepare, wants};
+use crate::catalog::{self, Install, Packaging};
 use crate::cluster::{BundleSource, Cluster};
 use serde::Serialize;
 use std::collections::BTreeSet;

@@ -4,7 +4,7 @@
 
 pub mod locate;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -247,7 +247,7 @@ pub struct HostSpec {
     pub pod_cidr: Option<String>,
     /// The host's CPU architecture: amd64 (default) or arm64.
     #[serde(default)]
-    pub arch: Option<crate::bundle::catalog::Arch>,
+    pub arch: Option<Arch>,
 }
 
 /// A parsed inventory with what is needed to point at its text.
@@ -411,4 +411,41 @@ pub fn load(file: &Path) -> Result<Loaded, Problems> {
         positions: Positions::of(&text),
         inventory,
     })
+}
+
+/// A host's processor architecture, as release downloads name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Arch {
+    Amd64,
+    Arm64,
+}
+
+impl Arch {
+    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
+
+    /// What `uname -m` prints on such a host.
+    pub fn uname_m(self) -> &'static str {
+        match self {
+            Arch::Amd64 => "x86_64",
+            Arch::Arm64 => "aarch64",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Arch> {
+        match s {
+            "amd64" | "x86_64" => Some(Arch::Amd64),
+            "arm64" | "aarch64" => Some(Arch::Arm64),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for Arch {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Arch::Amd64 => "amd64",
+            Arch::Arm64 => "arm64",
+        })
+    }
 }

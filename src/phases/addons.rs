@@ -33,7 +33,7 @@ async fn coredns_image(ctx: &Ctx, host: &Host) -> Result<Result<String, String>,
         }));
     }
     Ok(
-        match crate::bundle::catalog::default_version("coredns", &ctx.cluster.version) {
+        match crate::catalog::default_version("coredns", &ctx.cluster.version) {
             Some(v) => Ok(format!("registry.k8s.io/coredns/coredns:v{v}")),
             None => Err(format!(
                 "the catalog has no CoreDNS release for Kubernetes {}",

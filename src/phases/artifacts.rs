@@ -59,7 +59,7 @@ async fn ship(ctx: &Ctx, host: &Host, wants: &[Want], prepared: &bundle::Prepare
     let result = async {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let machine = session.run("uname -m").await.map_err(|e| e.to_string())?;
-        if bundle::catalog::Arch::parse(machine.trim()) != Some(host.arch) {
+        if crate::inventory::Arch::parse(machine.trim()) != Some(host.arch) {
             return Err(format!(
                 "the host is {} but the inventory says arch: {}; set its arch to match",
                 machine.trim(),

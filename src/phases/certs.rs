@@ -192,7 +192,7 @@ pub async fn ca(ctx: &Ctx, kind: CaKind, create: bool) -> Result<Ca, String> {
             let (first, files) = read_first(ctx, &[crt.clone(), key.clone()]).await?;
             match (text(&files, &crt), text(&files, &key)) {
                 (Some(cert_pem), Some(key_pem)) => {
-                    pki::check_external_ca(&cert_pem, Some(&key_pem)).map_err(|e| {
+                    crate::x509::check_external_ca(&cert_pem, Some(&key_pem)).map_err(|e| {
                         format!("the {} CA on {first} is unusable: {e}", kind.common_name())
                     })?;
                     Ca {

@@ -513,7 +513,7 @@ mod tests {
             labels: Default::default(),
             taints: vec![],
             pod_cidr: "10.244.0.0/24".parse().unwrap(),
-            arch: crate::bundle::catalog::Arch::Amd64,
+            arch: crate::inventory::Arch::Amd64,
             ssh: SshTarget {
                 address: "10.0.0.1".into(),
                 port: 22,

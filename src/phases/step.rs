@@ -142,7 +142,7 @@ impl BundlePlan {
         if let Some(image) = self.bundle_image(host, "pause")? {
             return Ok(image);
         }
-        let v = bundle::catalog::default_version("pause", &ctx.cluster.version)
+        let v = crate::catalog::default_version("pause", &ctx.cluster.version)
             .unwrap_or_else(|| "3.10".into());
         Ok(format!("registry.k8s.io/pause:{v}"))
     }

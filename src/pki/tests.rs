@@ -237,11 +237,14 @@ fn ca_keys_never_show_in_debug_output() {
 fn external_cas_must_be_cas_with_their_own_key() {
     let ca = Ca::generate(CaKind::Kubernetes, KeyType::Rsa2048, 10).unwrap();
     let key = ca.key_pem.clone().unwrap();
-    assert_eq!(check_external_ca(&ca.cert_pem, Some(&key)), Ok(()));
-    assert_eq!(check_external_ca(&ca.cert_pem, None), Ok(()));
+    assert_eq!(
+        crate::x509::check_external_ca(&ca.cert_pem, Some(&key)),
+        Ok(())
+    );
+    assert_eq!(crate::x509::check_external_ca(&ca.cert_pem, None), Ok(()));
     let other = Ca::generate(CaKind::Kubernetes, KeyType::Rsa2048, 10).unwrap();
     assert!(
-        check_external_ca(&ca.cert_pem, other.key_pem.as_deref())
+        crate::x509::check_external_ca(&ca.cert_pem, other.key_pem.as_deref())
             .unwrap_err()
             .contains("does not belong")
     );
@@ -254,7 +257,7 @@ fn external_cas_must_be_cas_with_their_own_key() {
         )
         .unwrap();
     assert!(
-        check_external_ca(&leaf, None)
+        crate::x509::check_external_ca(&leaf, None)
             .unwrap_err()
             .contains("not a CA")
     );

@@ -305,8 +305,8 @@ async fn test_image(ctx: &Ctx, host: &Host) -> Result<String, String> {
     if let Some(image) = plan.bundle_image(host, "busybox")? {
         return Ok(image);
     }
-    let v = crate::bundle::catalog::default_version("busybox", &ctx.cluster.version)
-        .unwrap_or_else(|| crate::bundle::catalog::BUSYBOX.into());
+    let v = crate::catalog::default_version("busybox", &ctx.cluster.version)
+        .unwrap_or_else(|| crate::catalog::BUSYBOX.into());
     Ok(format!("registry.k8s.io/e2e-test-images/busybox:{v}"))
 }
 

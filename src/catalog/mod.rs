@@ -2,45 +2,11 @@
 //! component, where upstream publishes it, how it is packaged, what a host installs from it,
 //! and the digests pinned here. Facts from the upstream release records.
 
-use super::digest::Digest;
-use serde::{Deserialize, Serialize};
-use std::fmt;
+pub mod digest;
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Arch {
-    Amd64,
-    Arm64,
-}
+use crate::inventory::Arch;
 
-impl Arch {
-    pub const ALL: [Arch; 2] = [Arch::Amd64, Arch::Arm64];
-
-    /// What `uname -m` prints on such a host.
-    pub fn uname_m(self) -> &'static str {
-        match self {
-            Arch::Amd64 => "x86_64",
-            Arch::Arm64 => "aarch64",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Arch> {
-        match s {
-            "amd64" | "x86_64" => Some(Arch::Amd64),
-            "arm64" | "aarch64" => Some(Arch::Arm64),
-            _ => None,
-        }
-    }
-}
-
-impl fmt::Display for Arch {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(match self {
-            Arch::Amd64 => "amd64",
-            Arch::Arm64 => "arm64",
-        })
-    }
-}
+use digest::Digest;
 
 /// How upstream ships a component.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
