@@ -160,6 +160,16 @@ impl Cluster {
         self.hosts.iter().filter(|h| h.control_plane)
     }
 
+    /// The control plane that holds the CAs and that the API is reached through.
+    pub fn first_control_plane(&self) -> Option<&Host> {
+        self.control_planes().next()
+    }
+
+    pub fn is_first_control_plane(&self, host: &Host) -> bool {
+        self.first_control_plane()
+            .is_some_and(|f| f.name == host.name)
+    }
+
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
     }

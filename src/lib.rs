@@ -3,6 +3,7 @@
 //! Data flows one way (docs/ARCHITECTURE.md): inventory → cluster → phase tree → actions per
 //! host → facts, diff, apply → report.
 
+pub mod api;
 pub mod bundle;
 pub mod catalog;
 pub mod cli;
@@ -14,6 +15,7 @@ pub mod output;
 pub mod phases;
 pub mod pki;
 pub mod render;
+pub mod run;
 pub mod ssh;
 pub mod verify;
 pub mod version;

@@ -3,7 +3,8 @@ use provision::bundle;
 use provision::cli::{BundleCommand, CertsCommand, Cli, Command, InitPhase, RunArgs};
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
-use provision::phases::{self, Ctx, Phase, Scope};
+use provision::phases::{self, Phase, Scope};
+use provision::run::{Ctx, Options};
 use provision::{inventory, ssh, verify};
 use std::path::Path;
 use std::process::ExitCode;
@@ -72,7 +73,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
             command: CertsCommand::CheckExpiration { run },
         } => {
             let cluster = load_for(&run)?;
-            let ctx = context(cli.verbose, cli.output, &run, cluster);
+            let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
             let result = phases::expiration::report(&ctx).await;
             ctx.close().await;
             result.map_err(|_| EXIT_PHASE_FAILED)
@@ -134,7 +135,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
         Command::Bundle { command } => run_bundle(command, cli.output).await,
         Command::Verify { run } => {
             let cluster = load_for(&run)?;
-            let ctx = context(cli.verbose, cli.output, &run, cluster);
+            let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
             let result = verify::run(&ctx, verify::Expect::All).await;
             ctx.close().await;
             match result {
@@ -399,7 +400,13 @@ struct Job<'a> {
     scope: Scope,
 }
 
-fn context(verbose: bool, format: Format, run: &RunArgs, cluster: Cluster) -> Ctx {
+fn context(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    cluster: Cluster,
+    renew: std::collections::BTreeSet<String>,
+) -> Ctx {
     ssh::trace_commands(verbose);
     let policy = if run.accept_new_host_keys {
         ssh::HostKeyPolicy::AcceptNew
@@ -412,20 +419,23 @@ fn context(verbose: bool, format: Format, run: &RunArgs, cluster: Cluster) -> Ct
             .unwrap_or_else(|| Path::new("."))
             .join(format!("{}-admin.conf", cluster.name))
     });
-    let mut ctx = Ctx::new(
+    let options = Options {
+        dry_run: run.dry_run,
+        concurrency: run.concurrency,
+        ignore_preflight: run.ignore_preflight_errors.clone(),
+        renew,
+        local_kubeconfig,
+        lock_file: run
+            .inventory
+            .as_deref()
+            .map(provision::bundle::lock::path_for),
+    };
+    Ctx::new(
         Arc::new(cluster),
-        run.dry_run,
-        run.concurrency,
-        run.ignore_preflight_errors.clone(),
+        options,
         policy,
         Reporter::new(format, verbose, run.dry_run),
-    );
-    ctx.local_kubeconfig = local_kubeconfig;
-    ctx.lock_file = run
-        .inventory
-        .as_deref()
-        .map(provision::bundle::lock::path_for);
-    ctx
+    )
 }
 
 async fn execute(
@@ -457,8 +467,7 @@ async fn execute_with(
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
     })?;
-    let mut ctx = context(verbose, format, run, cluster);
-    ctx.renew = renew;
+    let ctx = context(verbose, format, run, cluster, renew);
     let summary = phases::run(&ctx, command, &selected, &scope).await;
     ctx.out.summary(&summary);
     let failed = summary.failed_phase.is_some();

@@ -7,6 +7,7 @@ pub mod fetch;
 pub mod lock;
 pub mod manifest;
 pub mod ops;
+pub mod plan;
 
 use crate::catalog::digest::Digest;
 use crate::catalog::{self, Install, Packaging};

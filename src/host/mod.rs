@@ -4,6 +4,7 @@ pub mod action;
 pub mod diff;
 pub mod executor;
 pub mod facts;
+pub mod probe;
 pub mod read;
 
 pub use action::{Action, UnitSpec};

@@ -4,11 +4,12 @@
 //! from the registry (upstream or a mirror), or from the bundle directory when it carries it.
 //! When it cannot, the phase says so plainly and Service names will not resolve.
 
-use super::api::{apply_manifest, client};
-use super::step::{self, After, Step};
-use super::{Ctx, Phase, Work, certs};
-use crate::cluster::{BundleSource, Host};
+use super::step::{After, Applied, Step};
+use super::{Phase, Work};
+use crate::api::{apply_manifest, client};
+use crate::cluster::{BundleSource, Cluster, Host};
 use crate::render::render;
+use crate::run::Ctx;
 
 pub fn phase() -> Phase {
     Phase {
@@ -23,7 +24,7 @@ struct Addons;
 
 /// The CoreDNS image, or why there is none.
 async fn coredns_image(ctx: &Ctx, host: &Host) -> Result<Result<String, String>, String> {
-    let plan = step::bundle_plan(ctx).await?;
+    let plan = ctx.bundle_plan().await?;
     if let BundleSource::Dir { path } = &ctx.cluster.bundle {
         return Ok(plan.bundle_image(host, "coredns")?.ok_or_else(|| {
             format!(
@@ -44,11 +45,11 @@ async fn coredns_image(ctx: &Ctx, host: &Host) -> Result<Result<String, String>,
 }
 
 /// The CoreDNS manifest for this cluster.
-pub fn coredns_manifest(ctx: &Ctx, image: &str) -> String {
+pub fn coredns_manifest(cluster: &Cluster, image: &str) -> String {
     let mut t = tera::Context::new();
     t.insert("image", image);
-    t.insert("dns_domain", &ctx.cluster.dns_domain);
-    t.insert("dns_ip", &ctx.cluster.dns_service_ip.to_string());
+    t.insert("dns_domain", &cluster.dns_domain);
+    t.insert("dns_ip", &cluster.dns_service_ip.to_string());
     render("coredns.yaml", &t)
 }
 
@@ -68,7 +69,7 @@ impl Addons {
         }
         match coredns_image(ctx, host).await? {
             Ok(image) => {
-                let manifest = coredns_manifest(ctx, &image);
+                let manifest = coredns_manifest(&ctx.cluster, &image);
                 after
                     .changes
                     .extend(apply_manifest(&client, &manifest, dry_run).await?);
@@ -88,16 +89,28 @@ impl Addons {
 
 #[async_trait::async_trait]
 impl Step for Addons {
-    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
-        certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    type Shared = ();
+
+    fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
+        cluster.is_first_control_plane(host)
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         self.apply(ctx, host, false).await
     }
 
     /// A server-side dry run: the API server validates and admits every object, stores none.
-    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<After, String> {
+    async fn dry_run(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         self.apply(ctx, host, true).await
     }
 }
@@ -105,7 +118,6 @@ impl Step for Addons {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{Format, Reporter};
     use k8s_openapi::api::apps::v1::Deployment;
     use k8s_openapi::api::core::v1::{ConfigMap, Service, ServiceAccount};
     use k8s_openapi::api::rbac::v1::{ClusterRole, ClusterRoleBinding};
@@ -113,7 +125,6 @@ mod tests {
     fn parse<K: serde::de::DeserializeOwned>(doc: &str) -> Result<K, String> {
         serde_yaml::from_str(doc).map_err(|e| format!("the CoreDNS manifest: {e}"))
     }
-    use std::sync::Arc;
 
     #[test]
     fn the_coredns_manifest_parses_and_serves_the_cluster_dns_address_and_domain() {
@@ -122,15 +133,7 @@ mod tests {
         std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  networking: {serviceSubnet: 10.100.0.0/16, dnsDomain: corp.internal}\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
         let loaded = crate::inventory::load(&file).unwrap();
         let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
-        let ctx = Ctx::new(
-            Arc::new(cluster),
-            true,
-            1,
-            Vec::new(),
-            crate::ssh::HostKeyPolicy::Strict,
-            Reporter::new(Format::Json, false, true),
-        );
-        let m = coredns_manifest(&ctx, "registry.k8s.io/coredns/coredns:v1.14.2");
+        let m = coredns_manifest(&cluster, "registry.k8s.io/coredns/coredns:v1.14.2");
         let docs: Vec<&str> = m.split("\n---\n").collect();
         assert_eq!(docs.len(), 6);
         let svc: Service = parse(docs[5]).unwrap();

@@ -2,10 +2,12 @@
 //! versioned directories behind symlinks. A file crosses the network only when the host's copy
 //! has another digest; hosts are served in parallel (bounded by --concurrency).
 
-use super::{Ctx, converge, fan_out};
+use super::fan_out;
+use super::step::converge;
 use crate::bundle::{self, Want, manifest::BundleDir};
 use crate::cluster::{BundleSource, Host};
 use crate::output::HostOutcome;
+use crate::run::Ctx;
 use std::collections::{BTreeMap, BTreeSet};
 
 pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
@@ -41,12 +43,13 @@ async fn prepare(ctx: &Ctx, hosts: &[Host]) -> Result<(Wants, bundle::Prepared),
     };
     let wants = bundle::wants(cluster, hosts, dir.as_ref())?;
     let all: BTreeSet<Want> = wants.values().flatten().cloned().collect();
-    let prepared = bundle::prepare(cluster, ctx.lock_file.as_deref(), &all).await?;
+    let prepared = bundle::prepare(cluster, ctx.options.lock_file.as_deref(), &all).await?;
     if !prepared.newly_locked.is_empty() {
         ctx.out.note(&format!(
             "recorded the published digests of {} in {}",
             prepared.newly_locked.join(", "),
-            ctx.lock_file
+            ctx.options
+                .lock_file
                 .as_deref()
                 .map(|p| p.display().to_string())
                 .unwrap_or_default()

@@ -3,13 +3,14 @@
 //! client certificates and of their renewals), `kube-public/cluster-info` for discovery, and the
 //! RuntimeClasses of the enabled sandboxes.
 
-use super::api::{client, ensure};
-use super::step::{After, Step};
-use super::{Ctx, Phase, Work, certs};
-use crate::cluster::Host;
-use crate::host::read::read_files;
+use super::step::{After, Applied, Step};
+use super::{Phase, Work};
+use crate::api::{client, ensure};
+use crate::cluster::{Cluster, Host};
 use crate::inventory::RuntimeClass as SandboxClass;
+use crate::pki::CaKind;
 use crate::pki::token::NODE_BOOTSTRAP_GROUP;
+use crate::run::Ctx;
 use k8s_openapi::api::core::v1::ConfigMap;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::{
@@ -84,11 +85,18 @@ fn cluster_info(ctx: &Ctx, ca_pem: &str) -> Result<ConfigMap, String> {
 
 #[async_trait::async_trait]
 impl Step for Bootstrap {
-    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
-        certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    type Shared = ();
+
+    fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
+        cluster.is_first_control_plane(host)
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        _: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         let mut changes = Vec::new();
         // admin.conf's group has no rights until this binding exists: make it as super-admin
         let root = client(ctx, "super-admin").await?;
@@ -130,15 +138,9 @@ impl Step for Bootstrap {
             changes.extend(ensure(&crbs, &b).await?);
         }
         // cluster-info, readable without credentials
-        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let ca_path = "/etc/kubernetes/pki/ca.crt".to_string();
-        let ca = read_files(&session, std::slice::from_ref(&ca_path))
-            .await
-            .map_err(|e| e.to_string())?
-            .remove(&ca_path)
-            .ok_or("the cluster CA is missing on the first control plane")?;
+        let ca = ctx.ca(CaKind::Kubernetes, false).await?;
         let public: Api<ConfigMap> = Api::namespaced(admin.clone(), "kube-public");
-        changes.extend(ensure(&public, &cluster_info(ctx, &String::from_utf8_lossy(&ca))?).await?);
+        changes.extend(ensure(&public, &cluster_info(ctx, &ca.cert_pem)?).await?);
         let role = Role {
             metadata: ObjectMeta {
                 name: Some("provision:bootstrap-signer-clusterinfo".into()),

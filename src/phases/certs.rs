@@ -5,13 +5,16 @@
 //! written there first. A leaf or kubeconfig already on a host is kept when it is compliant and
 //! replaced, with the reason shown, when it is not.
 
-use super::{Ctx, Phase, Work};
-use crate::cluster::Host;
+use super::step::{After, Applied, Desired, Step};
+use super::{Phase, Work, local_kubeconfig};
+use crate::cluster::{Cluster, Host};
 use crate::host::Action;
-use crate::host::read::read_files;
+use crate::host::probe::{Observed, Probe};
 use crate::pki::kubeconfig::{self, KubeconfigKind};
-use crate::pki::{self, Ca, CaKind, Leaf, PKI_DIR};
-use std::collections::{BTreeMap, BTreeSet};
+use crate::pki::{Ca, CaKind, Leaf};
+use crate::run::Ctx;
+use crate::run::pki_path as path;
+use std::collections::BTreeSet;
 
 /// One thing the PKI phases install.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -32,33 +35,35 @@ impl Item {
         }
     }
 
-    pub fn applies_to(self, ctx: &Ctx, host: &Host) -> bool {
+    pub fn applies_to(self, cluster: &Cluster, host: &Host) -> bool {
         match self {
             // cluster-admin break-glass credentials exist once, on the first control plane
-            Item::Kubeconfig(KubeconfigKind::SuperAdmin) => {
-                host.control_plane && Some(&host.name) == first_control_plane(ctx).map(|h| &h.name)
-            }
+            Item::Kubeconfig(KubeconfigKind::SuperAdmin) => cluster.is_first_control_plane(host),
             // kube-proxy runs on every node
             Item::Kubeconfig(KubeconfigKind::KubeProxy) => true,
             _ => host.control_plane,
         }
     }
+
+    /// The files of the item on a host.
+    fn paths(self) -> Vec<String> {
+        match self {
+            Item::Ca(k) => vec![path(k.base(), "crt"), path(k.base(), "key")],
+            Item::ServiceAccount => vec![path("sa", "key"), path("sa", "pub")],
+            Item::Leaf(l) => vec![path(l.base(), "crt"), path(l.base(), "key")],
+            Item::Kubeconfig(k) => vec![k.path()],
+        }
+    }
+}
+
+fn pki_phase(name: &'static str, summary: &'static str, item: Item) -> Phase {
+    Phase::step(name, summary, Pki(item))
 }
 
 /// In kubeadm's order: each CA before the leaves it signs.
 pub fn certs_phase() -> Phase {
-    let leaf = |l: Leaf, summary: &'static str| Phase {
-        name: l.name(),
-        summary,
-        work: Work::Pki(Item::Leaf(l)),
-        children: Vec::new(),
-    };
-    let ca = |k: CaKind, summary: &'static str| Phase {
-        name: k.name(),
-        summary,
-        work: Work::Pki(Item::Ca(k)),
-        children: Vec::new(),
-    };
+    let leaf = |l: Leaf, summary| pki_phase(l.name(), summary, Item::Leaf(l));
+    let ca = |k: CaKind, summary| pki_phase(k.name(), summary, Item::Ca(k));
     Phase {
         name: "certs",
         summary: "the cluster PKI in /etc/kubernetes/pki (kubeadm's layout)",
@@ -89,23 +94,17 @@ pub fn certs_phase() -> Phase {
                 Leaf::ApiserverEtcdClient,
                 "kube-apiserver's client certificate for etcd",
             ),
-            Phase {
-                name: "sa",
-                summary: "the service-account token signing key pair",
-                work: Work::Pki(Item::ServiceAccount),
-                children: Vec::new(),
-            },
+            pki_phase(
+                "sa",
+                "the service-account token signing key pair",
+                Item::ServiceAccount,
+            ),
         ],
     }
 }
 
 pub fn kubeconfig_phase() -> Phase {
-    let kc = |k: KubeconfigKind, summary: &'static str| Phase {
-        name: k.name(),
-        summary,
-        work: Work::Pki(Item::Kubeconfig(k)),
-        children: Vec::new(),
-    };
+    let kc = |k: KubeconfigKind, summary| pki_phase(k.name(), summary, Item::Kubeconfig(k));
     Phase {
         name: "kubeconfig",
         summary: "kubeconfig files in /etc/kubernetes",
@@ -132,114 +131,24 @@ pub fn kubeconfig_phase() -> Phase {
 
 /// kube-proxy.conf, on every node (`join` runs it alone).
 pub fn kube_proxy_kubeconfig() -> Phase {
-    Phase {
-        name: "kube-proxy",
-        summary: "kube-proxy.conf (system:kube-proxy), every node",
-        work: Work::Pki(Item::Kubeconfig(KubeconfigKind::KubeProxy)),
-        children: Vec::new(),
-    }
+    pki_phase(
+        "kube-proxy",
+        "kube-proxy.conf (system:kube-proxy), every node",
+        Item::Kubeconfig(KubeconfigKind::KubeProxy),
+    )
 }
 
-/// What the PKI phases of one run share: CAs and the service-account key, in memory only.
+/// One PKI item as a step: the host's files are probed, the CA (or the service-account key)
+/// comes from the run, and `desired` keeps what is compliant and issues what is not.
+struct Pki(Item);
+
+/// What a PKI item's hosts share: its CA (the signing one for leaves and kubeconfigs), the
+/// service-account key pair, and whether renewal was asked for.
 #[derive(Default)]
-pub struct PkiCache {
-    cas: BTreeMap<CaKind, Ca>,
-    sa: Option<(String, String)>,
-}
-
-pub fn first_control_plane(ctx: &Ctx) -> Option<&Host> {
-    ctx.cluster.control_planes().next()
-}
-
-fn path(base: &str, ext: &str) -> String {
-    format!("{PKI_DIR}/{base}.{ext}")
-}
-
-async fn read_first(
-    ctx: &Ctx,
-    paths: &[String],
-) -> Result<(String, BTreeMap<String, Vec<u8>>), String> {
-    let first = first_control_plane(ctx).ok_or("the inventory has no control plane")?;
-    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
-    let files = read_files(&session, paths)
-        .await
-        .map_err(|e| e.to_string())?;
-    Ok((first.name.clone(), files))
-}
-
-fn text(files: &BTreeMap<String, Vec<u8>>, p: &str) -> Option<String> {
-    files
-        .get(p)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-}
-
-/// The CA of `kind`: from the run's cache, the inventory (external CA), or the first control
-/// plane; created only when `create` (its own phase) and absent everywhere.
-pub async fn ca(ctx: &Ctx, kind: CaKind, create: bool) -> Result<Ca, String> {
-    let mut cache = ctx.pki.lock().await;
-    if let Some(ca) = cache.cas.get(&kind) {
-        return Ok(ca.clone());
-    }
-    let pki = &ctx.cluster.pki;
-    let ca = match (&pki.external_ca, kind) {
-        (Some(ext), CaKind::Kubernetes) => Ca {
-            kind,
-            cert_pem: ext.cert_pem.clone(),
-            key_pem: ext.key_pem.clone(),
-        },
-        _ => {
-            let (crt, key) = (path(kind.base(), "crt"), path(kind.base(), "key"));
-            let (first, files) = read_first(ctx, &[crt.clone(), key.clone()]).await?;
-            match (text(&files, &crt), text(&files, &key)) {
-                (Some(cert_pem), Some(key_pem)) => {
-                    crate::x509::check_external_ca(&cert_pem, Some(&key_pem)).map_err(|e| {
-                        format!("the {} CA on {first} is unusable: {e}", kind.common_name())
-                    })?;
-                    Ca {
-                        kind,
-                        cert_pem,
-                        key_pem: Some(key_pem),
-                    }
-                }
-                (Some(_), None) => {
-                    return Err(format!(
-                        "{first} has {crt} but not its key: restore {key}, or move both away to create a new CA (every certificate it signed will then be re-issued)"
-                    ));
-                }
-                (None, _) if create => Ca::generate(kind, pki.key_type, pki.ca_validity_days)
-                    .map_err(|e| e.to_string())?,
-                (None, _) => {
-                    return Err(format!(
-                        "{first} has no {} CA yet: run `provision init phase certs/{}` first",
-                        kind.common_name(),
-                        kind.name()
-                    ));
-                }
-            }
-        }
-    };
-    cache.cas.insert(kind, ca.clone());
-    Ok(ca)
-}
-
-async fn service_account(ctx: &Ctx) -> Result<(String, String), String> {
-    let mut cache = ctx.pki.lock().await;
-    if let Some(sa) = &cache.sa {
-        return Ok(sa.clone());
-    }
-    let (key, public) = (path("sa", "key"), path("sa", "pub"));
-    let (_, files) = read_first(ctx, &[key.clone(), public.clone()]).await?;
-    let pair = match text(&files, &key) {
-        // the public half is derived from the private one, so a lost sa.pub is simply rewritten
-        Some(k) => {
-            let p = pki::public_key_of(&k)
-                .map_err(|e| format!("{key} on the first control plane: {e}"))?;
-            (k, p)
-        }
-        None => pki::service_account_key(ctx.cluster.pki.key_type).map_err(|e| e.to_string())?,
-    };
-    cache.sa = Some(pair.clone());
-    Ok(pair)
+struct Inputs {
+    ca: Option<Ca>,
+    service_account: Option<(String, String)>,
+    renew: bool,
 }
 
 fn cert_file(p: &str, content: String) -> Action {
@@ -247,15 +156,18 @@ fn cert_file(p: &str, content: String) -> Action {
 }
 
 /// The actions that put `item` on `host`, and notes on what was re-issued and why.
-pub async fn desired(
-    ctx: &Ctx,
+fn desired(
+    cluster: &Cluster,
     host: &Host,
     item: Item,
+    observed: &Observed,
+    inputs: &Inputs,
 ) -> Result<(Vec<Action>, Vec<String>), String> {
-    let forced = ctx.renew.contains(item.name());
+    let forced = inputs.renew;
+    let ca = || inputs.ca.as_ref().ok_or("internal: no CA for a PKI item");
     match item {
         Item::Ca(kind) => {
-            let ca = ca(ctx, kind, true).await?;
+            let ca = ca()?;
             let mut actions = vec![cert_file(&path(kind.base(), "crt"), ca.cert_pem.clone())];
             if let Some(key) = &ca.key_pem {
                 actions.push(Action::secret_file(&path(kind.base(), "key"), key.clone()));
@@ -263,7 +175,10 @@ pub async fn desired(
             Ok((actions, Vec::new()))
         }
         Item::ServiceAccount => {
-            let (key, public) = service_account(ctx).await?;
+            let (key, public) = inputs
+                .service_account
+                .clone()
+                .ok_or("internal: no service-account key")?;
             Ok((
                 vec![
                     Action::secret_file(&path("sa", "key"), key),
@@ -273,25 +188,22 @@ pub async fn desired(
             ))
         }
         Item::Leaf(leaf) => {
-            let ca = ca(ctx, leaf.ca(), false).await?;
+            let ca = ca()?;
             let (crt, key) = (path(leaf.base(), "crt"), path(leaf.base(), "key"));
-            let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-            let files = read_files(&session, &[crt.clone(), key.clone()])
-                .await
-                .map_err(|e| e.to_string())?;
-            let spec = leaf.spec(&ctx.cluster, host);
-            let reason = match (text(&files, &crt), text(&files, &key)) {
+            let (crt_now, key_now) = (observed.file(&crt)?, observed.file(&key)?);
+            let spec = leaf.spec(cluster, host);
+            let text = |b: Option<&[u8]>| b.map(|b| String::from_utf8_lossy(b).into_owned());
+            let reason = match (text(crt_now), text(key_now)) {
                 _ if forced => Some("renewal requested".to_string()),
                 (Some(c), Some(k)) => ca.check(&spec, &c, Some(&k)).err(),
                 (Some(_), None) => Some("its key is missing".into()),
                 (None, _) => Some("missing".into()),
             };
             let Some(reason) = reason else {
-                let keep = |p: &str| files.get(p).cloned().unwrap_or_default();
                 return Ok((
                     vec![
-                        cert_file(&crt, String::from_utf8_lossy(&keep(&crt)).into_owned()),
-                        Action::secret_file(&key, keep(&key)),
+                        cert_file(&crt, text(crt_now).unwrap_or_default()),
+                        Action::secret_file(&key, key_now.unwrap_or_default().to_vec()),
                     ],
                     Vec::new(),
                 ));
@@ -302,11 +214,7 @@ pub async fn desired(
                 ));
             }
             let (cert_pem, key_pem) = ca
-                .issue(
-                    &spec,
-                    ctx.cluster.pki.key_type,
-                    ctx.cluster.pki.cert_validity_days,
-                )
+                .issue(&spec, cluster.pki.key_type, cluster.pki.cert_validity_days)
                 .map_err(|e| e.to_string())?;
             let note =
                 (reason != "missing").then(|| format!("{} re-issued: {reason}", leaf.name()));
@@ -319,20 +227,20 @@ pub async fn desired(
             ))
         }
         Item::Kubeconfig(kind) => {
-            let ca = ca(ctx, CaKind::Kubernetes, false).await?;
+            let ca = ca()?;
             let p = kind.path();
-            let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-            let files = read_files(&session, std::slice::from_ref(&p))
-                .await
-                .map_err(|e| e.to_string())?;
-            let existing = if forced { None } else { text(&files, &p) };
+            let existing = if forced {
+                None
+            } else {
+                observed.file_text(&p)?
+            };
             if ca.key_pem.is_none() && existing.is_none() {
                 return Err(format!(
                     "{p} is missing and the cluster CA is external without its key: place the kubeconfig there yourself"
                 ));
             }
             let (content, reason) =
-                kubeconfig::desired(kind, &ctx.cluster, host, &ca, existing.as_deref())?;
+                kubeconfig::desired(kind, cluster, host, ca, existing.as_deref())?;
             let why = if forced {
                 Some("renewal requested")
             } else {
@@ -354,4 +262,65 @@ pub fn renewable() -> BTreeSet<String> {
         .map(|l| l.name().to_string())
         .chain(KubeconfigKind::ALL.iter().map(|k| k.name().to_string()))
         .collect()
+}
+
+#[async_trait::async_trait]
+impl Step for Pki {
+    type Shared = Inputs;
+
+    fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
+        self.0.applies_to(cluster, host)
+    }
+
+    fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
+        match self.0 {
+            // CAs and the service-account key are the cluster's, read from the first control plane
+            Item::Ca(_) | Item::ServiceAccount => Vec::new(),
+            item => item.paths().into_iter().map(Probe::File).collect(),
+        }
+    }
+
+    async fn prepare(&self, ctx: &Ctx, _: &[(&Host, &Observed)]) -> Result<Inputs, String> {
+        let mut inputs = Inputs {
+            renew: ctx.options.renew.contains(self.0.name()),
+            ..Inputs::default()
+        };
+        match self.0 {
+            // only the phase of a CA may create it
+            Item::Ca(kind) => inputs.ca = Some(ctx.ca(kind, true).await?),
+            Item::ServiceAccount => inputs.service_account = Some(ctx.service_account().await?),
+            Item::Leaf(leaf) => inputs.ca = Some(ctx.ca(leaf.ca(), false).await?),
+            Item::Kubeconfig(_) => inputs.ca = Some(ctx.ca(CaKind::Kubernetes, false).await?),
+        }
+        Ok(inputs)
+    }
+
+    fn desired(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        observed: &Observed,
+        inputs: &Inputs,
+    ) -> Result<Desired, String> {
+        let (actions, notes) = desired(cluster, host, self.0, observed, inputs)?;
+        Ok(Desired { actions, notes })
+    }
+
+    /// admin.conf of the first control plane is also written on the operator's machine.
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        applied: &Applied<'_, Inputs>,
+    ) -> Result<After, String> {
+        let mut after = After::default();
+        if self.0 == Item::Kubeconfig(KubeconfigKind::Admin)
+            && ctx.cluster.is_first_control_plane(host)
+            && let Some(path) = &ctx.options.local_kubeconfig
+            && let Some(Action::File(f)) = applied.actions.first()
+        {
+            after.notes.push(local_kubeconfig::write(path, &f.content)?);
+        }
+        Ok(after)
+    }
 }

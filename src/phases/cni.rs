@@ -4,9 +4,10 @@
 //! routes through the nodes' addresses), kept by a unit so it comes back after a reboot.
 //! Pod-to-pod traffic keeps its addresses; traffic leaving the pod range is masqueraded.
 
-use super::step::{After, Step};
-use super::{Ctx, Phase, Work};
-use crate::cluster::Host;
+use super::step::{Desired, Step};
+use super::{Phase, Work};
+use crate::cluster::{Cluster, Host};
+use crate::host::probe::{Observed, Probe};
 use crate::host::{Action, UnitSpec};
 use crate::inventory::{CniName, Overlay};
 use crate::render::render;
@@ -58,43 +59,50 @@ fn overlay_identity(host: &Host) -> Result<(String, String), String> {
     }
 }
 
-/// The interface that holds the node's address, and its MTU.
-async fn uplink(ctx: &Ctx, host: &Host) -> Result<(String, u32), String> {
-    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-    let out = session
-        .run(&format!(
-            "dev=$(ip -o addr show | awk -v a={} '{{split($4,x,\"/\"); if (x[1]==a) print $2}}' | head -n1); [ -n \"$dev\" ] && echo \"$dev $(cat /sys/class/net/$dev/mtu)\"",
-            crate::ssh::shell_quote(&host.address)
-        ))
-        .await
-        .map_err(|_| {
-            format!(
-                "no interface of {} holds its inventory address {}: the overlay needs it as its local endpoint",
-                host.name, host.address
-            )
-        })?;
-    let mut words = out.split_whitespace();
-    match (words.next(), words.next().and_then(|m| m.parse().ok())) {
-        (Some(dev), Some(mtu)) => Ok((dev.to_string(), mtu)),
-        _ => Err(format!(
-            "cannot read the MTU of {}'s interface: {out}",
-            host.name
-        )),
+/// Whether the node carries the built-in VXLAN overlay (its uplink is then probed).
+fn overlay(cluster: &Cluster) -> bool {
+    cluster.cni == CniName::Builtin && cluster.overlay == Overlay::Vxlan
+}
+
+/// The overlay is kernel state the files do not show: when its link or a route to a peer is
+/// gone (deleted by hand, lost to a network restart), restarting the unit puts it back.
+fn restore_overlay(peers: usize) -> Action {
+    Action::Exec {
+        label: format!("restore the overlay ({VXLAN_DEVICE} up with routes to {peers} peer(s))"),
+        cmd: "systemctl restart provision-pod-routes.service".into(),
+        unless: format!(
+            "ip link show {VXLAN_DEVICE} up 2>/dev/null | grep -q {VXLAN_DEVICE} && [ \"$(ip route show dev {VXLAN_DEVICE} 2>/dev/null | grep -c onlink)\" -ge {peers} ]"
+        ),
     }
 }
 
 #[async_trait::async_trait]
 impl Step for Cni {
+    type Shared = ();
+
     /// On `join`, every node of the inventory: the others learn the routes to the new ones.
     fn every_node_on_join(&self) -> bool {
         true
     }
 
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        let cluster = &ctx.cluster;
+    fn probes(&self, cluster: &Cluster, _: &Host) -> Vec<Probe> {
+        if overlay(cluster) {
+            vec![Probe::Uplink]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn desired(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        observed: &Observed,
+        _: &(),
+    ) -> Result<Desired, String> {
         if cluster.cni != CniName::Builtin {
             // the CNI's own pods write their configuration (the addons phase applies them)
-            return Ok(vec![Action::dir("/etc/cni/net.d", 0o755)]);
+            return Ok(vec![Action::dir("/etc/cni/net.d", 0o755)].into());
         }
         let gateway =
             host.pod_cidr.hosts().next().ok_or_else(|| {
@@ -128,7 +136,7 @@ impl Step for Cni {
         }
         t.insert("peers", &peers);
         if vxlan {
-            let (iface, link_mtu) = uplink(ctx, host).await?;
+            let (iface, link_mtu) = observed.uplink()?;
             let (vx_addr, mac) = overlay_identity(host)?;
             // VXLAN over IPv4 adds 50 bytes to every packet
             let mtu = cluster.vxlan.mtu.unwrap_or(link_mtu.saturating_sub(50));
@@ -166,7 +174,7 @@ impl Step for Cni {
             ]
             .into();
         unit.insert("service", &service);
-        Ok(vec![
+        let mut actions = vec![
             Action::dir("/etc/cni/net.d", 0o755),
             Action::file(CONFLIST, render("cni-bridge.conflist", &t), 0o644),
             Action::dir("/usr/local/lib/provision", 0o755),
@@ -178,48 +186,10 @@ impl Step for Cni {
                 active: true,
                 restart_when_changed: vec![ROUTES_SCRIPT.into(), ROUTES_UNIT.into()],
             }),
-        ])
-    }
-
-    /// The overlay is kernel state the files do not show: when its link or a route is gone
-    /// (deleted by hand, lost to a network restart), the unit puts it back.
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
-        if ctx.cluster.cni != CniName::Builtin || ctx.cluster.overlay != Overlay::Vxlan {
-            return Ok(After::default());
+        ];
+        if vxlan {
+            actions.push(restore_overlay(cluster.hosts.len() - 1));
         }
-        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let peers = ctx.cluster.hosts.len() - 1;
-        let probe = format!(
-            "ip link show {VXLAN_DEVICE} up 2>/dev/null | grep -q {VXLAN_DEVICE} && echo up || echo down; ip route show dev {VXLAN_DEVICE} 2>/dev/null | grep -c onlink"
-        );
-        let out = session
-            .exec(&probe, None)
-            .await
-            .map_err(|e| e.to_string())?;
-        let text = out.stdout_text();
-        let mut lines = text.lines();
-        let link_up = lines.next() == Some("up");
-        let routes: usize = lines
-            .next()
-            .and_then(|l| l.trim().parse().ok())
-            .unwrap_or(0);
-        if link_up && routes >= peers {
-            return Ok(After::default());
-        }
-        session
-            .run("systemctl restart provision-pod-routes.service")
-            .await
-            .map_err(|e| e.to_string())?;
-        Ok(After {
-            changes: vec![format!(
-                "restore the overlay ({})",
-                if link_up {
-                    format!("{routes} of {peers} routes through {VXLAN_DEVICE}")
-                } else {
-                    format!("{VXLAN_DEVICE} was missing or down")
-                }
-            )],
-            notes: Vec::new(),
-        })
+        Ok(actions.into())
     }
 }

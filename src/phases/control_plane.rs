@@ -3,12 +3,13 @@
 //! policy and log, Node,RBAC, NodeRestriction, profiling off, TLS 1.2+), then a bounded wait
 //! for `/livez` and `/readyz` that names the failing component when it gives up.
 
-use super::step::{self, Step};
-use super::{Ctx, Phase, Work, certs};
-use crate::cluster::{API_PORT, Host};
-use crate::host::read::read_files;
+use super::step::{self, Applied, Desired, Step};
+use super::{Phase, Work};
+use crate::cluster::{API_PORT, Cluster, Host};
+use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
 use crate::render::render;
+use crate::run::Ctx;
 use base64::Engine;
 use std::collections::BTreeMap;
 
@@ -37,8 +38,7 @@ fn unit_path(component: &str) -> String {
     format!("/etc/systemd/system/{component}.service")
 }
 
-fn apiserver_args(ctx: &Ctx, host: &Host) -> Vec<String> {
-    let c = &ctx.cluster;
+fn apiserver_args(c: &Cluster, host: &Host) -> Vec<String> {
     vec![
         format!("--advertise-address={}", host.address),
         "--allow-privileged=true".into(),
@@ -83,8 +83,7 @@ fn apiserver_args(ctx: &Ctx, host: &Host) -> Vec<String> {
     ]
 }
 
-fn controller_manager_args(ctx: &Ctx) -> Vec<String> {
-    let c = &ctx.cluster;
+fn controller_manager_args(c: &Cluster) -> Vec<String> {
     let kc = "/etc/kubernetes/controller-manager.conf";
     vec![
         format!("--authentication-kubeconfig={kc}"),
@@ -140,25 +139,32 @@ fn unit(component: &str, description: &str, args: &[String], after: &[&str]) -> 
     render("component.service", &t)
 }
 
-/// The Secrets encryption key, the same on every control plane: the first control plane's,
-/// else (on the first, once) a new random one. Memory only.
-async fn encryption_config(ctx: &Ctx, host: &Host) -> Result<String, String> {
-    let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
-    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
-    let existing = read_files(&session, &[ENCRYPTION_CONFIG.to_string()])
-        .await
-        .map_err(|e| e.to_string())?;
-    if let Some(bytes) = existing.get(ENCRYPTION_CONFIG) {
-        // keep the key the cluster's Secrets are encrypted with
-        return String::from_utf8(bytes.clone())
-            .map_err(|_| format!("{ENCRYPTION_CONFIG} on {} is not text", first.name));
+/// The Secrets encryption configuration, the same on every control plane: the first control
+/// plane's, else (on the first, once) a new random key. Memory only.
+#[derive(Default)]
+struct Encryption {
+    existing: Option<String>,
+    fresh: String,
+}
+
+impl Encryption {
+    fn for_host(&self, cluster: &Cluster, host: &Host) -> Result<String, String> {
+        match &self.existing {
+            // keep the key the cluster's Secrets are encrypted with
+            Some(text) => Ok(text.clone()),
+            None if cluster.is_first_control_plane(host) => Ok(self.fresh.clone()),
+            None => Err(format!(
+                "{} has no {ENCRYPTION_CONFIG} yet: run `provision init` first",
+                cluster
+                    .first_control_plane()
+                    .map(|f| f.name.as_str())
+                    .unwrap_or("the first control plane")
+            )),
+        }
     }
-    if first.name != host.name {
-        return Err(format!(
-            "{} has no {ENCRYPTION_CONFIG} yet: run `provision init` first",
-            first.name
-        ));
-    }
+}
+
+fn new_encryption_config() -> String {
     let key: [u8; 32] = rand::random();
     let mut t = tera::Context::new();
     t.insert("key_name", "key1");
@@ -166,26 +172,49 @@ async fn encryption_config(ctx: &Ctx, host: &Host) -> Result<String, String> {
         "key",
         &base64::engine::general_purpose::STANDARD.encode(key),
     );
-    Ok(render("encryption-config.yaml", &t))
+    render("encryption-config.yaml", &t)
 }
 
 #[async_trait::async_trait]
 impl Step for ControlPlane {
-    fn applies_to(&self, _ctx: &Ctx, host: &Host) -> bool {
+    type Shared = Encryption;
+
+    fn applies_to(&self, _: &Cluster, host: &Host) -> bool {
         host.control_plane
     }
 
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
+    async fn prepare(&self, ctx: &Ctx, _: &[(&Host, &Observed)]) -> Result<Encryption, String> {
+        let (first, files) = ctx.read_first(&[ENCRYPTION_CONFIG.to_string()]).await?;
+        let existing = match files.get(ENCRYPTION_CONFIG) {
+            Some(bytes) => Some(
+                String::from_utf8(bytes.clone())
+                    .map_err(|_| format!("{ENCRYPTION_CONFIG} on {first} is not text"))?,
+            ),
+            None => None,
+        };
+        Ok(Encryption {
+            existing,
+            fresh: new_encryption_config(),
+        })
+    }
+
+    fn desired(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        _: &Observed,
+        encryption: &Encryption,
+    ) -> Result<Desired, String> {
         let apiserver = unit(
             "kube-apiserver",
             "Kubernetes API server",
-            &apiserver_args(ctx, host),
+            &apiserver_args(cluster, host),
             &["etcd.service"],
         );
         let cm = unit(
             "kube-controller-manager",
             "Kubernetes controller manager",
-            &controller_manager_args(ctx),
+            &controller_manager_args(cluster),
             &["kube-apiserver.service"],
         );
         let scheduler = unit(
@@ -195,7 +224,7 @@ impl Step for ControlPlane {
             &["kube-apiserver.service"],
         );
         let mut actions = vec![
-            Action::secret_file(ENCRYPTION_CONFIG, encryption_config(ctx, host).await?),
+            Action::secret_file(ENCRYPTION_CONFIG, encryption.for_host(cluster, host)?),
             Action::file(
                 AUDIT_POLICY,
                 render("audit-policy.yaml", &tera::Context::new()),
@@ -222,10 +251,15 @@ impl Step for ControlPlane {
                 restart_when_changed: inputs,
             }));
         }
-        Ok(actions)
+        Ok(actions.into())
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<step::After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=5s";
         let wait = format!(

@@ -1,11 +1,13 @@
 //! The `etcd` phase: one member per control plane, mutual TLS for peers and clients, data
 //! directory 0700, health checked with the healthcheck-client certificate.
 
-use super::step::{self, Step};
-use super::{Ctx, Phase, Work, certs};
-use crate::cluster::Host;
+use super::step::{self, Applied, Desired, Step};
+use super::{Phase, Work};
+use crate::cluster::{Cluster, Host};
+use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
 use crate::render::render;
+use crate::run::Ctx;
 
 pub const UNIT: &str = "/etc/systemd/system/etcd.service";
 pub const DATA_DIR: &str = "/var/lib/etcd";
@@ -45,7 +47,9 @@ pub fn etcdctl_at(endpoint: &str, command: &str) -> String {
 
 #[async_trait::async_trait]
 impl Step for Etcd {
-    fn applies_to(&self, _ctx: &Ctx, host: &Host) -> bool {
+    type Shared = ();
+
+    fn applies_to(&self, _: &Cluster, host: &Host) -> bool {
         host.control_plane
     }
 
@@ -54,13 +58,19 @@ impl Step for Etcd {
         true
     }
 
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+    fn desired(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        _: &Observed,
+        _: &(),
+    ) -> Result<Desired, String> {
+        let first = cluster.first_control_plane().ok_or("no control plane")?;
         // the members up to this one, in inventory order: the first starts a new cluster, each
         // later one joins the cluster the ones before it form (the flags only matter on a
         // member's first start, so they stay the same on every run)
         let members: Vec<&Host> = {
-            let cps: Vec<&Host> = ctx.cluster.control_planes().collect();
+            let cps: Vec<&Host> = cluster.control_planes().collect();
             let at = cps
                 .iter()
                 .position(|h| h.name == host.name)
@@ -136,10 +146,15 @@ impl Step for Etcd {
             active: true,
             restart_when_changed: vec![UNIT.into()],
         }));
-        Ok(actions)
+        Ok(actions.into())
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<step::After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let check = format!(
             "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && exit 1; sleep 0.5; done",

@@ -1,11 +1,11 @@
 //! `provision certs check-expiration`: every certificate on every control plane, with its expiry,
 //! its CA, and whether provision manages it (kubeadm's table).
 
-use super::Ctx;
 use crate::host::read::read_files;
 use crate::output::Format;
 use crate::pki::kubeconfig::{self, KubeconfigKind};
 use crate::pki::{self, CaKind, Leaf, PKI_DIR};
+use crate::run::Ctx;
 use serde::Serialize;
 
 #[derive(Debug, Serialize)]

@@ -1,6 +1,7 @@
 //! The `host` phase: what every node needs before any component: kernel modules and
 //! parameters for pod networking, and the /etc/kubernetes tree.
 
+use super::step::Pure;
 use super::{Phase, Work};
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
@@ -49,13 +50,13 @@ pub fn phase() -> Phase {
             Phase {
                 name: "kernel",
                 summary: "load overlay and br_netfilter (now and at boot); set forwarding sysctls",
-                work: Work::Actions(kernel),
+                work: Work::Step(Box::new(Pure(kernel))),
                 children: Vec::new(),
             },
             Phase {
                 name: "dirs",
                 summary: "create /etc/kubernetes, its pki directory and /opt/provision",
-                work: Work::Actions(dirs),
+                work: Work::Step(Box::new(Pure(dirs))),
                 children: Vec::new(),
             },
         ],

@@ -3,15 +3,18 @@
 //! then a bounded wait until the Node is Ready, or the reason it is not. The `kube-proxy` phase:
 //! its configuration and unit, with the kubeconfig of `kubeconfig/kube-proxy`.
 
-use super::api::client;
-use super::step::{self, After, Step};
-use super::{Ctx, Phase, Work, runtime};
-use crate::cluster::Host;
+use super::step::{After, Applied, Desired, Step};
+use super::{Phase, Work, runtime};
+use crate::api::client;
+use crate::cluster::{Cluster, Host};
+use crate::host::probe::{Observed, Probe};
 use crate::host::{Action, UnitSpec};
 use crate::inventory::CniName;
+use crate::pki::CaKind;
 use crate::pki::kubeconfig::KubeconfigKind;
 use crate::pki::token::BootstrapToken;
 use crate::render::render;
+use crate::run::Ctx;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -69,15 +72,19 @@ fn unit_text(
 }
 
 /// A bootstrap kubeconfig: the cluster CA, the endpoint and a token of the node bootstrappers.
-fn bootstrap_kubeconfig(ctx: &Ctx, ca_pem: &str, token: &BootstrapToken) -> Result<String, String> {
+fn bootstrap_kubeconfig(
+    cluster: &Cluster,
+    ca_pem: &str,
+    token: &BootstrapToken,
+) -> Result<String, String> {
     use base64::Engine;
     use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
-    let name = ctx.cluster.name.clone();
+    let name = cluster.name.clone();
     let config = Kubeconfig {
         clusters: vec![NamedCluster {
             name: name.clone(),
             cluster: Some(kube::config::Cluster {
-                server: Some(ctx.cluster.endpoint.url()),
+                server: Some(cluster.endpoint.url()),
                 certificate_authority_data: Some(
                     base64::engine::general_purpose::STANDARD.encode(ca_pem),
                 ),
@@ -110,27 +117,75 @@ fn bootstrap_kubeconfig(ctx: &Ctx, ca_pem: &str, token: &BootstrapToken) -> Resu
     serde_yaml::to_string(&config).map_err(|e| e.to_string())
 }
 
-/// This run's bootstrap token, its Secret created on first use (valid one day).
-async fn join_token(ctx: &Ctx) -> Result<BootstrapToken, String> {
-    let mut slot = ctx.join_token.lock().await;
-    if let Some(t) = slot.as_ref() {
-        return Ok(t.clone());
-    }
-    let token = BootstrapToken::generate(Duration::from_secs(24 * 3600));
-    let secrets: Api<Secret> = Api::namespaced(client(ctx, "admin").await?, "kube-system");
-    secrets
-        .create(&PostParams::default(), &token.secret(SystemTime::now()))
-        .await
-        .map_err(|e| format!("creating the bootstrap token: {e}"))?;
-    *slot = Some(token.clone());
-    Ok(token)
+/// What nodes without credentials of their own join with (TLS bootstrap): one token per run,
+/// valid one day, and the cluster CA for those that do not hold it yet. None when every node
+/// has its credentials.
+#[derive(Default)]
+struct Bootstrap {
+    token: Option<BootstrapToken>,
+    cluster_ca: Option<String>,
 }
+
+/// The cluster CA on a node.
+const NODE_CA: &str = "/etc/kubernetes/pki/ca.crt";
 
 #[async_trait::async_trait]
 impl Step for Kubelet {
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        let c = &ctx.cluster;
-        let cond = step::conditions(ctx, host).await?;
+    type Shared = Bootstrap;
+
+    fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
+        vec![
+            Probe::Conditions,
+            Probe::NonEmpty(KUBECONFIG.into()),
+            Probe::File(NODE_CA.into()),
+        ]
+    }
+
+    /// A token (its Secret created, except in a dry run) when a node lacks credentials, and
+    /// the cluster CA when such a node lacks it too.
+    async fn prepare(
+        &self,
+        ctx: &Ctx,
+        observed: &[(&Host, &Observed)],
+    ) -> Result<Bootstrap, String> {
+        let mut needs_token = false;
+        let mut needs_ca = false;
+        for (_, o) in observed {
+            if !o.non_empty(KUBECONFIG)? {
+                needs_token = true;
+                needs_ca |= o.file(NODE_CA)?.is_none();
+            }
+        }
+        if !needs_token {
+            return Ok(Bootstrap::default());
+        }
+        let token = BootstrapToken::generate(Duration::from_secs(24 * 3600));
+        if !ctx.dry_run() {
+            let secrets: Api<Secret> = Api::namespaced(client(ctx, "admin").await?, "kube-system");
+            secrets
+                .create(&PostParams::default(), &token.secret(SystemTime::now()))
+                .await
+                .map_err(|e| format!("creating the bootstrap token: {e}"))?;
+        }
+        let cluster_ca = if needs_ca {
+            Some(ctx.ca(CaKind::Kubernetes, false).await?.cert_pem)
+        } else {
+            None
+        };
+        Ok(Bootstrap {
+            token: Some(token),
+            cluster_ca,
+        })
+    }
+
+    fn desired(
+        &self,
+        c: &Cluster,
+        host: &Host,
+        observed: &Observed,
+        bootstrap: &Bootstrap,
+    ) -> Result<Desired, String> {
+        let cond = observed.conditions()?;
         let mut t = tera::Context::new();
         t.insert("dns_ip", &c.dns_service_ip.to_string());
         t.insert("dns_domain", &c.dns_domain);
@@ -176,43 +231,23 @@ impl Step for Kubelet {
             Action::file(UNIT, unit, 0o644),
         ];
         // a node without credentials of its own joins with a token (TLS bootstrap)
-        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let has_credentials = session
-            .exec(&format!("test -s {KUBECONFIG}"), None)
-            .await
-            .map_err(|e| e.to_string())?
-            .status
-            == 0;
-        if !has_credentials {
-            if ctx.dry_run {
-                actions.push(Action::Exec {
-                    label: format!("write {BOOTSTRAP_KUBECONFIG} with a new bootstrap token"),
-                    cmd: "true".into(),
-                    unless: "false".into(),
-                });
-            } else {
-                let ca = crate::host::read::read_files(
-                    &session,
-                    &["/etc/kubernetes/pki/ca.crt".to_string()],
-                )
-                .await
-                .map_err(|e| e.to_string())?
-                .remove("/etc/kubernetes/pki/ca.crt");
-                let ca = match ca {
-                    Some(ca) => String::from_utf8_lossy(&ca).into_owned(),
-                    None => cluster_ca(ctx).await?,
-                };
-                let token = join_token(ctx).await?;
-                actions.push(Action::file(
-                    "/etc/kubernetes/pki/ca.crt",
-                    ca.clone(),
-                    0o644,
-                ));
-                actions.push(Action::secret_file(
-                    BOOTSTRAP_KUBECONFIG,
-                    bootstrap_kubeconfig(ctx, &ca, &token)?,
-                ));
-            }
+        if !observed.non_empty(KUBECONFIG)? {
+            let ca = match observed.file_text(NODE_CA)? {
+                Some(ca) => ca,
+                None => bootstrap
+                    .cluster_ca
+                    .clone()
+                    .ok_or("internal: no cluster CA for a joining node")?,
+            };
+            let token = bootstrap
+                .token
+                .as_ref()
+                .ok_or("internal: no bootstrap token for a joining node")?;
+            actions.push(Action::file(NODE_CA, ca.clone(), 0o644));
+            actions.push(Action::secret_file(
+                BOOTSTRAP_KUBECONFIG,
+                bootstrap_kubeconfig(c, &ca, token)?,
+            ));
         }
         actions.push(Action::Unit(UnitSpec {
             name: "kubelet.service".into(),
@@ -220,10 +255,15 @@ impl Step for Kubelet {
             active: true,
             restart_when_changed: vec![CONFIG.into(), UNIT.into()],
         }));
-        Ok(actions)
+        Ok(actions.into())
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         let nodes: Api<Node> = Api::all(client(ctx, "admin").await?);
         let started = Instant::now();
         let mut last = String::from("the Node has not registered");
@@ -422,30 +462,22 @@ fn serving_request_is_for(pem: &[u8], host: &Host) -> Result<(), String> {
     Ok(())
 }
 
-/// The cluster CA certificate, from the first control plane.
-async fn cluster_ca(ctx: &Ctx) -> Result<String, String> {
-    let first = super::certs::first_control_plane(ctx).ok_or("no control plane")?;
-    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
-    let path = "/etc/kubernetes/pki/ca.crt".to_string();
-    let files = crate::host::read::read_files(&session, std::slice::from_ref(&path))
-        .await
-        .map_err(|e| e.to_string())?;
-    files
-        .get(&path)
-        .map(|b| String::from_utf8_lossy(b).into_owned())
-        .ok_or_else(|| {
-            format!(
-                "no cluster CA on {}: run `provision init` first",
-                first.name
-            )
-        })
-}
-
 #[async_trait::async_trait]
 impl Step for KubeProxy {
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        let c = &ctx.cluster;
-        let cond = step::conditions(ctx, host).await?;
+    type Shared = ();
+
+    fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
+        vec![Probe::Conditions]
+    }
+
+    fn desired(
+        &self,
+        c: &Cluster,
+        host: &Host,
+        observed: &Observed,
+        _: &(),
+    ) -> Result<Desired, String> {
+        let cond = observed.conditions()?;
         let mode = if cond.has_nft { "nftables" } else { "iptables" };
         let mut t = tera::Context::new();
         t.insert("mode", mode);
@@ -474,10 +506,16 @@ impl Step for KubeProxy {
                     KubeconfigKind::KubeProxy.path(),
                 ],
             }),
-        ])
+        ]
+        .into())
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         // healthz on 10256 answers once the rules are programmed
         let out = session

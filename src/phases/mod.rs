@@ -2,7 +2,6 @@
 //! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
 
 pub mod addons;
-pub mod api;
 pub mod artifacts;
 pub mod bootstrap;
 pub mod certs;
@@ -19,31 +18,23 @@ pub mod runtime;
 pub mod step;
 pub mod verify;
 
-use crate::cluster::{Cluster, Host};
-use crate::host::Action;
-use crate::host::executor;
-use crate::output::{HostOutcome, Reporter, RunSummary, Status};
-use crate::ssh::{HostKeyPolicy, Session, SshError};
+use crate::cluster::Host;
+use crate::output::{HostOutcome, RunSummary, Status};
+use crate::run::Ctx;
 use futures::StreamExt;
-use std::collections::{BTreeSet, HashMap};
-use std::sync::Arc;
+use std::collections::BTreeSet;
 use std::time::Instant;
-use tokio::sync::OnceCell;
 
 /// How a phase does its work.
 pub enum Work {
     /// Runs its children in order.
     Group,
-    /// Desired state per host, applied through the executor.
-    Actions(fn(&Cluster, &Host) -> Vec<Action>),
     /// Checks that change nothing.
     Preflight,
-    /// Certificates and kubeconfigs: desired state depends on what the hosts hold.
-    Pki(certs::Item),
     /// Components from the bundle: fetched once for all hosts, then shipped to each.
     Artifacts,
-    /// Desired state that needs the run's context, then a health check.
-    Step(Box<dyn step::Step>),
+    /// Every state-changing phase: probes, shared inputs, pure desired state, then `after`.
+    Step(Box<dyn step::Runnable>),
 }
 
 pub struct Phase {
@@ -61,6 +52,15 @@ impl Phase {
             work,
             children: Vec::new(),
         }
+    }
+
+    /// A leaf that runs `step`.
+    pub(crate) fn step<S: step::Step + 'static>(
+        name: &'static str,
+        summary: &'static str,
+        step: S,
+    ) -> Phase {
+        Phase::leaf(name, summary, Work::Step(Box::new(step)))
     }
 }
 
@@ -171,101 +171,7 @@ pub fn select<'a>(
         .collect())
 }
 
-/// Everything a run shares: the cluster, options, output, and one SSH connection per host.
-pub struct Ctx {
-    pub cluster: Arc<Cluster>,
-    pub dry_run: bool,
-    pub concurrency: usize,
-    pub ignore_preflight: Vec<String>,
-    pub out: Reporter,
-    /// CAs and the service-account key of this run (memory only).
-    pub pki: tokio::sync::Mutex<certs::PkiCache>,
-    /// Certificates and kubeconfigs to re-issue even when compliant (`certs renew`).
-    pub renew: BTreeSet<String>,
-    /// Where the admin kubeconfig is written on the operator's machine.
-    pub local_kubeconfig: Option<std::path::PathBuf>,
-    /// The bundle lock file beside the inventory.
-    pub lock_file: Option<std::path::PathBuf>,
-    /// Host conditions that shape configuration, probed once per host and run.
-    pub conditions: tokio::sync::Mutex<HashMap<String, step::Conditions>>,
-    /// What the bundle gives each host, resolved once per run.
-    pub bundle_plan: OnceCell<Result<Arc<step::BundlePlan>, String>>,
-    /// API clients by credentials (`admin`, `super-admin`), made on first use.
-    pub api_clients: tokio::sync::Mutex<HashMap<String, kube::Client>>,
-    /// The bootstrap token of this run, made when a joining node first needs one.
-    pub join_token: tokio::sync::Mutex<Option<crate::pki::token::BootstrapToken>>,
-    /// Phases run and changes made so far in this run (the verify phase skips a no-op re-run).
-    pub phases_done: std::sync::atomic::AtomicUsize,
-    pub changes_done: std::sync::atomic::AtomicUsize,
-    policy: HostKeyPolicy,
-    sessions: HashMap<String, OnceCell<Arc<Session>>>,
-}
-
-impl Ctx {
-    pub fn new(
-        cluster: Arc<Cluster>,
-        dry_run: bool,
-        concurrency: usize,
-        ignore_preflight: Vec<String>,
-        policy: HostKeyPolicy,
-        out: Reporter,
-    ) -> Ctx {
-        let sessions = cluster
-            .hosts
-            .iter()
-            .map(|h| (h.name.clone(), OnceCell::new()))
-            .collect();
-        Ctx {
-            cluster,
-            dry_run,
-            concurrency: concurrency.max(1),
-            ignore_preflight,
-            out,
-            pki: Default::default(),
-            renew: BTreeSet::new(),
-            local_kubeconfig: None,
-            lock_file: None,
-            conditions: Default::default(),
-            bundle_plan: OnceCell::new(),
-            api_clients: Default::default(),
-            join_token: Default::default(),
-            phases_done: Default::default(),
-            changes_done: Default::default(),
-            policy,
-            sessions,
-        }
-    }
-
-    /// The host's connection, opened on first use and reused by every later phase.
-    pub async fn session(&self, host: &Host) -> Result<Arc<Session>, SshError> {
-        let cell = self
-            .sessions
-            .get(&host.name)
-            .ok_or_else(|| SshError::Channel {
-                host: host.name.clone(),
-                detail: "not in the inventory".into(),
-            })?;
-        cell.get_or_try_init(|| async {
-            Session::connect(&host.name, &host.ssh, self.policy)
-                .await
-                .map(Arc::new)
-        })
-        .await
-        .cloned()
-    }
-
-    pub async fn close(self) {
-        for (_, cell) in self.sessions {
-            if let Some(s) = cell.into_inner()
-                && let Ok(s) = Arc::try_unwrap(s)
-            {
-                s.close().await;
-            }
-        }
-    }
-}
-
-/// Runs `f` for every host, at most `ctx.concurrency` at once, reporting each as it finishes.
+/// Runs `f` for every host, at most `ctx.options.concurrency` at once, reporting each as it finishes.
 pub async fn fan_out<'a, F, Fut>(
     ctx: &'a Ctx,
     path: &str,
@@ -287,7 +193,7 @@ where
             o
         }
     }))
-    .buffer_unordered(ctx.concurrency)
+    .buffer_unordered(ctx.options.concurrency)
     .inspect(|o| ctx.out.host_done(path, o, pb.as_ref()))
     .collect()
     .await;
@@ -327,78 +233,6 @@ where
     outcomes
 }
 
-/// Plans `actions` on `host` and applies them (or, in a dry run, describes them).
-async fn converge(ctx: &Ctx, host: &Host, actions: &[Action]) -> Result<HostOutcome, String> {
-    let actions = actions.to_vec();
-    async {
-        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let plan = executor::plan(&session, &actions)
-            .await
-            .map_err(|e| e.to_string())?;
-        let mut o = HostOutcome::ok(&host.name);
-        if ctx.dry_run {
-            o.changes = plan.changes.iter().map(|c| c.summary.clone()).collect();
-            o.details = executor::describe(&session, &actions, &plan)
-                .await
-                .map_err(|e| e.to_string())?;
-        } else {
-            let applied = executor::apply(&session, &actions, &plan)
-                .await
-                .map_err(|e| e.to_string())?;
-            o.changes = applied.changes;
-            o.bytes_uploaded = applied.bytes_uploaded;
-        }
-        Ok(o)
-    }
-    .await
-}
-
-async fn run_actions(
-    ctx: &Ctx,
-    host: &Host,
-    desired: fn(&Cluster, &Host) -> Vec<Action>,
-) -> HostOutcome {
-    converge(ctx, host, &desired(&ctx.cluster, host))
-        .await
-        .unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
-}
-
-async fn run_pki(ctx: &Ctx, host: &Host, item: certs::Item) -> HostOutcome {
-    let result = async {
-        let (actions, notes) = certs::desired(ctx, host, item).await?;
-        let mut o = converge(ctx, host, &actions).await?;
-        o.notes = notes;
-        if item == certs::Item::Kubeconfig(crate::pki::kubeconfig::KubeconfigKind::Admin)
-            && !ctx.dry_run
-            && certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
-            && let Some(path) = &ctx.local_kubeconfig
-            && let Some(Action::File(f)) = actions.first()
-        {
-            o.notes.push(local_kubeconfig::write(path, &f.content)?);
-        }
-        Ok::<_, String>(o)
-    }
-    .await;
-    result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
-}
-
-async fn run_step(ctx: &Ctx, host: &Host, step: &dyn step::Step) -> HostOutcome {
-    let result = async {
-        let actions = step.desired(ctx, host).await?;
-        let mut o = converge(ctx, host, &actions).await?;
-        let after = if ctx.dry_run {
-            step.dry_run(ctx, host).await?
-        } else {
-            step.after(ctx, host, !o.changes.is_empty()).await?
-        };
-        o.changes.extend(after.changes);
-        o.notes.extend(after.notes);
-        Ok::<_, String>(o)
-    }
-    .await;
-    result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
-}
-
 /// The hosts a command acts on.
 pub struct Scope {
     /// Where state-changing phases act.
@@ -427,54 +261,26 @@ pub async fn run(
     };
     let mut touched: BTreeSet<String> = BTreeSet::new();
     for (path, phase) in selected {
+        let progress = step::Progress {
+            phases_run: summary.phases_run,
+            changes: summary.changes,
+        };
         let outcomes = match &phase.work {
             Work::Group => continue,
-            Work::Actions(desired) => {
-                fan_out(ctx, path, hosts, |h| run_actions(ctx, h, *desired)).await
-            }
             Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
             Work::Artifacts => artifacts::run(ctx, path, hosts).await,
             Work::Step(step) => {
-                let on = if step.every_node_on_join() && command.starts_with("join") {
-                    &ctx.cluster.hosts
-                } else {
-                    hosts
-                };
-                let targets: Vec<Host> = on
-                    .iter()
-                    .filter(|h| step.applies_to(ctx, h))
-                    .cloned()
-                    .collect();
-                if targets.is_empty() {
-                    continue;
+                let on_join = command.starts_with("join");
+                match step.run(ctx, path, hosts, on_join, progress).await {
+                    Some(outcomes) => outcomes,
+                    None => continue,
                 }
-                if step.one_at_a_time() {
-                    fan_out_in_order(ctx, path, &targets, |h| run_step(ctx, h, step.as_ref())).await
-                } else {
-                    fan_out(ctx, path, &targets, |h| run_step(ctx, h, step.as_ref())).await
-                }
-            }
-            Work::Pki(item) => {
-                let targets: Vec<Host> = hosts
-                    .iter()
-                    .filter(|h| item.applies_to(ctx, h))
-                    .cloned()
-                    .collect();
-                if targets.is_empty() {
-                    continue;
-                }
-                fan_out(ctx, path, &targets, |h| run_pki(ctx, h, *item)).await
             }
         };
         summary.phases_run += 1;
         touched.extend(outcomes.iter().map(|o| o.host.clone()));
-        let changes = outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
-        summary.changes += changes;
-        ctx.phases_done
-            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        ctx.changes_done
-            .fetch_add(changes, std::sync::atomic::Ordering::SeqCst);
-        if outcomes.iter().any(|o| o.status == Status::Failed) {
+        summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
+        if step::failed(&outcomes) {
             summary.failed_phase = Some(path.clone());
             break;
         }

@@ -3,9 +3,9 @@
 //! trip; the checks themselves are pure functions. Cluster-wide checks (duplicate hostnames and
 //! machine-ids, clock skew) compare the hosts with each other.
 
-use super::Ctx;
 use crate::cluster::{Cluster, Host, is_dns_subdomain};
 use crate::output::{HostOutcome, Status};
+use crate::run::Ctx;
 use std::collections::{BTreeMap, HashMap};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -400,7 +400,8 @@ pub fn cluster_checks(facts: &[(&Host, &Facts)]) -> Vec<(String, Finding)> {
 }
 
 fn ignored(ctx: &Ctx, check: &str) -> bool {
-    ctx.ignore_preflight
+    ctx.options
+        .ignore_preflight
         .iter()
         .any(|i| i.eq_ignore_ascii_case("all") || i.eq_ignore_ascii_case(check))
 }
@@ -437,7 +438,7 @@ pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
             .enumerate()
             .map(|(i, h)| async move { (i, gather(ctx, h).await) }),
     )
-    .buffer_unordered(ctx.concurrency)
+    .buffer_unordered(ctx.options.concurrency)
     .collect()
     .await;
     gathered.sort_by_key(|(i, _)| *i);

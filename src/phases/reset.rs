@@ -7,11 +7,13 @@
 //! do with kubeadm. Everything is an action, so a dry run lists it and a second run changes
 //! nothing.
 
-use super::step::{self, Step};
-use super::{Ctx, Phase, Work, api, certs, cni, control_plane, etcd, host, kubelet, runtime};
+use super::step::{self, Applied, Desired, Pure, Step};
+use super::{Phase, Work, cni, control_plane, etcd, host, kubelet, runtime};
 use crate::bundle;
 use crate::cluster::{Cluster, Host};
+use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
+use crate::run::Ctx;
 use crate::ssh::shell_quote;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
@@ -42,7 +44,7 @@ pub fn tree(cluster_stays: bool) -> Vec<Phase> {
         Phase::leaf(
             "cleanup",
             "stop and remove everything provision installed on the host",
-            Work::Actions(cleanup),
+            Work::Step(Box::new(Pure(cleanup))),
         ),
         Phase::leaf(
             "delete-node",
@@ -268,7 +270,7 @@ async fn leaving_node(
     host: &Host,
     after: &mut step::After,
 ) -> Result<Option<(kube::Client, Node)>, String> {
-    let client = api::client(ctx, "admin").await?;
+    let client = crate::api::client(ctx, "admin").await?;
     let nodes: Api<Node> = Api::all(client.clone());
     match nodes
         .get_opt(&host.name)
@@ -287,11 +289,18 @@ async fn leaving_node(
 
 #[async_trait::async_trait]
 impl Step for Drain {
-    fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
+    type Shared = ();
+
+    fn applies_to(&self, _: &Cluster, _: &Host) -> bool {
         self.cluster_stays
     }
 
-    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
+    async fn dry_run(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         let mut after = step::After::default();
         let Some((client, _)) = leaving_node(ctx, host, &mut after).await? else {
             return Ok(after);
@@ -306,7 +315,12 @@ impl Step for Drain {
         Ok(after)
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         let mut after = step::After::default();
         let Some((client, node)) = leaving_node(ctx, host, &mut after).await? else {
             return Ok(after);
@@ -402,12 +416,20 @@ struct RemoveEtcdMember {
 
 #[async_trait::async_trait]
 impl Step for RemoveEtcdMember {
-    fn applies_to(&self, _ctx: &Ctx, host: &Host) -> bool {
+    type Shared = ();
+
+    fn applies_to(&self, _: &Cluster, host: &Host) -> bool {
         self.cluster_stays && host.control_plane
     }
 
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+    fn desired(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        _: &Observed,
+        _: &(),
+    ) -> Result<Desired, String> {
+        let first = cluster.first_control_plane().ok_or("no control plane")?;
         let at = etcd::url(&first.address, 2379);
         let name = shell_quote(&host.name);
         let list = etcd::etcdctl_at(&at, "member list");
@@ -424,7 +446,8 @@ impl Step for RemoveEtcdMember {
                 key = etcd::HEALTHCHECK_KEY,
                 member = shell_quote(&format!(", {}, ", host.name)),
             ),
-        }])
+        }]
+        .into())
     }
 }
 
@@ -436,18 +459,15 @@ struct ForgetKubeconfig {
 
 impl ForgetKubeconfig {
     /// The local kubeconfig, when it is this cluster's.
-    async fn ours(&self, ctx: &Ctx, host: &Host) -> Result<Option<std::path::PathBuf>, String> {
-        let Some(path) = &ctx.local_kubeconfig else {
+    async fn ours(&self, ctx: &Ctx) -> Result<Option<std::path::PathBuf>, String> {
+        let Some(path) = &ctx.options.local_kubeconfig else {
             return Ok(None);
         };
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(None);
         };
-        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let ca_path = format!("{}/ca.crt", crate::pki::PKI_DIR);
-        let files = crate::host::read::read_files(&session, std::slice::from_ref(&ca_path))
-            .await
-            .map_err(|e| e.to_string())?;
+        let ca_path = crate::run::pki_path("ca", "crt");
+        let (_, files) = ctx.read_first(std::slice::from_ref(&ca_path)).await?;
         let Some(ca) = files.get(&ca_path) else {
             return Ok(None);
         };
@@ -459,21 +479,33 @@ impl ForgetKubeconfig {
 
 #[async_trait::async_trait]
 impl Step for ForgetKubeconfig {
-    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
-        !self.cluster_stays && certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    type Shared = ();
+
+    fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
+        !self.cluster_stays && cluster.is_first_control_plane(host)
     }
 
-    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
+    async fn dry_run(
+        &self,
+        ctx: &Ctx,
+        _: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         let mut after = step::After::default();
-        if let Some(p) = self.ours(ctx, host).await? {
+        if let Some(p) = self.ours(ctx).await? {
             after.changes.push(format!("would remove {}", p.display()));
         }
         Ok(after)
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        _: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         let mut after = step::After::default();
-        if let Some(p) = self.ours(ctx, host).await? {
+        if let Some(p) = self.ours(ctx).await? {
             std::fs::remove_file(&p).map_err(|e| format!("cannot remove {}: {e}", p.display()))?;
             after.changes.push(format!("remove {}", p.display()));
         }
@@ -488,12 +520,19 @@ struct DeleteNode {
 
 #[async_trait::async_trait]
 impl Step for DeleteNode {
-    fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
+    type Shared = ();
+
+    fn applies_to(&self, _: &Cluster, _: &Host) -> bool {
         self.cluster_stays
     }
 
-    async fn dry_run(&self, ctx: &Ctx, host: &Host) -> Result<step::After, String> {
-        let nodes: Api<Node> = Api::all(api::client(ctx, "admin").await?);
+    async fn dry_run(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
+        let nodes: Api<Node> = Api::all(crate::api::client(ctx, "admin").await?);
         let mut after = step::After::default();
         if nodes
             .get_opt(&host.name)
@@ -508,8 +547,13 @@ impl Step for DeleteNode {
         Ok(after)
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _: bool) -> Result<step::After, String> {
-        let nodes: Api<Node> = Api::all(api::client(ctx, "admin").await?);
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
+        let nodes: Api<Node> = Api::all(crate::api::client(ctx, "admin").await?);
         let mut after = step::After::default();
         match nodes.delete(&host.name, &DeleteParams::default()).await {
             Ok(_) => after.changes.push(format!("delete Node {}", host.name)),

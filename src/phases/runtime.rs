@@ -2,13 +2,17 @@
 //! sandbox image, runc plus the enabled sandbox runtimes, registry mirrors), its unit, crictl's
 //! configuration, and the bundle's images imported into the `k8s.io` namespace.
 
-use super::step::{self, Step};
-use super::{Ctx, Phase, Work};
-use crate::cluster::Host;
+use super::step::{self, Applied, Desired, Step};
+use super::{Phase, Work};
+use crate::bundle::plan::BundlePlan;
+use crate::cluster::{Cluster, Host};
+use crate::host::probe::{Observed, Probe};
 use crate::host::{Action, UnitSpec};
 use crate::inventory::{RuntimeClass, RuntimeName};
 use crate::render::render;
+use crate::run::Ctx;
 use crate::ssh::shell_quote;
+use std::sync::Arc;
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
 pub const UNIT: &str = "/etc/systemd/system/containerd.service";
@@ -27,19 +31,39 @@ struct Runtime;
 
 #[async_trait::async_trait]
 impl Step for Runtime {
-    async fn desired(&self, ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-        if ctx.cluster.runtime == RuntimeName::CriO {
-            return crio_actions(ctx, host).await;
+    type Shared = Option<Arc<BundlePlan>>;
+
+    fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
+        vec![Probe::Conditions]
+    }
+
+    async fn prepare(
+        &self,
+        ctx: &Ctx,
+        _: &[(&Host, &Observed)],
+    ) -> Result<Option<Arc<BundlePlan>>, String> {
+        ctx.bundle_plan().await.map(Some)
+    }
+
+    fn desired(
+        &self,
+        cluster: &Cluster,
+        host: &Host,
+        observed: &Observed,
+        plan: &Option<Arc<BundlePlan>>,
+    ) -> Result<Desired, String> {
+        let plan = plan.as_deref().ok_or("internal: no bundle plan")?;
+        if cluster.runtime == RuntimeName::CriO {
+            return crio_actions(cluster, host, plan).map(Desired::from);
         }
-        let cond = step::conditions(ctx, host).await?;
-        let plan = step::bundle_plan(ctx).await?;
+        let cond = observed.conditions()?;
         let mut t = tera::Context::new();
-        t.insert("sandbox_image", &plan.sandbox_image(ctx, host)?);
+        t.insert("sandbox_image", &plan.sandbox_image(cluster, host)?);
         t.insert("restrict_oom_score_adj", &!cond.can_lower_oom_score);
-        let classes = &ctx.cluster.runtime_classes;
+        let classes = &cluster.runtime_classes;
         t.insert("gvisor", &classes.contains(&RuntimeClass::Gvisor));
         t.insert("kata", &classes.contains(&RuntimeClass::Kata));
-        t.insert("mirrors", &ctx.cluster.registry_mirrors);
+        t.insert("mirrors", &cluster.registry_mirrors);
         let mut unit = tera::Context::new();
         unit.insert("description", "containerd container runtime");
         unit.insert("after", &["network.target", "local-fs.target"]);
@@ -95,10 +119,15 @@ impl Step for Runtime {
                 ),
             });
         }
-        Ok(actions)
+        Ok(actions.into())
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _changed: bool) -> Result<step::After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
         // the CRI must answer: the kubelet talks to nothing else
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let (unit, check, config) = match ctx.cluster.runtime {
@@ -163,13 +192,12 @@ pub fn socket(runtime: RuntimeName) -> &'static str {
 /// CRI-O: its drop-in configuration (systemd cgroups, crun, the sandbox runtimes, the pause
 /// image), registry mirrors, an image policy, the unit and crictl. It imports no image archives:
 /// with CRI-O, images come from a registry or a mirror.
-async fn crio_actions(ctx: &Ctx, host: &Host) -> Result<Vec<Action>, String> {
-    let plan = step::bundle_plan(ctx).await?;
-    let classes = &ctx.cluster.runtime_classes;
+fn crio_actions(cluster: &Cluster, host: &Host, plan: &BundlePlan) -> Result<Vec<Action>, String> {
+    let classes = &cluster.runtime_classes;
     let mut t = tera::Context::new();
-    t.insert("sandbox_image", &plan.sandbox_image(ctx, host)?);
+    t.insert("sandbox_image", &plan.sandbox_image(cluster, host)?);
     t.insert("kata", &classes.contains(&RuntimeClass::Kata));
-    t.insert("mirrors", &ctx.cluster.registry_mirrors);
+    t.insert("mirrors", &cluster.registry_mirrors);
     let mut unit = tera::Context::new();
     unit.insert("description", "CRI-O container runtime");
     unit.insert("after", &["network-online.target"]);
@@ -231,23 +259,14 @@ const CRI_CHECK: &str = "if crictl --version >/dev/null 2>&1; then crictl info >
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::output::{Format, Reporter};
-    use std::sync::Arc;
 
-    fn ctx(spec: &str) -> Ctx {
+    fn cluster(spec: &str) -> Cluster {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("i.yaml");
         std::fs::write(&file, format!("apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n{spec}  hosts:\n  - {{name: n1, address: 192.168.7.20, roles: [control-plane]}}\n")).unwrap();
         let loaded = crate::inventory::load(&file).unwrap();
         let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
-        Ctx::new(
-            Arc::new(cluster),
-            true,
-            1,
-            Vec::new(),
-            crate::ssh::HostKeyPolicy::Strict,
-            Reporter::new(Format::Json, false, true),
-        )
+        cluster
     }
 
     fn file<'a>(actions: &'a [Action], path: &str) -> &'a str {
@@ -260,13 +279,14 @@ mod tests {
             .unwrap_or_else(|| panic!("no {path}"))
     }
 
-    #[tokio::test]
-    async fn cri_o_gets_systemd_cgroups_its_runtimes_the_pause_image_and_mirrors() {
-        let ctx = ctx(
+    #[test]
+    fn cri_o_gets_systemd_cgroups_its_runtimes_the_pause_image_and_mirrors() {
+        let cluster = cluster(
             "  kubernetesVersion: 1.36.4\n  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n    registryMirrors: {docker.io: [https://mirror.example.com]}\n",
         );
-        let host = ctx.cluster.hosts[0].clone();
-        let actions = crio_actions(&ctx, &host).await.unwrap();
+        let host = cluster.hosts[0].clone();
+        let plan = BundlePlan::resolve(&cluster).unwrap();
+        let actions = crio_actions(&cluster, &host, &plan).unwrap();
         let conf = file(&actions, CRIO_CONFIG);
         for want in [
             "cgroup_manager = \"systemd\"",

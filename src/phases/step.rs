@@ -1,17 +1,27 @@
-//! Phases whose desired state needs the run's context (host conditions, the bundle, the API):
-//! `desired` computes the actions, the executor applies them, `after` waits for health.
+//! The one contract of a state-changing phase. A step declares the hosts it acts on and what it
+//! must observe on each (probes); `prepare` reads, once per run of the phase, the inputs its
+//! hosts share (the bundle plan, a CA, a join token); `desired` is a pure function from the
+//! cluster, the host, its observations and those shared inputs to actions, which the executor
+//! applies (or, in a dry run, describes); `after` waits for health or acts through the API.
+//!
+//! No SSH and no API call happens in `desired`, so every step's dry run comes from the executor
+//! and `desired` is unit-tested without a host.
 
-use super::Ctx;
-use crate::bundle::{self, Want, manifest::BundleDir};
-use crate::cluster::{BundleSource, Host};
+use super::fan_out;
+use crate::cluster::{Cluster, Host};
 use crate::host::Action;
-use std::collections::BTreeMap;
-use std::sync::Arc;
+use crate::host::executor;
+use crate::host::probe::{self, Observed, Probe};
+use crate::output::{HostOutcome, Status};
+use crate::run::Ctx;
 
 #[async_trait::async_trait]
 pub trait Step: Send + Sync {
+    /// What `prepare` gives every host's `desired` (`()` when nothing).
+    type Shared: Default + Send + Sync;
+
     /// Whether the step acts on this host of the command's scope.
-    fn applies_to(&self, _ctx: &Ctx, _host: &Host) -> bool {
+    fn applies_to(&self, _cluster: &Cluster, _host: &Host) -> bool {
         true
     }
 
@@ -20,27 +30,86 @@ pub trait Step: Send + Sync {
         false
     }
 
-    /// Hosts one at a time (e.g. etcd members join a cluster one by one).
+    /// Hosts one at a time, stopping at the first that fails (etcd members join one by one).
     fn one_at_a_time(&self) -> bool {
         false
     }
 
+    /// A step that only proves what earlier phases did: skipped, with this note, when the run
+    /// ran phases before it and none of them changed anything.
+    fn skipped_when_nothing_changed(&self) -> Option<&'static str> {
+        None
+    }
+
+    /// What `desired` needs to know of the host, observed in one round trip.
+    fn probes(&self, _cluster: &Cluster, _host: &Host) -> Vec<Probe> {
+        Vec::new()
+    }
+
+    /// The inputs the hosts share, read once per run of the phase, with what each host showed.
+    async fn prepare(
+        &self,
+        _ctx: &Ctx,
+        _observed: &[(&Host, &Observed)],
+    ) -> Result<Self::Shared, String> {
+        Ok(Self::Shared::default())
+    }
+
     /// The host's desired state (none for steps that act only through the API).
-    async fn desired(&self, _ctx: &Ctx, _host: &Host) -> Result<Vec<Action>, String> {
-        Ok(Vec::new())
+    fn desired(
+        &self,
+        _cluster: &Cluster,
+        _host: &Host,
+        _observed: &Observed,
+        _shared: &Self::Shared,
+    ) -> Result<Desired, String> {
+        Ok(Desired::default())
     }
 
     /// After the actions are applied (never in a dry run): wait for health, or act through the
     /// API; what it changed and what the user should know.
-    async fn after(&self, _ctx: &Ctx, _host: &Host, _changed: bool) -> Result<After, String> {
+    async fn after(
+        &self,
+        _ctx: &Ctx,
+        _host: &Host,
+        _applied: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         Ok(After::default())
     }
 
     /// In a dry run, in place of `after`: what it would change, where that can be known
     /// without changing anything (a server-side dry run of API objects).
-    async fn dry_run(&self, _ctx: &Ctx, _host: &Host) -> Result<After, String> {
+    async fn dry_run(
+        &self,
+        _ctx: &Ctx,
+        _host: &Host,
+        _applied: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         Ok(After::default())
     }
+}
+
+/// What `desired` returns: the actions, and notes for the user (why a certificate is re-issued).
+#[derive(Debug, Default)]
+pub struct Desired {
+    pub actions: Vec<Action>,
+    pub notes: Vec<String>,
+}
+
+impl From<Vec<Action>> for Desired {
+    fn from(actions: Vec<Action>) -> Desired {
+        Desired {
+            actions,
+            notes: Vec::new(),
+        }
+    }
+}
+
+/// What `after` is told: whether the executor changed anything, the actions, the shared inputs.
+pub struct Applied<'a, S> {
+    pub changed: bool,
+    pub actions: &'a [Action],
+    pub shared: &'a S,
 }
 
 #[derive(Debug, Default)]
@@ -49,116 +118,187 @@ pub struct After {
     pub notes: Vec<String>,
 }
 
-/// What a host can and cannot do, where that changes the configuration (real hosts share some
-/// limits of containers: read-only conntrack sysctls, no CAP_SYS_RESOURCE).
-#[derive(Debug, Clone, Copy, Default)]
-pub struct Conditions {
-    /// A process may lower its oom_score_adj (runc sets -998 on pause containers).
-    pub can_lower_oom_score: bool,
-    /// nf_conntrack_max can be written (it is global, read-only outside the initial netns).
-    pub conntrack_writable: bool,
-    pub swap_on: bool,
-    pub has_nft: bool,
-    pub cgroup_v1: bool,
+/// A step whose desired state is a function of the cluster and the host alone.
+pub struct Pure(pub fn(&Cluster, &Host) -> Vec<Action>);
+
+impl Step for Pure {
+    type Shared = ();
+
+    fn desired(&self, c: &Cluster, h: &Host, _: &Observed, _: &()) -> Result<Desired, String> {
+        Ok((self.0)(c, h).into())
+    }
 }
 
-const CONDITIONS_SCRIPT: &str = r#"
-yes_no() { if "$@" >/dev/null 2>&1; then echo yes; else echo no; fi; }
-echo "oom=$(yes_no sh -c 'echo -999 > /proc/self/oom_score_adj')"
-echo "conntrack=$(yes_no sh -c 'cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max')"
-echo "swap=$(yes_no test "$(wc -l < /proc/swaps)" -gt 1)"
-echo "nft=$(yes_no command -v nft)"
-echo "cgroup1=$(yes_no test "$(stat -fc %T /sys/fs/cgroup)" = tmpfs)"
-"#;
+/// How far the run got before this phase.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Progress {
+    pub phases_run: usize,
+    pub changes: usize,
+}
 
-pub async fn conditions(ctx: &Ctx, host: &Host) -> Result<Conditions, String> {
-    if let Some(c) = ctx.conditions.lock().await.get(&host.name) {
-        return Ok(*c);
+/// A step as the runner sees it (any `Step`, whatever it shares). Its future is not `Send`:
+/// the runner awaits phases one after the other and never spawns them.
+#[async_trait::async_trait(?Send)]
+pub trait Runnable: Send + Sync {
+    /// Runs the step on its hosts among `hosts` (the whole inventory on join when it asks);
+    /// None when it acts on none of them.
+    async fn run(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        scope: &[Host],
+        on_join: bool,
+        progress: Progress,
+    ) -> Option<Vec<HostOutcome>>;
+}
+
+#[async_trait::async_trait(?Send)]
+impl<S: Step> Runnable for S {
+    async fn run(
+        &self,
+        ctx: &Ctx,
+        path: &str,
+        scope: &[Host],
+        on_join: bool,
+        progress: Progress,
+    ) -> Option<Vec<HostOutcome>> {
+        let on = if on_join && self.every_node_on_join() {
+            &ctx.cluster.hosts
+        } else {
+            scope
+        };
+        let targets: Vec<Host> = on
+            .iter()
+            .filter(|h| self.applies_to(&ctx.cluster, h))
+            .cloned()
+            .collect();
+        if targets.is_empty() {
+            return None;
+        }
+        if let Some(note) = self.skipped_when_nothing_changed()
+            && progress.phases_run > 0
+            && progress.changes == 0
+        {
+            return Some(
+                fan_out(ctx, path, &targets, |h| async move {
+                    let mut o = HostOutcome::ok(&h.name);
+                    o.notes.push(note.to_string());
+                    o
+                })
+                .await,
+            );
+        }
+        let observed: Vec<Result<Observed, String>> =
+            futures::future::join_all(targets.iter().map(|h| observe(ctx, self, h))).await;
+        let seen: Vec<(&Host, &Observed)> = targets
+            .iter()
+            .zip(&observed)
+            .filter_map(|(h, o)| o.as_ref().ok().map(|o| (h, o)))
+            .collect();
+        let shared = self.prepare(ctx, &seen).await;
+        let shared = &shared;
+        let observed = &observed;
+        let targets = &targets;
+        Some(if self.one_at_a_time() {
+            super::fan_out_in_order(ctx, path, targets, |h| {
+                on_host(ctx, self, h, targets, observed, shared)
+            })
+            .await
+        } else {
+            fan_out(ctx, path, targets, |h| {
+                on_host(ctx, self, h, targets, observed, shared)
+            })
+            .await
+        })
+    }
+}
+
+/// The step on one of its targets, with what was observed there and what its hosts share.
+async fn on_host<S: Step>(
+    ctx: &Ctx,
+    step: &S,
+    host: &Host,
+    targets: &[Host],
+    observed: &[Result<Observed, String>],
+    shared: &Result<S::Shared, String>,
+) -> HostOutcome {
+    let result = async {
+        let i = targets
+            .iter()
+            .position(|t| t.name == host.name)
+            .ok_or("internal: not a target")?;
+        let observed = observed[i].as_ref().map_err(Clone::clone)?;
+        let shared = shared.as_ref().map_err(Clone::clone)?;
+        run_on(ctx, step, host, observed, shared).await
+    }
+    .await;
+    result.unwrap_or_else(|e| HostOutcome::failed(&host.name, e))
+}
+
+async fn observe<S: Step>(ctx: &Ctx, step: &S, host: &Host) -> Result<Observed, String> {
+    let probes = step.probes(&ctx.cluster, host);
+    if probes.is_empty() {
+        return Ok(Observed::default());
     }
     let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-    let out = session
-        .run(CONDITIONS_SCRIPT)
+    probe::observe(&session, host, &probes).await
+}
+
+async fn run_on<S: Step>(
+    ctx: &Ctx,
+    step: &S,
+    host: &Host,
+    observed: &Observed,
+    shared: &S::Shared,
+) -> Result<HostOutcome, String> {
+    let desired = step.desired(&ctx.cluster, host, observed, shared)?;
+    let mut o = converge(ctx, host, &desired.actions).await?;
+    o.notes.extend(desired.notes);
+    let applied = Applied {
+        changed: !o.changes.is_empty(),
+        actions: &desired.actions,
+        shared,
+    };
+    let after = if ctx.dry_run() {
+        step.dry_run(ctx, host, &applied).await?
+    } else {
+        step.after(ctx, host, &applied).await?
+    };
+    o.changes.extend(after.changes);
+    o.notes.extend(after.notes);
+    Ok(o)
+}
+
+/// Plans `actions` on `host` and applies them (or, in a dry run, describes them).
+pub(crate) async fn converge(
+    ctx: &Ctx,
+    host: &Host,
+    actions: &[Action],
+) -> Result<HostOutcome, String> {
+    let mut o = HostOutcome::ok(&host.name);
+    if actions.is_empty() {
+        return Ok(o);
+    }
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let plan = executor::plan(&session, actions)
         .await
         .map_err(|e| e.to_string())?;
-    let yes = |k: &str| out.lines().any(|l| l == format!("{k}=yes"));
-    let c = Conditions {
-        can_lower_oom_score: yes("oom"),
-        conntrack_writable: yes("conntrack"),
-        swap_on: yes("swap"),
-        has_nft: yes("nft"),
-        cgroup_v1: yes("cgroup1"),
-    };
-    ctx.conditions.lock().await.insert(host.name.clone(), c);
-    Ok(c)
+    if ctx.dry_run() {
+        o.changes = plan.changes.iter().map(|c| c.summary.clone()).collect();
+        o.details = executor::describe(&session, actions, &plan)
+            .await
+            .map_err(|e| e.to_string())?;
+    } else {
+        let applied = executor::apply(&session, actions, &plan)
+            .await
+            .map_err(|e| e.to_string())?;
+        o.changes = applied.changes;
+        o.bytes_uploaded = applied.bytes_uploaded;
+    }
+    Ok(o)
 }
 
-/// What the bundle gives each host of the inventory, and the images among it.
-pub struct BundlePlan {
-    pub wants: BTreeMap<String, Vec<Want>>,
-    pub dir: Option<BundleDir>,
-}
-
-impl BundlePlan {
-    pub fn version(&self, host: &Host, component: &str) -> Option<String> {
-        self.wants
-            .get(&host.name)?
-            .iter()
-            .find(|w| w.component == component)
-            .map(|w| w.version.clone())
-    }
-
-    /// The image archives the artifacts phase placed on the host, with their references.
-    pub fn images(&self, host: &Host) -> Result<Vec<(String, String)>, String> {
-        let Some(dir) = &self.dir else {
-            return Ok(Vec::new());
-        };
-        let mut out = Vec::new();
-        for w in self.wants.get(&host.name).into_iter().flatten() {
-            for e in dir.entries(&w.component, &w.version, w.arch) {
-                if e.kind() == bundle::manifest::Kind::Image {
-                    let image_ref = bundle::oci_image_ref(&dir.path_of(e))?;
-                    let on_host =
-                        format!("{}/{}_{}.tar", bundle::HOST_IMAGES, w.component, w.version);
-                    out.push((on_host, image_ref));
-                }
-            }
-        }
-        Ok(out)
-    }
-
-    /// The reference of the image the bundle directory holds as `component`, if it does.
-    pub fn bundle_image(&self, host: &Host, component: &str) -> Result<Option<String>, String> {
-        if let Some(v) = self.version(host, component)
-            && let Some(dir) = &self.dir
-            && let Some(e) = dir.entries(component, &v, host.arch).next()
-        {
-            return bundle::oci_image_ref(&dir.path_of(e)).map(Some);
-        }
-        Ok(None)
-    }
-
-    /// The pause image: the bundle's, else the registry's of the catalog.
-    pub fn sandbox_image(&self, ctx: &Ctx, host: &Host) -> Result<String, String> {
-        if let Some(image) = self.bundle_image(host, "pause")? {
-            return Ok(image);
-        }
-        let v = crate::catalog::default_version("pause", &ctx.cluster.version)
-            .unwrap_or_else(|| "3.10".into());
-        Ok(format!("registry.k8s.io/pause:{v}"))
-    }
-}
-
-pub async fn bundle_plan(ctx: &Ctx) -> Result<Arc<BundlePlan>, String> {
-    ctx.bundle_plan
-        .get_or_init(|| async {
-            let cluster = &ctx.cluster;
-            let dir = match &cluster.bundle {
-                BundleSource::Dir { path } => Some(BundleDir::open(path)?),
-                _ => None,
-            };
-            let wants = bundle::wants(cluster, &cluster.hosts, dir.as_ref())?;
-            Ok(Arc::new(BundlePlan { wants, dir }))
-        })
-        .await
-        .clone()
+/// Whether the outcomes of a phase failed anywhere.
+pub fn failed(outcomes: &[HostOutcome]) -> bool {
+    outcomes.iter().any(|o| o.status == Status::Failed)
 }

@@ -2,9 +2,10 @@
 //! registered so far; a failed row fails the phase with its cause. It runs when the run changed
 //! something, or alone (`init phase verify`).
 
-use super::step::{After, Step};
-use super::{Ctx, Phase, Work, certs};
-use crate::cluster::Host;
+use super::step::{After, Applied, Step};
+use super::{Phase, Work};
+use crate::cluster::{Cluster, Host};
+use crate::run::Ctx;
 use crate::verify::report::Outcome;
 use crate::verify::{self, Expect};
 
@@ -21,8 +22,10 @@ struct Verify;
 
 #[async_trait::async_trait]
 impl Step for Verify {
-    fn applies_to(&self, ctx: &Ctx, host: &Host) -> bool {
-        certs::first_control_plane(ctx).is_some_and(|f| f.name == host.name)
+    type Shared = ();
+
+    fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
+        cluster.is_first_control_plane(host)
     }
 
     /// On `join`, it runs once from the first control plane, across every node.
@@ -30,20 +33,17 @@ impl Step for Verify {
         true
     }
 
-    async fn after(&self, ctx: &Ctx, _host: &Host, _changed: bool) -> Result<After, String> {
-        use std::sync::atomic::Ordering;
-        // a re-run that changed nothing leaves the cluster as the last verify saw it
-        if ctx.phases_done.load(Ordering::SeqCst) > 0
-            && ctx.changes_done.load(Ordering::SeqCst) == 0
-        {
-            return Ok(After {
-                changes: Vec::new(),
-                notes: vec![
-                    "verify: not run, nothing changed (`provision verify -i FILE` checks anyway)"
-                        .into(),
-                ],
-            });
-        }
+    /// A re-run that changed nothing leaves the cluster as the last verify saw it.
+    fn skipped_when_nothing_changed(&self) -> Option<&'static str> {
+        Some("verify: not run, nothing changed (`provision verify -i FILE` checks anyway)")
+    }
+
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        _host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<After, String> {
         let report = verify::run(ctx, Expect::Registered).await?;
         if !report.passed() {
             let mut text = format!("verify: {}", report.summary());

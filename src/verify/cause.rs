@@ -3,8 +3,8 @@
 
 use crate::cluster::{Cluster, Host};
 use crate::inventory::{CniName, Overlay};
-use crate::phases::Ctx;
 use crate::phases::cni::VXLAN_DEVICE;
+use crate::run::Ctx;
 use crate::ssh::shell_quote;
 
 async fn sh(ctx: &Ctx, host: &Host, script: &str) -> Option<(u32, String)> {
@@ -85,12 +85,11 @@ pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
     if down.is_empty() {
         return None;
     }
-    let repair =
-        if crate::phases::certs::first_control_plane(ctx).is_some_and(|f| f.name == node.name) {
-            "`provision init`".to_string()
-        } else {
-            format!("`provision join --hosts {}`", node.name)
-        };
+    let repair = if ctx.cluster.is_first_control_plane(node) {
+        "`provision init`".to_string()
+    } else {
+        format!("`provision join --hosts {}`", node.name)
+    };
     Some(format!(
         "{} on {}: {repair} starts it again (or `journalctl -u {}` says why it stopped)",
         down.join(", "),

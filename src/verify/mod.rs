@@ -9,9 +9,10 @@ pub mod cause;
 pub mod probe;
 pub mod report;
 
+use crate::api;
 use crate::cluster::Host;
 use crate::inventory::CniName;
-use crate::phases::{Ctx, api, certs};
+use crate::run::Ctx;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::coordination::v1::Lease;
@@ -55,7 +56,10 @@ struct TestPod {
 
 pub async fn run(ctx: &Ctx, expect: Expect) -> Result<Report, String> {
     let mut report = Report::default();
-    let first = certs::first_control_plane(ctx).ok_or("the inventory has no control plane")?;
+    let first = ctx
+        .cluster
+        .first_control_plane()
+        .ok_or("the inventory has no control plane")?;
     let client = match api::client(ctx, "admin").await {
         Ok(c) => c,
         Err(e) => {
@@ -301,7 +305,7 @@ async fn workload(
 
 /// The bundle's busybox image, else the catalog's from the registry.
 async fn test_image(ctx: &Ctx, host: &Host) -> Result<String, String> {
-    let plan = crate::phases::step::bundle_plan(ctx).await?;
+    let plan = ctx.bundle_plan().await?;
     if let Some(image) = plan.bundle_image(host, "busybox")? {
         return Ok(image);
     }

@@ -2,8 +2,8 @@
 //! control plane over SSH into memory. Objects are applied server-side; a change is reported
 //! only when the object's resourceVersion moved.
 
-use super::{Ctx, certs};
 use crate::host::read::read_files;
+use crate::run::Ctx;
 use kube::api::{Api, Patch, PatchParams};
 use kube::config::{KubeConfigOptions, Kubeconfig};
 use kube::{Client, Resource};
@@ -19,7 +19,10 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
     if let Some(c) = cache.get(which) {
         return Ok(c.clone());
     }
-    let first = certs::first_control_plane(ctx).ok_or("no control plane")?;
+    let first = ctx
+        .cluster
+        .first_control_plane()
+        .ok_or("no control plane")?;
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
     let path = format!("/etc/kubernetes/{which}.conf");
     let files = read_files(&session, std::slice::from_ref(&path))
