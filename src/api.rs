@@ -24,7 +24,7 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
         .first_control_plane()
         .ok_or("no control plane")?;
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
-    let path = format!("/etc/kubernetes/{which}.conf");
+    let path = crate::paths::kubeconfig(which);
     let files = read_files(&session, std::slice::from_ref(&path))
         .await
         .map_err(|e| e.to_string())?;
@@ -112,7 +112,7 @@ pub async fn apply_manifest(
     let mut changes = Vec::new();
     // one discovery request per kind, not per document (Calico has dozens of CRDs)
     let mut kinds = std::collections::HashMap::new();
-    for doc in crate::cni_manifest::documents(manifest) {
+    for doc in documents(manifest) {
         let mut obj: DynamicObject =
             serde_yaml::from_str(doc).map_err(|e| format!("a manifest document: {e}\n{doc}"))?;
         let types = obj
@@ -149,4 +149,16 @@ pub async fn apply_manifest(
         changes.extend(apply(&api, &name, &what, &obj, dry_run).await?);
     }
     Ok(changes)
+}
+
+/// The documents of a multi-document manifest, without empty ones.
+pub fn documents(manifest: &str) -> Vec<&str> {
+    manifest
+        .split("\n---\n")
+        .map(str::trim)
+        .filter(|d| {
+            d.lines()
+                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
+        })
+        .collect()
 }

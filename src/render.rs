@@ -68,6 +68,14 @@ pub fn render(name: &str, context: &Context) -> String {
     }
 }
 
+/// Renders an embedded template from a typed context (a serde struct).
+pub fn render_typed<T: serde::Serialize>(name: &str, context: &T) -> String {
+    match Context::from_serialize(context) {
+        Ok(c) => render(name, &c),
+        Err(e) => panic!("template {name}: its context does not serialize: {e}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

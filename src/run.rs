@@ -6,7 +6,7 @@ use crate::bundle::plan::BundlePlan;
 use crate::cluster::{Cluster, Host};
 use crate::host::read::read_files;
 use crate::output::Reporter;
-use crate::pki::{self, Ca, CaKind, PKI_DIR};
+use crate::pki::{self, Ca, CaKind};
 use crate::ssh::{HostKeyPolicy, Session, SshError};
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::path::PathBuf;
@@ -202,10 +202,7 @@ impl Ctx {
     }
 }
 
-/// `/etc/kubernetes/pki/<base>.<ext>`.
-pub fn pki_path(base: &str, ext: &str) -> String {
-    format!("{PKI_DIR}/{base}.{ext}")
-}
+use crate::paths::pki as pki_path;
 
 fn text(files: &BTreeMap<String, Vec<u8>>, p: &str) -> Option<String> {
     files

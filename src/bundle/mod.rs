@@ -15,7 +15,6 @@ use crate::cluster::{BundleSource, Cluster, Host};
 use crate::host::Action;
 use crate::host::action::LocalContent;
 use crate::inventory::Arch;
-use crate::inventory::{RuntimeClass, RuntimeName};
 use cache::{Cache, CachedFile};
 use lock::{LockFile, Locked};
 use manifest::{BundleDir, Kind};
@@ -55,19 +54,7 @@ pub fn components_for(cluster: &Cluster, host: &Host) -> Vec<&'static str> {
     }
     // every host is a node: the control plane runs a kubelet too
     c.extend(["kubelet", "kube-proxy", "cni-plugins", "crictl"]);
-    match cluster.runtime {
-        RuntimeName::Containerd => c.extend(["containerd", "runc"]),
-        RuntimeName::CriO => c.extend(["cri-o", "crun"]),
-    }
-    for rc in &cluster.runtime_classes {
-        match (rc, cluster.runtime) {
-            (RuntimeClass::Gvisor, RuntimeName::Containerd) => {
-                c.extend(["gvisor-runsc", "gvisor-containerd-shim-runsc-v1"])
-            }
-            (RuntimeClass::Gvisor, RuntimeName::CriO) => c.push("gvisor-runsc"),
-            (RuntimeClass::Kata, _) => c.push("kata-static"),
-        }
-    }
+    c.extend(crate::runtime::of(cluster.runtime).components(&cluster.runtime_classes));
     c.extend(["pause", "coredns", "busybox"]);
     c
 }

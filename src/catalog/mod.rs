@@ -246,36 +246,6 @@ pub const FLANNEL_CNI_PLUGIN: &str = "1.8.0-flannel1";
 pub const CALICO: &str = "3.30.3";
 pub const CILIUM: &str = "1.18.2";
 
-/// The images of a CNI's manifest, by the names its template uses.
-pub fn cni_images(cni: crate::inventory::CniName) -> Vec<(&'static str, String)> {
-    use crate::inventory::CniName;
-    match cni {
-        CniName::Builtin => Vec::new(),
-        CniName::Flannel => vec![
-            ("flannel", format!("ghcr.io/flannel-io/flannel:v{FLANNEL}")),
-            (
-                "flannel_cni_plugin",
-                format!("ghcr.io/flannel-io/flannel-cni-plugin:v{FLANNEL_CNI_PLUGIN}"),
-            ),
-        ],
-        CniName::Calico => vec![
-            ("calico_node", format!("quay.io/calico/node:v{CALICO}")),
-            ("calico_cni", format!("quay.io/calico/cni:v{CALICO}")),
-            (
-                "calico_kube_controllers",
-                format!("quay.io/calico/kube-controllers:v{CALICO}"),
-            ),
-        ],
-        CniName::Cilium => vec![
-            ("cilium", format!("quay.io/cilium/cilium:v{CILIUM}")),
-            (
-                "cilium_operator",
-                format!("quay.io/cilium/operator-generic:v{CILIUM}"),
-            ),
-        ],
-    }
-}
-
 pub fn release(minor: u32) -> Option<&'static Release> {
     RELEASES.iter().find(|r| r.minor == minor)
 }

@@ -8,3 +8,15 @@ pub mod probe;
 pub mod read;
 
 pub use action::{Action, UnitSpec};
+
+/// What a component leaves on a host, for `reset` to remove: its units (stopped and disabled),
+/// files and directories, network links, packet-filter chain prefixes (with the rules that
+/// jump to them), and directories below which mounts are undone.
+#[derive(Debug, Clone, Default)]
+pub struct Leftovers {
+    pub units: Vec<String>,
+    pub paths: Vec<String>,
+    pub links: Vec<String>,
+    pub chains: Vec<String>,
+    pub mounts: Vec<String>,
+}

@@ -58,14 +58,15 @@ impl Addons {
     async fn apply(&self, ctx: &Ctx, host: &Host, dry_run: bool) -> Result<After, String> {
         let client = client(ctx, "admin").await?;
         let mut after = After::default();
-        if let Some(manifest) = crate::cni_manifest::render_manifest(&ctx.cluster) {
+        let network = crate::cni::of(ctx.cluster.cni);
+        if let Some(manifest) = network.manifest(&ctx.cluster) {
             after
                 .changes
                 .extend(apply_manifest(&client, &manifest, dry_run).await?);
             after.notes.push(format!(
-                "{:?} applied: its pods pull their images from the registry (or its mirror); nodes turn Ready once it runs",
-                ctx.cluster.cni
-            ).to_lowercase());
+                "{} applied: its pods pull their images from the registry (or its mirror); nodes turn Ready once it runs",
+                network.name()
+            ));
         }
         match coredns_image(ctx, host).await? {
             Ok(image) => {

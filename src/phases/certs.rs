@@ -10,10 +10,10 @@ use super::{Phase, Work, local_kubeconfig};
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
 use crate::host::probe::{Observed, Probe};
+use crate::paths::pki as path;
 use crate::pki::kubeconfig::{self, KubeconfigKind};
 use crate::pki::{Ca, CaKind, Leaf};
 use crate::run::Ctx;
-use crate::run::pki_path as path;
 use std::collections::BTreeSet;
 
 /// One thing the PKI phases install.

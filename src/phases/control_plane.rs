@@ -8,15 +8,14 @@ use super::{Phase, Work};
 use crate::cluster::{API_PORT, Cluster, Host};
 use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
+use crate::paths;
 use crate::render::render;
 use crate::run::Ctx;
+use crate::systemd::Unit;
 use base64::Engine;
-use std::collections::BTreeMap;
 
-pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
-pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
+use crate::paths::{AUDIT_POLICY, ENCRYPTION_CONFIG, PKI_DIR as PKI};
 pub const AUDIT_LOG: &str = "/var/log/kubernetes/audit/audit.log";
-const PKI: &str = "/etc/kubernetes/pki";
 pub const COMPONENTS: [&str; 3] = [
     "kube-apiserver",
     "kube-controller-manager",
@@ -84,7 +83,7 @@ fn apiserver_args(c: &Cluster, host: &Host) -> Vec<String> {
 }
 
 fn controller_manager_args(c: &Cluster) -> Vec<String> {
-    let kc = "/etc/kubernetes/controller-manager.conf";
+    let kc = paths::kubeconfig("controller-manager");
     vec![
         format!("--authentication-kubeconfig={kc}"),
         format!("--authorization-kubeconfig={kc}"),
@@ -109,7 +108,7 @@ fn controller_manager_args(c: &Cluster) -> Vec<String> {
 }
 
 fn scheduler_args() -> Vec<String> {
-    let kc = "/etc/kubernetes/scheduler.conf";
+    let kc = paths::kubeconfig("scheduler");
     vec![
         format!("--authentication-kubeconfig={kc}"),
         format!("--authorization-kubeconfig={kc}"),
@@ -120,23 +119,16 @@ fn scheduler_args() -> Vec<String> {
     ]
 }
 
-fn unit(component: &str, description: &str, args: &[String], after: &[&str]) -> String {
-    let mut t = tera::Context::new();
-    t.insert("description", description);
-    t.insert("after", after);
-    t.insert("wants", after);
-    t.insert("env", &Vec::<String>::new());
-    t.insert("exec_start_pre", &Vec::<String>::new());
-    t.insert("exec", &format!("/usr/local/bin/{component}"));
-    t.insert("args", args);
-    let service: BTreeMap<&str, &str> = [
-        ("Restart", "always"),
-        ("RestartSec", "5"),
-        ("LimitNOFILE", "65536"),
-    ]
-    .into();
-    t.insert("service", &service);
-    render("component.service", &t)
+fn unit(component: &str, description: &str, args: &[String], after: &str) -> String {
+    Unit::new(description, &format!("/usr/local/bin/{component}"))
+        .after_and_wants(&[after])
+        .args(args)
+        .service(&[
+            ("Restart", "always"),
+            ("RestartSec", "5"),
+            ("LimitNOFILE", "65536"),
+        ])
+        .render()
 }
 
 /// The Secrets encryption configuration, the same on every control plane: the first control
@@ -209,19 +201,19 @@ impl Step for ControlPlane {
             "kube-apiserver",
             "Kubernetes API server",
             &apiserver_args(cluster, host),
-            &["etcd.service"],
+            "etcd.service",
         );
         let cm = unit(
             "kube-controller-manager",
             "Kubernetes controller manager",
             &controller_manager_args(cluster),
-            &["kube-apiserver.service"],
+            "kube-apiserver.service",
         );
         let scheduler = unit(
             "kube-scheduler",
             "Kubernetes scheduler",
             &scheduler_args(),
-            &["kube-apiserver.service"],
+            "kube-apiserver.service",
         );
         let mut actions = vec![
             Action::secret_file(ENCRYPTION_CONFIG, encryption.for_host(cluster, host)?),
@@ -261,7 +253,10 @@ impl Step for ControlPlane {
         _: &Applied<'_, Self::Shared>,
     ) -> Result<step::After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=5s";
+        let kubectl = format!(
+            "kubectl --kubeconfig={} --request-timeout=5s",
+            paths::kubeconfig("admin")
+        );
         let wait = format!(
             "i=0; until {kubectl} get --raw=/livez >/dev/null 2>&1 && {kubectl} get --raw=/readyz >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 120 ] && exit 1; sleep 1; done"
         );

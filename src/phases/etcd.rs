@@ -6,12 +6,12 @@ use super::{Phase, Work};
 use crate::cluster::{Cluster, Host};
 use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
-use crate::render::render;
 use crate::run::Ctx;
+use crate::systemd::Unit;
 
 pub const UNIT: &str = "/etc/systemd/system/etcd.service";
 pub const DATA_DIR: &str = "/var/lib/etcd";
-const PKI: &str = "/etc/kubernetes/pki/etcd";
+use crate::paths::ETCD_PKI_DIR as PKI;
 pub const HEALTHCHECK_KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 
 pub fn phase() -> Phase {
@@ -107,25 +107,18 @@ impl Step for Etcd {
             "--snapshot-count=10000".into(),
             "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
         ];
-        let mut unit = tera::Context::new();
-        unit.insert("description", "etcd: the cluster's key-value store");
-        unit.insert("after", &["network-online.target"]);
-        unit.insert("wants", &["network-online.target"]);
-        unit.insert("env", &Vec::<String>::new());
-        unit.insert("exec_start_pre", &Vec::<String>::new());
-        unit.insert("exec", "/usr/local/bin/etcd");
-        unit.insert("args", &args);
-        let service: std::collections::BTreeMap<&str, &str> = [
-            ("Type", "notify"),
-            ("Restart", "always"),
-            ("RestartSec", "5"),
-            ("LimitNOFILE", "65536"),
-        ]
-        .into();
-        unit.insert("service", &service);
+        let unit = Unit::new("etcd: the cluster's key-value store", "/usr/local/bin/etcd")
+            .after_and_wants(&["network-online.target"])
+            .args(&args)
+            .service(&[
+                ("Type", "notify"),
+                ("Restart", "always"),
+                ("RestartSec", "5"),
+                ("LimitNOFILE", "65536"),
+            ]);
         let mut actions = vec![
             Action::dir(DATA_DIR, 0o700),
-            Action::file(UNIT, render("component.service", &unit), 0o644),
+            Action::file(UNIT, unit.render(), 0o644),
         ];
         if joining {
             // announce the new member to the running cluster before it first starts

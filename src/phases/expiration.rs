@@ -3,8 +3,9 @@
 
 use crate::host::read::read_files;
 use crate::output::Format;
+use crate::paths::PKI_DIR;
 use crate::pki::kubeconfig::{self, KubeconfigKind};
-use crate::pki::{self, CaKind, Leaf, PKI_DIR};
+use crate::pki::{self, CaKind, Leaf};
 use crate::run::Ctx;
 use serde::Serialize;
 

@@ -5,6 +5,7 @@ use super::step::Pure;
 use super::{Phase, Work};
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
+use crate::paths;
 use crate::render::render;
 use serde::Serialize;
 
@@ -95,12 +96,12 @@ fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
 
 fn dirs(_: &Cluster, host: &Host) -> Vec<Action> {
     let mut actions = vec![
-        Action::dir("/etc/kubernetes", 0o755),
-        Action::dir("/etc/kubernetes/pki", 0o755),
+        Action::dir(paths::KUBERNETES_DIR, 0o755),
+        Action::dir(paths::PKI_DIR, 0o755),
         Action::dir("/opt/provision", 0o755),
     ];
     if host.control_plane {
-        actions.push(Action::dir("/etc/kubernetes/pki/etcd", 0o755));
+        actions.push(Action::dir(paths::ETCD_PKI_DIR, 0o755));
     }
     actions
 }

@@ -4,23 +4,24 @@
 //! its configuration and unit, with the kubeconfig of `kubeconfig/kube-proxy`.
 
 use super::step::{After, Applied, Desired, Step};
-use super::{Phase, Work, runtime};
+use super::{Phase, Work};
 use crate::api::client;
 use crate::cluster::{Cluster, Host};
 use crate::host::probe::{Observed, Probe};
 use crate::host::{Action, UnitSpec};
-use crate::inventory::CniName;
 use crate::pki::CaKind;
 use crate::pki::kubeconfig::KubeconfigKind;
 use crate::pki::token::BootstrapToken;
 use crate::render::render;
 use crate::run::Ctx;
+use crate::runtime;
+use crate::systemd::Unit;
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
-use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
+pub const STATE_DIR: &str = "/var/lib/kubelet";
 pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
 pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
 pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
@@ -51,24 +52,13 @@ pub fn kube_proxy_phase() -> Phase {
 struct Kubelet;
 struct KubeProxy;
 
-fn unit_text(
-    description: &str,
-    exec: &str,
-    args: &[String],
-    env: &[String],
-    after: &[&str],
-) -> String {
-    let mut t = tera::Context::new();
-    t.insert("description", description);
-    t.insert("after", after);
-    t.insert("wants", after);
-    t.insert("env", env);
-    t.insert("exec_start_pre", &Vec::<String>::new());
-    t.insert("exec", exec);
-    t.insert("args", args);
-    let service: BTreeMap<&str, &str> = [("Restart", "always"), ("RestartSec", "2")].into();
-    t.insert("service", &service);
-    render("component.service", &t)
+/// A node component's unit: restarted whenever it exits, after (and wanting) `after`.
+fn unit_text(description: &str, exec: &str, args: &[String], after: &str) -> String {
+    Unit::new(description, exec)
+        .after_and_wants(&[after])
+        .args(args)
+        .service(&[("Restart", "always"), ("RestartSec", "2")])
+        .render()
 }
 
 /// A bootstrap kubeconfig: the cluster CA, the endpoint and a token of the node bootstrappers.
@@ -127,7 +117,7 @@ struct Bootstrap {
 }
 
 /// The cluster CA on a node.
-const NODE_CA: &str = "/etc/kubernetes/pki/ca.crt";
+use crate::paths::CA_CERT as NODE_CA;
 
 #[async_trait::async_trait]
 impl Step for Kubelet {
@@ -191,7 +181,7 @@ impl Step for Kubelet {
         t.insert("dns_domain", &c.dns_domain);
         // a serving certificate from the cluster CA, rotated like the client's (approved below)
         t.insert("server_tls_bootstrap", &true);
-        t.insert("runtime_endpoint", runtime::socket(c.runtime));
+        t.insert("runtime_endpoint", runtime::of(c.runtime).socket());
         t.insert("fail_swap_on", &!cond.swap_on);
         // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
         t.insert("allow_cgroup_v1", &cond.cgroup_v1);
@@ -221,12 +211,11 @@ impl Step for Kubelet {
             "kubelet: the Kubernetes node agent",
             "/usr/local/bin/kubelet",
             &args,
-            &[],
-            &[runtime::unit_name(c.runtime)],
+            &runtime::unit_name(c.runtime),
         );
         let mut actions = vec![
-            Action::dir("/var/lib/kubelet", 0o700),
-            Action::dir("/etc/kubernetes/manifests", 0o755),
+            Action::dir(STATE_DIR, 0o700),
+            Action::dir(crate::paths::MANIFESTS_DIR, 0o755),
             Action::file(CONFIG, render("kubelet-config.yaml", &t), 0o644),
             Action::file(UNIT, unit, 0o644),
         ];
@@ -267,12 +256,12 @@ impl Step for Kubelet {
         let nodes: Api<Node> = Api::all(client(ctx, "admin").await?);
         let started = Instant::now();
         let mut last = String::from("the Node has not registered");
-        let builtin = ctx.cluster.cni == CniName::Builtin;
+        let on_hosts = !crate::cni::of(ctx.cluster.cni).runs_as_pods();
         let mut notes = Vec::new();
         loop {
             if let Some(node) = nodes.get_opt(&host.name).await.map_err(|e| e.to_string())? {
                 set_pod_cidr(&nodes, &node, host).await?;
-                if !builtin {
+                if !on_hosts {
                     // a CNI that runs as pods is applied by the addons phase, later
                     notes.push(format!(
                         "node {} registered; it turns Ready once {:?} runs on it",
@@ -489,8 +478,7 @@ impl Step for KubeProxy {
             "kube-proxy: Services on this node",
             "/usr/local/bin/kube-proxy",
             &args,
-            &[],
-            &["network-online.target"],
+            "network-online.target",
         );
         Ok(vec![
             Action::dir("/var/lib/kube-proxy", 0o755),

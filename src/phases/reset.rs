@@ -8,12 +8,16 @@
 //! nothing.
 
 use super::step::{self, Applied, Desired, Pure, Step};
-use super::{Phase, Work, cni, control_plane, etcd, host, kubelet, runtime};
+use super::{Phase, Work, control_plane, etcd, host, kubelet};
 use crate::bundle;
 use crate::cluster::{Cluster, Host};
+use crate::cni::{self, Cni};
+use crate::host::Leftovers;
 use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
+use crate::paths;
 use crate::run::Ctx;
+use crate::runtime::{self, Runtime};
 use crate::ssh::shell_quote;
 use k8s_openapi::api::core::v1::{Node, Pod};
 use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
@@ -55,25 +59,14 @@ pub fn tree(cluster_stays: bool) -> Vec<Phase> {
 }
 
 /// Units provision writes, stopped in this order: the kubelet first (it would restart pods),
-/// the runtime last (pods are removed through it).
+/// then the control plane; etcd, the networks' and the runtimes' units last (pods are removed
+/// through the runtime).
 const NODE_UNITS: [&str; 2] = ["kubelet", "kube-proxy"];
-const LATE_UNITS: [&str; 4] = ["etcd", "provision-pod-routes", "containerd", "crio"];
 
-/// Links of the built-in network and of the CNIs provision deploys (and kube-proxy's IPVS
-/// dummy), removed with the host's pod network.
-const LINKS: [&str; 7] = [
-    cni::VXLAN_DEVICE,
-    "cni0",
-    "flannel.1",
-    "vxlan.calico",
-    "cilium_vxlan",
-    "cilium_host",
-    "kube-ipvs0",
-];
-
-/// Chain prefixes of kube-proxy, the kubelet, the CNI plugins (portmap), Calico, Cilium and
-/// Flannel; rules that jump to them, and provision's own commented rules, go with them.
-const CHAINS: &str = "KUBE-|CNI-|cali-|CILIUM_|FLANNEL-";
+/// kube-proxy's own leftovers: its IPVS dummy link and its chains (the kubelet's share the
+/// prefix).
+const KUBE_PROXY_LINK: &str = "kube-ipvs0";
+const KUBE_CHAINS: &str = "KUBE-";
 
 fn stopped(unit: &str) -> Action {
     Action::Unit(UnitSpec {
@@ -92,8 +85,40 @@ fn exec(label: &str, functions: &str, cmd: &str, unless: &str) -> Action {
     }
 }
 
-/// What a reset host must lose, in order (a pure function of the cluster and the host).
+/// What a reset host must lose, in order: what every network and runtime provision knows left
+/// behind, whichever the cluster runs (a host may have run another before).
 pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
+    cleanup_of(&cni::ALL, &runtime::ALL)
+}
+
+/// Everything the leftovers of `networks` and `runtimes` hold, and what provision itself writes.
+fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Leftovers {
+    let mut all = Leftovers::default();
+    let parts = networks
+        .iter()
+        .map(|c| c.leftovers())
+        .chain(runtimes.iter().map(|r| r.leftovers()));
+    for l in parts {
+        for (to, from) in [
+            (&mut all.units, l.units),
+            (&mut all.paths, l.paths),
+            (&mut all.links, l.links),
+            (&mut all.chains, l.chains),
+            (&mut all.mounts, l.mounts),
+        ] {
+            for item in from {
+                if !to.contains(&item) {
+                    to.push(item);
+                }
+            }
+        }
+    }
+    all
+}
+
+/// The cleanup of a host, given the networks and runtimes whose leftovers it removes.
+pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Action> {
+    let left = leftovers_of(networks, runtimes);
     let mut actions: Vec<Action> = NODE_UNITS
         .iter()
         .chain(control_plane::COMPONENTS.iter())
@@ -107,7 +132,9 @@ pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
         "! systemctl is-active -q kubepods.slice && \
          { ! command -v crictl >/dev/null 2>&1 || [ -z \"$(timeout 10 crictl pods -q 2>/dev/null)\" ]; }",
     ));
-    actions.extend(LATE_UNITS.iter().map(|u| stopped(u)));
+    // etcd, then the networks' units, then the runtimes' (their order in `left`)
+    actions.push(stopped("etcd"));
+    actions.extend(left.units.iter().map(|u| stopped(u)));
     let procs = format!(
         "left() {{ for d in /proc/[0-9]*; do case \"$(readlink \"$d/exe\" 2>/dev/null)\" in {}/*) echo \"${{d#/proc/}}\";; esac; done; }}",
         bundle::HOST_ROOT
@@ -118,20 +145,27 @@ pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
         "left | xargs -r kill -9; sleep 1",
         "[ -z \"$(left)\" ]",
     ));
+    // below the state directories only: a disk mounted at /var/lib/etcd or
+    // /var/lib/containerd itself is the operator's and stays (it is emptied, not removed)
+    let mut under = vec![kubelet::STATE_DIR.to_string()];
+    under.extend(left.mounts.iter().cloned());
     actions.push(exec(
         "unmount the pods' volumes, root filesystems and network namespaces",
-        // below the state directories only: a disk mounted at /var/lib/etcd or
-        // /var/lib/containerd itself is the operator's and stays (it is emptied, not removed)
-        "mounts() { findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/var/lib/containerd|/run/containerd)/|^/run/netns/cni-'; }",
+        &format!(
+            "mounts() {{ findmnt -rn -o TARGET | grep -E '^({})/|^/run/netns/cni-'; }}",
+            under.join("|")
+        ),
         "mounts | sort -r | while read -r m; do umount \"$m\" 2>/dev/null || umount -l \"$m\"; done; rm -f /run/netns/cni-*",
         "[ -z \"$(mounts)\" ] && ! ls /run/netns/cni-* >/dev/null 2>&1",
     ));
+    let mut links = left.links.clone();
+    links.push(KUBE_PROXY_LINK.into());
+    let rules = rule_pattern(&left.chains);
     let net = format!(
         "links() {{ for l in {links}; do ip link show \"$l\" >/dev/null 2>&1 && echo \"$l\"; done; }}\n\
          rules() {{ {{ iptables-save; ip6tables-save; }} 2>/dev/null | grep -E '{rules}'; }}\n\
          nft_tables() {{ nft list tables 2>/dev/null | grep -E ' kube-proxy$'; }}",
-        links = LINKS.join(" "),
-        rules = rule_pattern(),
+        links = links.join(" "),
     );
     actions.push(exec(
         "remove the pod network's links and the rules of kube-proxy and the CNI",
@@ -143,8 +177,7 @@ pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
                if $t-save | grep -qE '{rules}'; then $t-save | grep -vE '{rules}' | $t-restore; fi\n\
              done\n\
              nft_tables | while read -r _ family name; do nft delete table \"$family\" \"$name\"; done\n\
-             true",
-            rules = rule_pattern()
+             true"
         ),
         "[ -z \"$(links)\" ] && [ -z \"$(rules)\" ] && [ -z \"$(nft_tables)\" ]",
     ));
@@ -157,37 +190,29 @@ pub fn cleanup(_: &Cluster, _: &Host) -> Vec<Action> {
         "links | xargs -r rm -f",
         "[ -z \"$(links)\" ]",
     ));
-    actions.extend(owned_paths().iter().map(|p| Action::absent(p)));
+    actions.extend(owned_paths(&left).iter().map(|p| Action::absent(p)));
     actions
 }
 
-/// The lines of `iptables-save` that belong to Kubernetes: its chains, the rules in them and
-/// the rules that jump to them, and provision's own commented rules.
-fn rule_pattern() -> String {
-    format!("^:({CHAINS})|^-A ({CHAINS})| -[jg] ({CHAINS})|provision-(masquerade|forward)")
+/// The lines of `iptables-save` that belong to Kubernetes: kube-proxy's and the networks'
+/// chains (`chains`, prefixes), the rules in them and those that jump to them, and provision's
+/// own commented rules.
+fn rule_pattern(chains: &[String]) -> String {
+    let mut prefixes = vec![KUBE_CHAINS.to_string()];
+    prefixes.extend(chains.iter().cloned());
+    let c = prefixes.join("|");
+    format!("^:({c})|^-A ({c})| -[jg] ({c})|provision-(masquerade|forward)")
 }
 
-/// Files and directories provision writes on a host (shared system files such as CRI-O's
-/// /etc/containers/policy.json and its image store stay).
-fn owned_paths() -> Vec<String> {
+/// Files and directories provision writes on a host, with the networks' and runtimes'.
+fn owned_paths(left: &Leftovers) -> Vec<String> {
     let mut paths: Vec<String> = [
-        "/etc/kubernetes",
-        "/var/lib/kubelet",
+        paths::KUBERNETES_DIR,
+        kubelet::STATE_DIR,
         "/var/lib/kube-proxy",
         etcd::DATA_DIR,
-        "/var/lib/containerd",
-        "/run/containerd",
-        "/etc/containerd",
-        "/etc/crictl.yaml",
-        runtime::CRIO_CONFIG,
-        runtime::CRIO_REGISTRIES,
-        cni::CONFLIST,
-        "/etc/cni/net.d/10-flannel.conflist",
-        "/etc/cni/net.d/10-calico.conflist",
-        "/etc/cni/net.d/calico-kubeconfig",
-        "/etc/cni/net.d/05-cilium.conflist",
+        runtime::CRICTL_CONFIG,
         "/var/lib/cni",
-        "/run/flannel",
         "/usr/local/lib/provision",
         "/var/lib/provision",
         bundle::HOST_ROOT,
@@ -196,13 +221,11 @@ fn owned_paths() -> Vec<String> {
         kubelet::UNIT,
         kubelet::PROXY_UNIT,
         etcd::UNIT,
-        cni::ROUTES_UNIT,
-        runtime::UNIT,
-        runtime::CRIO_UNIT,
     ]
     .iter()
     .map(|p| p.to_string())
     .collect();
+    paths.extend(left.paths.iter().cloned());
     paths.extend(
         control_plane::COMPONENTS
             .iter()
@@ -466,7 +489,7 @@ impl ForgetKubeconfig {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(None);
         };
-        let ca_path = crate::run::pki_path("ca", "crt");
+        let ca_path = paths::CA_CERT.to_string();
         let (_, files) = ctx.read_first(std::slice::from_ref(&ca_path)).await?;
         let Some(ca) = files.get(&ca_path) else {
             return Ok(None);
@@ -588,7 +611,7 @@ mod tests {
         for unit in NODE_UNITS
             .iter()
             .chain(control_plane::COMPONENTS.iter())
-            .chain(LATE_UNITS.iter())
+            .chain(["etcd", "provision-pod-routes", "containerd", "crio"].iter())
         {
             let file = format!("/etc/systemd/system/{unit}.service");
             assert!(at(&format!("{unit}.service")) < at(&file), "{unit}");
@@ -607,7 +630,10 @@ mod tests {
             -A POSTROUTING -s 10.88.0.0/16 ! -d 10.88.0.0/16 -m comment --comment provision-masquerade -j MASQUERADE\n\
             -A CNI-HOSTPORT-DNAT -j DNAT\n-A POSTROUTING -s 172.17.0.0/16 -j MASQUERADE\nCOMMIT";
         let mut grep = std::process::Command::new("grep")
-            .args(["-vE", &rule_pattern()])
+            .args([
+                "-vE",
+                &rule_pattern(&leftovers_of(&cni::ALL, &runtime::ALL).chains),
+            ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
             .spawn()

@@ -42,7 +42,7 @@ impl KubeconfigKind {
 
     /// The file under /etc/kubernetes.
     pub fn path(self) -> String {
-        format!("/etc/kubernetes/{}.conf", self.name())
+        crate::paths::kubeconfig(self.name())
     }
 
     /// The client certificate's subject, as kubeadm issues it.

@@ -20,7 +20,6 @@ use std::net::IpAddr;
 use std::time::{Duration, SystemTime};
 use x509_parser::prelude::*;
 
-pub const PKI_DIR: &str = "/etc/kubernetes/pki";
 pub use crate::x509::RENEW_BEFORE_DAYS;
 /// Backdating absorbs clock skew between the operator and the hosts.
 const BACKDATE: Duration = Duration::from_secs(5 * 60);

@@ -2,8 +2,8 @@
 //! link, the route to the other node's pod range, kube-proxy's unit and rules.
 
 use crate::cluster::{Cluster, Host};
+use crate::cni::builtin::VXLAN_DEVICE;
 use crate::inventory::{CniName, Overlay};
-use crate::phases::cni::VXLAN_DEVICE;
 use crate::run::Ctx;
 use crate::ssh::shell_quote;
 
@@ -78,8 +78,7 @@ pub fn inactive(units: &[&str], states: &str) -> Vec<String> {
 /// Why no pod can start on `node`: its runtime or kubelet unit is not running (None when both
 /// are, or the node cannot be asked). Checked before a test pod is waited for.
 pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
-    let runtime =
-        crate::phases::runtime::unit_name(ctx.cluster.runtime).trim_end_matches(".service");
+    let runtime = crate::runtime::of(ctx.cluster.runtime).service();
     let (_, states) = sh(ctx, node, &format!("systemctl is-active {runtime} kubelet")).await?;
     let down = inactive(&[runtime, "kubelet"], &states);
     if down.is_empty() {

@@ -11,7 +11,7 @@ pub mod report;
 
 use crate::api;
 use crate::cluster::Host;
-use crate::inventory::CniName;
+use crate::cni::Cni;
 use crate::run::Ctx;
 use futures::StreamExt;
 use k8s_openapi::api::apps::v1::Deployment;
@@ -299,7 +299,14 @@ async fn workload(
     pod_to_service(ctx, &pods, &running, &cluster_ip, report).await;
     dns(ctx, client, &pods, &running, &cluster_ip, report).await;
     network_policy(ctx, client, &pods, &running, report).await?;
-    runtime_classes(client, &pods, &image, report).await?;
+    runtime_classes(
+        client,
+        &pods,
+        &image,
+        crate::runtime::of(ctx.cluster.runtime),
+        report,
+    )
+    .await?;
     Ok(())
 }
 
@@ -829,16 +836,46 @@ fn answers(nslookup: &str, ip: &str) -> bool {
         .any(|answer| answer.split_whitespace().any(|w| w == ip))
 }
 
-fn enforces_network_policy(cni: CniName) -> bool {
-    matches!(cni, CniName::Calico | CniName::Cilium)
+/// How long a default-deny policy may take to apply: an enforcing network programs it within
+/// seconds; one that does not enforce policies is given a moment, then reported as such.
+fn policy_wait(cni: &dyn Cni) -> u64 {
+    if cni.enforces_network_policy() { 20 } else { 3 }
 }
 
-fn cni_label(cni: CniName) -> &'static str {
-    match cni {
-        CniName::Builtin => "builtin",
-        CniName::Flannel => "flannel",
-        CniName::Calico => "calico",
-        CniName::Cilium => "cilium",
+/// The row when `url` on `node` still answered after a default-deny policy: a failure for a
+/// network that enforces policies, "not enforced" (naming those that do, among `known`) for
+/// one that does not.
+pub fn policy_not_applied(
+    cni: &dyn Cni,
+    known: &[&dyn Cni],
+    subject: String,
+    url: &str,
+    node: &Host,
+) -> Row {
+    let wait = policy_wait(cni);
+    if cni.enforces_network_policy() {
+        Row::fail(
+            "network-policy",
+            subject,
+            format!("default-deny: {url} still answers after {wait} s"),
+        )
+        .with_cause(Some(format!(
+            "{} is not enforcing policies on {}: check {}",
+            cni.name(),
+            node.name,
+            cni.suspect(node)
+        )))
+    } else {
+        Row::new(
+            "network-policy",
+            subject,
+            Outcome::NotEnforced,
+            format!(
+                "not enforced by {}: {url} answers despite a default-deny policy ({} enforce them)",
+                cni.name(),
+                crate::cni::enforcing(known)
+            ),
+        )
     }
 }
 
@@ -865,7 +902,7 @@ async fn network_policy(
     running: &[TestPod],
     report: &mut Report,
 ) -> Result<(), String> {
-    let cni = ctx.cluster.cni;
+    let cni = crate::cni::of(ctx.cluster.cni);
     let (Some(a), Some(b)) = (running.first(), running.get(1)) else {
         report.rows.push(Row::skipped(
             "network-policy",
@@ -901,30 +938,15 @@ async fn network_policy(
         .await
         .map_err(|e| format!("creating NetworkPolicy deny-all: {e}"))?;
     let u = url(&b.ip, POD_PORT);
-    let wait = if enforces_network_policy(cni) { 20 } else { 3 };
+    let wait = policy_wait(cni);
     if !until(pods, &a.name, &u, false, Duration::from_secs(wait)).await {
-        report.rows.push(if enforces_network_policy(cni) {
-            Row::fail(
-                "network-policy",
-                subject,
-                format!("default-deny: {u} still answers after {wait} s"),
-            )
-            .with_cause(Some(format!(
-                "{} is not enforcing policies on {}: check its agent there",
-                cni_label(cni),
-                b.host.name
-            )))
-        } else {
-            Row::new(
-                "network-policy",
-                subject,
-                Outcome::NotEnforced,
-                format!(
-                    "not enforced by {}: {u} answers despite a default-deny policy (calico or cilium enforce them)",
-                    cni_label(cni)
-                ),
-            )
-        });
+        report.rows.push(policy_not_applied(
+            cni,
+            &crate::cni::ALL,
+            subject,
+            &u,
+            &b.host,
+        ));
         return Ok(());
     }
     let allow: NetworkPolicy = object(
@@ -979,6 +1001,7 @@ async fn runtime_classes(
     client: &Client,
     pods: &Api<Pod>,
     image: &str,
+    runtime: &dyn crate::runtime::Runtime,
     report: &mut Report,
 ) -> Result<(), String> {
     let classes = Api::<RuntimeClass>::all(client.clone())
@@ -1030,12 +1053,17 @@ async fn runtime_classes(
                 break Row::fail(
                     "runtime-class",
                     &name,
-                    format!("{pod_name} not running after 60 s: {}", pending_reason(&pod)),
+                    format!(
+                        "{pod_name} not running after 60 s: {}",
+                        pending_reason(&pod)
+                    ),
                 )
                 .with_cause(Some(format!(
-                    "the runtime on {} has no working handler {}: check its configuration and `journalctl -u containerd`",
+                    "the runtime on {} has no working handler {}: check {} and `journalctl -u {}`",
                     if node.is_empty() { "the node" } else { &node },
-                    rc.handler
+                    rc.handler,
+                    runtime.config(),
+                    runtime.service()
                 )));
             }
             tokio::time::sleep(Duration::from_secs(1)).await;

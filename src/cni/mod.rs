@@ -1,101 +1,117 @@
-//! The manifests of the CNIs that run as pods (Flannel, Calico, Cilium), rendered with the
-//! settings that matter: the pod subnet, the per-node block size, VXLAN VNI and port, the MTU.
-//! Each node's pod range is its Node's spec.podCIDR, which the kubelet phase sets from the
-//! inventory, so every CNI and the inventory agree on it.
+//! The pod networks provision deploys, one module each, behind one small descriptor: what a
+//! network needs on a node, the manifest of its pods (when it runs as pods), what it leaves on a
+//! host for `reset` to remove, whether it enforces NetworkPolicy, and what `verify` names when
+//! traffic or policies fail. Adding a network is one module (plus its templates) and a line in
+//! `ALL`/`of`: the `cni` and `addons` phases, reset and verify read the descriptor.
 
-use crate::catalog::cni_images;
-use crate::cluster::Cluster;
+pub mod builtin;
+pub mod calico;
+pub mod cilium;
+pub mod flannel;
+
+use crate::cluster::{Cluster, Host};
+use crate::host::probe::{Observed, Probe};
+use crate::host::{Action, Leftovers};
 use crate::inventory::CniName;
-use crate::render::render;
-use serde::Serialize;
 
-#[derive(Serialize)]
-struct Crd {
-    plural: &'static str,
-    kind: &'static str,
-    scope: &'static str,
+/// Where CNI configuration goes on every node.
+pub const NET_D: &str = "/etc/cni/net.d";
+
+pub trait Cni: Sync {
+    /// The name in the inventory (`spec.cni.name`).
+    fn name(&self) -> &'static str;
+
+    /// Whether it runs as pods (configured through the API by the addons phase; nodes turn
+    /// Ready once its pods run) rather than on the hosts by the cni phase.
+    fn runs_as_pods(&self) -> bool {
+        false
+    }
+
+    /// The images of its pods, by the manifest's name for each.
+    fn images(&self) -> Vec<(&'static str, String)> {
+        Vec::new()
+    }
+
+    /// The manifest of its pods (None for a network configured on the hosts).
+    fn manifest(&self, _cluster: &Cluster) -> Option<String> {
+        None
+    }
+
+    /// What `node_actions` needs to know of a host.
+    fn probes(&self, _cluster: &Cluster) -> Vec<Probe> {
+        Vec::new()
+    }
+
+    /// What a node holds for it (a network that runs as pods writes its own configuration).
+    fn node_actions(
+        &self,
+        _cluster: &Cluster,
+        _host: &Host,
+        _observed: &Observed,
+    ) -> Result<Vec<Action>, String> {
+        Ok(vec![Action::dir(NET_D, 0o755)])
+    }
+
+    /// What it leaves on a host: `reset` removes it whichever network the cluster runs.
+    fn leftovers(&self) -> Leftovers;
+
+    /// Whether NetworkPolicy objects are enforced (verify fails when they are not).
+    fn enforces_network_policy(&self) -> bool {
+        false
+    }
+
+    /// What to look at on `host` when its pods' traffic or policies misbehave.
+    fn suspect(&self, host: &Host) -> String;
 }
 
-/// Calico's resource types (group crd.projectcalico.org, version v1).
-const CALICO_TYPES: &[(&str, &str, bool)] = &[
-    ("bgpconfigurations", "BGPConfiguration", false),
-    ("bgpfilters", "BGPFilter", false),
-    ("bgppeers", "BGPPeer", false),
-    ("blockaffinities", "BlockAffinity", false),
-    ("caliconodestatuses", "CalicoNodeStatus", false),
-    ("clusterinformations", "ClusterInformation", false),
-    ("felixconfigurations", "FelixConfiguration", false),
-    ("globalnetworkpolicies", "GlobalNetworkPolicy", false),
-    ("globalnetworksets", "GlobalNetworkSet", false),
-    ("hostendpoints", "HostEndpoint", false),
-    ("ipamblocks", "IPAMBlock", false),
-    ("ipamconfigs", "IPAMConfig", false),
-    ("ipamhandles", "IPAMHandle", false),
-    ("ippools", "IPPool", false),
-    ("ipreservations", "IPReservation", false),
-    (
-        "kubecontrollersconfigurations",
-        "KubeControllersConfiguration",
-        false,
-    ),
-    ("networkpolicies", "NetworkPolicy", true),
-    ("networksets", "NetworkSet", true),
-    (
-        "stagedglobalnetworkpolicies",
-        "StagedGlobalNetworkPolicy",
-        false,
-    ),
-    (
-        "stagedkubernetesnetworkpolicies",
-        "StagedKubernetesNetworkPolicy",
-        true,
-    ),
-    ("stagednetworkpolicies", "StagedNetworkPolicy", true),
-    ("tiers", "Tier", false),
+/// Every network provision knows, for what spans them all (reset's leftovers, verify's hints).
+pub static ALL: [&dyn Cni; 4] = [
+    &builtin::Builtin,
+    &flannel::Flannel,
+    &calico::Calico,
+    &cilium::Cilium,
 ];
 
-/// The manifest of the cluster's CNI, or None for the built-in network (configured on the
-/// hosts by the `cni` phase).
-pub fn render_manifest(cluster: &Cluster) -> Option<String> {
-    let template = match cluster.cni {
-        CniName::Builtin => return None,
-        CniName::Flannel => "flannel.yaml",
-        CniName::Calico => "calico.yaml",
-        CniName::Cilium => "cilium.yaml",
-    };
+/// The descriptor of the network named in the inventory.
+pub fn of(name: CniName) -> &'static dyn Cni {
+    match name {
+        CniName::Builtin => &builtin::Builtin,
+        CniName::Flannel => &flannel::Flannel,
+        CniName::Calico => &calico::Calico,
+        CniName::Cilium => &cilium::Cilium,
+    }
+}
+
+/// The networks among `all` that enforce NetworkPolicy, for messages ("calico or cilium").
+pub fn enforcing(all: &[&dyn Cni]) -> String {
+    all.iter()
+        .filter(|c| c.enforces_network_policy())
+        .map(|c| c.name())
+        .collect::<Vec<_>>()
+        .join(" or ")
+}
+
+/// The context every pod network's manifest renders with: the settings that matter (the pod
+/// subnet, the per-node block size, VXLAN VNI and port, the MTU) and its images. Each node's
+/// pod range is its Node's spec.podCIDR, which the kubelet phase sets from the inventory, so
+/// every network and the inventory agree on it.
+pub(crate) fn manifest_context(cluster: &Cluster, cni: &dyn Cni) -> tera::Context {
     let mut t = tera::Context::new();
-    let images: std::collections::BTreeMap<&str, String> =
-        cni_images(cluster.cni).into_iter().collect();
+    let images: std::collections::BTreeMap<&str, String> = cni.images().into_iter().collect();
     t.insert("images", &images);
     t.insert("cluster_name", &cluster.name);
     t.insert("pod_subnet", &cluster.pod_subnet.to_string());
     t.insert("block_size", &cluster.node_cidr_mask_size);
     t.insert("vni", &cluster.vxlan.vni);
     t.insert("port", &cluster.vxlan.port);
-    // 0: each CNI finds the MTU of the node's interface and subtracts its overhead
+    // 0: each network finds the MTU of the node's interface and subtracts its overhead
     t.insert("mtu", &cluster.vxlan.mtu.unwrap_or(0));
-    let crds: Vec<Crd> = CALICO_TYPES
-        .iter()
-        .map(|(plural, kind, namespaced)| Crd {
-            plural,
-            kind,
-            scope: if *namespaced { "Namespaced" } else { "Cluster" },
-        })
-        .collect();
-    t.insert("crds", &crds);
-    Some(render(template, &t))
+    t
 }
 
-/// The documents of a multi-document manifest, without empty ones.
-pub fn documents(manifest: &str) -> Vec<&str> {
-    manifest
-        .split("\n---\n")
-        .map(str::trim)
-        .filter(|d| {
-            d.lines()
-                .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
-        })
-        .collect()
+/// The manifest of the cluster's network, or None when it is configured on the hosts.
+pub fn manifest(cluster: &Cluster) -> Option<String> {
+    of(cluster.cni).manifest(cluster)
 }
 
 #[cfg(test)]
@@ -120,7 +136,7 @@ mod tests {
 
     /// Every document parses as YAML with a kind, apiVersion and name; returns them by kind.
     fn docs(m: &str) -> Vec<serde_yaml::Value> {
-        let out: Vec<serde_yaml::Value> = documents(m)
+        let out: Vec<serde_yaml::Value> = crate::api::documents(m)
             .into_iter()
             .map(|d| serde_yaml::from_str(d).unwrap_or_else(|e| panic!("{e}:\n{d}")))
             .collect();
@@ -152,12 +168,12 @@ mod tests {
 
     #[test]
     fn the_builtin_network_has_no_manifest() {
-        assert!(render_manifest(&cluster("builtin", "")).is_none());
+        assert!(manifest(&cluster("builtin", "")).is_none());
     }
 
     #[test]
     fn flannel_gets_the_pod_subnet_and_the_vxlan_settings() {
-        let m = render_manifest(&cluster(
+        let m = manifest(&cluster(
             "flannel",
             "    vxlan: {vni: 7, port: 8472, mtu: 1400}\n",
         ))
@@ -195,7 +211,7 @@ mod tests {
 
     #[test]
     fn flannel_without_an_mtu_lets_flannel_find_it() {
-        let m = render_manifest(&cluster("flannel", "")).unwrap();
+        let m = manifest(&cluster("flannel", "")).unwrap();
         let cm: ConfigMap = find(&docs(&m), "ConfigMap", "kube-flannel-cfg");
         let net: serde_json::Value =
             serde_json::from_str(&cm.data.unwrap()["net-conf.json"]).unwrap();
@@ -204,7 +220,7 @@ mod tests {
 
     #[test]
     fn calico_gets_its_pool_block_size_vxlan_and_crds() {
-        let m = render_manifest(&cluster("calico", "    vxlan: {vni: 4100, mtu: 1410}\n")).unwrap();
+        let m = manifest(&cluster("calico", "    vxlan: {vni: 4100, mtu: 1410}\n")).unwrap();
         let d = docs(&m);
         let ds: DaemonSet = find(&d, "DaemonSet", "calico-node");
         assert_eq!(
@@ -235,7 +251,7 @@ mod tests {
             .iter()
             .filter(|x| x["kind"] == "CustomResourceDefinition")
             .collect();
-        assert_eq!(crds.len(), CALICO_TYPES.len());
+        assert_eq!(crds.len(), calico::CALICO_TYPES.len());
         assert!(
             crds.iter()
                 .any(|c| c["metadata"]["name"] == "ippools.crd.projectcalico.org")
@@ -246,7 +262,7 @@ mod tests {
 
     #[test]
     fn cilium_uses_the_nodes_pod_cidrs_a_vxlan_tunnel_and_keeps_kube_proxy() {
-        let m = render_manifest(&cluster("cilium", "    vxlan: {port: 8473}\n")).unwrap();
+        let m = manifest(&cluster("cilium", "    vxlan: {port: 8473}\n")).unwrap();
         let d = docs(&m);
         let cm: ConfigMap = find(&d, "ConfigMap", "cilium-config");
         let data = cm.data.unwrap();

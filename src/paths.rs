@@ -1,0 +1,21 @@
+//! Where Kubernetes' files live on a host (kubeadm's layout), in one place.
+
+/// Configuration, kubeconfigs and the PKI.
+pub const KUBERNETES_DIR: &str = "/etc/kubernetes";
+pub const PKI_DIR: &str = "/etc/kubernetes/pki";
+pub const ETCD_PKI_DIR: &str = "/etc/kubernetes/pki/etcd";
+/// The cluster CA certificate, on every node.
+pub const CA_CERT: &str = "/etc/kubernetes/pki/ca.crt";
+pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
+pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
+pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
+
+/// `/etc/kubernetes/<name>.conf` (admin, super-admin, kubelet, controller-manager, ...).
+pub fn kubeconfig(name: &str) -> String {
+    format!("{KUBERNETES_DIR}/{name}.conf")
+}
+
+/// `/etc/kubernetes/pki/<base>.<ext>`.
+pub fn pki(base: &str, ext: &str) -> String {
+    format!("{PKI_DIR}/{base}.{ext}")
+}

@@ -1,0 +1,174 @@
+//! containerd with the CRI plugin: systemd cgroup driver, the bundle's sandbox image, runc plus
+//! the enabled sandbox runtimes (gVisor, Kata), registry mirrors; its unit, crictl's
+//! configuration, and the bundle's images imported into the `k8s.io` namespace.
+
+use super::{Images, Runtime, crictl_config};
+use crate::cluster::{Cluster, Host};
+use crate::host::probe::{Observed, Probe};
+use crate::host::{Action, Leftovers, UnitSpec};
+use crate::inventory::RuntimeClass;
+use crate::render::render;
+use crate::ssh::shell_quote;
+use crate::systemd::Unit;
+
+pub const CONFIG: &str = "/etc/containerd/config.toml";
+pub const UNIT: &str = "/etc/systemd/system/containerd.service";
+pub const SOCKET: &str = "unix:///run/containerd/containerd.sock";
+
+pub struct Containerd;
+
+impl Runtime for Containerd {
+    fn name(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn service(&self) -> &'static str {
+        "containerd"
+    }
+
+    fn socket(&self) -> &'static str {
+        SOCKET
+    }
+
+    fn config(&self) -> &'static str {
+        CONFIG
+    }
+
+    fn components(&self, classes: &[RuntimeClass]) -> Vec<&'static str> {
+        let mut c = vec!["containerd", "runc"];
+        for rc in classes {
+            match rc {
+                RuntimeClass::Gvisor => {
+                    c.extend(["gvisor-runsc", "gvisor-containerd-shim-runsc-v1"])
+                }
+                RuntimeClass::Kata => c.push("kata-static"),
+            }
+        }
+        c
+    }
+
+    /// Whether runc may lower the pause container's oom_score_adj (not inside every container).
+    fn probes(&self) -> Vec<Probe> {
+        vec![Probe::Conditions]
+    }
+
+    fn actions(
+        &self,
+        cluster: &Cluster,
+        _: &Host,
+        observed: &Observed,
+        images: &Images,
+    ) -> Result<Vec<Action>, String> {
+        let cond = observed.conditions()?;
+        let mut t = tera::Context::new();
+        t.insert("sandbox_image", &images.sandbox);
+        t.insert("restrict_oom_score_adj", &!cond.can_lower_oom_score);
+        let classes = &cluster.runtime_classes;
+        t.insert("gvisor", &classes.contains(&RuntimeClass::Gvisor));
+        t.insert("kata", &classes.contains(&RuntimeClass::Kata));
+        t.insert("mirrors", &cluster.registry_mirrors);
+        let unit = Unit::new("containerd container runtime", "/usr/local/bin/containerd")
+            .after(&["network.target", "local-fs.target"])
+            .exec_start_pre(&["-/sbin/modprobe overlay"])
+            .args(&["--config", CONFIG])
+            .service(&[
+                ("Type", "notify"),
+                ("Delegate", "yes"),
+                ("KillMode", "process"),
+                ("Restart", "always"),
+                ("RestartSec", "5"),
+                ("LimitNPROC", "infinity"),
+                ("LimitCORE", "infinity"),
+                ("LimitNOFILE", "infinity"),
+                ("TasksMax", "infinity"),
+                ("OOMScoreAdjust", "-999"),
+            ]);
+        let mut actions = vec![
+            Action::dir("/etc/containerd", 0o755),
+            Action::file(CONFIG, render("containerd-config.toml", &t), 0o644),
+            Action::file(UNIT, unit.render(), 0o644),
+            crictl_config(SOCKET),
+            Action::dir(crate::cni::NET_D, 0o755),
+            Action::Unit(UnitSpec {
+                name: "containerd.service".into(),
+                enabled: true,
+                active: true,
+                restart_when_changed: vec![CONFIG.into(), UNIT.into()],
+            }),
+        ];
+        for (archive, image_ref) in &images.archives {
+            let r = shell_quote(image_ref);
+            actions.push(Action::Exec {
+                label: format!("import image {image_ref}"),
+                cmd: format!(
+                    "{WAIT_FOR_CONTAINERD} && ctr -n k8s.io images import {} >/dev/null",
+                    shell_quote(archive)
+                ),
+                // ctr waits ~10 s for a containerd that is not running: ask only a live socket
+                unless: format!(
+                    "[ -S /run/containerd/containerd.sock ] && timeout 5 ctr -n k8s.io images ls -q | grep -Fqx {r}"
+                ),
+            });
+        }
+        Ok(actions)
+    }
+
+    fn health_check(&self) -> String {
+        format!("{WAIT_FOR_CONTAINERD} && {CRI_CHECK}")
+    }
+
+    fn leftovers(&self) -> Leftovers {
+        Leftovers {
+            units: vec!["containerd".into()],
+            paths: vec![
+                "/var/lib/containerd".into(),
+                "/run/containerd".into(),
+                "/etc/containerd".into(),
+                UNIT.into(),
+            ],
+            mounts: vec!["/var/lib/containerd".into(), "/run/containerd".into()],
+            ..Leftovers::default()
+        }
+    }
+}
+
+/// containerd answers on its socket within 30 s of a (re)start.
+const WAIT_FOR_CONTAINERD: &str = "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && { echo 'containerd does not answer on its socket' >&2; exit 1; }; sleep 0.5; done";
+
+/// Through crictl when it is a working binary, else the CRI plugin's status as containerd
+/// reports it.
+const CRI_CHECK: &str = "if crictl --version >/dev/null 2>&1; then crictl info >/dev/null; else ctr plugins ls | grep -E 'io\\.containerd\\.grpc\\.v1 +cri ' | grep -qw ok || { echo 'the CRI plugin is not ok' >&2; exit 1; }; fi";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn containerd_config_has_the_runtimes_and_the_oom_clamp_only_when_asked() {
+        let mut t = tera::Context::new();
+        t.insert("sandbox_image", "registry.k8s.io/pause:3.10.2");
+        t.insert("restrict_oom_score_adj", &false);
+        t.insert("gvisor", &true);
+        t.insert("kata", &false);
+        t.insert(
+            "mirrors",
+            &std::collections::BTreeMap::from([("docker.io", vec!["https://m.example.com"])]),
+        );
+        let text = render("containerd-config.toml", &t);
+        assert!(text.contains("SystemdCgroup = true"), "{text}");
+        assert!(
+            text.contains("runtimes.runsc]\n        runtime_type = \"io.containerd.runsc.v1\""),
+            "{text}"
+        );
+        assert!(
+            !text.contains("kata") && !text.contains("restrict_oom_score_adj"),
+            "{text}"
+        );
+        assert!(
+            text.contains("endpoint = [\"https://m.example.com\"]"),
+            "{text}"
+        );
+        t.insert("restrict_oom_score_adj", &true);
+        assert!(render("containerd-config.toml", &t).contains("restrict_oom_score_adj = true"));
+    }
+}

@@ -1,0 +1,149 @@
+//! systemd as provision uses it: the unit file every component runs under (one template, a
+//! typed context), and the shell loop that waits for a unit's health and, when it gives up,
+//! shows the unit's state and the end of its journal.
+
+use crate::render::render_typed;
+use crate::ssh::Session;
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+/// A unit file of `component.service`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Unit {
+    pub description: String,
+    pub after: Vec<String>,
+    pub wants: Vec<String>,
+    pub env: Vec<String>,
+    pub exec_start_pre: Vec<String>,
+    pub exec: String,
+    pub args: Vec<String>,
+    /// `[Service]` settings (written sorted by key).
+    pub service: BTreeMap<String, String>,
+}
+
+impl Unit {
+    pub fn new(description: &str, exec: &str) -> Unit {
+        Unit {
+            description: description.into(),
+            after: Vec::new(),
+            wants: Vec::new(),
+            env: Vec::new(),
+            exec_start_pre: Vec::new(),
+            exec: exec.into(),
+            args: Vec::new(),
+            service: BTreeMap::new(),
+        }
+    }
+
+    /// Ordered after these units.
+    pub fn after(mut self, units: &[&str]) -> Unit {
+        self.after = units.iter().map(|u| u.to_string()).collect();
+        self
+    }
+
+    /// Ordered after these units, and pulling them in.
+    pub fn after_and_wants(mut self, units: &[&str]) -> Unit {
+        self = self.after(units);
+        self.wants = self.after.clone();
+        self
+    }
+
+    pub fn exec_start_pre(mut self, commands: &[&str]) -> Unit {
+        self.exec_start_pre = commands.iter().map(|c| c.to_string()).collect();
+        self
+    }
+
+    pub fn args<S: ToString>(mut self, args: &[S]) -> Unit {
+        self.args = args.iter().map(ToString::to_string).collect();
+        self
+    }
+
+    pub fn service(mut self, settings: &[(&str, &str)]) -> Unit {
+        self.service = settings
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        self
+    }
+
+    pub fn render(&self) -> String {
+        render_typed("component.service", self)
+    }
+}
+
+/// A shell loop: `check` every `interval_s` seconds, at most `attempts` times; exits 1 when it
+/// never held.
+pub fn wait_for(check: &str, attempts: u32, interval_s: f32) -> String {
+    format!(
+        "i=0; until {check}; do i=$((i+1)); [ $i -ge {attempts} ] && exit 1; sleep {interval_s}; done"
+    )
+}
+
+/// Whether `unit` is active, then the last `lines` of its journal (for an error message).
+pub async fn state_and_journal(session: &Session, unit: &str, lines: u32) -> String {
+    session
+        .exec(
+            &format!(
+                "echo \"{unit}: $(systemctl is-active {unit})\"; journalctl -u {unit} --no-pager -n {lines} -o cat"
+            ),
+            None,
+        )
+        .await
+        .map(|o| o.stdout_text())
+        .unwrap_or_default()
+}
+
+/// Runs `wait` (a `wait_for` loop) on the host; when it fails, the unit's state and journal.
+pub async fn wait_or_journal(
+    session: &Session,
+    wait: &str,
+    unit: &str,
+    lines: u32,
+) -> Result<(), String> {
+    let out = session.exec(wait, None).await.map_err(|e| e.to_string())?;
+    if out.status == 0 {
+        return Ok(());
+    }
+    let mut why = out.stderr_text().trim().to_string();
+    if !why.is_empty() {
+        why.push('\n');
+    }
+    why.push_str(&state_and_journal(session, unit, lines).await);
+    Err(why)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_unit_renders_its_ordering_command_and_settings() {
+        let text = Unit::new("etcd: the store", "/usr/local/bin/etcd")
+            .after_and_wants(&["network-online.target"])
+            .args(&["--name=a", "--data-dir=/var/lib/etcd"])
+            .service(&[("Type", "notify"), ("Restart", "always")])
+            .render();
+        assert!(text.contains("Description=etcd: the store\n"), "{text}");
+        assert!(
+            text.contains("After=network-online.target\nWants=network-online.target\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "ExecStart=/usr/local/bin/etcd \\\n  --name=a \\\n  --data-dir=/var/lib/etcd\n"
+            ),
+            "{text}"
+        );
+        // settings sorted by key, so a unit file only changes when a setting does
+        assert!(text.contains("Restart=always\nType=notify\n"), "{text}");
+        assert!(text.contains("WantedBy=multi-user.target"), "{text}");
+    }
+
+    #[test]
+    fn the_wait_loop_gives_up_after_its_attempts() {
+        assert_eq!(
+            wait_for("ctr version", 60, 0.5),
+            "i=0; until ctr version; do i=$((i+1)); [ $i -ge 60 ] && exit 1; sleep 0.5; done"
+        );
+    }
+}
