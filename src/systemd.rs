@@ -93,10 +93,12 @@ pub async fn state_and_journal(session: &Session, unit: &str, lines: u32) -> Str
         .unwrap_or_default()
 }
 
-/// Runs `wait` (a `wait_for` loop) on the host; when it fails, the unit's state and journal.
+/// Runs `wait` (a `wait_for` loop) on the host; when it fails, what it wrote to stderr, the
+/// output of `diagnose` (a command that says what is wrong), the unit's state and journal.
 pub async fn wait_or_journal(
     session: &Session,
     wait: &str,
+    diagnose: Option<&str>,
     unit: &str,
     lines: u32,
 ) -> Result<(), String> {
@@ -107,6 +109,11 @@ pub async fn wait_or_journal(
     let mut why = out.stderr_text().trim().to_string();
     if !why.is_empty() {
         why.push('\n');
+    }
+    if let Some(cmd) = diagnose
+        && let Ok(o) = session.exec(&format!("{cmd} 2>&1"), None).await
+    {
+        why.push_str(&o.stdout_text());
     }
     why.push_str(&state_and_journal(session, unit, lines).await);
     Err(why)

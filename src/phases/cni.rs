@@ -16,7 +16,7 @@ pub fn phase() -> Phase {
     )
 }
 
-struct Cni;
+pub(crate) struct Cni;
 
 impl Step for Cni {
     type Shared = ();

@@ -11,7 +11,7 @@ use crate::host::{Action, UnitSpec};
 use crate::paths;
 use crate::render::render;
 use crate::run::Ctx;
-use crate::systemd::Unit;
+use crate::systemd::{self, Unit};
 use base64::Engine;
 
 use crate::paths::{AUDIT_POLICY, ENCRYPTION_CONFIG, PKI_DIR as PKI};
@@ -31,7 +31,7 @@ pub fn phase() -> Phase {
     }
 }
 
-struct ControlPlane;
+pub(crate) struct ControlPlane;
 
 fn unit_path(component: &str) -> String {
     format!("/etc/systemd/system/{component}.service")
@@ -134,9 +134,9 @@ fn unit(component: &str, description: &str, args: &[String], after: &str) -> Str
 /// The Secrets encryption configuration, the same on every control plane: the first control
 /// plane's, else (on the first, once) a new random key. Memory only.
 #[derive(Default)]
-struct Encryption {
-    existing: Option<String>,
-    fresh: String,
+pub(crate) struct Encryption {
+    pub(crate) existing: Option<String>,
+    pub(crate) fresh: String,
 }
 
 impl Encryption {
@@ -257,8 +257,12 @@ impl Step for ControlPlane {
             "kubectl --kubeconfig={} --request-timeout=5s",
             paths::kubeconfig("admin")
         );
-        let wait = format!(
-            "i=0; until {kubectl} get --raw=/livez >/dev/null 2>&1 && {kubectl} get --raw=/readyz >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 120 ] && exit 1; sleep 1; done"
+        let wait = systemd::wait_for(
+            &format!(
+                "{kubectl} get --raw=/livez >/dev/null 2>&1 && {kubectl} get --raw=/readyz >/dev/null 2>&1"
+            ),
+            120,
+            1.0,
         );
         let out = session.exec(&wait, None).await.map_err(|e| e.to_string())?;
         if out.status == 0 {
@@ -278,15 +282,11 @@ impl Step for ControlPlane {
             report.push_str(&format!("/readyz says:\n{readyz}"));
         }
         for component in ["etcd"].into_iter().chain(COMPONENTS) {
-            let state = session
-                .exec(&format!("systemctl is-active {component}; journalctl -u {component} --no-pager -n 8 -o cat"), None)
-                .await
-                .map(|o| o.stdout_text())
-                .unwrap_or_default();
+            let state = systemd::state_and_journal(&session, component, 8).await;
             let mut lines = state.lines();
-            let active = lines.next().unwrap_or("unknown");
-            report.push_str(&format!("{component}: {active}\n"));
-            if component == "kube-apiserver" || active != "active" {
+            let first = lines.next().unwrap_or_default();
+            report.push_str(&format!("{first}\n"));
+            if component == "kube-apiserver" || first != format!("{component}: active") {
                 for l in lines {
                     report.push_str(&format!("    {l}\n"));
                 }

@@ -7,7 +7,7 @@ use crate::cluster::{Cluster, Host};
 use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
 use crate::run::Ctx;
-use crate::systemd::Unit;
+use crate::systemd::{self, Unit};
 
 pub const UNIT: &str = "/etc/systemd/system/etcd.service";
 pub const DATA_DIR: &str = "/var/lib/etcd";
@@ -23,7 +23,7 @@ pub fn phase() -> Phase {
     }
 }
 
-struct Etcd;
+pub(crate) struct Etcd;
 
 pub fn url(address: &str, port: u16) -> String {
     if address.contains(':') {
@@ -149,24 +149,16 @@ impl Step for Etcd {
         _: &Applied<'_, Self::Shared>,
     ) -> Result<step::After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        let check = format!(
-            "i=0; until {} >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && exit 1; sleep 0.5; done",
-            etcdctl("endpoint health")
-        );
-        let out = session
-            .exec(&check, None)
+        let health = etcdctl("endpoint health");
+        let check = format!("{health} >/dev/null 2>&1");
+        let wait = systemd::wait_for(&check, 60, 0.5);
+        systemd::wait_or_journal(&session, &wait, Some(&health), "etcd", 15)
             .await
-            .map_err(|e| e.to_string())?;
-        if out.status != 0 {
-            let why = session
-                .exec(&format!("{} 2>&1; systemctl is-active etcd; journalctl -u etcd --no-pager -n 15 -o cat", etcdctl("endpoint health")), None)
-                .await
-                .map(|o| o.stdout_text())
-                .unwrap_or_default();
-            return Err(format!(
-                "etcd is not healthy after 30 s:\n{why}check the certificates in {PKI} and `journalctl -u etcd`"
-            ));
-        }
+            .map_err(|why| {
+                format!(
+                    "etcd is not healthy after 30 s:\n{why}check the certificates in {PKI} and `journalctl -u etcd`"
+                )
+            })?;
         Ok(step::After::default())
     }
 }

@@ -64,7 +64,7 @@ pub fn phase() -> Phase {
     }
 }
 
-fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
+pub(crate) fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
     let mut ctx = tera::Context::new();
     ctx.insert(
         "modules",
@@ -94,7 +94,7 @@ fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
     actions
 }
 
-fn dirs(_: &Cluster, host: &Host) -> Vec<Action> {
+pub(crate) fn dirs(_: &Cluster, host: &Host) -> Vec<Action> {
     let mut actions = vec![
         Action::dir(paths::KUBERNETES_DIR, 0o755),
         Action::dir(paths::PKI_DIR, 0o755),

@@ -15,7 +15,7 @@ use crate::pki::token::BootstrapToken;
 use crate::render::render;
 use crate::run::Ctx;
 use crate::runtime;
-use crate::systemd::Unit;
+use crate::systemd::{self, Unit};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
@@ -49,8 +49,8 @@ pub fn kube_proxy_phase() -> Phase {
     }
 }
 
-struct Kubelet;
-struct KubeProxy;
+pub(crate) struct Kubelet;
+pub(crate) struct KubeProxy;
 
 /// A node component's unit: restarted whenever it exits, after (and wanting) `after`.
 fn unit_text(description: &str, exec: &str, args: &[String], after: &str) -> String {
@@ -111,7 +111,7 @@ fn bootstrap_kubeconfig(
 /// valid one day, and the cluster CA for those that do not hold it yet. None when every node
 /// has its credentials.
 #[derive(Default)]
-struct Bootstrap {
+pub(crate) struct Bootstrap {
     token: Option<BootstrapToken>,
     cluster_ca: Option<String>,
 }
@@ -290,11 +290,7 @@ impl Step for Kubelet {
             }
             if started.elapsed() > READY_WAIT {
                 let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-                let journal = session
-                    .exec("systemctl is-active kubelet; journalctl -u kubelet --no-pager -n 12 -o cat", None)
-                    .await
-                    .map(|o| o.stdout_text())
-                    .unwrap_or_default();
+                let journal = systemd::state_and_journal(&session, "kubelet", 12).await;
                 return Err(format!(
                     "node {} is not Ready after {} s: {last}\nkubelet:\n{journal}check the runtime (`crictl info`), the CNI configuration in /etc/cni/net.d and `journalctl -u kubelet`",
                     host.name,
@@ -506,21 +502,15 @@ impl Step for KubeProxy {
     ) -> Result<After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         // healthz on 10256 answers once the rules are programmed
-        let out = session
-            .exec("i=0; until systemctl is-active -q kube-proxy && ss -Hltn 'sport = :10256' | grep -q .; do i=$((i+1)); [ $i -ge 40 ] && exit 1; sleep 0.5; done", None)
+        let ready = "systemctl is-active -q kube-proxy && ss -Hltn 'sport = :10256' | grep -q .";
+        systemd::wait_or_journal(&session, &systemd::wait_for(ready, 40, 0.5), None, "kube-proxy", 12)
             .await
-            .map_err(|e| e.to_string())?;
-        if out.status != 0 {
-            let journal = session
-                .exec("journalctl -u kube-proxy --no-pager -n 12 -o cat", None)
-                .await
-                .map(|o| o.stdout_text())
-                .unwrap_or_default();
-            return Err(format!(
-                "kube-proxy is not running on {}:\n{journal}check {PROXY_CONFIG} and `journalctl -u kube-proxy`",
-                host.name
-            ));
-        }
+            .map_err(|journal| {
+                format!(
+                    "kube-proxy is not running on {}:\n{journal}check {PROXY_CONFIG} and `journalctl -u kube-proxy`",
+                    host.name
+                )
+            })?;
         Ok(After::default())
     }
 }

@@ -15,6 +15,8 @@ pub mod local_kubeconfig;
 pub mod preflight;
 pub mod reset;
 pub mod runtime;
+#[cfg(test)]
+mod snapshots;
 pub mod step;
 pub mod verify;
 
@@ -29,6 +31,10 @@ use std::time::Instant;
 pub enum Work {
     /// Runs its children in order.
     Group,
+    /// Runs its children as one sequence per batch of `batch` hosts (a rolling change: every
+    /// child on the first batch, then on the next), stopping at the first failure; each
+    /// child's `after` (a health wait) is the gate before the next host. 0: one batch of all.
+    Rolling { batch: usize },
     /// Checks that change nothing.
     Preflight,
     /// Components from the bundle: fetched once for all hosts, then shipped to each.
@@ -137,12 +143,19 @@ pub fn paths(tree: &[Phase]) -> Vec<(String, &Phase)> {
     out
 }
 
+/// A leaf the run will run, and the rolling group it belongs to (its path and batch size).
+pub struct Selected<'a> {
+    pub path: String,
+    pub phase: &'a Phase,
+    pub rolling: Option<(String, usize)>,
+}
+
 /// The leaves to run: those under `only` (when given), minus those under any skipped path.
 pub fn select<'a>(
     tree: &'a [Phase],
     only: Option<&str>,
     skip: &[String],
-) -> Result<Vec<(String, &'a Phase)>, String> {
+) -> Result<Vec<Selected<'a>>, String> {
     let all = paths(tree);
     let known: BTreeSet<&str> = all.iter().map(|(p, _)| p.as_str()).collect();
     let unknown = |p: &str| {
@@ -163,11 +176,27 @@ pub fn select<'a>(
         }
     }
     let under = |path: &str, root: &str| path == root || path.starts_with(&format!("{root}/"));
+    let rolling: Vec<(String, usize)> = all
+        .iter()
+        .filter_map(|(path, p)| match p.work {
+            Work::Rolling { batch } => Some((path.clone(), batch)),
+            _ => None,
+        })
+        .collect();
     Ok(all
-        .into_iter()
+        .iter()
         .filter(|(_, p)| p.children.is_empty())
         .filter(|(path, _)| only.is_none_or(|o| under(path, o)))
         .filter(|(path, _)| !skip.iter().any(|s| under(path, s.trim_matches('/'))))
+        .map(|(path, phase)| Selected {
+            path: path.clone(),
+            phase,
+            rolling: rolling
+                .iter()
+                .filter(|(root, _)| path.starts_with(&format!("{root}/")))
+                .max_by_key(|(root, _)| root.len())
+                .cloned(),
+        })
         .collect())
 }
 
@@ -241,53 +270,95 @@ pub struct Scope {
     pub preflight_hosts: Vec<Host>,
 }
 
-/// Runs the selected phases in order, stopping after the first phase that fails.
-pub async fn run(
-    ctx: &Ctx,
-    command: &str,
-    selected: &[(String, &Phase)],
-    scope: &Scope,
-) -> RunSummary {
-    let hosts = &scope.hosts;
+/// Runs the selected phases in order, stopping after the first phase that fails. The leaves of
+/// a rolling group run as one sequence per batch of hosts.
+pub async fn run(ctx: &Ctx, command: &str, selected: &[Selected<'_>], scope: &Scope) -> RunSummary {
     let started = Instant::now();
-    let mut summary = RunSummary {
-        command: command.to_string(),
-        phases_run: 0,
-        changes: 0,
-        hosts: 0,
-        seconds: 0.0,
-        failed_phase: None,
-        next_steps: Vec::new(),
+    let mut run = Tally {
+        summary: RunSummary {
+            command: command.to_string(),
+            phases_run: 0,
+            changes: 0,
+            hosts: 0,
+            seconds: 0.0,
+            failed_phase: None,
+            next_steps: Vec::new(),
+        },
+        touched: BTreeSet::new(),
     };
-    let mut touched: BTreeSet<String> = BTreeSet::new();
-    for (path, phase) in selected {
-        let progress = step::Progress {
-            phases_run: summary.phases_run,
-            changes: summary.changes,
+    let mut i = 0;
+    'phases: while i < selected.len() {
+        let Some((root, batch)) = &selected[i].rolling else {
+            if !run_phase(ctx, &mut run, &selected[i], scope, &scope.hosts).await {
+                break;
+            }
+            i += 1;
+            continue;
         };
-        let outcomes = match &phase.work {
-            Work::Group => continue,
-            Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
-            Work::Artifacts => artifacts::run(ctx, path, hosts).await,
-            Work::Step(step) => {
-                let on_join = command.starts_with("join");
-                match step.run(ctx, path, hosts, on_join, progress).await {
-                    Some(outcomes) => outcomes,
-                    None => continue,
+        // the leaves of this rolling group, then each batch of hosts through all of them
+        let end = selected[i..]
+            .iter()
+            .position(|s| s.rolling.as_ref().map(|r| &r.0) != Some(root))
+            .map_or(selected.len(), |n| i + n);
+        let size = if *batch == 0 {
+            scope.hosts.len()
+        } else {
+            *batch
+        };
+        for hosts in scope.hosts.chunks(size.max(1)) {
+            for leaf in &selected[i..end] {
+                if !run_phase(ctx, &mut run, leaf, scope, hosts).await {
+                    break 'phases;
                 }
             }
-        };
-        summary.phases_run += 1;
-        touched.extend(outcomes.iter().map(|o| o.host.clone()));
-        summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
-        if step::failed(&outcomes) {
-            summary.failed_phase = Some(path.clone());
-            break;
         }
+        i = end;
     }
-    summary.hosts = touched.len();
+    let mut summary = run.summary;
+    summary.hosts = run.touched.len();
     summary.seconds = started.elapsed().as_secs_f64();
     summary
+}
+
+/// The run's tally so far.
+struct Tally {
+    summary: RunSummary,
+    touched: BTreeSet<String>,
+}
+
+/// Runs one leaf on `hosts` and adds it to the tally; false when it failed somewhere.
+async fn run_phase(
+    ctx: &Ctx,
+    run: &mut Tally,
+    leaf: &Selected<'_>,
+    scope: &Scope,
+    hosts: &[Host],
+) -> bool {
+    let progress = step::Progress {
+        phases_run: run.summary.phases_run,
+        changes: run.summary.changes,
+    };
+    let path = &leaf.path;
+    let outcomes = match &leaf.phase.work {
+        Work::Group | Work::Rolling { .. } => return true,
+        Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
+        Work::Artifacts => artifacts::run(ctx, path, hosts).await,
+        Work::Step(step) => {
+            let on_join = run.summary.command.starts_with("join");
+            match step.run(ctx, path, hosts, on_join, progress).await {
+                Some(outcomes) => outcomes,
+                None => return true,
+            }
+        }
+    };
+    run.summary.phases_run += 1;
+    run.touched.extend(outcomes.iter().map(|o| o.host.clone()));
+    run.summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
+    if step::failed(&outcomes) {
+        run.summary.failed_phase = Some(path.clone());
+        return false;
+    }
+    true
 }
 
 #[cfg(test)]
@@ -309,8 +380,8 @@ mod tests {
         ]
     }
 
-    fn names(v: Vec<(String, &Phase)>) -> Vec<String> {
-        v.into_iter().map(|(p, _)| p).collect()
+    fn names(v: Vec<Selected>) -> Vec<String> {
+        v.into_iter().map(|s| s.path).collect()
     }
 
     #[test]
@@ -334,5 +405,112 @@ mod tests {
         assert!(err.contains("no phase named \"cert\""), "{err}");
         assert!(err.contains("certs/apiserver"), "{err}");
         assert!(select(&t, None, &["nope".into()]).is_err());
+    }
+
+    /// Records where it ran (through `after`: no actions, so no SSH), failing on one host.
+    struct Record {
+        name: &'static str,
+        log: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        fail_on: Option<&'static str>,
+    }
+
+    #[async_trait::async_trait]
+    impl step::Step for Record {
+        type Shared = ();
+
+        async fn after(
+            &self,
+            _: &Ctx,
+            host: &Host,
+            _: &step::Applied<'_, ()>,
+        ) -> Result<step::After, String> {
+            self.log
+                .lock()
+                .unwrap()
+                .push(format!("{}:{}", self.name, host.name));
+            match self.fail_on {
+                Some(h) if h == host.name => Err(format!("{} is down", host.name)),
+                _ => Ok(step::After::default()),
+            }
+        }
+    }
+
+    fn rolling_tree(
+        log: &std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+        batch: usize,
+        fail_on: Option<&'static str>,
+    ) -> Vec<Phase> {
+        let rec = |name, fail_on| Record {
+            name,
+            log: log.clone(),
+            fail_on,
+        };
+        vec![
+            Phase {
+                name: "upgrade",
+                summary: "",
+                work: Work::Rolling { batch },
+                children: vec![
+                    Phase::step("a", "", rec("a", None)),
+                    Phase::step("b", "", rec("b", fail_on)),
+                ],
+            },
+            Phase::step("c", "", rec("c", None)),
+        ]
+    }
+
+    async fn run_tree(tree: &[Phase]) -> RunSummary {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("i.yaml");
+        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n  - {name: n2, address: 192.168.7.21, roles: [worker]}\n  - {name: n3, address: 192.168.7.22, roles: [worker]}\n").unwrap();
+        let loaded = crate::inventory::load(&file).unwrap();
+        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
+        let hosts = cluster.hosts.clone();
+        let ctx = Ctx::new(
+            std::sync::Arc::new(cluster),
+            crate::run::Options {
+                concurrency: 4,
+                ..Default::default()
+            },
+            crate::ssh::HostKeyPolicy::Strict,
+            crate::output::Reporter::new(crate::output::Format::Json, false, false),
+        );
+        let selected = select(tree, None, &[]).unwrap();
+        let scope = Scope {
+            hosts: hosts.clone(),
+            preflight_hosts: hosts,
+        };
+        run(&ctx, "upgrade", &selected, &scope).await
+    }
+
+    #[tokio::test]
+    async fn a_rolling_group_takes_each_batch_through_all_its_phases_and_stops_at_a_failure() {
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let summary = run_tree(&rolling_tree(&log, 1, None)).await;
+        assert_eq!(summary.failed_phase, None);
+        let mut seen = log.lock().unwrap().clone();
+        let after: Vec<String> = seen.split_off(6);
+        assert_eq!(seen, ["a:n1", "b:n1", "a:n2", "b:n2", "a:n3", "b:n3"]);
+        // a phase outside the group runs once, on every host, after the group
+        let mut after = after;
+        after.sort();
+        assert_eq!(after, ["c:n1", "c:n2", "c:n3"]);
+
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let summary = run_tree(&rolling_tree(&log, 1, Some("n2"))).await;
+        assert_eq!(summary.failed_phase.as_deref(), Some("upgrade/b"));
+        // the gate held: n3 was never touched, nor anything after the group
+        assert_eq!(*log.lock().unwrap(), ["a:n1", "b:n1", "a:n2", "b:n2"]);
+
+        let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        run_tree(&rolling_tree(&log, 2, None)).await;
+        let seen = log.lock().unwrap().clone();
+        let mut first: Vec<String> = seen[..2].to_vec();
+        first.sort();
+        assert_eq!(first, ["a:n1", "a:n2"]);
+        let mut second: Vec<String> = seen[2..4].to_vec();
+        second.sort();
+        assert_eq!(second, ["b:n1", "b:n2"]);
+        assert_eq!(seen[4..6], ["a:n3", "b:n3"]);
     }
 }

@@ -19,7 +19,7 @@ pub fn phase() -> Phase {
     )
 }
 
-struct Runtime;
+pub(crate) struct Runtime;
 
 #[async_trait::async_trait]
 impl Step for Runtime {
@@ -63,7 +63,7 @@ impl Step for Runtime {
     ) -> Result<After, String> {
         let rt = runtime::of(ctx.cluster.runtime);
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        systemd::wait_or_journal(&session, &rt.health_check(), rt.service(), 15)
+        systemd::wait_or_journal(&session, &rt.health_check(), None, rt.service(), 15)
             .await
             .map_err(|why| {
                 format!(

@@ -1,0 +1,149 @@
+//! Snapshots of every file the phases render, through the phases' own `desired` with fixed
+//! observations: a change to a rendered file shows in review as a diff of its snapshot in
+//! `src/phases/snapshots/`. (`INSTA_UPDATE=always cargo test --lib snapshots` rewrites them.)
+
+use super::step::Step;
+use super::{cni, control_plane, etcd, host, kubelet, runtime};
+use crate::bundle::plan::BundlePlan;
+use crate::cluster::{Cluster, Host};
+use crate::host::Action;
+use crate::host::probe::{Conditions, Observed, Probe};
+use std::sync::Arc;
+
+fn cluster(spec: &str) -> Cluster {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("i.yaml");
+    std::fs::write(
+        &file,
+        format!(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: snap}}\nspec:\n{spec}  hosts:\n  - {{name: cp1, address: 192.168.9.11, roles: [control-plane]}}\n  - {{name: w1, address: 192.168.9.12, roles: [worker], labels: {{tier: web}}}}\n  - {{name: w2, address: 192.168.9.13, roles: [worker]}}\n"
+        ),
+    )
+    .unwrap();
+    let loaded = crate::inventory::load(&file).unwrap();
+    crate::cluster::resolve(&loaded).unwrap().0
+}
+
+/// A host as the probes found it: containers' limits, nftables, cgroup v1, credentials.
+fn observed(probes: Vec<Probe>) -> Observed {
+    Observed::with(&probes)
+        .set_conditions(Conditions {
+            can_lower_oom_score: false,
+            conntrack_writable: false,
+            swap_on: false,
+            has_nft: true,
+            cgroup_v1: true,
+        })
+        .set_file(kubelet::KUBECONFIG, b"(the node's own credentials)")
+        .set_uplink("host0", 1500)
+}
+
+fn desired<S: Step>(step: &S, c: &Cluster, h: &Host, shared: &S::Shared) -> Vec<Action> {
+    step.desired(c, h, &observed(step.probes(c, h)), shared)
+        .unwrap()
+        .actions
+}
+
+/// Every file among `actions`, as its snapshot `<group>@<path>`.
+fn snap_files(group: &str, actions: &[Action]) {
+    let mut n = 0;
+    for a in actions {
+        if let Action::File(f) = a {
+            let text = String::from_utf8(f.content.to_vec()).unwrap();
+            let name = format!(
+                "{group}@{}",
+                f.path.trim_start_matches('/').replace('/', "_")
+            );
+            insta::assert_snapshot!(name, text);
+            n += 1;
+        }
+    }
+    assert!(n > 0, "{group} rendered no file");
+}
+
+#[test]
+fn host_files() {
+    let c = cluster("");
+    snap_files("host", &host::kernel(&c, &c.hosts[0]));
+}
+
+#[test]
+fn builtin_network_files() {
+    let c = cluster("");
+    snap_files("cni-vxlan", &desired(&cni::Cni, &c, &c.hosts[1], &()));
+    let c = cluster("  cni: {name: builtin, overlay: none}\n");
+    snap_files("cni-routes", &desired(&cni::Cni, &c, &c.hosts[1], &()));
+}
+
+#[test]
+fn runtime_files() {
+    let mirrors = "    registryMirrors: {docker.io: [https://mirror.example.com]}\n";
+    let c = cluster(&format!(
+        "  runtime:\n    name: containerd\n    runtimeClasses: [gvisor]\n{mirrors}"
+    ));
+    let plan = Some(Arc::new(BundlePlan::resolve(&c).unwrap()));
+    snap_files(
+        "containerd",
+        &desired(&runtime::Runtime, &c, &c.hosts[0], &plan),
+    );
+    let c = cluster(&format!(
+        "  kubernetesVersion: 1.36.4\n  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n{mirrors}"
+    ));
+    let plan = Some(Arc::new(BundlePlan::resolve(&c).unwrap()));
+    snap_files("cri-o", &desired(&runtime::Runtime, &c, &c.hosts[0], &plan));
+}
+
+#[test]
+fn control_plane_files() {
+    let c = cluster("");
+    snap_files("etcd", &desired(&etcd::Etcd, &c, &c.hosts[0], &()));
+    let encryption = control_plane::Encryption {
+        existing: Some("(the cluster's encryption configuration)\n".into()),
+        fresh: String::new(),
+    };
+    let cp = desired(&control_plane::ControlPlane, &c, &c.hosts[0], &encryption);
+    // the encryption configuration is a secret: kept as the cluster has it, never rendered here
+    let files: Vec<Action> = cp
+        .into_iter()
+        .filter(|a| a.subject() != crate::paths::ENCRYPTION_CONFIG)
+        .collect();
+    snap_files("control-plane", &files);
+}
+
+#[test]
+fn node_files() {
+    let c = cluster("");
+    let bootstrap = kubelet::Bootstrap::default();
+    snap_files(
+        "kubelet-worker",
+        &desired(&kubelet::Kubelet, &c, &c.hosts[1], &bootstrap),
+    );
+    snap_files(
+        "kubelet-control-plane",
+        &desired(&kubelet::Kubelet, &c, &c.hosts[0], &bootstrap),
+    );
+    snap_files(
+        "kube-proxy",
+        &desired(&kubelet::KubeProxy, &c, &c.hosts[1], &()),
+    );
+}
+
+#[test]
+fn manifests() {
+    let c = cluster("");
+    insta::assert_snapshot!(
+        "coredns",
+        super::addons::coredns_manifest(&c, "registry.k8s.io/coredns/coredns:v1.14.6")
+    );
+    let mut t = tera::Context::new();
+    t.insert("key_name", "key1");
+    t.insert("key", "(32 random bytes, base64)");
+    insta::assert_snapshot!(
+        "encryption-config",
+        crate::render::render("encryption-config.yaml", &t)
+    );
+    for name in ["flannel", "calico", "cilium"] {
+        let c = cluster(&format!("  cni: {{name: {name}}}\n"));
+        insta::assert_snapshot!(name, crate::cni::manifest(&c).unwrap());
+    }
+}
