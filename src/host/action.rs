@@ -61,7 +61,7 @@ impl FileSpec {
     pub fn sha256(&self) -> String {
         match &self.local {
             Some(l) => l.sha256.clone(),
-            None => super::diff::sha256_hex(&self.content),
+            None => sha256_hex(&self.content),
         }
     }
 
@@ -155,4 +155,10 @@ impl Action {
             Action::Exec { label, .. } => label,
         }
     }
+}
+
+/// The sha256 of `data`, in hex (as `sha256sum` prints it).
+pub fn sha256_hex(data: &[u8]) -> String {
+    use sha2::{Digest, Sha256};
+    hex::encode(Sha256::digest(data))
 }

@@ -1,9 +1,10 @@
 //! Desired actions against the host's facts: the changes to make, in order.
 
 use super::action::Action;
+#[cfg(test)]
+use super::action::sha256_hex;
 use super::facts::Fact;
 use serde::Serialize;
-use sha2::{Digest, Sha256};
 use std::collections::BTreeSet;
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -37,10 +38,6 @@ pub struct Change {
     pub step: Step,
     /// What a person reads: "write /etc/sysctl.d/99-kubernetes.conf (new, 0644)".
     pub summary: String,
-}
-
-pub fn sha256_hex(data: &[u8]) -> String {
-    hex::encode(Sha256::digest(data))
 }
 
 fn mode_str(m: u32) -> String {
