@@ -1,0 +1,183 @@
+//! DNS through CoreDNS, from every test pod: the Service's full name, the API's Service name and
+//! a short name through the pod's search path.
+
+use super::workload::in_parallel;
+use super::*;
+
+/// How long verify waits for CoreDNS to become ready (it may have been deployed by the same run).
+pub(super) const DNS_READY_WITHIN: Duration = Duration::from_secs(90);
+
+/// Why CoreDNS cannot answer yet, or None once the kube-dns Service has a ready endpoint.
+/// Waits while its pods are starting; a Deployment scaled to 0 is named at once.
+pub(super) async fn coredns_unready(client: &Client) -> Option<(String, String)> {
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    let by_service = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
+    let started = Instant::now();
+    loop {
+        let replicas = deployments
+            .get_opt("coredns")
+            .await
+            .ok()
+            .flatten()
+            .and_then(|d| d.spec.replicas);
+        if replicas == Some(0) {
+            return Some((
+                "the kube-dns Service has no endpoints: CoreDNS is scaled to 0".into(),
+                "CoreDNS has no pods (deployment kube-system/coredns has 0 replicas): `kubectl -n kube-system scale deployment coredns --replicas=2`".into(),
+            ));
+        }
+        let ready = slices.list(&by_service).await.ok().is_some_and(|l| {
+            l.items.iter().any(|s| {
+                s.endpoints
+                    .iter()
+                    .flatten()
+                    .any(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
+            })
+        });
+        if ready {
+            return None;
+        }
+        if started.elapsed() > DNS_READY_WITHIN {
+            return Some((
+                format!(
+                    "the kube-dns Service has no ready endpoints after {} s",
+                    DNS_READY_WITHIN.as_secs()
+                ),
+                "CoreDNS pods are not ready: `kubectl -n kube-system get pods -l k8s-app=kube-dns` and their logs".into(),
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(1)).await;
+    }
+}
+
+/// DNS through CoreDNS from every test pod: the test Service's full name, the API server's
+/// (`kubernetes.default.svc.<domain>`), and the test Service's short name through the pod's
+/// search path.
+pub(super) async fn dns(
+    ctx: &Ctx,
+    client: &Client,
+    pods: &Api<Pod>,
+    running: &[TestPod],
+    cluster_ip: &str,
+    report: &mut Report,
+) {
+    let ns = pods.namespace().unwrap_or_default();
+    let domain = &ctx.cluster.dns_domain;
+    let api_ip = ctx.cluster.api_service_ip.to_string();
+    // (name, the address it must resolve to, through the search path)
+    let names = [
+        (
+            format!("{SERVICE}.{ns}.svc.{domain}"),
+            cluster_ip.to_string(),
+            false,
+        ),
+        (format!("kubernetes.default.svc.{domain}"), api_ip, false),
+        (SERVICE.to_string(), cluster_ip.to_string(), true),
+    ];
+    let system_services: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    match system_services.get_opt("kube-dns").await {
+        Ok(Some(_)) => {}
+        Ok(None) => {
+            report.rows.push(Row::skipped(
+                "dns",
+                &names[0].0,
+                "not checked: CoreDNS is not deployed (no kube-dns Service; `provision init` said why)",
+            ));
+            return;
+        }
+        Err(e) => {
+            report
+                .rows
+                .push(Row::fail("dns", &names[0].0, e.to_string()));
+            return;
+        }
+    }
+    if let Some((detail, cause)) = coredns_unready(client).await {
+        report
+            .rows
+            .push(Row::fail("dns", &names[0].0, detail).with_cause(Some(cause)));
+        return;
+    }
+    let checks = running.iter().flat_map(|a| {
+        names.iter().map(move |(name, want, search)| async move {
+            let (subject, lookup) = if *search {
+                (
+                    format!("{} → {name} (search path)", a.host.name),
+                    probe::resolve_from_pod(pods, &a.name, name).await,
+                )
+            } else {
+                (
+                    format!("{} → {name}", a.host.name),
+                    probe::lookup_from_pod(pods, &a.name, name).await,
+                )
+            };
+            let resolved = |text: &str| {
+                if *search {
+                    ping_resolved(text, want)
+                } else {
+                    answers(text, want)
+                }
+            };
+            match lookup {
+                Ok(text) if resolved(&text) => {
+                    Row::pass("dns", subject, format!("resolves to {want}"))
+                }
+                Ok(text) => Row::fail(
+                    "dns",
+                    subject,
+                    format!(
+                        "resolves, but not to {want}: {}",
+                        text.split_whitespace().collect::<Vec<_>>().join(" ")
+                    ),
+                ),
+                Err(e) => Row::fail("dns", subject, format!("lookup: {e}")).with_cause(
+                    cause::unreachable_service(
+                        ctx,
+                        &a.host,
+                        &ctx.cluster.dns_service_ip.to_string(),
+                    )
+                    .await,
+                ),
+            }
+        })
+    });
+    report.rows.extend(in_parallel(checks.collect()).await);
+}
+
+/// Whether ping's first line (`PING verify (10.96.12.7): 56 data bytes`) names `ip`.
+pub(super) fn ping_resolved(ping: &str, ip: &str) -> bool {
+    ping.contains(&format!("({ip})"))
+}
+
+/// Whether nslookup's output gives `ip` as an answer (not only as the server it asked).
+pub(super) fn answers(nslookup: &str, ip: &str) -> bool {
+    nslookup
+        .split("Name:")
+        .skip(1)
+        .any(|answer| answer.split_whitespace().any(|w| w == ip))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_search_path_lookup_counts_only_the_address_ping_resolved() {
+        let out = "PING verify (10.101.59.26): 56 data bytes";
+        assert!(ping_resolved(out, "10.101.59.26"));
+        assert!(!ping_resolved(out, "10.101.59.2"));
+        assert!(!ping_resolved("ping: bad address 'verify'", "10.101.59.26"));
+    }
+
+    #[test]
+    fn an_answer_counts_only_below_the_name_not_as_the_server() {
+        let out = "Server:\t\t10.96.0.10\nAddress:\t10.96.0.10:53\n\nName:\tverify.ns.svc.cluster.local\nAddress: 10.101.59.26\n";
+        assert!(answers(out, "10.101.59.26"));
+        assert!(!answers(out, "10.96.0.10"));
+        assert!(!answers(
+            "Server: 10.96.0.10\n** server can't find verify: NXDOMAIN\n",
+            "10.96.0.10"
+        ));
+    }
+}

@@ -1,0 +1,160 @@
+//! Traffic between the test pods: pod to pod for every ordered pair of nodes (the receiver sees
+//! the sender's own address: no NAT), node to pod, and pod to the Service's virtual IP.
+
+use super::workload::in_parallel;
+use super::*;
+
+pub(super) async fn pod_to_pod(
+    ctx: &Ctx,
+    pods: &Api<Pod>,
+    running: &[TestPod],
+    report: &mut Report,
+) {
+    if running.len() < 2 {
+        report.rows.push(Row::skipped(
+            "pod-to-pod",
+            "-",
+            "needs test pods on two nodes",
+        ));
+        return;
+    }
+    let mut checks = Vec::new();
+    for a in running {
+        for b in running.iter().filter(|b| b.name != a.name) {
+            checks.push(async move {
+                let subject = format!("{} → {}", a.host.name, b.host.name);
+                let u = url(&b.ip, POD_PORT);
+                match probe::fetch_from_pod(pods, &a.name, &u).await {
+                    Ok(text) if text.trim() == b.name => {
+                        Row::pass("pod-to-pod", subject, format!("{} → {u}: {}", a.ip, b.name))
+                    }
+                    Ok(text) => Row::fail(
+                        "pod-to-pod",
+                        subject,
+                        format!(
+                            "{} → {u}: answered by {:?}, not {}",
+                            a.ip,
+                            text.trim(),
+                            b.name
+                        ),
+                    ),
+                    Err(e) => Row::fail("pod-to-pod", subject, format!("{} → {u}: {e}", a.ip))
+                        .with_cause(cause::unreachable_pod(ctx, &a.host, &b.host, &b.ip).await),
+                }
+            });
+        }
+    }
+    let mut rows = in_parallel(checks).await;
+    // no NAT: each receiver logged the sender's own pod address
+    let mut logs = std::collections::HashMap::new();
+    for p in running {
+        let text = pods
+            .logs(&p.name, &LogParams::default())
+            .await
+            .unwrap_or_default();
+        logs.insert(p.host.name.clone(), text);
+    }
+    for row in rows.iter_mut().filter(|r| r.outcome == Outcome::Pass) {
+        let (from, to) = row.subject.split_once(" → ").unwrap_or_default();
+        let (Some(a), Some(log)) = (running.iter().find(|p| p.host.name == from), logs.get(to))
+        else {
+            continue;
+        };
+        if seen_from(log, &a.ip) {
+            row.detail
+                .push_str(&format!(" (seen from {}: no NAT)", a.ip));
+        } else {
+            row.outcome = Outcome::Fail;
+            row.detail.push_str(&format!(
+                "; but the request did not arrive from {}: it was translated on the way",
+                a.ip
+            ));
+            row.cause = Some(format!(
+                "a masquerade rule on {from} applies to pod traffic: `iptables -t nat -S POSTROUTING` there"
+            ));
+        }
+    }
+    report.rows.extend(rows);
+}
+
+/// Whether busybox httpd's log (`[::ffff:10.88.0.3]:41234: url:/`) has a request from `ip`.
+pub(super) fn seen_from(log: &str, ip: &str) -> bool {
+    log.lines().any(|l| {
+        l.starts_with(&format!("[::ffff:{ip}]:"))
+            || l.starts_with(&format!("[{ip}]:"))
+            || l.starts_with(&format!("{ip}:"))
+    })
+}
+
+pub(super) async fn node_to_pod(ctx: &Ctx, running: &[TestPod], report: &mut Report) {
+    let mut checks = Vec::new();
+    for a in running {
+        for b in running {
+            checks.push(async move {
+                let subject = format!("{} → {}", a.host.name, b.host.name);
+                let reply = match ctx.session(&a.host).await {
+                    Ok(s) => probe::fetch_from_node(&s, &b.ip, POD_PORT).await,
+                    Err(e) => Err(e.to_string()),
+                };
+                let target = format!("{}:{POD_PORT}", b.ip);
+                match reply {
+                    Ok(text) if text.trim() == b.name => {
+                        Row::pass("node-to-pod", subject, format!("{target}: {}", b.name))
+                    }
+                    Ok(text) => Row::fail(
+                        "node-to-pod",
+                        subject,
+                        format!("{target}: answered {:?}, not {}", text.trim(), b.name),
+                    ),
+                    Err(e) => Row::fail("node-to-pod", subject, format!("{target}: {e}"))
+                        .with_cause(cause::unreachable_pod(ctx, &a.host, &b.host, &b.ip).await),
+                }
+            });
+        }
+    }
+    report.rows.extend(in_parallel(checks).await);
+}
+
+pub(super) async fn pod_to_service(
+    ctx: &Ctx,
+    pods: &Api<Pod>,
+    running: &[TestPod],
+    cluster_ip: &str,
+    report: &mut Report,
+) {
+    let u = url(cluster_ip, 80);
+    let checks = running.iter().map(|a| {
+        let u = u.clone();
+        async move {
+            let subject = format!("{} → {SERVICE}", a.host.name);
+            match probe::fetch_from_pod(pods, &a.name, &u).await {
+                Ok(text) if running.iter().any(|p| p.name == text.trim()) => Row::pass(
+                    "pod-to-service",
+                    subject,
+                    format!("{u} (ClusterIP): answered by {}", text.trim()),
+                ),
+                Ok(text) => Row::fail(
+                    "pod-to-service",
+                    subject,
+                    format!("{u}: answered {:?}, not a test pod", text.trim()),
+                ),
+                Err(e) => Row::fail("pod-to-service", subject, format!("{u} (ClusterIP): {e}"))
+                    .with_cause(cause::unreachable_service(ctx, &a.host, cluster_ip).await),
+            }
+        }
+    });
+    report.rows.extend(in_parallel(checks.collect()).await);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_sender_is_found_in_the_httpd_log_only_by_its_own_address() {
+        let log = "[::ffff:10.88.0.3]:41234: url:/\n[::ffff:10.88.0.3]:41234: response:200\n";
+        assert!(seen_from(log, "10.88.0.3"));
+        assert!(!seen_from(log, "10.88.0.31"));
+        assert!(!seen_from(log, "10.244.0.20"));
+    }
+}
