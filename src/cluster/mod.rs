@@ -1,0 +1,172 @@
+//! The resolved cluster: every value derived from the inventory, once. Phases read it and never
+//! re-derive. Resolution is also where the inventory's meaning is checked.
+
+use crate::inventory::{Arch, CniName, KeyType, RuntimeClass, RuntimeName};
+use crate::version::Version;
+use ipnet::IpNet;
+use serde::Serialize;
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+mod resolve;
+
+pub use resolve::{is_dns_label, is_dns_subdomain, is_host_name, resolve};
+
+pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
+pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
+pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
+pub const API_PORT: u16 = 6443;
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Cluster {
+    pub name: String,
+    pub version: Version,
+    pub endpoint: Endpoint,
+    pub api_cert_sans: Vec<String>,
+    pub pod_subnet: IpNet,
+    pub service_subnet: IpNet,
+    pub node_cidr_mask_size: u8,
+    pub dns_domain: String,
+    /// First address of the service subnet: the `kubernetes` Service.
+    pub api_service_ip: IpAddr,
+    /// Tenth address of the service subnet: cluster DNS.
+    pub dns_service_ip: IpAddr,
+    pub runtime: RuntimeName,
+    pub runtime_classes: Vec<RuntimeClass>,
+    pub registry_mirrors: BTreeMap<String, Vec<String>>,
+    pub cni: CniName,
+    pub overlay: crate::inventory::Overlay,
+    pub vxlan: Vxlan,
+    pub bundle: BundleSource,
+    /// Component versions the inventory sets instead of the catalog's.
+    pub bundle_versions: BTreeMap<String, String>,
+    pub pki: Pki,
+    pub hosts: Vec<Host>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Pki {
+    pub key_type: KeyType,
+    pub cert_validity_days: u32,
+    pub ca_validity_days: u32,
+    pub external_ca: Option<ExternalCa>,
+}
+
+/// A user-supplied cluster CA, read from the operator's disk when the inventory is resolved.
+#[derive(Debug, Clone, Serialize)]
+pub struct ExternalCa {
+    pub cert_file: PathBuf,
+    pub key_file: Option<PathBuf>,
+    #[serde(skip)]
+    pub cert_pem: String,
+    #[serde(skip)]
+    pub key_pem: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Endpoint {
+    pub host: String,
+    pub port: u16,
+}
+
+impl Endpoint {
+    pub fn url(&self) -> String {
+        if self.host.contains(':') {
+            format!("https://[{}]:{}", self.host, self.port)
+        } else {
+            format!("https://{}:{}", self.host, self.port)
+        }
+    }
+}
+
+#[derive(Debug, Clone, Serialize)]
+#[serde(rename_all = "lowercase", tag = "source")]
+pub enum BundleSource {
+    Upstream,
+    Mirror {
+        url: String,
+        ca_file: Option<PathBuf>,
+    },
+    Dir {
+        path: PathBuf,
+    },
+}
+
+/// The built-in network's VXLAN overlay.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct Vxlan {
+    pub vni: u32,
+    pub port: u16,
+    /// None: the node interface's MTU minus 50, found on each node.
+    pub mtu: Option<u32>,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Host {
+    pub name: String,
+    pub address: String,
+    pub control_plane: bool,
+    pub worker: bool,
+    pub labels: BTreeMap<String, String>,
+    pub taints: Vec<String>,
+    pub pod_cidr: IpNet,
+    pub arch: Arch,
+    pub ssh: SshTarget,
+}
+
+impl Host {
+    pub fn roles(&self) -> Vec<&'static str> {
+        let mut r = Vec::new();
+        if self.control_plane {
+            r.push("control-plane");
+        }
+        if self.worker {
+            r.push("worker");
+        }
+        r
+    }
+}
+
+/// How to reach one host over SSH, with every default filled in.
+#[derive(Debug, Clone, Serialize)]
+pub struct SshTarget {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    /// None: try ssh-agent, then ~/.ssh/id_ed25519, id_ecdsa, id_rsa.
+    pub identity_file: Option<PathBuf>,
+    pub known_hosts_file: PathBuf,
+    pub bastion: Option<Bastion>,
+    pub sudo: bool,
+    pub connect_timeout_seconds: u64,
+    pub command_timeout_seconds: u64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Bastion {
+    pub address: String,
+    pub port: u16,
+    pub user: String,
+    pub identity_file: Option<PathBuf>,
+}
+
+impl Cluster {
+    pub fn control_planes(&self) -> impl Iterator<Item = &Host> {
+        self.hosts.iter().filter(|h| h.control_plane)
+    }
+
+    /// The control plane that holds the CAs and that the API is reached through.
+    pub fn first_control_plane(&self) -> Option<&Host> {
+        self.control_planes().next()
+    }
+
+    pub fn is_first_control_plane(&self, host: &Host) -> bool {
+        self.first_control_plane()
+            .is_some_and(|f| f.name == host.name)
+    }
+
+    pub fn host(&self, name: &str) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == name)
+    }
+}
