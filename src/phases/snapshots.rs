@@ -124,7 +124,7 @@ fn node_files() {
     );
     snap_files(
         "kube-proxy",
-        &desired(&kubelet::KubeProxy, &c, &c.hosts[1], &()),
+        &desired(&kubelet::proxy::KubeProxy, &c, &c.hosts[1], &()),
     );
 }
 

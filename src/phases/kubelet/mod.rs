@@ -21,13 +21,17 @@ use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use std::time::{Duration, Instant, SystemTime};
 
+pub use proxy::{PROXY_UNIT, kube_proxy_phase};
+use serving::approve_serving_certificate;
+
+pub(crate) mod proxy;
+mod serving;
+
 pub const STATE_DIR: &str = "/var/lib/kubelet";
 pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
 pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
 pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
 pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
-const PROXY_CONFIG: &str = "/var/lib/kube-proxy/config.yaml";
-pub const PROXY_UNIT: &str = "/etc/systemd/system/kube-proxy.service";
 const READY_WAIT: Duration = Duration::from_secs(180);
 const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 
@@ -40,17 +44,7 @@ pub fn kubelet_phase() -> Phase {
     }
 }
 
-pub fn kube_proxy_phase() -> Phase {
-    Phase {
-        name: "kube-proxy",
-        summary: "kube-proxy on every node: Services through iptables (nftables from 1.33)",
-        work: Work::Step(Box::new(KubeProxy)),
-        children: Vec::new(),
-    }
-}
-
 pub(crate) struct Kubelet;
-pub(crate) struct KubeProxy;
 
 /// A node component's unit: restarted whenever it exits, after (and wanting) `after`.
 fn unit_text(description: &str, exec: &str, args: &[String], after: &str) -> String {
@@ -326,195 +320,6 @@ impl Step for Kubelet {
     }
 }
 
-const SERVING_CERT: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
-const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
-
-/// The kubelet asks for a serving certificate signed by the cluster CA (serverTLSBootstrap;
-/// Kubernetes approves none of these by itself): approve the node's request when it names this
-/// node and only its name and address, then wait until the kubelet holds the certificate.
-async fn approve_serving_certificate(
-    ctx: &Ctx,
-    host: &Host,
-    after: &mut After,
-) -> Result<(), String> {
-    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-    let has_cert = || async {
-        session
-            .exec(&format!("test -s {SERVING_CERT}"), None)
-            .await
-            .map(|o| o.status == 0)
-            .map_err(|e| e.to_string())
-    };
-    if has_cert().await? {
-        return Ok(());
-    }
-    let csrs: Api<CertificateSigningRequest> = Api::all(client(ctx, "admin").await?);
-    let user = format!("system:node:{}", host.name);
-    let started = Instant::now();
-    loop {
-        for csr in csrs
-            .list(&ListParams::default())
-            .await
-            .map_err(|e| e.to_string())?
-            .items
-        {
-            let decided = csr
-                .status
-                .as_ref()
-                .and_then(|s| s.conditions.as_ref())
-                .is_some_and(|c| !c.is_empty());
-            if csr.spec.signer_name != SERVING_SIGNER
-                || csr.spec.username.as_deref() != Some(&user)
-                || decided
-            {
-                continue;
-            }
-            let name = csr.metadata.name.clone().unwrap_or_default();
-            if let Err(why) = serving_request_is_for(&csr.spec.request.0, host) {
-                return Err(format!(
-                    "the serving certificate request {name} of {} {why}; it was left pending: deny it (`kubectl certificate deny {name}`) and find out who made it",
-                    host.name
-                ));
-            }
-            let approval = serde_json::json!({"status": {"conditions": [{
-                "type": "Approved", "status": "True", "reason": "ProvisionApproved",
-                "message": "the node's own name and address, checked by provision"}]}});
-            csrs.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval))
-                .await
-                .map_err(|e| format!("approving {name}: {e}"))?;
-            after
-                .changes
-                .push(format!("approve the serving certificate of {}", host.name));
-        }
-        if has_cert().await? {
-            return Ok(());
-        }
-        if started.elapsed() > Duration::from_secs(90) {
-            return Err(format!(
-                "the kubelet of {} has no serving certificate after 90 s (no request of {user} for {SERVING_SIGNER} was approved and issued); `kubectl logs` and `exec` need it: check `kubectl get csr` and `journalctl -u kubelet`",
-                host.name
-            ));
-        }
-        tokio::time::sleep(Duration::from_secs(2)).await;
-    }
-}
-
-/// A kubelet serving request must be for this node: CN system:node:<name>, O system:nodes, and
-/// subject alternative names among the node's name and address.
-fn serving_request_is_for(pem: &[u8], host: &Host) -> Result<(), String> {
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
-    use x509_parser::prelude::FromDer;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| "is not PEM".to_string())?;
-    let (_, req) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
-            .map_err(|_| "is not a certificate request".to_string())?;
-    let subject = &req.certification_request_info.subject;
-    let cn: Vec<&str> = subject
-        .iter_common_name()
-        .filter_map(|a| a.as_str().ok())
-        .collect();
-    let o: Vec<&str> = subject
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok())
-        .collect();
-    if cn != [format!("system:node:{}", host.name).as_str()] || o != ["system:nodes"] {
-        return Err(format!("names {cn:?} {o:?}, not this node"));
-    }
-    let allowed_ip: Option<std::net::IpAddr> = host.address.parse().ok();
-    for ext in req.requested_extensions().into_iter().flatten() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext {
-            for n in &san.general_names {
-                let ok = match n {
-                    GeneralName::DNSName(d) => *d == host.name || *d == host.address,
-                    GeneralName::IPAddress(b) => {
-                        let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                            16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                            _ => None,
-                        };
-                        ip.is_some() && ip == allowed_ip
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    return Err(format!(
-                        "asks for {n:?}, which is not this node's name or address"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
-}
-
-#[async_trait::async_trait]
-impl Step for KubeProxy {
-    type Shared = ();
-
-    fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
-        vec![Probe::Conditions]
-    }
-
-    fn desired(
-        &self,
-        c: &Cluster,
-        host: &Host,
-        observed: &Observed,
-        _: &(),
-    ) -> Result<Desired, String> {
-        let cond = observed.conditions()?;
-        let mode = if cond.has_nft { "nftables" } else { "iptables" };
-        let mut t = tera::Context::new();
-        t.insert("mode", mode);
-        t.insert("pod_subnet", &c.pod_subnet.to_string());
-        t.insert("node_name", &host.name);
-        t.insert("conntrack_read_only", &!cond.conntrack_writable);
-        let args = vec![format!("--config={PROXY_CONFIG}")];
-        let unit = unit_text(
-            "kube-proxy: Services on this node",
-            "/usr/local/bin/kube-proxy",
-            &args,
-            "network-online.target",
-        );
-        Ok(vec![
-            Action::dir("/var/lib/kube-proxy", 0o755),
-            Action::file(PROXY_CONFIG, render("kube-proxy-config.yaml", &t), 0o644),
-            Action::file(PROXY_UNIT, unit, 0o644),
-            Action::Unit(UnitSpec {
-                name: "kube-proxy.service".into(),
-                enabled: true,
-                active: true,
-                restart_when_changed: vec![
-                    PROXY_CONFIG.into(),
-                    PROXY_UNIT.into(),
-                    KubeconfigKind::KubeProxy.path(),
-                ],
-            }),
-        ]
-        .into())
-    }
-
-    async fn after(
-        &self,
-        ctx: &Ctx,
-        host: &Host,
-        _: &Applied<'_, Self::Shared>,
-    ) -> Result<After, String> {
-        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        // healthz on 10256 answers once the rules are programmed
-        let ready = "systemctl is-active -q kube-proxy && ss -Hltn 'sport = :10256' | grep -q .";
-        systemd::wait_or_journal(&session, &systemd::wait_for(ready, 40, 0.5), None, "kube-proxy", 12)
-            .await
-            .map_err(|journal| {
-                format!(
-                    "kube-proxy is not running on {}:\n{journal}check {PROXY_CONFIG} and `journalctl -u kube-proxy`",
-                    host.name
-                )
-            })?;
-        Ok(After::default())
-    }
-}
-
 /// The Node's spec.podCIDR from the inventory (set once, while empty), so CNIs that read it
 /// (Flannel, Cilium's kubernetes IPAM) and `kubectl get node` agree with the inventory.
 async fn set_pod_cidr(nodes: &Api<Node>, node: &Node, host: &Host) -> Result<(), String> {
@@ -534,69 +339,5 @@ async fn set_pod_cidr(nodes: &Api<Node>, node: &Node, host: &Host) -> Result<(),
                 .map(|_| ())
                 .map_err(|e| format!("setting the pod CIDR of node {}: {e}", host.name))
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn host() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: w1, address: 192.168.7.21, roles: [worker]}\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
-        cluster.hosts[0].clone()
-    }
-
-    fn request(cn: &str, o: &str, sans: &[&str]) -> Vec<u8> {
-        let mut p =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
-        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
-        p.distinguished_name
-            .push(rcgen::DnType::OrganizationName, o);
-        let key = rcgen::KeyPair::generate().unwrap();
-        p.serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap()
-            .into_bytes()
-    }
-
-    #[test]
-    fn only_the_nodes_own_serving_requests_are_approved() {
-        let h = host();
-        assert_eq!(
-            serving_request_is_for(
-                &request("system:node:w1", "system:nodes", &["w1", "192.168.7.21"]),
-                &h
-            ),
-            Ok(())
-        );
-        assert!(
-            serving_request_is_for(
-                &request("system:node:w1", "system:nodes", &["w1", "10.0.0.9"]),
-                &h
-            )
-            .is_err()
-        );
-        assert!(
-            serving_request_is_for(
-                &request("system:node:w1", "system:nodes", &["kubernetes.default"]),
-                &h
-            )
-            .is_err()
-        );
-        assert!(
-            serving_request_is_for(&request("system:node:cp", "system:nodes", &["w1"]), &h)
-                .is_err()
-        );
-        assert!(
-            serving_request_is_for(&request("system:node:w1", "system:masters", &["w1"]), &h)
-                .is_err()
-        );
-        assert!(serving_request_is_for(b"garbage", &h).is_err());
     }
 }

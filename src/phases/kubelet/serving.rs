@@ -1,0 +1,191 @@
+//! Kubelet serving certificates from the cluster CA (serverTLSBootstrap): Kubernetes approves none
+//! of those by itself, so the node's own request is approved here after its subject and names are
+//! checked.
+
+use super::*;
+
+pub(super) const SERVING_CERT: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+
+pub(super) const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+
+/// The kubelet asks for a serving certificate signed by the cluster CA (serverTLSBootstrap;
+/// Kubernetes approves none of these by itself): approve the node's request when it names this
+/// node and only its name and address, then wait until the kubelet holds the certificate.
+pub(super) async fn approve_serving_certificate(
+    ctx: &Ctx,
+    host: &Host,
+    after: &mut After,
+) -> Result<(), String> {
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let has_cert = || async {
+        session
+            .exec(&format!("test -s {SERVING_CERT}"), None)
+            .await
+            .map(|o| o.status == 0)
+            .map_err(|e| e.to_string())
+    };
+    if has_cert().await? {
+        return Ok(());
+    }
+    let csrs: Api<CertificateSigningRequest> = Api::all(client(ctx, "admin").await?);
+    let user = format!("system:node:{}", host.name);
+    let started = Instant::now();
+    loop {
+        for csr in csrs
+            .list(&ListParams::default())
+            .await
+            .map_err(|e| e.to_string())?
+            .items
+        {
+            let decided = csr
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| !c.is_empty());
+            if csr.spec.signer_name != SERVING_SIGNER
+                || csr.spec.username.as_deref() != Some(&user)
+                || decided
+            {
+                continue;
+            }
+            let name = csr.metadata.name.clone().unwrap_or_default();
+            if let Err(why) = serving_request_is_for(&csr.spec.request.0, host) {
+                return Err(format!(
+                    "the serving certificate request {name} of {} {why}; it was left pending: deny it (`kubectl certificate deny {name}`) and find out who made it",
+                    host.name
+                ));
+            }
+            let approval = serde_json::json!({"status": {"conditions": [{
+                "type": "Approved", "status": "True", "reason": "ProvisionApproved",
+                "message": "the node's own name and address, checked by provision"}]}});
+            csrs.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval))
+                .await
+                .map_err(|e| format!("approving {name}: {e}"))?;
+            after
+                .changes
+                .push(format!("approve the serving certificate of {}", host.name));
+        }
+        if has_cert().await? {
+            return Ok(());
+        }
+        if started.elapsed() > Duration::from_secs(90) {
+            return Err(format!(
+                "the kubelet of {} has no serving certificate after 90 s (no request of {user} for {SERVING_SIGNER} was approved and issued); `kubectl logs` and `exec` need it: check `kubectl get csr` and `journalctl -u kubelet`",
+                host.name
+            ));
+        }
+        tokio::time::sleep(Duration::from_secs(2)).await;
+    }
+}
+
+/// A kubelet serving request must be for this node: CN system:node:<name>, O system:nodes, and
+/// subject alternative names among the node's name and address.
+pub(super) fn serving_request_is_for(pem: &[u8], host: &Host) -> Result<(), String> {
+    use x509_parser::extensions::{GeneralName, ParsedExtension};
+    use x509_parser::prelude::FromDer;
+    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| "is not PEM".to_string())?;
+    let (_, req) =
+        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
+            .map_err(|_| "is not a certificate request".to_string())?;
+    let subject = &req.certification_request_info.subject;
+    let cn: Vec<&str> = subject
+        .iter_common_name()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    let o: Vec<&str> = subject
+        .iter_organization()
+        .filter_map(|a| a.as_str().ok())
+        .collect();
+    if cn != [format!("system:node:{}", host.name).as_str()] || o != ["system:nodes"] {
+        return Err(format!("names {cn:?} {o:?}, not this node"));
+    }
+    let allowed_ip: Option<std::net::IpAddr> = host.address.parse().ok();
+    for ext in req.requested_extensions().into_iter().flatten() {
+        if let ParsedExtension::SubjectAlternativeName(san) = ext {
+            for n in &san.general_names {
+                let ok = match n {
+                    GeneralName::DNSName(d) => *d == host.name || *d == host.address,
+                    GeneralName::IPAddress(b) => {
+                        let ip = match b.len() {
+                            4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                            16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
+                            _ => None,
+                        };
+                        ip.is_some() && ip == allowed_ip
+                    }
+                    _ => false,
+                };
+                if !ok {
+                    return Err(format!(
+                        "asks for {n:?}, which is not this node's name or address"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host() -> Host {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("i.yaml");
+        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: w1, address: 192.168.7.21, roles: [worker]}\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
+        let loaded = crate::inventory::load(&file).unwrap();
+        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
+        cluster.hosts[0].clone()
+    }
+
+    fn request(cn: &str, o: &str, sans: &[&str]) -> Vec<u8> {
+        let mut p =
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
+                .unwrap();
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, o);
+        let key = rcgen::KeyPair::generate().unwrap();
+        p.serialize_request(&key)
+            .unwrap()
+            .pem()
+            .unwrap()
+            .into_bytes()
+    }
+
+    #[test]
+    fn only_the_nodes_own_serving_requests_are_approved() {
+        let h = host();
+        assert_eq!(
+            serving_request_is_for(
+                &request("system:node:w1", "system:nodes", &["w1", "192.168.7.21"]),
+                &h
+            ),
+            Ok(())
+        );
+        assert!(
+            serving_request_is_for(
+                &request("system:node:w1", "system:nodes", &["w1", "10.0.0.9"]),
+                &h
+            )
+            .is_err()
+        );
+        assert!(
+            serving_request_is_for(
+                &request("system:node:w1", "system:nodes", &["kubernetes.default"]),
+                &h
+            )
+            .is_err()
+        );
+        assert!(
+            serving_request_is_for(&request("system:node:cp", "system:nodes", &["w1"]), &h)
+                .is_err()
+        );
+        assert!(
+            serving_request_is_for(&request("system:node:w1", "system:masters", &["w1"]), &h)
+                .is_err()
+        );
+        assert!(serving_request_is_for(b"garbage", &h).is_err());
+    }
+}

@@ -1,0 +1,204 @@
+//! The drain of a leaving node: cordon it, evict its pods (DaemonSet and static pods stay: they go
+//! with the host) and wait for them to go.
+
+use super::*;
+
+/// How long evicted pods may take to go (their grace periods included).
+pub(super) const DRAIN_WAIT: Duration = Duration::from_secs(180);
+
+/// Cordons the node and evicts its pods (DaemonSet and static pods stay: they go with the host).
+pub(super) struct Drain {
+    pub(super) cluster_stays: bool,
+}
+
+/// The pods a drain evicts from `node` (those already terminating included: it waits for them).
+pub(super) async fn pods_to_evict(pods: &Api<Pod>, node: &str) -> Result<Vec<Pod>, String> {
+    let list = pods
+        .list(&ListParams::default().fields(&format!("spec.nodeName={node}")))
+        .await
+        .map_err(|e| format!("listing the pods on {node}: {e}"))?;
+    Ok(list
+        .items
+        .into_iter()
+        .filter(|p| {
+            let daemon = p
+                .metadata
+                .owner_references
+                .iter()
+                .flatten()
+                .any(|o| o.kind == "DaemonSet");
+            let mirror = p
+                .metadata
+                .annotations
+                .as_ref()
+                .is_some_and(|a| a.contains_key("kubernetes.io/config.mirror"));
+            !daemon && !mirror
+        })
+        .collect())
+}
+
+pub(super) fn namespace_terminating(s: &kube::core::Status) -> bool {
+    s.code == 403
+        && s.details
+            .iter()
+            .flat_map(|d| d.causes.iter())
+            .any(|c| c.reason == "NamespaceTerminating")
+}
+
+pub(super) fn pod_name(p: &Pod) -> String {
+    format!(
+        "{}/{}",
+        p.metadata.namespace.as_deref().unwrap_or(""),
+        p.metadata.name.as_deref().unwrap_or("")
+    )
+}
+
+pub(super) fn api_error(node: &str, e: impl std::fmt::Display) -> String {
+    format!(
+        "cannot drain {node} through the API: {e}\nto reset the host without the API, re-run with --skip-phases drain,delete-node"
+    )
+}
+
+/// The API client and the host's Node, or None (with a note) when it is not a node.
+pub(super) async fn leaving_node(
+    ctx: &Ctx,
+    host: &Host,
+    after: &mut step::After,
+) -> Result<Option<(kube::Client, Node)>, String> {
+    let client = crate::api::client(ctx, "admin").await?;
+    let nodes: Api<Node> = Api::all(client.clone());
+    match nodes
+        .get_opt(&host.name)
+        .await
+        .map_err(|e| api_error(&host.name, e))?
+    {
+        Some(node) => Ok(Some((client, node))),
+        None => {
+            after
+                .notes
+                .push(format!("{} is not a node of the cluster", host.name));
+            Ok(None)
+        }
+    }
+}
+
+#[async_trait::async_trait]
+impl Step for Drain {
+    type Shared = ();
+
+    fn applies_to(&self, _: &Cluster, _: &Host) -> bool {
+        self.cluster_stays
+    }
+
+    async fn dry_run(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
+        let mut after = step::After::default();
+        let Some((client, _)) = leaving_node(ctx, host, &mut after).await? else {
+            return Ok(after);
+        };
+        let pods = pods_to_evict(&Api::all(client), &host.name).await?;
+        after.changes.push(format!(
+            "would cordon {} and evict {} pod(s): {}",
+            host.name,
+            pods.len(),
+            pods.iter().map(pod_name).collect::<Vec<_>>().join(", ")
+        ));
+        Ok(after)
+    }
+
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        _: &Applied<'_, Self::Shared>,
+    ) -> Result<step::After, String> {
+        let mut after = step::After::default();
+        let Some((client, node)) = leaving_node(ctx, host, &mut after).await? else {
+            return Ok(after);
+        };
+        let nodes: Api<Node> = Api::all(client.clone());
+        if !node
+            .spec
+            .as_ref()
+            .and_then(|s| s.unschedulable)
+            .unwrap_or(false)
+        {
+            let patch = serde_json::json!({"spec": {"unschedulable": true}});
+            nodes
+                .patch(&host.name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await
+                .map_err(|e| api_error(&host.name, e))?;
+            after.changes.push(format!("cordon {}", host.name));
+        }
+        let pods: Api<Pod> = Api::all(client.clone());
+        let started = Instant::now();
+        let mut evicted = std::collections::BTreeSet::new();
+        loop {
+            let left = pods_to_evict(&pods, &host.name).await?;
+            if left.is_empty() {
+                break;
+            }
+            let mut refused = Vec::new();
+            for p in left
+                .iter()
+                .filter(|p| p.metadata.deletion_timestamp.is_none())
+            {
+                let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
+                    continue;
+                };
+                let in_ns: Api<Pod> = Api::namespaced(client.clone(), ns);
+                match in_ns.evict(name, &EvictParams::default()).await {
+                    Ok(_) => {
+                        evicted.insert(pod_name(p));
+                    }
+                    // a PodDisruptionBudget says not now: try again until the wait ends
+                    Err(kube::Error::Api(s)) if s.code == 429 => refused.push(pod_name(p)),
+                    Err(kube::Error::Api(s)) if s.code == 404 => {}
+                    // its namespace is being deleted (no eviction can be created there): the
+                    // pod goes with it anyway, so delete it now rather than wait for the
+                    // namespace controller
+                    Err(kube::Error::Api(s)) if namespace_terminating(&s) => {
+                        match in_ns.delete(name, &DeleteParams::default()).await {
+                            Ok(_) => {}
+                            Err(kube::Error::Api(s)) if s.code == 404 => {}
+                            Err(e) => return Err(api_error(&host.name, e)),
+                        }
+                    }
+                    Err(e) => return Err(api_error(&host.name, e)),
+                }
+            }
+            if started.elapsed() > DRAIN_WAIT {
+                let names: Vec<String> = left.iter().map(pod_name).collect();
+                return Err(format!(
+                    "{} still has pods after {} s: {}{}\n{} stays cordoned; see `kubectl describe pod` for each, then run the same command again",
+                    host.name,
+                    DRAIN_WAIT.as_secs(),
+                    names.join(", "),
+                    if refused.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (evicting {} is refused by a PodDisruptionBudget)",
+                            refused.join(", ")
+                        )
+                    },
+                    host.name
+                ));
+            }
+            tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        if !evicted.is_empty() {
+            after.changes.push(format!(
+                "evict {} pod(s) from {}: {}",
+                evicted.len(),
+                host.name,
+                evicted.into_iter().collect::<Vec<_>>().join(", ")
+            ));
+        }
+        Ok(after)
+    }
+}
