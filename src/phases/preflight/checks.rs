@@ -1,95 +1,7 @@
-//! Preflight: named checks, each an error or a warning, ignorable by name
-//! (`--ignore-preflight-errors Swap,Port-6443` or `all`). Facts come from each host in one round
-//! trip; the checks themselves are pure functions. Cluster-wide checks (duplicate hostnames and
-//! machine-ids, clock skew) compare the hosts with each other.
+//! The checks, as pure functions of the facts: per host (`host_checks`) and across hosts
+//! (`cluster_checks`: duplicate names and addresses, clock skew).
 
-use crate::cluster::{Cluster, Host, is_dns_subdomain};
-use crate::output::{HostOutcome, Status};
-use crate::run::Ctx;
-use std::collections::{BTreeMap, HashMap};
-use std::time::{SystemTime, UNIX_EPOCH};
-
-/// Facts printed as `key=value` lines; `listen` repeats.
-const FACTS_SCRIPT: &str = r#"# provision: gather preflight facts
-echo "uid=$(id -u)"
-echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
-echo "system_state=$(systemctl is-system-running 2>/dev/null)"
-. /etc/os-release 2>/dev/null && echo "os=$ID $VERSION_ID"
-echo "arch=$(uname -m)"
-echo "kernel=$(uname -r)"
-echo "cpus=$(getconf _NPROCESSORS_ONLN)"
-echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
-echo "swaps=$(tail -n +2 /proc/swaps | grep -c .)"
-echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
-echo "cgroup_controllers=$(awk 'NR>1 && $4==1 {printf "%s ", $1}' /proc/cgroups 2>/dev/null)$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
-for m in overlay br_netfilter vxlan bridge; do modprobe -q $m 2>/dev/null; done
-grep -qw overlay /proc/filesystems && echo "feature=overlay"
-# /sys/module is hidden in some containers: creating the links in a throwaway namespace is proof
-probe_link() { [ -d /sys/module/$1 ] || unshare -n ip link add provision-probe type $1 $2 2>/dev/null; }
-probe_link bridge && echo "feature=bridge"
-[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo "feature=br_netfilter"
-probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
-# limits that change the configuration rather than stop the install
-( echo -999 > /proc/self/oom_score_adj ) 2>/dev/null || echo "oom_score_locked=1"
-( cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max ) 2>/dev/null || echo "conntrack_read_only=1"
-echo "hostname=$(hostname)"
-echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
-if command -v ss >/dev/null; then
-  ss -ltnpH 2>/dev/null | while read -r _ _ _ local _ proc; do
-    echo "listen=${local##*:} $(echo "$proc" | sed -n 's/.*(("\([^"]*\)".*/\1/p')"
-  done
-else
-  echo "no_ss=1"
-fi
-for a in $(ip -o addr show 2>/dev/null | awk '{print $4}'); do echo "addr=${a%/*}"; done
-echo "time=$(date +%s.%N)"
-"#;
-
-#[derive(Debug, Clone, Default)]
-pub struct Facts {
-    pub values: BTreeMap<String, String>,
-    /// port -> process holding it ("" when unknown)
-    pub listening: BTreeMap<u16, String>,
-    pub addresses: Vec<String>,
-    pub features: Vec<String>,
-    /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
-    pub clock_offset: f64,
-    /// How long connecting and gathering took.
-    pub seconds: f64,
-}
-
-impl Facts {
-    pub fn parse(text: &str) -> Facts {
-        let mut f = Facts::default();
-        for line in text.lines() {
-            let Some((k, v)) = line.split_once('=') else {
-                continue;
-            };
-            match k {
-                "listen" => {
-                    let (port, proc) = v.split_once(' ').unwrap_or((v, ""));
-                    if let Ok(p) = port.parse() {
-                        f.listening.insert(p, proc.trim().to_string());
-                    }
-                }
-                "addr" => f.addresses.push(v.to_string()),
-                "feature" => f.features.push(v.to_string()),
-                _ => {
-                    f.values.insert(k.to_string(), v.trim().to_string());
-                }
-            }
-        }
-        f
-    }
-
-    fn get(&self, k: &str) -> &str {
-        self.values.get(k).map(String::as_str).unwrap_or("")
-    }
-
-    fn num(&self, k: &str) -> Option<u64> {
-        self.get(k).parse().ok()
-    }
-}
+use super::*;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Level {
@@ -105,7 +17,7 @@ pub struct Finding {
     pub message: String,
 }
 
-fn error(check: &str, message: String) -> Finding {
+pub(super) fn error(check: &str, message: String) -> Finding {
     Finding {
         check: check.into(),
         level: Level::Error,
@@ -113,7 +25,7 @@ fn error(check: &str, message: String) -> Finding {
     }
 }
 
-fn warning(check: &str, message: String) -> Finding {
+pub(super) fn warning(check: &str, message: String) -> Finding {
     Finding {
         check: check.into(),
         level: Level::Warning,
@@ -137,10 +49,13 @@ pub fn ports(host: &Host) -> Vec<(u16, &'static str)> {
     p
 }
 
-const MIN_CONTROL_PLANE_CPUS: u64 = 2;
-const MIN_CONTROL_PLANE_MEM_MB: u64 = 1700;
-const MIN_WORKER_MEM_MB: u64 = 512;
-const MAX_CLOCK_SKEW_SECONDS: f64 = 2.0;
+pub(super) const MIN_CONTROL_PLANE_CPUS: u64 = 2;
+
+pub(super) const MIN_CONTROL_PLANE_MEM_MB: u64 = 1700;
+
+pub(super) const MIN_WORKER_MEM_MB: u64 = 512;
+
+pub(super) const MAX_CLOCK_SKEW_SECONDS: f64 = 2.0;
 
 /// Checks of one host on its own.
 pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
@@ -397,106 +312,6 @@ pub fn cluster_checks(facts: &[(&Host, &Facts)]) -> Vec<(String, Finding)> {
         }
     }
     out
-}
-
-fn ignored(ctx: &Ctx, check: &str) -> bool {
-    ctx.options
-        .ignore_preflight
-        .iter()
-        .any(|i| i.eq_ignore_ascii_case("all") || i.eq_ignore_ascii_case(check))
-}
-
-fn now() -> f64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs_f64())
-        .unwrap_or(0.0)
-}
-
-async fn gather(ctx: &Ctx, host: &Host) -> Result<Facts, String> {
-    let started = std::time::Instant::now();
-    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-    let before = now();
-    let out = session.run(FACTS_SCRIPT).await.map_err(|e| e.to_string())?;
-    let after = now();
-    let mut f = Facts::parse(&out);
-    if let Ok(t) = f.get("time").parse::<f64>() {
-        f.clock_offset = t - (before + after) / 2.0;
-    }
-    f.seconds = started.elapsed().as_secs_f64();
-    Ok(f)
-}
-
-pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
-    use futures::StreamExt;
-    let pb = ctx.out.phase_start(path, hosts.len());
-    let started = std::time::Instant::now();
-    // Facts first (in parallel), then every check, so cluster-wide checks see all hosts.
-    let mut gathered: Vec<(usize, Result<Facts, String>)> = futures::stream::iter(
-        hosts
-            .iter()
-            .enumerate()
-            .map(|(i, h)| async move { (i, gather(ctx, h).await) }),
-    )
-    .buffer_unordered(ctx.options.concurrency)
-    .collect()
-    .await;
-    gathered.sort_by_key(|(i, _)| *i);
-    let ok_facts: Vec<(&Host, &Facts)> = gathered
-        .iter()
-        .filter_map(|(i, f)| f.as_ref().ok().map(|f| (&hosts[*i], f)))
-        .collect();
-    let mut findings: HashMap<String, Vec<Finding>> = HashMap::new();
-    for (h, f) in &ok_facts {
-        findings.insert(h.name.clone(), host_checks(&ctx.cluster, h, f));
-    }
-    for (name, f) in cluster_checks(&ok_facts) {
-        findings.entry(name).or_default().push(f);
-    }
-    let outcomes: Vec<HostOutcome> = gathered
-        .iter()
-        .map(|(i, f)| {
-            let h = &hosts[*i];
-            let o = match f {
-                Err(e) => HostOutcome::failed(&h.name, e.clone()),
-                Ok(f) => {
-                    let mut o = outcome(ctx, h, findings.remove(&h.name).unwrap_or_default());
-                    o.seconds = f.seconds;
-                    o
-                }
-            };
-            ctx.out.host_done(path, &o, pb.as_ref());
-            o
-        })
-        .collect();
-    ctx.out
-        .phase_done(path, &outcomes, started.elapsed().as_secs_f64(), pb);
-    outcomes
-}
-
-fn outcome(ctx: &Ctx, host: &Host, findings: Vec<Finding>) -> HostOutcome {
-    let mut o = HostOutcome::ok(&host.name);
-    o.checks_only = true;
-    let mut errors = Vec::new();
-    for f in findings {
-        match f.level {
-            Level::Error if !ignored(ctx, &f.check) => {
-                errors.push(format!("[{}] {}", f.check, f.message))
-            }
-            Level::Error => o
-                .warnings
-                .push(format!("[{}] {} (ignored)", f.check, f.message)),
-            Level::Warning => o.warnings.push(format!("[{}] {}", f.check, f.message)),
-        }
-    }
-    if !errors.is_empty() {
-        errors.push(
-            "to go on anyway: --ignore-preflight-errors=<check>[,<check>...] (or all)".into(),
-        );
-        o.status = Status::Failed;
-        o.error = Some(errors.join("\n"));
-    }
-    o
 }
 
 #[cfg(test)]

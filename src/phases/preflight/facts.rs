@@ -1,0 +1,100 @@
+//! What preflight learns of a host, in one round trip: a script prints `key=value` lines (kernel,
+//! resources, ports, commands, features proven by trying them), parsed into `Facts`.
+
+use super::*;
+
+/// Facts printed as `key=value` lines; `listen` repeats.
+const FACTS_SCRIPT: &str = r#"# provision: gather preflight facts
+echo "uid=$(id -u)"
+echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
+echo "system_state=$(systemctl is-system-running 2>/dev/null)"
+. /etc/os-release 2>/dev/null && echo "os=$ID $VERSION_ID"
+echo "arch=$(uname -m)"
+echo "kernel=$(uname -r)"
+echo "cpus=$(getconf _NPROCESSORS_ONLN)"
+echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+echo "swaps=$(tail -n +2 /proc/swaps | grep -c .)"
+echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
+echo "cgroup_controllers=$(awk 'NR>1 && $4==1 {printf "%s ", $1}' /proc/cgroups 2>/dev/null)$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
+for m in overlay br_netfilter vxlan bridge; do modprobe -q $m 2>/dev/null; done
+grep -qw overlay /proc/filesystems && echo "feature=overlay"
+# /sys/module is hidden in some containers: creating the links in a throwaway namespace is proof
+probe_link() { [ -d /sys/module/$1 ] || unshare -n ip link add provision-probe type $1 $2 2>/dev/null; }
+probe_link bridge && echo "feature=bridge"
+[ -e /proc/sys/net/bridge/bridge-nf-call-iptables ] && echo "feature=br_netfilter"
+probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
+# limits that change the configuration rather than stop the install
+( echo -999 > /proc/self/oom_score_adj ) 2>/dev/null || echo "oom_score_locked=1"
+( cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max ) 2>/dev/null || echo "conntrack_read_only=1"
+echo "hostname=$(hostname)"
+echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
+if command -v ss >/dev/null; then
+  ss -ltnpH 2>/dev/null | while read -r _ _ _ local _ proc; do
+    echo "listen=${local##*:} $(echo "$proc" | sed -n 's/.*(("\([^"]*\)".*/\1/p')"
+  done
+else
+  echo "no_ss=1"
+fi
+for a in $(ip -o addr show 2>/dev/null | awk '{print $4}'); do echo "addr=${a%/*}"; done
+echo "time=$(date +%s.%N)"
+"#;
+
+#[derive(Debug, Clone, Default)]
+pub struct Facts {
+    pub values: BTreeMap<String, String>,
+    /// port -> process holding it ("" when unknown)
+    pub listening: BTreeMap<u16, String>,
+    pub addresses: Vec<String>,
+    pub features: Vec<String>,
+    /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
+    pub clock_offset: f64,
+    /// How long connecting and gathering took.
+    pub seconds: f64,
+}
+
+pub(super) async fn gather(ctx: &Ctx, host: &Host) -> Result<Facts, String> {
+    let started = std::time::Instant::now();
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let before = now();
+    let out = session.run(FACTS_SCRIPT).await.map_err(|e| e.to_string())?;
+    let after = now();
+    let mut f = Facts::parse(&out);
+    if let Ok(t) = f.get("time").parse::<f64>() {
+        f.clock_offset = t - (before + after) / 2.0;
+    }
+    f.seconds = started.elapsed().as_secs_f64();
+    Ok(f)
+}
+
+impl Facts {
+    pub fn parse(text: &str) -> Facts {
+        let mut f = Facts::default();
+        for line in text.lines() {
+            let Some((k, v)) = line.split_once('=') else {
+                continue;
+            };
+            match k {
+                "listen" => {
+                    let (port, proc) = v.split_once(' ').unwrap_or((v, ""));
+                    if let Ok(p) = port.parse() {
+                        f.listening.insert(p, proc.trim().to_string());
+                    }
+                }
+                "addr" => f.addresses.push(v.to_string()),
+                "feature" => f.features.push(v.to_string()),
+                _ => {
+                    f.values.insert(k.to_string(), v.trim().to_string());
+                }
+            }
+        }
+        f
+    }
+
+    pub(super) fn get(&self, k: &str) -> &str {
+        self.values.get(k).map(String::as_str).unwrap_or("")
+    }
+
+    pub(super) fn num(&self, k: &str) -> Option<u64> {
+        self.get(k).parse().ok()
+    }
+}
