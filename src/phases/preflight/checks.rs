@@ -59,196 +59,296 @@ pub(super) const MAX_CLOCK_SKEW_SECONDS: f64 = 2.0;
 
 /// Checks of one host on its own.
 pub fn host_checks(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
-    let mut out = Vec::new();
-    if f.get("uid") != "0" {
-        out.push(error(
-            "IsPrivilegedUser",
-            format!(
-                "commands run as uid {}, not root: log in as root, or set spec.ssh.sudo: always",
-                f.get("uid")
-            ),
-        ));
+    HOST_CHECKS
+        .iter()
+        .flat_map(|check| check(cluster, host, f))
+        .collect()
+}
+
+/// A check of one host: what it found (nothing when the host passes).
+type HostCheck = fn(&Cluster, &Host, &Facts) -> Vec<Finding>;
+
+/// The host checks, in the order their findings are reported (kubeadm's names where it has one).
+const HOST_CHECKS: &[HostCheck] = &[
+    privileged_user,
+    systemd,
+    distribution,
+    architecture,
+    cpus,
+    memory,
+    swap,
+    ports_free,
+    oom_score_adj,
+    conntrack,
+    cgroups,
+    cgroup_controllers,
+    kernel_features,
+    hostname,
+    machine_id,
+    node_ip,
+];
+
+fn privileged_user(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    if f.get("uid") == "0" {
+        return Vec::new();
     }
+    vec![error(
+        "IsPrivilegedUser",
+        format!(
+            "commands run as uid {}, not root: log in as root, or set spec.ssh.sudo: always",
+            f.get("uid")
+        ),
+    )]
+}
+
+fn systemd(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
     if f.get("pid1") != "systemd" {
-        out.push(error(
+        return vec![error(
             "Systemd",
             format!(
                 "PID 1 is {:?}, not systemd: components run as systemd units",
                 f.get("pid1")
             ),
-        ));
-    } else {
-        match f.get("system_state") {
-            "running" => {}
-            "degraded" => out.push(warning(
-                "Systemd",
-                "systemd reports degraded: `systemctl --failed` lists the failed units".into(),
-            )),
-            s => out.push(error(
-                "Systemd",
-                format!("systemd is {s:?}, not running: wait for boot to finish, or see `systemctl --failed`"),
-            )),
-        }
+        )];
     }
+    match f.get("system_state") {
+        "running" => Vec::new(),
+        "degraded" => vec![warning(
+            "Systemd",
+            "systemd reports degraded: `systemctl --failed` lists the failed units".into(),
+        )],
+        s => vec![error(
+            "Systemd",
+            format!(
+                "systemd is {s:?}, not running: wait for boot to finish, or see `systemctl --failed`"
+            ),
+        )],
+    }
+}
+
+/// Distributions the components are known to run on.
+const TESTED_DISTRIBUTIONS: [&str; 11] = [
+    "debian",
+    "ubuntu",
+    "rhel",
+    "centos",
+    "rocky",
+    "almalinux",
+    "fedora",
+    "flatcar",
+    "opensuse-leap",
+    "sles",
+    "amzn",
+];
+
+fn distribution(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
     let os = f.get("os");
     let os_id = os.split_whitespace().next().unwrap_or("");
-    if ![
-        "debian",
-        "ubuntu",
-        "rhel",
-        "centos",
-        "rocky",
-        "almalinux",
-        "fedora",
-        "flatcar",
-        "opensuse-leap",
-        "sles",
-        "amzn",
-    ]
-    .contains(&os_id)
-    {
-        out.push(warning(
-            "OS",
-            format!("{os:?} is not a tested distribution; continuing"),
-        ));
+    if TESTED_DISTRIBUTIONS.contains(&os_id) {
+        return Vec::new();
     }
-    if !["x86_64", "aarch64"].contains(&f.get("arch")) {
-        out.push(error(
-            "Arch",
-            format!(
-                "{} is not supported: use an amd64 or arm64 host",
-                f.get("arch")
-            ),
-        ));
+    vec![warning(
+        "OS",
+        format!("{os:?} is not a tested distribution; continuing"),
+    )]
+}
+
+fn architecture(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    if ["x86_64", "aarch64"].contains(&f.get("arch")) {
+        return Vec::new();
     }
+    vec![error(
+        "Arch",
+        format!(
+            "{} is not supported: use an amd64 or arm64 host",
+            f.get("arch")
+        ),
+    )]
+}
+
+fn cpus(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     let cpus = f.num("cpus").unwrap_or(0);
-    if host.control_plane && cpus < MIN_CONTROL_PLANE_CPUS {
-        out.push(error(
-            "NumCPU",
-            format!("{cpus} CPU(s); a control plane needs at least {MIN_CONTROL_PLANE_CPUS}"),
-        ));
+    if !host.control_plane || cpus >= MIN_CONTROL_PLANE_CPUS {
+        return Vec::new();
     }
+    vec![error(
+        "NumCPU",
+        format!("{cpus} CPU(s); a control plane needs at least {MIN_CONTROL_PLANE_CPUS}"),
+    )]
+}
+
+fn memory(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     let mem_mb = f.num("mem_kb").unwrap_or(0) / 1024;
     if host.control_plane && mem_mb < MIN_CONTROL_PLANE_MEM_MB {
-        out.push(error(
+        vec![error(
             "Mem",
-            format!("{mem_mb} MB of memory; a control plane needs at least {MIN_CONTROL_PLANE_MEM_MB} MB"),
-        ));
+            format!(
+                "{mem_mb} MB of memory; a control plane needs at least {MIN_CONTROL_PLANE_MEM_MB} MB"
+            ),
+        )]
     } else if mem_mb < MIN_WORKER_MEM_MB {
-        out.push(warning(
+        vec![warning(
             "Mem",
-            format!("{mem_mb} MB of memory leaves little for pods (at least {MIN_WORKER_MEM_MB} MB advised)"),
-        ));
+            format!(
+                "{mem_mb} MB of memory leaves little for pods (at least {MIN_WORKER_MEM_MB} MB advised)"
+            ),
+        )]
+    } else {
+        Vec::new()
     }
+}
+
+fn swap(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
     let swaps = f.num("swaps").unwrap_or(0);
-    if swaps > 0 {
-        out.push(error(
-            "Swap",
-            format!("swap is on ({swaps} device(s) in /proc/swaps): the kubelet refuses to start; run `swapoff -a` and remove swap from /etc/fstab"),
-        ));
+    if swaps == 0 {
+        return Vec::new();
     }
+    vec![error(
+        "Swap",
+        format!(
+            "swap is on ({swaps} device(s) in /proc/swaps): the kubelet refuses to start; run `swapoff -a` and remove swap from /etc/fstab"
+        ),
+    )]
+}
+
+fn ports_free(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     if f.values.contains_key("no_ss") {
-        out.push(warning(
+        return vec![warning(
             "Ports",
             "`ss` (iproute2) is missing: ports were not checked".into(),
-        ));
-    } else {
-        for (port, owner) in ports(host) {
-            match f.listening.get(&port) {
-                None => {}
-                // process names are cut to 15 characters (the kernel's comm)
-                Some(p) if p == owner || (p.len() == 15 && owner.starts_with(p.as_str())) => {}
-                Some(p) => out.push(error(
-                    &format!("Port-{port}"),
-                    format!(
-                        "port {port} is in use by {}; {owner} needs it: stop that service or free the port",
-                        if p.is_empty() { "another process" } else { p }
-                    ),
-                )),
-            }
+        )];
+    }
+    let mut out = Vec::new();
+    for (port, owner) in ports(host) {
+        match f.listening.get(&port) {
+            None => {}
+            // process names are cut to 15 characters (the kernel's comm)
+            Some(p) if p == owner || (p.len() == 15 && owner.starts_with(p.as_str())) => {}
+            Some(p) => out.push(error(
+                &format!("Port-{port}"),
+                format!(
+                    "port {port} is in use by {}; {owner} needs it: stop that service or free the port",
+                    if p.is_empty() { "another process" } else { p }
+                ),
+            )),
         }
     }
-    if f.values.contains_key("oom_score_locked") {
-        out.push(warning(
-            "OomScoreAdj",
-            "processes here cannot lower their oom_score_adj (no CAP_SYS_RESOURCE): containerd will run with restrict_oom_score_adj, so system pods get no OOM protection".into(),
-        ));
+    out
+}
+
+fn oom_score_adj(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    if !f.values.contains_key("oom_score_locked") {
+        return Vec::new();
     }
-    if f.values.contains_key("conntrack_read_only") {
-        out.push(warning(
-            "ConntrackReadOnly",
-            "nf_conntrack_max cannot be written here (e.g. a container): kube-proxy will leave the conntrack limits alone (conntrack.maxPerCore: 0)".into(),
-        ));
+    vec![warning(
+        "OomScoreAdj",
+        "processes here cannot lower their oom_score_adj (no CAP_SYS_RESOURCE): containerd will run with restrict_oom_score_adj, so system pods get no OOM protection".into(),
+    )]
+}
+
+fn conntrack(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    if !f.values.contains_key("conntrack_read_only") {
+        return Vec::new();
     }
+    vec![warning(
+        "ConntrackReadOnly",
+        "nf_conntrack_max cannot be written here (e.g. a container): kube-proxy will leave the conntrack limits alone (conntrack.maxPerCore: 0)".into(),
+    )]
+}
+
+fn cgroups(cluster: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
     match f.get("cgroup_fs") {
-        "cgroup2fs" => {}
-        "tmpfs" => out.push(warning(
+        "cgroup2fs" => Vec::new(),
+        "tmpfs" => vec![warning(
             "CgroupsV1",
             format!(
                 "the host uses cgroup v1, deprecated by Kubernetes and containerd 2.2: kubelet {} runs on it only with failCgroupV1: false, which provision sets; move the host to cgroup v2",
                 cluster.version
             ),
-        )),
-        other => out.push(error(
+        )],
+        other => vec![error(
             "Cgroups",
             format!("no cgroup filesystem at /sys/fs/cgroup ({other:?})"),
-        )),
+        )],
     }
+}
+
+fn cgroup_controllers(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
     let controllers: Vec<&str> = f.get("cgroup_controllers").split_whitespace().collect();
     let missing: Vec<&str> = ["cpu", "memory", "pids"]
         .into_iter()
         .filter(|c| !controllers.contains(c))
         .collect();
-    if !missing.is_empty() {
-        out.push(error(
-            "CgroupControllers",
-            format!(
-                "cgroup controllers missing or disabled: {}",
-                missing.join(", ")
-            ),
-        ));
+    if missing.is_empty() {
+        return Vec::new();
     }
-    for feature in ["overlay", "bridge", "br_netfilter", "vxlan"] {
-        if !f.features.iter().any(|x| x == feature) {
-            out.push(error(
+    vec![error(
+        "CgroupControllers",
+        format!(
+            "cgroup controllers missing or disabled: {}",
+            missing.join(", ")
+        ),
+    )]
+}
+
+fn kernel_features(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    ["overlay", "bridge", "br_netfilter", "vxlan"]
+        .into_iter()
+        .filter(|feature| !f.features.iter().any(|x| x == feature))
+        .map(|feature| {
+            error(
                 &format!("KernelFeature-{feature}"),
                 format!(
                     "the kernel has no {feature} (not built in, and modprobe could not load it)"
                 ),
-            ));
-        }
-    }
+            )
+        })
+        .collect()
+}
+
+fn hostname(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     let hostname = f.get("hostname");
     if !is_dns_subdomain(hostname) {
-        out.push(error(
+        vec![error(
             "Hostname",
-            format!("hostname {hostname:?} is not a valid lowercase RFC 1123 name: set one with hostnamectl"),
-        ));
+            format!(
+                "hostname {hostname:?} is not a valid lowercase RFC 1123 name: set one with hostnamectl"
+            ),
+        )]
     } else if hostname != host.name {
-        out.push(warning(
+        vec![warning(
             "Hostname",
             format!(
                 "hostname is {hostname:?}; the node will be registered as {:?}",
                 host.name
             ),
-        ));
+        )]
+    } else {
+        Vec::new()
     }
-    if f.get("machine_id").len() != 32 {
-        out.push(error(
-            "MachineID",
-            "/etc/machine-id is empty or malformed: run `systemd-machine-id-setup`".into(),
-        ));
+}
+
+fn machine_id(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    if f.get("machine_id").len() == 32 {
+        return Vec::new();
     }
-    if host.address.parse::<std::net::IpAddr>().is_ok() && !f.addresses.contains(&host.address) {
-        out.push(warning(
-            "NodeIP",
-            format!(
-                "{} is not an address of this host (NAT?): other nodes must reach it there",
-                host.address
-            ),
-        ));
+    vec![error(
+        "MachineID",
+        "/etc/machine-id is empty or malformed: run `systemd-machine-id-setup`".into(),
+    )]
+}
+
+fn node_ip(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
+    if host.address.parse::<std::net::IpAddr>().is_err() || f.addresses.contains(&host.address) {
+        return Vec::new();
     }
-    out
+    vec![warning(
+        "NodeIP",
+        format!(
+            "{} is not an address of this host (NAT?): other nodes must reach it there",
+            host.address
+        ),
+    )]
 }
 
 /// Checks that compare hosts: what no single-host tool can see.
