@@ -72,11 +72,16 @@ pub struct Endpoint {
 
 impl Endpoint {
     pub fn url(&self) -> String {
-        if self.host.contains(':') {
-            format!("https://[{}]:{}", self.host, self.port)
-        } else {
-            format!("https://{}:{}", self.host, self.port)
-        }
+        https_url(&self.host, self.port)
+    }
+}
+
+/// `https://host:port`, an IPv6 address in brackets.
+pub fn https_url(host: &str, port: u16) -> String {
+    if host.contains(':') {
+        format!("https://[{host}]:{port}")
+    } else {
+        format!("https://{host}:{port}")
     }
 }
 

@@ -8,12 +8,40 @@ use super::{Cni, NET_D};
 use crate::cluster::{Cluster, Host};
 use crate::host::probe::{Observed, Probe};
 use crate::host::{Action, Leftovers, UnitSpec};
-use crate::inventory::Overlay;
-use crate::render::render;
+use crate::inventory::Overlay as OverlayKind;
+use crate::render::render_typed;
 use crate::systemd::Unit;
 use serde::Serialize;
 
 pub struct Builtin;
+
+/// What `cni-bridge.conflist` and `pod-routes.sh` are rendered from.
+#[derive(Serialize)]
+struct Network {
+    pod_cidr: String,
+    gateway: String,
+    pod_subnet: String,
+    vxlan: bool,
+    /// The bridge's MTU: the overlay's, or 0 (the link's) without one.
+    mtu: u32,
+    peers: Vec<Peer>,
+    /// The VXLAN device's settings (its keys are absent without an overlay).
+    #[serde(flatten)]
+    overlay: Option<Overlay>,
+}
+
+#[derive(Serialize)]
+struct Overlay {
+    device: &'static str,
+    vni: u32,
+    port: u16,
+    local: String,
+    iface: String,
+    vx_addr: String,
+    mac: String,
+    #[serde(skip)]
+    mtu: u32,
+}
 
 pub const CONFLIST: &str = "/etc/cni/net.d/10-provision.conflist";
 pub const ROUTES_SCRIPT: &str = "/usr/local/lib/provision/pod-routes.sh";
@@ -69,7 +97,7 @@ impl Cni for Builtin {
     }
 
     fn probes(&self, cluster: &Cluster) -> Vec<Probe> {
-        if cluster.overlay == Overlay::Vxlan {
+        if cluster.overlay == OverlayKind::Vxlan {
             vec![Probe::Uplink]
         } else {
             Vec::new()
@@ -86,12 +114,7 @@ impl Cni for Builtin {
             host.pod_cidr.hosts().next().ok_or_else(|| {
                 format!("pod CIDR {} has no address for a gateway", host.pod_cidr)
             })?;
-        let vxlan = cluster.overlay == Overlay::Vxlan;
-        let mut t = tera::Context::new();
-        t.insert("pod_cidr", &host.pod_cidr.to_string());
-        t.insert("gateway", &gateway.to_string());
-        t.insert("pod_subnet", &cluster.pod_subnet.to_string());
-        t.insert("vxlan", &vxlan);
+        let vxlan = cluster.overlay == OverlayKind::Vxlan;
         let mut peers = Vec::new();
         for h in cluster.hosts.iter().filter(|h| h.name != host.name) {
             let (vx_addr, mac) = if vxlan {
@@ -112,23 +135,32 @@ impl Cni for Builtin {
                 mac,
             });
         }
-        t.insert("peers", &peers);
-        if vxlan {
+        let overlay = if vxlan {
             let (iface, link_mtu) = observed.uplink()?;
             let (vx_addr, mac) = overlay_identity(host)?;
-            // VXLAN over IPv4 adds 50 bytes to every packet
-            let mtu = cluster.vxlan.mtu.unwrap_or(link_mtu.saturating_sub(50));
-            t.insert("device", VXLAN_DEVICE);
-            t.insert("vni", &cluster.vxlan.vni);
-            t.insert("port", &cluster.vxlan.port);
-            t.insert("mtu", &mtu);
-            t.insert("local", &host.address);
-            t.insert("iface", &iface);
-            t.insert("vx_addr", &vx_addr);
-            t.insert("mac", &mac);
+            Some(Overlay {
+                device: VXLAN_DEVICE,
+                vni: cluster.vxlan.vni,
+                port: cluster.vxlan.port,
+                local: host.address.clone(),
+                iface,
+                vx_addr,
+                mac,
+                // VXLAN over IPv4 adds 50 bytes to every packet
+                mtu: cluster.vxlan.mtu.unwrap_or(link_mtu.saturating_sub(50)),
+            })
         } else {
-            t.insert("mtu", &0);
-        }
+            None
+        };
+        let t = Network {
+            pod_cidr: host.pod_cidr.to_string(),
+            gateway: gateway.to_string(),
+            pod_subnet: cluster.pod_subnet.to_string(),
+            vxlan,
+            mtu: overlay.as_ref().map_or(0, |o| o.mtu),
+            peers,
+            overlay,
+        };
         // not network-online.target: waiting for every link to be online can hold the overlay
         // back for minutes after a reboot while pods already run; it needs only the uplink
         let unit = Unit::new(
@@ -145,9 +177,9 @@ impl Cni for Builtin {
         ]);
         let mut actions = vec![
             Action::dir(NET_D, 0o755),
-            Action::file(CONFLIST, render("cni-bridge.conflist", &t), 0o644),
+            Action::file(CONFLIST, render_typed("cni-bridge.conflist", &t), 0o644),
             Action::dir("/usr/local/lib/provision", 0o755),
-            Action::file(ROUTES_SCRIPT, render("pod-routes.sh", &t), 0o755),
+            Action::file(ROUTES_SCRIPT, render_typed("pod-routes.sh", &t), 0o755),
             Action::file(ROUTES_UNIT, unit.render(), 0o644),
             Action::Unit(UnitSpec {
                 name: format!("{ROUTES_SERVICE}.service"),

@@ -5,13 +5,13 @@ use super::{Cni, manifest_context};
 use crate::catalog::CALICO;
 use crate::cluster::{Cluster, Host};
 use crate::host::Leftovers;
-use crate::render::render;
+use crate::render::render_typed;
 use serde::Serialize;
 
 pub struct Calico;
 
 #[derive(Serialize)]
-struct Crd {
+pub(crate) struct Crd {
     plural: &'static str,
     kind: &'static str,
     scope: &'static str,
@@ -85,8 +85,8 @@ impl Cni for Calico {
                 scope: if *namespaced { "Namespaced" } else { "Cluster" },
             })
             .collect();
-        t.insert("crds", &crds);
-        Some(render("calico.yaml", &t))
+        t.crds = crds;
+        Some(render_typed("calico.yaml", &t))
     }
 
     fn leftovers(&self) -> Leftovers {

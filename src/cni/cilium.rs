@@ -5,7 +5,7 @@ use super::{Cni, manifest_context};
 use crate::catalog::CILIUM;
 use crate::cluster::{Cluster, Host};
 use crate::host::Leftovers;
-use crate::render::render;
+use crate::render::render_typed;
 
 pub struct Cilium;
 
@@ -29,7 +29,10 @@ impl Cni for Cilium {
     }
 
     fn manifest(&self, cluster: &Cluster) -> Option<String> {
-        Some(render("cilium.yaml", &manifest_context(cluster, self)))
+        Some(render_typed(
+            "cilium.yaml",
+            &manifest_context(cluster, self),
+        ))
     }
 
     fn leftovers(&self) -> Leftovers {

@@ -4,7 +4,7 @@ use super::{Cni, manifest_context};
 use crate::catalog::{FLANNEL, FLANNEL_CNI_PLUGIN};
 use crate::cluster::{Cluster, Host};
 use crate::host::Leftovers;
-use crate::render::render;
+use crate::render::render_typed;
 
 pub struct Flannel;
 
@@ -28,7 +28,10 @@ impl Cni for Flannel {
     }
 
     fn manifest(&self, cluster: &Cluster) -> Option<String> {
-        Some(render("flannel.yaml", &manifest_context(cluster, self)))
+        Some(render_typed(
+            "flannel.yaml",
+            &manifest_context(cluster, self),
+        ))
     }
 
     fn leftovers(&self) -> Leftovers {

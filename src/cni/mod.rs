@@ -95,18 +95,32 @@ pub fn enforcing(all: &[&dyn Cni]) -> String {
 /// subnet, the per-node block size, VXLAN VNI and port, the MTU) and its images. Each node's
 /// pod range is its Node's spec.podCIDR, which the kubelet phase sets from the inventory, so
 /// every network and the inventory agree on it.
-pub(crate) fn manifest_context(cluster: &Cluster, cni: &dyn Cni) -> tera::Context {
-    let mut t = tera::Context::new();
-    let images: std::collections::BTreeMap<&str, String> = cni.images().into_iter().collect();
-    t.insert("images", &images);
-    t.insert("cluster_name", &cluster.name);
-    t.insert("pod_subnet", &cluster.pod_subnet.to_string());
-    t.insert("block_size", &cluster.node_cidr_mask_size);
-    t.insert("vni", &cluster.vxlan.vni);
-    t.insert("port", &cluster.vxlan.port);
-    // 0: each network finds the MTU of the node's interface and subtracts its overhead
-    t.insert("mtu", &cluster.vxlan.mtu.unwrap_or(0));
-    t
+pub(crate) fn manifest_context<'a>(cluster: &'a Cluster, cni: &dyn Cni) -> Manifest<'a> {
+    Manifest {
+        images: cni.images().into_iter().collect(),
+        cluster_name: &cluster.name,
+        pod_subnet: cluster.pod_subnet.to_string(),
+        block_size: cluster.node_cidr_mask_size,
+        vni: cluster.vxlan.vni,
+        port: cluster.vxlan.port,
+        // 0: each network finds the MTU of the node's interface and subtracts its overhead
+        mtu: cluster.vxlan.mtu.unwrap_or(0),
+        crds: Vec::new(),
+    }
+}
+
+/// What a pod network's manifest is rendered from.
+#[derive(serde::Serialize)]
+pub(crate) struct Manifest<'a> {
+    images: std::collections::BTreeMap<&'static str, String>,
+    cluster_name: &'a str,
+    pod_subnet: String,
+    block_size: u8,
+    vni: u32,
+    port: u16,
+    mtu: u32,
+    /// Calico's custom resource types.
+    pub(crate) crds: Vec<calico::Crd>,
 }
 
 /// The manifest of the cluster's network, or None when it is configured on the hosts.

@@ -8,7 +8,7 @@ use super::step::{After, Applied, Step};
 use super::{Phase, Work};
 use crate::api::{apply_manifest, client};
 use crate::cluster::{BundleSource, Cluster, Host};
-use crate::render::render;
+use crate::render::render_typed;
 use crate::run::Ctx;
 
 pub fn phase() -> Phase {
@@ -46,11 +46,20 @@ async fn coredns_image(ctx: &Ctx, host: &Host) -> Result<Result<String, String>,
 
 /// The CoreDNS manifest for this cluster.
 pub fn coredns_manifest(cluster: &Cluster, image: &str) -> String {
-    let mut t = tera::Context::new();
-    t.insert("image", image);
-    t.insert("dns_domain", &cluster.dns_domain);
-    t.insert("dns_ip", &cluster.dns_service_ip.to_string());
-    render("coredns.yaml", &t)
+    #[derive(serde::Serialize)]
+    struct CoreDns<'a> {
+        image: &'a str,
+        dns_domain: &'a str,
+        dns_ip: String,
+    }
+    render_typed(
+        "coredns.yaml",
+        &CoreDns {
+            image,
+            dns_domain: &cluster.dns_domain,
+            dns_ip: cluster.dns_service_ip.to_string(),
+        },
+    )
 }
 
 impl Addons {

@@ -9,7 +9,7 @@ use crate::cluster::{API_PORT, Cluster, Host};
 use crate::host::probe::Observed;
 use crate::host::{Action, UnitSpec};
 use crate::paths;
-use crate::render::render;
+use crate::render::{render, render_typed};
 use crate::run::Ctx;
 use crate::systemd::{self, Unit};
 use base64::Engine;
@@ -158,13 +158,20 @@ impl Encryption {
 
 fn new_encryption_config() -> String {
     let key: [u8; 32] = rand::random();
-    let mut t = tera::Context::new();
-    t.insert("key_name", "key1");
-    t.insert(
-        "key",
+    encryption_config(
+        "key1",
         &base64::engine::general_purpose::STANDARD.encode(key),
-    );
-    render("encryption-config.yaml", &t)
+    )
+}
+
+/// The encryption configuration with one aescbc key (base64) named `key_name`.
+pub(crate) fn encryption_config(key_name: &str, key: &str) -> String {
+    #[derive(serde::Serialize)]
+    struct Encryption<'a> {
+        key_name: &'a str,
+        key: &'a str,
+    }
+    render_typed("encryption-config.yaml", &Encryption { key_name, key })
 }
 
 #[async_trait::async_trait]
@@ -219,7 +226,7 @@ impl Step for ControlPlane {
             Action::secret_file(ENCRYPTION_CONFIG, encryption.for_host(cluster, host)?),
             Action::file(
                 AUDIT_POLICY,
-                render("audit-policy.yaml", &tera::Context::new()),
+                render("audit-policy.yaml", &Default::default()),
                 0o644,
             ),
             Action::dir("/var/log/kubernetes", 0o700),

@@ -26,11 +26,7 @@ pub fn phase() -> Phase {
 pub(crate) struct Etcd;
 
 pub fn url(address: &str, port: u16) -> String {
-    if address.contains(':') {
-        format!("https://[{address}]:{port}")
-    } else {
-        format!("https://{address}:{port}")
-    }
+    crate::cluster::https_url(address, port)
 }
 
 /// etcdctl with the healthcheck client's credentials, against the local member.

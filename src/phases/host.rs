@@ -6,7 +6,7 @@ use super::{Phase, Work};
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
 use crate::paths;
-use crate::render::render;
+use crate::render::render_typed;
 use serde::Serialize;
 
 pub const SYSCTL_FILE: &str = "/etc/sysctl.d/99-provision.conf";
@@ -64,16 +64,21 @@ pub fn phase() -> Phase {
     }
 }
 
+/// What `modules-load.conf` and `sysctl.conf` are rendered from.
+#[derive(Serialize)]
+struct KernelFiles {
+    modules: Vec<&'static str>,
+    sysctls: &'static [Sysctl],
+}
+
 pub(crate) fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
-    let mut ctx = tera::Context::new();
-    ctx.insert(
-        "modules",
-        &MODULES.iter().map(|(m, _)| *m).collect::<Vec<_>>(),
-    );
-    ctx.insert("sysctls", SYSCTLS);
+    let ctx = KernelFiles {
+        modules: MODULES.iter().map(|(m, _)| *m).collect(),
+        sysctls: SYSCTLS,
+    };
     let mut actions = vec![Action::file(
         MODULES_FILE,
-        render("modules-load.conf", &ctx),
+        render_typed("modules-load.conf", &ctx),
         0o644,
     )];
     for (module, present) in MODULES {
@@ -87,7 +92,7 @@ pub(crate) fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
     }
     actions.push(Action::file(
         SYSCTL_FILE,
-        render("sysctl.conf", &ctx),
+        render_typed("sysctl.conf", &ctx),
         0o644,
     ));
     actions.extend(SYSCTLS.iter().map(|s| Action::sysctl(s.key, s.value)));
@@ -112,17 +117,18 @@ mod tests {
 
     #[test]
     fn sysctl_file_lists_every_parameter() {
-        let mut ctx = tera::Context::new();
-        ctx.insert("modules", &["overlay"]);
-        ctx.insert("sysctls", SYSCTLS);
-        let text = render("sysctl.conf", &ctx);
+        let ctx = KernelFiles {
+            modules: vec!["overlay"],
+            sysctls: SYSCTLS,
+        };
+        let text = render_typed("sysctl.conf", &ctx);
         assert!(text.contains("net.ipv4.ip_forward = 1\n"), "{text}");
         assert!(
             text.contains("net.bridge.bridge-nf-call-iptables = 1\n"),
             "{text}"
         );
         assert_eq!(
-            render("modules-load.conf", &ctx).lines().last(),
+            render_typed("modules-load.conf", &ctx).lines().last(),
             Some("overlay")
         );
     }

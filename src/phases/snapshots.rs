@@ -135,12 +135,9 @@ fn manifests() {
         "coredns",
         super::addons::coredns_manifest(&c, "registry.k8s.io/coredns/coredns:v1.14.6")
     );
-    let mut t = tera::Context::new();
-    t.insert("key_name", "key1");
-    t.insert("key", "(32 random bytes, base64)");
     insta::assert_snapshot!(
         "encryption-config",
-        crate::render::render("encryption-config.yaml", &t)
+        control_plane::encryption_config("key1", "(32 random bytes, base64)")
     );
     for name in ["flannel", "calico", "cilium"] {
         let c = cluster(&format!("  cni: {{name: {name}}}\n"));

@@ -83,12 +83,7 @@ impl KubeconfigKind {
     pub fn server(self, cluster: &Cluster, host: &Host) -> String {
         match self {
             KubeconfigKind::ControllerManager | KubeconfigKind::Scheduler => {
-                let h = &host.address;
-                if h.contains(':') {
-                    format!("https://[{h}]:{API_PORT}")
-                } else {
-                    format!("https://{h}:{API_PORT}")
-                }
+                crate::cluster::https_url(&host.address, API_PORT)
             }
             _ => cluster.endpoint.url(),
         }

@@ -7,15 +7,27 @@ use crate::cluster::{Cluster, Host};
 use crate::host::probe::{Observed, Probe};
 use crate::host::{Action, Leftovers, UnitSpec};
 use crate::inventory::RuntimeClass;
-use crate::render::render;
+use crate::render::render_typed;
 use crate::ssh::shell_quote;
 use crate::systemd::Unit;
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 pub const CONFIG: &str = "/etc/containerd/config.toml";
 pub const UNIT: &str = "/etc/systemd/system/containerd.service";
 pub const SOCKET: &str = "unix:///run/containerd/containerd.sock";
 
 pub struct Containerd;
+
+/// What `containerd-config.toml` is rendered from.
+#[derive(Serialize)]
+struct Config<'a> {
+    sandbox_image: &'a str,
+    restrict_oom_score_adj: bool,
+    gvisor: bool,
+    kata: bool,
+    mirrors: &'a BTreeMap<String, Vec<String>>,
+}
 
 impl Runtime for Containerd {
     fn name(&self) -> &'static str {
@@ -60,13 +72,14 @@ impl Runtime for Containerd {
         images: &Images,
     ) -> Result<Vec<Action>, String> {
         let cond = observed.conditions()?;
-        let mut t = tera::Context::new();
-        t.insert("sandbox_image", &images.sandbox);
-        t.insert("restrict_oom_score_adj", &!cond.can_lower_oom_score);
         let classes = &cluster.runtime_classes;
-        t.insert("gvisor", &classes.contains(&RuntimeClass::Gvisor));
-        t.insert("kata", &classes.contains(&RuntimeClass::Kata));
-        t.insert("mirrors", &cluster.registry_mirrors);
+        let config = Config {
+            sandbox_image: &images.sandbox,
+            restrict_oom_score_adj: !cond.can_lower_oom_score,
+            gvisor: classes.contains(&RuntimeClass::Gvisor),
+            kata: classes.contains(&RuntimeClass::Kata),
+            mirrors: &cluster.registry_mirrors,
+        };
         let unit = Unit::new("containerd container runtime", "/usr/local/bin/containerd")
             .after(&["network.target", "local-fs.target"])
             .exec_start_pre(&["-/sbin/modprobe overlay"])
@@ -85,7 +98,11 @@ impl Runtime for Containerd {
             ]);
         let mut actions = vec![
             Action::dir("/etc/containerd", 0o755),
-            Action::file(CONFIG, render("containerd-config.toml", &t), 0o644),
+            Action::file(
+                CONFIG,
+                render_typed("containerd-config.toml", &config),
+                0o644,
+            ),
             Action::file(UNIT, unit.render(), 0o644),
             crictl_config(SOCKET),
             Action::dir(crate::cni::NET_D, 0o755),
@@ -145,16 +162,18 @@ mod tests {
 
     #[test]
     fn containerd_config_has_the_runtimes_and_the_oom_clamp_only_when_asked() {
-        let mut t = tera::Context::new();
-        t.insert("sandbox_image", "registry.k8s.io/pause:3.10.2");
-        t.insert("restrict_oom_score_adj", &false);
-        t.insert("gvisor", &true);
-        t.insert("kata", &false);
-        t.insert(
-            "mirrors",
-            &std::collections::BTreeMap::from([("docker.io", vec!["https://m.example.com"])]),
-        );
-        let text = render("containerd-config.toml", &t);
+        let mirrors = BTreeMap::from([(
+            "docker.io".to_string(),
+            vec!["https://m.example.com".to_string()],
+        )]);
+        let mut config = Config {
+            sandbox_image: "registry.k8s.io/pause:3.10.2",
+            restrict_oom_score_adj: false,
+            gvisor: true,
+            kata: false,
+            mirrors: &mirrors,
+        };
+        let text = render_typed("containerd-config.toml", &config);
         assert!(text.contains("SystemdCgroup = true"), "{text}");
         assert!(
             text.contains("runtimes.runsc]\n        runtime_type = \"io.containerd.runsc.v1\""),
@@ -168,7 +187,10 @@ mod tests {
             text.contains("endpoint = [\"https://m.example.com\"]"),
             "{text}"
         );
-        t.insert("restrict_oom_score_adj", &true);
-        assert!(render("containerd-config.toml", &t).contains("restrict_oom_score_adj = true"));
+        config.restrict_oom_score_adj = true;
+        assert!(
+            render_typed("containerd-config.toml", &config)
+                .contains("restrict_oom_score_adj = true")
+        );
     }
 }

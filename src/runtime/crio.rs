@@ -7,8 +7,10 @@ use crate::cluster::{Cluster, Host};
 use crate::host::probe::Observed;
 use crate::host::{Action, Leftovers, UnitSpec};
 use crate::inventory::RuntimeClass;
-use crate::render::render;
+use crate::render::render_typed;
 use crate::systemd::Unit;
+use serde::Serialize;
+use std::collections::BTreeMap;
 
 pub const CRIO_CONFIG: &str = "/etc/crio/crio.conf.d/10-provision.conf";
 pub const CRIO_UNIT: &str = "/etc/systemd/system/crio.service";
@@ -17,6 +19,14 @@ pub const CRIO_REGISTRIES: &str = "/etc/containers/registries.conf.d/10-provisio
 const CRIO_POLICY: &str = "/etc/containers/policy.json";
 
 pub struct CriO;
+
+/// What `crio.conf` and `registries.conf` are rendered from.
+#[derive(Serialize)]
+struct Config<'a> {
+    sandbox_image: &'a str,
+    kata: bool,
+    mirrors: &'a BTreeMap<String, Vec<String>>,
+}
 
 impl Runtime for CriO {
     fn name(&self) -> &'static str {
@@ -54,10 +64,11 @@ impl Runtime for CriO {
         images: &Images,
     ) -> Result<Vec<Action>, String> {
         let classes = &cluster.runtime_classes;
-        let mut t = tera::Context::new();
-        t.insert("sandbox_image", &images.sandbox);
-        t.insert("kata", &classes.contains(&RuntimeClass::Kata));
-        t.insert("mirrors", &cluster.registry_mirrors);
+        let t = Config {
+            sandbox_image: &images.sandbox,
+            kata: classes.contains(&RuntimeClass::Kata),
+            mirrors: &cluster.registry_mirrors,
+        };
         let unit = Unit::new("CRI-O container runtime", "/usr/local/bin/crio")
             .after_and_wants(&["network-online.target"])
             .service(&[
@@ -72,10 +83,10 @@ impl Runtime for CriO {
         let actions = vec![
             Action::dir("/etc/crio", 0o755),
             Action::dir("/etc/crio/crio.conf.d", 0o755),
-            Action::file(CRIO_CONFIG, render("crio.conf", &t), 0o644),
+            Action::file(CRIO_CONFIG, render_typed("crio.conf", &t), 0o644),
             Action::dir("/etc/containers", 0o755),
             Action::dir("/etc/containers/registries.conf.d", 0o755),
-            Action::file(CRIO_REGISTRIES, render("registries.conf", &t), 0o644),
+            Action::file(CRIO_REGISTRIES, render_typed("registries.conf", &t), 0o644),
             // accept images as pulled (the default of the distributions' packages)
             Action::file(
                 CRIO_POLICY,

@@ -76,13 +76,12 @@ pub fn unit_name(name: RuntimeName) -> String {
 
 /// crictl's configuration for a runtime's socket.
 fn crictl_config(socket: &str) -> Action {
-    let mut t = tera::Context::new();
-    t.insert("endpoint", socket);
-    Action::file(
-        CRICTL_CONFIG,
-        crate::render::render("crictl.yaml", &t),
-        0o644,
-    )
+    #[derive(serde::Serialize)]
+    struct Crictl<'a> {
+        endpoint: &'a str,
+    }
+    let text = crate::render::render_typed("crictl.yaml", &Crictl { endpoint: socket });
+    Action::file(CRICTL_CONFIG, text, 0o644)
 }
 
 #[cfg(test)]

@@ -12,13 +12,14 @@ use crate::host::{Action, UnitSpec};
 use crate::pki::CaKind;
 use crate::pki::kubeconfig::KubeconfigKind;
 use crate::pki::token::BootstrapToken;
-use crate::render::render;
+use crate::render::render_typed;
 use crate::run::Ctx;
 use crate::runtime;
 use crate::systemd::{self, Unit};
 use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
+use serde::Serialize;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use proxy::{PROXY_UNIT, kube_proxy_phase};
@@ -110,6 +111,17 @@ pub(crate) struct Bootstrap {
     cluster_ca: Option<String>,
 }
 
+/// What `kubelet-config.yaml` is rendered from.
+#[derive(Serialize)]
+struct KubeletConfig<'a> {
+    dns_ip: String,
+    dns_domain: &'a str,
+    server_tls_bootstrap: bool,
+    runtime_endpoint: &'a str,
+    fail_swap_on: bool,
+    allow_cgroup_v1: bool,
+}
+
 /// The cluster CA on a node.
 use crate::paths::CA_CERT as NODE_CA;
 
@@ -170,15 +182,17 @@ impl Step for Kubelet {
         bootstrap: &Bootstrap,
     ) -> Result<Desired, String> {
         let cond = observed.conditions()?;
-        let mut t = tera::Context::new();
-        t.insert("dns_ip", &c.dns_service_ip.to_string());
-        t.insert("dns_domain", &c.dns_domain);
-        // a serving certificate from the cluster CA, rotated like the client's (approved below)
-        t.insert("server_tls_bootstrap", &true);
-        t.insert("runtime_endpoint", runtime::of(c.runtime).socket());
-        t.insert("fail_swap_on", &!cond.swap_on);
-        // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
-        t.insert("allow_cgroup_v1", &cond.cgroup_v1);
+        let t = KubeletConfig {
+            dns_ip: c.dns_service_ip.to_string(),
+            dns_domain: &c.dns_domain,
+            // a serving certificate from the cluster CA, rotated like the client's (approved
+            // in `serving`)
+            server_tls_bootstrap: true,
+            runtime_endpoint: runtime::of(c.runtime).socket(),
+            fail_swap_on: !cond.swap_on,
+            // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
+            allow_cgroup_v1: cond.cgroup_v1,
+        };
         let mut args = vec![
             format!("--config={CONFIG}"),
             format!("--kubeconfig={KUBECONFIG}"),
@@ -210,7 +224,7 @@ impl Step for Kubelet {
         let mut actions = vec![
             Action::dir(STATE_DIR, 0o700),
             Action::dir(crate::paths::MANIFESTS_DIR, 0o755),
-            Action::file(CONFIG, render("kubelet-config.yaml", &t), 0o644),
+            Action::file(CONFIG, render_typed("kubelet-config.yaml", &t), 0o644),
             Action::file(UNIT, unit, 0o644),
         ];
         // a node without credentials of its own joins with a token (TLS bootstrap)

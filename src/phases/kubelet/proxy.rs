@@ -18,6 +18,15 @@ pub fn kube_proxy_phase() -> Phase {
 
 pub(crate) struct KubeProxy;
 
+/// What `kube-proxy-config.yaml` is rendered from.
+#[derive(Serialize)]
+struct ProxyConfig<'a> {
+    mode: &'a str,
+    pod_subnet: String,
+    node_name: &'a str,
+    conntrack_read_only: bool,
+}
+
 #[async_trait::async_trait]
 impl Step for KubeProxy {
     type Shared = ();
@@ -35,11 +44,12 @@ impl Step for KubeProxy {
     ) -> Result<Desired, String> {
         let cond = observed.conditions()?;
         let mode = if cond.has_nft { "nftables" } else { "iptables" };
-        let mut t = tera::Context::new();
-        t.insert("mode", mode);
-        t.insert("pod_subnet", &c.pod_subnet.to_string());
-        t.insert("node_name", &host.name);
-        t.insert("conntrack_read_only", &!cond.conntrack_writable);
+        let t = ProxyConfig {
+            mode,
+            pod_subnet: c.pod_subnet.to_string(),
+            node_name: &host.name,
+            conntrack_read_only: !cond.conntrack_writable,
+        };
         let args = vec![format!("--config={PROXY_CONFIG}")];
         let unit = unit_text(
             "kube-proxy: Services on this node",
@@ -49,7 +59,11 @@ impl Step for KubeProxy {
         );
         Ok(vec![
             Action::dir("/var/lib/kube-proxy", 0o755),
-            Action::file(PROXY_CONFIG, render("kube-proxy-config.yaml", &t), 0o644),
+            Action::file(
+                PROXY_CONFIG,
+                render_typed("kube-proxy-config.yaml", &t),
+                0o644,
+            ),
             Action::file(PROXY_UNIT, unit, 0o644),
             Action::Unit(UnitSpec {
                 name: "kube-proxy.service".into(),

@@ -119,13 +119,12 @@ impl ForgetKubeconfig {
         let Ok(text) = std::fs::read_to_string(path) else {
             return Ok(None);
         };
-        let ca_path = paths::CA_CERT.to_string();
-        let (_, files) = ctx.read_first(std::slice::from_ref(&ca_path)).await?;
-        let Some(ca) = files.get(&ca_path) else {
+        // a cluster without a CA (or one that cannot be read) owns no kubeconfig: keep the file
+        let Ok(ca) = ctx.ca(crate::pki::CaKind::Kubernetes, false).await else {
             return Ok(None);
         };
         let ours = crate::pki::kubeconfig::parse(&text)
-            .is_ok_and(|k| k.ca_pem.trim() == String::from_utf8_lossy(ca).trim());
+            .is_ok_and(|k| k.ca_pem.trim() == ca.cert_pem.trim());
         Ok(ours.then(|| path.clone()))
     }
 }
