@@ -3,6 +3,9 @@
 //! Commands run through `sh -c` (and `sudo -n` for non-root users). Secrets never appear on a
 //! command line: file contents travel on stdin.
 
+mod auth;
+mod connect;
+mod error;
 pub mod known_hosts;
 
 use crate::cluster::{Bastion, SshTarget};
@@ -16,106 +19,16 @@ use std::time::Duration;
 use thiserror::Error;
 use tokio::time::timeout;
 
+use auth::authenticate;
+use connect::{Hop, KeyChecker, bastion_hop, handshake, tcp};
+pub use error::{HostKeyProblem, SshError};
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum HostKeyPolicy {
     /// Refuse hosts whose key is not recorded (the default).
     Strict,
     /// Record keys of unknown hosts; still refuse changed keys.
     AcceptNew,
-}
-
-#[derive(Debug, Error)]
-pub enum SshError {
-    #[error("cannot connect to {host} ({addr}): {detail}")]
-    Connect {
-        host: String,
-        addr: String,
-        detail: String,
-    },
-    #[error("{host}: {what} timed out after {seconds}s")]
-    Timeout {
-        host: String,
-        what: String,
-        seconds: u64,
-    },
-    #[error("{}", unknown_key_message(.0))]
-    UnknownHostKey(Box<HostKeyProblem>),
-    #[error("{}", changed_key_message(.0))]
-    ChangedHostKey(Box<HostKeyProblem>),
-    #[error("{} ({}): the host key {} is marked @revoked at line {} of {}", .0.host, .0.addr, .0.fingerprint, .0.line, .0.file.display())]
-    RevokedHostKey(Box<HostKeyProblem>),
-    #[error("{host}: cannot read {file}: {detail}")]
-    KnownHosts {
-        host: String,
-        file: PathBuf,
-        detail: String,
-    },
-    #[error(
-        "{host}: authentication as {user} failed (tried: {tried}).\n  Give the key in spec.ssh.identityFile, or add it to ssh-agent"
-    )]
-    Auth {
-        host: String,
-        user: String,
-        tried: String,
-    },
-    #[error("{host}: cannot use the key {file}: {detail}")]
-    Key {
-        host: String,
-        file: PathBuf,
-        detail: String,
-    },
-    #[error(
-        "{host}: sudo asks {user} for a password.\n  Allow passwordless sudo for {user} (e.g. '{user} ALL=(ALL) NOPASSWD:ALL' in /etc/sudoers.d/), or log in as root"
-    )]
-    SudoPassword { host: String, user: String },
-    #[error("{host}: `{command}` exited with status {status}: {stderr}")]
-    Command {
-        host: String,
-        command: String,
-        status: u32,
-        stderr: String,
-    },
-    #[error("{host}: the SSH connection failed: {detail}")]
-    Channel { host: String, detail: String },
-}
-
-/// A host key that could not be trusted, with what the user needs to fix it.
-#[derive(Debug)]
-pub struct HostKeyProblem {
-    pub host: String,
-    /// `address:port` as connected
-    pub addr: String,
-    pub address: String,
-    pub port: u16,
-    pub fingerprint: String,
-    pub file: PathBuf,
-    /// The known_hosts line that records another key (changed) or revokes this one.
-    pub line: usize,
-}
-
-fn unknown_key_message(p: &HostKeyProblem) -> String {
-    format!(
-        "{} ({}): the host key is not known ({}).\n  Check the fingerprint with the host's owner, then record it:\n    ssh-keyscan -p {} {} >> {}\n  or run again with --accept-new-host-keys to record it on first use",
-        p.host,
-        p.addr,
-        p.fingerprint,
-        p.port,
-        p.address,
-        p.file.display()
-    )
-}
-
-fn changed_key_message(p: &HostKeyProblem) -> String {
-    format!(
-        "{} ({}): THE HOST KEY HAS CHANGED: the server offers {}, line {} of {} records another key.\n  Someone may be intercepting the connection. If the host was reinstalled, remove the old key:\n    ssh-keygen -R {} -f {}\n  and run again",
-        p.host,
-        p.addr,
-        p.fingerprint,
-        p.line,
-        p.file.display(),
-        known_hosts::host_key_name(&p.address, p.port),
-        p.file.display()
-    )
 }
 
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
@@ -145,62 +58,6 @@ impl Output {
     }
 }
 
-/// The host-key check russh calls during the handshake; the verdict is kept for the error.
-struct KeyChecker {
-    known_hosts: PathBuf,
-    host: String,
-    port: u16,
-    policy: HostKeyPolicy,
-    outcome: Arc<Mutex<Option<Result<(), SshErrorSeed>>>>,
-}
-
-/// The parts of a host-key error known inside the handler.
-#[derive(Debug, Clone)]
-enum SshErrorSeed {
-    Unknown(String),
-    Changed(String, usize),
-    Revoked(String, usize),
-    Io(String),
-    Certificate,
-}
-
-impl client::Handler for KeyChecker {
-    type Error = russh::Error;
-
-    async fn check_server_key(
-        &mut self,
-        key: &russh::keys::PublicKeyOrCertificate,
-    ) -> Result<bool, Self::Error> {
-        let verdict = match key {
-            russh::keys::PublicKeyOrCertificate::PublicKey { key, .. } => self.verify(key),
-            russh::keys::PublicKeyOrCertificate::Certificate(_) => Err(SshErrorSeed::Certificate),
-        };
-        let ok = verdict.is_ok();
-        *self.outcome.lock().unwrap_or_else(|e| e.into_inner()) = Some(verdict);
-        Ok(ok)
-    }
-}
-
-impl KeyChecker {
-    fn verify(&self, key: &PublicKey) -> Result<(), SshErrorSeed> {
-        let fp = known_hosts::fingerprint(key);
-        match known_hosts::check(&self.known_hosts, &self.host, self.port, key) {
-            Err(e) => Err(SshErrorSeed::Io(e.to_string())),
-            Ok(known_hosts::Verdict::Trusted) => Ok(()),
-            Ok(known_hosts::Verdict::Changed { line }) => Err(SshErrorSeed::Changed(fp, line)),
-            Ok(known_hosts::Verdict::Revoked { line }) => Err(SshErrorSeed::Revoked(fp, line)),
-            Ok(known_hosts::Verdict::Unknown) => match self.policy {
-                HostKeyPolicy::Strict => Err(SshErrorSeed::Unknown(fp)),
-                HostKeyPolicy::AcceptNew => {
-                    known_hosts::append(&self.known_hosts, &self.host, self.port, key)
-                        .map_err(|e| SshErrorSeed::Io(e.to_string()))?;
-                    Ok(())
-                }
-            },
-        }
-    }
-}
-
 /// An authenticated connection to one host.
 pub struct Session {
     handle: Handle<KeyChecker>,
@@ -210,35 +67,6 @@ pub struct Session {
     user: String,
     sudo: bool,
     command_timeout: Duration,
-}
-
-fn config() -> Arc<client::Config> {
-    Arc::new(client::Config {
-        keepalive_interval: Some(Duration::from_secs(15)),
-        keepalive_max: 4,
-        nodelay: true,
-        // AES-GCM first: with AES-NI on both ends it costs a fraction of ChaCha20's CPU per
-        // byte, which decides how fast artifacts reach several hosts at once
-        preferred: russh::Preferred {
-            cipher: std::borrow::Cow::Borrowed(&[
-                russh::cipher::AES_128_GCM,
-                russh::cipher::AES_256_GCM,
-                russh::cipher::CHACHA20_POLY1305,
-                russh::cipher::AES_256_CTR,
-                russh::cipher::AES_128_CTR,
-            ]),
-            ..Default::default()
-        },
-        ..Default::default()
-    })
-}
-
-struct Hop<'a> {
-    label: String,
-    address: &'a str,
-    port: u16,
-    user: &'a str,
-    identity: Option<&'a Path>,
 }
 
 impl Session {
@@ -488,205 +316,6 @@ impl Session {
             detail: e.to_string(),
         }
     }
-}
-
-fn bastion_hop<'a>(name: &str, b: &'a Bastion) -> Hop<'a> {
-    Hop {
-        label: format!("{name} (bastion {})", b.address),
-        address: &b.address,
-        port: b.port,
-        user: &b.user,
-        identity: b.identity_file.as_deref(),
-    }
-}
-
-async fn tcp(hop: &Hop<'_>, limit: Duration) -> Result<tokio::net::TcpStream, SshError> {
-    let addr = format!("{}:{}", hop.address, hop.port);
-    let stream = timeout(
-        limit,
-        tokio::net::TcpStream::connect((hop.address, hop.port)),
-    )
-    .await
-    .map_err(|_| SshError::Timeout {
-        host: hop.label.clone(),
-        what: format!("connecting to {addr}"),
-        seconds: limit.as_secs(),
-    })?
-    .map_err(|e| SshError::Connect {
-        host: hop.label.clone(),
-        addr: addr.clone(),
-        detail: e.to_string(),
-    })?;
-    let _ = stream.set_nodelay(true);
-    Ok(stream)
-}
-
-async fn handshake<S>(
-    hop: &Hop<'_>,
-    stream: S,
-    known_hosts_file: &Path,
-    policy: HostKeyPolicy,
-    limit: Duration,
-) -> Result<Handle<KeyChecker>, SshError>
-where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    let addr = format!("{}:{}", hop.address, hop.port);
-    let outcome = Arc::new(Mutex::new(None));
-    let checker = KeyChecker {
-        known_hosts: known_hosts_file.to_path_buf(),
-        host: hop.address.to_string(),
-        port: hop.port,
-        policy,
-        outcome: outcome.clone(),
-    };
-    let result = timeout(limit, client::connect_stream(config(), stream, checker))
-        .await
-        .map_err(|_| SshError::Timeout {
-            host: hop.label.clone(),
-            what: format!("the SSH handshake with {addr}"),
-            seconds: limit.as_secs(),
-        })?;
-    let seed = outcome.lock().unwrap_or_else(|e| e.into_inner()).clone();
-    let mut handle = match (result, seed) {
-        (_, Some(Err(seed))) => return Err(host_key_error(hop, &addr, known_hosts_file, seed)),
-        (Ok(h), _) => h,
-        (Err(e), _) => {
-            return Err(SshError::Connect {
-                host: hop.label.clone(),
-                addr,
-                detail: e.to_string(),
-            });
-        }
-    };
-    authenticate(hop, &mut handle).await?;
-    Ok(handle)
-}
-
-fn host_key_error(hop: &Hop<'_>, addr: &str, file: &Path, seed: SshErrorSeed) -> SshError {
-    let problem = |fingerprint: String, line: usize| {
-        Box::new(HostKeyProblem {
-            host: hop.label.clone(),
-            addr: addr.to_string(),
-            address: hop.address.to_string(),
-            port: hop.port,
-            fingerprint,
-            file: file.to_path_buf(),
-            line,
-        })
-    };
-    match seed {
-        SshErrorSeed::Unknown(fp) => SshError::UnknownHostKey(problem(fp, 0)),
-        SshErrorSeed::Changed(fp, line) => SshError::ChangedHostKey(problem(fp, line)),
-        SshErrorSeed::Revoked(fp, line) => SshError::RevokedHostKey(problem(fp, line)),
-        SshErrorSeed::Io(detail) => SshError::KnownHosts {
-            host: hop.label.clone(),
-            file: file.to_path_buf(),
-            detail,
-        },
-        SshErrorSeed::Certificate => SshError::Connect {
-            host: hop.label.clone(),
-            addr: addr.to_string(),
-            detail:
-                "the server offered a host certificate; record its plain host key in known_hosts"
-                    .into(),
-        },
-    }
-}
-
-/// An explicit identity file, or else ssh-agent and then the usual key files.
-async fn authenticate(hop: &Hop<'_>, handle: &mut Handle<KeyChecker>) -> Result<(), SshError> {
-    let mut tried = Vec::new();
-    let rsa_hash = handle
-        .best_supported_rsa_hash()
-        .await
-        .ok()
-        .flatten()
-        .flatten();
-    let auth_err = |detail: String| SshError::Channel {
-        host: hop.label.clone(),
-        detail,
-    };
-    let files: Vec<PathBuf> = match hop.identity {
-        Some(p) => vec![p.to_path_buf()],
-        None => {
-            if let Ok(mut agent) = AgentClient::connect_env().await
-                && let Ok(ids) = agent.request_identities().await
-            {
-                for id in ids {
-                    let russh::keys::agent::AgentIdentity::PublicKey { key, comment } = id else {
-                        continue;
-                    };
-                    tried.push(format!("agent key {comment}"));
-                    let r = handle
-                        .authenticate_publickey_with(hop.user, key, rsa_hash, &mut agent)
-                        .await;
-                    if matches!(r, Ok(russh::client::AuthResult::Success)) {
-                        return Ok(());
-                    }
-                }
-            }
-            let home = crate::inventory::expand_home("~/.ssh");
-            ["id_ed25519", "id_ecdsa", "id_rsa"]
-                .iter()
-                .map(|f| home.join(f))
-                .filter(|p| p.is_file())
-                .collect()
-        }
-    };
-    for file in files {
-        tried.push(file.display().to_string());
-        let key = load_secret_key(&file, None).map_err(|e| SshError::Key {
-            host: hop.label.clone(),
-            file: file.clone(),
-            detail: match e {
-                russh::keys::Error::KeyIsEncrypted => {
-                    "it is encrypted: add it to ssh-agent (ssh-add) and leave identityFile out"
-                        .into()
-                }
-                other => other.to_string(),
-            },
-        })?;
-        check_key_mode(hop, &file)?;
-        let r = handle
-            .authenticate_publickey(
-                hop.user,
-                PrivateKeyWithHashAlg::new(Arc::new(key), rsa_hash),
-            )
-            .await
-            .map_err(|e| auth_err(e.to_string()))?;
-        if r.success() {
-            return Ok(());
-        }
-    }
-    Err(SshError::Auth {
-        host: hop.label.clone(),
-        user: hop.user.to_string(),
-        tried: if tried.is_empty() {
-            "no key: no identityFile, no ssh-agent, no ~/.ssh/id_*".into()
-        } else {
-            tried.join(", ")
-        },
-    })
-}
-
-/// OpenSSH refuses private keys others can read; so do we.
-fn check_key_mode(hop: &Hop<'_>, file: &Path) -> Result<(), SshError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(file)
-        .map(|m| m.permissions().mode() & 0o777)
-        .unwrap_or(0);
-    if mode & 0o077 != 0 {
-        return Err(SshError::Key {
-            host: hop.label.clone(),
-            file: file.to_path_buf(),
-            detail: format!(
-                "its mode is {mode:o}; others may read it: chmod 600 {}",
-                file.display()
-            ),
-        });
-    }
-    Ok(())
 }
 
 fn is_sudo_password_prompt(stderr: &[u8]) -> bool {
