@@ -7,6 +7,11 @@ pub const ETCD_PKI_DIR: &str = "/etc/kubernetes/pki/etcd";
 /// The cluster CA certificate, on every node.
 pub const CA_CERT: &str = "/etc/kubernetes/pki/ca.crt";
 pub const MANIFESTS_DIR: &str = "/etc/kubernetes/manifests";
+/// The kubelet's credentials, and the bootstrap kubeconfig it joins with when it has none.
+pub const KUBELET_KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
+/// etcd's health-check client key (present on a control plane until reset).
+pub const ETCD_HEALTHCHECK_KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
 pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
 

@@ -11,8 +11,8 @@ use crate::systemd::{self, Unit};
 
 pub const UNIT: &str = "/etc/systemd/system/etcd.service";
 pub const DATA_DIR: &str = "/var/lib/etcd";
+pub use crate::paths::ETCD_HEALTHCHECK_KEY as HEALTHCHECK_KEY;
 use crate::paths::ETCD_PKI_DIR as PKI;
-pub const HEALTHCHECK_KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 
 pub fn phase() -> Phase {
     Phase {

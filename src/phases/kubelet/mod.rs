@@ -31,8 +31,7 @@ mod serving;
 pub const STATE_DIR: &str = "/var/lib/kubelet";
 pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
 pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
-pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
-pub const KUBECONFIG: &str = "/etc/kubernetes/kubelet.conf";
+pub use crate::paths::{BOOTSTRAP_KUBECONFIG, KUBELET_KUBECONFIG as KUBECONFIG};
 const READY_WAIT: Duration = Duration::from_secs(180);
 const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 
