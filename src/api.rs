@@ -151,6 +151,21 @@ pub async fn apply_manifest(
     Ok(changes)
 }
 
+/// What applying `manifest` would create, read from the manifest alone (no API server to ask):
+/// "would apply <kind> <name>" per object.
+pub fn would_apply(manifest: &str) -> Result<Vec<String>, String> {
+    documents(manifest)
+        .into_iter()
+        .map(|doc| {
+            let obj: kube::core::DynamicObject = serde_yaml::from_str(doc)
+                .map_err(|e| format!("a manifest document: {e}\n{doc}"))?;
+            let kind = obj.types.map(|t| t.kind).unwrap_or_default();
+            let name = obj.metadata.name.unwrap_or_default();
+            Ok(format!("would apply {kind} {name}"))
+        })
+        .collect()
+}
+
 /// The documents of a multi-document manifest, without empty ones.
 pub fn documents(manifest: &str) -> Vec<&str> {
     manifest

@@ -145,3 +145,32 @@ fn a_run_whose_connection_is_killed_mid_phase_completes_when_run_again() {
     );
     assert_eq!(leftovers.trim(), "", "temporary files left: {leftovers}");
 }
+
+/// A dry run of the whole of `init` on a machine that has nothing yet: every phase plans its
+/// work (the add-ons without an API server to validate them) and nothing on the machine changes.
+#[test]
+fn a_dry_run_of_all_of_init_on_a_fresh_machine_plans_every_phase_and_changes_nothing() {
+    let tb = Testbed::up_for_kubelet(1);
+    let bundle = support::testbed_bundle(tb.dir.path(), None);
+    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
+    let state =
+        "ls /etc/kubernetes /etc/systemd/system/kubelet.service /usr/local/bin/kubelet 2>&1; true";
+    let before = tb.ssh(0, state);
+
+    let dry = provision(&["init", "-i", inv.to_str().unwrap(), "--dry-run"]);
+    assert_eq!(dry.code, 0, "{}", dry.text());
+    for planned in [
+        "==> certs/ca",
+        "==> control-plane",
+        "==> kubelet",
+        "==> addons",
+        "not validated by the API server",
+    ] {
+        assert!(
+            dry.stdout.contains(planned),
+            "{planned} missing:\n{}",
+            dry.stdout
+        );
+    }
+    assert_eq!(tb.ssh(0, state), before, "the dry run changed the machine");
+}

@@ -65,13 +65,30 @@ pub fn coredns_manifest(cluster: &Cluster, image: &str) -> String {
 impl Addons {
     /// The network add-on (when the CNI runs as pods), then CoreDNS when its image can be had.
     async fn apply(&self, ctx: &Ctx, host: &Host, dry_run: bool) -> Result<After, String> {
-        let client = client(ctx, "admin").await?;
         let mut after = After::default();
+        // a dry run of a cluster not made yet has no API to validate against: list the objects
+        let client = match client(ctx, "admin").await {
+            Ok(c) => Some(c),
+            Err(why) if dry_run => {
+                after.notes.push(format!(
+                    "the manifests were not validated by the API server ({why}); a real run applies them once it serves"
+                ));
+                None
+            }
+            Err(why) => return Err(why),
+        };
+        let apply = |manifest: String| {
+            let client = client.clone();
+            async move {
+                match client {
+                    Some(c) => apply_manifest(&c, &manifest, dry_run).await,
+                    None => crate::api::would_apply(&manifest),
+                }
+            }
+        };
         let network = crate::cni::of(ctx.cluster.cni);
         if let Some(manifest) = network.manifest(&ctx.cluster) {
-            after
-                .changes
-                .extend(apply_manifest(&client, &manifest, dry_run).await?);
+            after.changes.extend(apply(manifest).await?);
             after.notes.push(format!(
                 "{} applied: its pods pull their images from the registry (or its mirror); nodes turn Ready once it runs",
                 network.name()
@@ -80,9 +97,7 @@ impl Addons {
         match coredns_image(ctx, host).await? {
             Ok(image) => {
                 let manifest = coredns_manifest(&ctx.cluster, &image);
-                after
-                    .changes
-                    .extend(apply_manifest(&client, &manifest, dry_run).await?);
+                after.changes.extend(apply(manifest).await?);
                 after.notes.push(format!(
                     "CoreDNS {image} at {}",
                     ctx.cluster.dns_service_ip
@@ -159,5 +174,28 @@ mod tests {
         let _: ServiceAccount = parse(docs[0]).unwrap();
         let _: ClusterRole = parse(docs[1]).unwrap();
         let _: ClusterRoleBinding = parse(docs[2]).unwrap();
+    }
+
+    #[test]
+    fn a_dry_run_without_an_api_lists_the_objects_it_would_apply() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("i.yaml");
+        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
+        let (cluster, _) =
+            crate::cluster::resolve(&crate::inventory::load(&file).unwrap()).unwrap();
+        let lines = crate::api::would_apply(&coredns_manifest(
+            &cluster,
+            "registry.k8s.io/coredns/coredns:v1.14.6",
+        ))
+        .unwrap();
+        assert_eq!(lines.len(), 6, "{lines:?}");
+        assert!(
+            lines.contains(&"would apply Deployment coredns".to_string()),
+            "{lines:?}"
+        );
+        assert!(
+            lines.contains(&"would apply Service kube-dns".to_string()),
+            "{lines:?}"
+        );
     }
 }
