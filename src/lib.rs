@@ -3,6 +3,13 @@
 //! Data flows one way (docs/ARCHITECTURE.md): inventory → cluster → phase tree → actions per
 //! host → facts, diff, apply → report.
 
+// Hosts and inventories go wrong every day: outside tests nothing may panic; every failure is
+// an error that says what to do.
+#![cfg_attr(
+    not(test),
+    deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)
+)]
+
 pub mod api;
 pub mod bundle;
 pub mod catalog;

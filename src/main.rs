@@ -1,3 +1,6 @@
+// As in the library: no panics, only errors that say what to do.
+#![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
+
 use clap::Parser;
 use provision::bundle;
 use provision::cli::{BundleCommand, CertsCommand, Cli, Command, InitPhase, RunArgs};

@@ -56,24 +56,26 @@ static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {
 });
 
 /// Renders an embedded template. The templates ship with the binary and are covered by tests,
-/// so an error here is a defect in provision, reported with the template's name.
-pub fn render(name: &str, context: &Context) -> String {
-    let result = TERA
-        .as_ref()
+/// so an error here is a defect in provision: it is returned (the phase fails, naming the
+/// template) rather than ending the run.
+pub fn render(name: &str, context: &Context) -> Result<String, String> {
+    TERA.as_ref()
         .map_err(|e| e.clone())
-        .and_then(|t| t.render(name, context).map_err(|e| format!("{e:?}")));
-    match result {
-        Ok(s) => s,
-        Err(e) => panic!("template {name} failed to render: {e}"),
-    }
+        .and_then(|t| t.render(name, context).map_err(|e| format!("{e:?}")))
+        .map_err(|e| defect(name, &e))
 }
 
 /// Renders an embedded template from a typed context (a serde struct).
-pub fn render_typed<T: serde::Serialize>(name: &str, context: &T) -> String {
-    match Context::from_serialize(context) {
-        Ok(c) => render(name, &c),
-        Err(e) => panic!("template {name}: its context does not serialize: {e}"),
-    }
+pub fn render_typed<T: serde::Serialize>(name: &str, context: &T) -> Result<String, String> {
+    let context = Context::from_serialize(context)
+        .map_err(|e| defect(name, &format!("its context does not serialize: {e}")))?;
+    render(name, &context)
+}
+
+fn defect(name: &str, detail: &str) -> String {
+    format!(
+        "template {name} failed to render ({detail}): this is a defect in provision; please report it with the inventory"
+    )
 }
 
 #[cfg(test)]

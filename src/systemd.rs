@@ -66,7 +66,7 @@ impl Unit {
         self
     }
 
-    pub fn render(&self) -> String {
+    pub fn render(&self) -> Result<String, String> {
         render_typed("component.service", self)
     }
 }
@@ -129,7 +129,8 @@ mod tests {
             .after_and_wants(&["network-online.target"])
             .args(&["--name=a", "--data-dir=/var/lib/etcd"])
             .service(&[("Type", "notify"), ("Restart", "always")])
-            .render();
+            .render()
+            .unwrap();
         assert!(text.contains("Description=etcd: the store\n"), "{text}");
         assert!(
             text.contains("After=network-online.target\nWants=network-online.target\n"),

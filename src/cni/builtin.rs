@@ -177,10 +177,10 @@ impl Cni for Builtin {
         ]);
         let mut actions = vec![
             Action::dir(NET_D, 0o755),
-            Action::file(CONFLIST, render_typed("cni-bridge.conflist", &t), 0o644),
+            Action::file(CONFLIST, render_typed("cni-bridge.conflist", &t)?, 0o644),
             Action::dir("/usr/local/lib/provision", 0o755),
-            Action::file(ROUTES_SCRIPT, render_typed("pod-routes.sh", &t), 0o755),
-            Action::file(ROUTES_UNIT, unit.render(), 0o644),
+            Action::file(ROUTES_SCRIPT, render_typed("pod-routes.sh", &t)?, 0o755),
+            Action::file(ROUTES_UNIT, unit.render()?, 0o644),
             Action::Unit(UnitSpec {
                 name: format!("{ROUTES_SERVICE}.service"),
                 enabled: true,

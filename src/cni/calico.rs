@@ -75,7 +75,7 @@ impl Cni for Calico {
         ]
     }
 
-    fn manifest(&self, cluster: &Cluster) -> Option<String> {
+    fn manifest(&self, cluster: &Cluster) -> Result<Option<String>, String> {
         let mut t = manifest_context(cluster, self);
         let crds: Vec<Crd> = CALICO_TYPES
             .iter()
@@ -86,7 +86,7 @@ impl Cni for Calico {
             })
             .collect();
         t.crds = crds;
-        Some(render_typed("calico.yaml", &t))
+        render_typed("calico.yaml", &t).map(Some)
     }
 
     fn leftovers(&self) -> Leftovers {

@@ -28,11 +28,8 @@ impl Cni for Cilium {
         ]
     }
 
-    fn manifest(&self, cluster: &Cluster) -> Option<String> {
-        Some(render_typed(
-            "cilium.yaml",
-            &manifest_context(cluster, self),
-        ))
+    fn manifest(&self, cluster: &Cluster) -> Result<Option<String>, String> {
+        render_typed("cilium.yaml", &manifest_context(cluster, self)).map(Some)
     }
 
     fn leftovers(&self) -> Leftovers {

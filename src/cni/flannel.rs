@@ -27,11 +27,8 @@ impl Cni for Flannel {
         ]
     }
 
-    fn manifest(&self, cluster: &Cluster) -> Option<String> {
-        Some(render_typed(
-            "flannel.yaml",
-            &manifest_context(cluster, self),
-        ))
+    fn manifest(&self, cluster: &Cluster) -> Result<Option<String>, String> {
+        render_typed("flannel.yaml", &manifest_context(cluster, self)).map(Some)
     }
 
     fn leftovers(&self) -> Leftovers {

@@ -45,7 +45,7 @@ async fn coredns_image(ctx: &Ctx, host: &Host) -> Result<Result<String, String>,
 }
 
 /// The CoreDNS manifest for this cluster.
-pub fn coredns_manifest(cluster: &Cluster, image: &str) -> String {
+pub fn coredns_manifest(cluster: &Cluster, image: &str) -> Result<String, String> {
     #[derive(serde::Serialize)]
     struct CoreDns<'a> {
         image: &'a str,
@@ -87,7 +87,7 @@ impl Addons {
             }
         };
         let network = crate::cni::of(ctx.cluster.cni);
-        if let Some(manifest) = network.manifest(&ctx.cluster) {
+        if let Some(manifest) = network.manifest(&ctx.cluster)? {
             after.changes.extend(apply(manifest).await?);
             after.notes.push(format!(
                 "{} applied: its pods pull their images from the registry (or its mirror); nodes turn Ready once it runs",
@@ -96,7 +96,7 @@ impl Addons {
         }
         match coredns_image(ctx, host).await? {
             Ok(image) => {
-                let manifest = coredns_manifest(&ctx.cluster, &image);
+                let manifest = coredns_manifest(&ctx.cluster, &image)?;
                 after.changes.extend(apply(manifest).await?);
                 after.notes.push(format!(
                     "CoreDNS {image} at {}",
@@ -152,13 +152,14 @@ mod tests {
     }
 
     #[test]
-    fn the_coredns_manifest_parses_and_serves_the_cluster_dns_address_and_domain() {
+    fn the_coredns_manifest_parses_and_serves_the_cluster_dns_address_and_domain()
+    -> Result<(), String> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("i.yaml");
         std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  networking: {serviceSubnet: 10.100.0.0/16, dnsDomain: corp.internal}\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
         let loaded = crate::inventory::load(&file).unwrap();
         let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
-        let m = coredns_manifest(&cluster, "registry.k8s.io/coredns/coredns:v1.14.2");
+        let m = coredns_manifest(&cluster, "registry.k8s.io/coredns/coredns:v1.14.2")?;
         let docs: Vec<&str> = m.split("\n---\n").collect();
         assert_eq!(docs.len(), 6);
         let svc: Service = parse(docs[5]).unwrap();
@@ -174,10 +175,11 @@ mod tests {
         let _: ServiceAccount = parse(docs[0]).unwrap();
         let _: ClusterRole = parse(docs[1]).unwrap();
         let _: ClusterRoleBinding = parse(docs[2]).unwrap();
+        Ok(())
     }
 
     #[test]
-    fn a_dry_run_without_an_api_lists_the_objects_it_would_apply() {
+    fn a_dry_run_without_an_api_lists_the_objects_it_would_apply() -> Result<(), String> {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("i.yaml");
         std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
@@ -186,8 +188,7 @@ mod tests {
         let lines = crate::api::would_apply(&coredns_manifest(
             &cluster,
             "registry.k8s.io/coredns/coredns:v1.14.6",
-        ))
-        .unwrap();
+        )?)?;
         assert_eq!(lines.len(), 6, "{lines:?}");
         assert!(
             lines.contains(&"would apply Deployment coredns".to_string()),
@@ -197,5 +198,6 @@ mod tests {
             lines.contains(&"would apply Service kube-dns".to_string()),
             "{lines:?}"
         );
+        Ok(())
     }
 }

@@ -119,7 +119,12 @@ fn scheduler_args() -> Vec<String> {
     ]
 }
 
-fn unit(component: &str, description: &str, args: &[String], after: &str) -> String {
+fn unit(
+    component: &str,
+    description: &str,
+    args: &[String],
+    after: &str,
+) -> Result<String, String> {
     Unit::new(description, &format!("/usr/local/bin/{component}"))
         .after_and_wants(&[after])
         .args(args)
@@ -156,7 +161,7 @@ impl Encryption {
     }
 }
 
-fn new_encryption_config() -> String {
+fn new_encryption_config() -> Result<String, String> {
     let key: [u8; 32] = rand::random();
     encryption_config(
         "key1",
@@ -165,7 +170,7 @@ fn new_encryption_config() -> String {
 }
 
 /// The encryption configuration with one aescbc key (base64) named `key_name`.
-pub(crate) fn encryption_config(key_name: &str, key: &str) -> String {
+pub(crate) fn encryption_config(key_name: &str, key: &str) -> Result<String, String> {
     #[derive(serde::Serialize)]
     struct Encryption<'a> {
         key_name: &'a str,
@@ -193,7 +198,7 @@ impl Step for ControlPlane {
         };
         Ok(Encryption {
             existing,
-            fresh: new_encryption_config(),
+            fresh: new_encryption_config()?,
         })
     }
 
@@ -209,24 +214,24 @@ impl Step for ControlPlane {
             "Kubernetes API server",
             &apiserver_args(cluster, host),
             "etcd.service",
-        );
+        )?;
         let cm = unit(
             "kube-controller-manager",
             "Kubernetes controller manager",
             &controller_manager_args(cluster),
             "kube-apiserver.service",
-        );
+        )?;
         let scheduler = unit(
             "kube-scheduler",
             "Kubernetes scheduler",
             &scheduler_args(),
             "kube-apiserver.service",
-        );
+        )?;
         let mut actions = vec![
             Action::secret_file(ENCRYPTION_CONFIG, encryption.for_host(cluster, host)?),
             Action::file(
                 AUDIT_POLICY,
-                render("audit-policy.yaml", &Default::default()),
+                render("audit-policy.yaml", &Default::default())?,
                 0o644,
             ),
             Action::dir("/var/log/kubernetes", 0o700),

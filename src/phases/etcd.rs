@@ -114,7 +114,7 @@ impl Step for Etcd {
             ]);
         let mut actions = vec![
             Action::dir(DATA_DIR, 0o700),
-            Action::file(UNIT, unit.render(), 0o644),
+            Action::file(UNIT, unit.render()?, 0o644),
         ];
         if joining {
             // announce the new member to the running cluster before it first starts

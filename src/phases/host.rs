@@ -71,14 +71,14 @@ struct KernelFiles {
     sysctls: &'static [Sysctl],
 }
 
-pub(crate) fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
+pub(crate) fn kernel(_: &Cluster, _: &Host) -> Result<Vec<Action>, String> {
     let ctx = KernelFiles {
         modules: MODULES.iter().map(|(m, _)| *m).collect(),
         sysctls: SYSCTLS,
     };
     let mut actions = vec![Action::file(
         MODULES_FILE,
-        render_typed("modules-load.conf", &ctx),
+        render_typed("modules-load.conf", &ctx)?,
         0o644,
     )];
     for (module, present) in MODULES {
@@ -92,14 +92,14 @@ pub(crate) fn kernel(_: &Cluster, _: &Host) -> Vec<Action> {
     }
     actions.push(Action::file(
         SYSCTL_FILE,
-        render_typed("sysctl.conf", &ctx),
+        render_typed("sysctl.conf", &ctx)?,
         0o644,
     ));
     actions.extend(SYSCTLS.iter().map(|s| Action::sysctl(s.key, s.value)));
-    actions
+    Ok(actions)
 }
 
-pub(crate) fn dirs(_: &Cluster, host: &Host) -> Vec<Action> {
+pub(crate) fn dirs(_: &Cluster, host: &Host) -> Result<Vec<Action>, String> {
     let mut actions = vec![
         Action::dir(paths::KUBERNETES_DIR, 0o755),
         Action::dir(paths::PKI_DIR, 0o755),
@@ -108,7 +108,7 @@ pub(crate) fn dirs(_: &Cluster, host: &Host) -> Vec<Action> {
     if host.control_plane {
         actions.push(Action::dir(paths::ETCD_PKI_DIR, 0o755));
     }
-    actions
+    Ok(actions)
 }
 
 #[cfg(test)]
@@ -116,20 +116,21 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sysctl_file_lists_every_parameter() {
+    fn sysctl_file_lists_every_parameter() -> Result<(), String> {
         let ctx = KernelFiles {
             modules: vec!["overlay"],
             sysctls: SYSCTLS,
         };
-        let text = render_typed("sysctl.conf", &ctx);
+        let text = render_typed("sysctl.conf", &ctx)?;
         assert!(text.contains("net.ipv4.ip_forward = 1\n"), "{text}");
         assert!(
             text.contains("net.bridge.bridge-nf-call-iptables = 1\n"),
             "{text}"
         );
         assert_eq!(
-            render_typed("modules-load.conf", &ctx).lines().last(),
+            render_typed("modules-load.conf", &ctx)?.lines().last(),
             Some("overlay")
         );
+        Ok(())
     }
 }

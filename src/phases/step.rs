@@ -119,13 +119,13 @@ pub struct After {
 }
 
 /// A step whose desired state is a function of the cluster and the host alone.
-pub struct Pure(pub fn(&Cluster, &Host) -> Vec<Action>);
+pub struct Pure(pub fn(&Cluster, &Host) -> Result<Vec<Action>, String>);
 
 impl Step for Pure {
     type Shared = ();
 
     fn desired(&self, c: &Cluster, h: &Host, _: &Observed, _: &()) -> Result<Desired, String> {
-        Ok((self.0)(c, h).into())
+        (self.0)(c, h).map(Desired::from)
     }
 }
 

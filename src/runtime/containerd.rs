@@ -100,11 +100,11 @@ impl Runtime for Containerd {
             Action::dir("/etc/containerd", 0o755),
             Action::file(
                 CONFIG,
-                render_typed("containerd-config.toml", &config),
+                render_typed("containerd-config.toml", &config)?,
                 0o644,
             ),
-            Action::file(UNIT, unit.render(), 0o644),
-            crictl_config(SOCKET),
+            Action::file(UNIT, unit.render()?, 0o644),
+            crictl_config(SOCKET)?,
             Action::dir(crate::cni::NET_D, 0o755),
             Action::Unit(UnitSpec {
                 name: "containerd.service".into(),
@@ -161,7 +161,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn containerd_config_has_the_runtimes_and_the_oom_clamp_only_when_asked() {
+    fn containerd_config_has_the_runtimes_and_the_oom_clamp_only_when_asked() -> Result<(), String>
+    {
         let mirrors = BTreeMap::from([(
             "docker.io".to_string(),
             vec!["https://m.example.com".to_string()],
@@ -173,7 +174,7 @@ mod tests {
             kata: false,
             mirrors: &mirrors,
         };
-        let text = render_typed("containerd-config.toml", &config);
+        let text = render_typed("containerd-config.toml", &config)?;
         assert!(text.contains("SystemdCgroup = true"), "{text}");
         assert!(
             text.contains("runtimes.runsc]\n        runtime_type = \"io.containerd.runsc.v1\""),
@@ -189,8 +190,9 @@ mod tests {
         );
         config.restrict_oom_score_adj = true;
         assert!(
-            render_typed("containerd-config.toml", &config)
+            render_typed("containerd-config.toml", &config)?
                 .contains("restrict_oom_score_adj = true")
         );
+        Ok(())
     }
 }

@@ -83,18 +83,18 @@ impl Runtime for CriO {
         let actions = vec![
             Action::dir("/etc/crio", 0o755),
             Action::dir("/etc/crio/crio.conf.d", 0o755),
-            Action::file(CRIO_CONFIG, render_typed("crio.conf", &t), 0o644),
+            Action::file(CRIO_CONFIG, render_typed("crio.conf", &t)?, 0o644),
             Action::dir("/etc/containers", 0o755),
             Action::dir("/etc/containers/registries.conf.d", 0o755),
-            Action::file(CRIO_REGISTRIES, render_typed("registries.conf", &t), 0o644),
+            Action::file(CRIO_REGISTRIES, render_typed("registries.conf", &t)?, 0o644),
             // accept images as pulled (the default of the distributions' packages)
             Action::file(
                 CRIO_POLICY,
                 "{\"default\": [{\"type\": \"insecureAcceptAnything\"}]}\n",
                 0o644,
             ),
-            Action::file(CRIO_UNIT, unit.render(), 0o644),
-            crictl_config(CRIO_SOCKET),
+            Action::file(CRIO_UNIT, unit.render()?, 0o644),
+            crictl_config(CRIO_SOCKET)?,
             Action::dir(crate::cni::NET_D, 0o755),
             Action::Unit(UnitSpec {
                 name: "crio.service".into(),

@@ -75,13 +75,13 @@ pub fn unit_name(name: RuntimeName) -> String {
 }
 
 /// crictl's configuration for a runtime's socket.
-fn crictl_config(socket: &str) -> Action {
+fn crictl_config(socket: &str) -> Result<Action, String> {
     #[derive(serde::Serialize)]
     struct Crictl<'a> {
         endpoint: &'a str,
     }
-    let text = crate::render::render_typed("crictl.yaml", &Crictl { endpoint: socket });
-    Action::file(CRICTL_CONFIG, text, 0o644)
+    let text = crate::render::render_typed("crictl.yaml", &Crictl { endpoint: socket })?;
+    Ok(Action::file(CRICTL_CONFIG, text, 0o644))
 }
 
 #[cfg(test)]

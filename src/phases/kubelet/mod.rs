@@ -47,7 +47,12 @@ pub fn kubelet_phase() -> Phase {
 pub(crate) struct Kubelet;
 
 /// A node component's unit: restarted whenever it exits, after (and wanting) `after`.
-fn unit_text(description: &str, exec: &str, args: &[String], after: &str) -> String {
+fn unit_text(
+    description: &str,
+    exec: &str,
+    args: &[String],
+    after: &str,
+) -> Result<String, String> {
     Unit::new(description, exec)
         .after_and_wants(&[after])
         .args(args)
@@ -219,11 +224,11 @@ impl Step for Kubelet {
             "/usr/local/bin/kubelet",
             &args,
             &runtime::unit_name(c.runtime),
-        );
+        )?;
         let mut actions = vec![
             Action::dir(STATE_DIR, 0o700),
             Action::dir(crate::paths::MANIFESTS_DIR, 0o755),
-            Action::file(CONFIG, render_typed("kubelet-config.yaml", &t), 0o644),
+            Action::file(CONFIG, render_typed("kubelet-config.yaml", &t)?, 0o644),
             Action::file(UNIT, unit, 0o644),
         ];
         // a node without credentials of its own joins with a token (TLS bootstrap)

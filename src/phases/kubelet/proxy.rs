@@ -56,12 +56,12 @@ impl Step for KubeProxy {
             "/usr/local/bin/kube-proxy",
             &args,
             "network-online.target",
-        );
+        )?;
         Ok(vec![
             Action::dir("/var/lib/kube-proxy", 0o755),
             Action::file(
                 PROXY_CONFIG,
-                render_typed("kube-proxy-config.yaml", &t),
+                render_typed("kube-proxy-config.yaml", &t)?,
                 0o644,
             ),
             Action::file(PROXY_UNIT, unit, 0o644),
