@@ -44,7 +44,7 @@ pub struct Observed {
 }
 
 impl Observed {
-    /// Answers given directly (unit tests of `desired`, and what a dry run assumes).
+    /// No answers yet to `probes` (filled by `parse`, or by a test through the setters).
     pub fn with(probes: &[Probe]) -> Observed {
         Observed {
             asked: probes.to_vec(),
@@ -52,18 +52,21 @@ impl Observed {
         }
     }
 
-    pub fn set_conditions(mut self, c: Conditions) -> Observed {
+    #[cfg(test)]
+    pub(crate) fn set_conditions(mut self, c: Conditions) -> Observed {
         self.conditions = Some(c);
         self
     }
 
-    pub fn set_file(mut self, path: &str, content: &[u8]) -> Observed {
+    #[cfg(test)]
+    pub(crate) fn set_file(mut self, path: &str, content: &[u8]) -> Observed {
         self.non_empty.insert(path.to_string());
         self.files.insert(path.to_string(), content.to_vec());
         self
     }
 
-    pub fn set_uplink(mut self, device: &str, mtu: u32) -> Observed {
+    #[cfg(test)]
+    pub(crate) fn set_uplink(mut self, device: &str, mtu: u32) -> Observed {
         self.uplink = Some(Ok((device.to_string(), mtu)));
         self
     }
