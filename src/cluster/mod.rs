@@ -175,3 +175,16 @@ impl Cluster {
         self.hosts.iter().find(|h| h.name == name)
     }
 }
+
+/// Tests: the cluster a test's own inventory text resolves to (a problem in it is the test's
+/// mistake, reported with the file's problems).
+#[cfg(test)]
+pub(crate) fn from_text(text: &str) -> Cluster {
+    let dir = tempfile::tempdir().unwrap_or_else(|e| panic!("a temporary directory: {e}"));
+    let file = dir.path().join("inventory.yaml");
+    std::fs::write(&file, text).unwrap_or_else(|e| panic!("writing the test inventory: {e}"));
+    let loaded = crate::inventory::load(&file).unwrap_or_else(|p| panic!("{p}"));
+    resolve(&loaded)
+        .map(|(c, _)| c)
+        .unwrap_or_else(|p| panic!("{p}"))
+}

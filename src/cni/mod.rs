@@ -135,17 +135,9 @@ mod tests {
     use k8s_openapi::api::core::v1::ConfigMap;
 
     fn cluster(cni: &str, extra: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(
-            &file,
-            format!(
-                "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec:\n  networking: {{podSubnet: 10.32.0.0/16, nodeCIDRMaskSize: 25}}\n  cni:\n    name: {cni}\n{extra}  hosts:\n  - {{name: n1, address: 192.168.7.20, roles: [control-plane]}}\n"
-            ),
-        )
-        .unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        crate::cluster::resolve(&loaded).unwrap().0
+        crate::cluster::from_text(&format!(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: prod}}\nspec:\n  networking: {{podSubnet: 10.32.0.0/16, nodeCIDRMaskSize: 25}}\n  cni:\n    name: {cni}\n{extra}  hosts:\n  - {{name: n1, address: 192.168.7.20, roles: [control-plane]}}\n"
+        ))
     }
 
     /// Every document parses as YAML with a kind, apiVersion and name; returns them by kind.

@@ -217,11 +217,7 @@ mod tests {
     use super::*;
 
     fn host() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        crate::cluster::resolve(&loaded).unwrap().0.hosts[0].clone()
+        crate::cluster::from_text("apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n").hosts[0].clone()
     }
 
     #[test]

@@ -154,11 +154,9 @@ mod tests {
     #[test]
     fn the_coredns_manifest_parses_and_serves_the_cluster_dns_address_and_domain()
     -> Result<(), String> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  networking: {serviceSubnet: 10.100.0.0/16, dnsDomain: corp.internal}\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
+        let cluster = crate::cluster::from_text(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  networking: {serviceSubnet: 10.100.0.0/16, dnsDomain: corp.internal}\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n",
+        );
         let m = coredns_manifest(&cluster, "registry.k8s.io/coredns/coredns:v1.14.2")?;
         let docs: Vec<&str> = m.split("\n---\n").collect();
         assert_eq!(docs.len(), 6);
@@ -180,11 +178,9 @@ mod tests {
 
     #[test]
     fn a_dry_run_without_an_api_lists_the_objects_it_would_apply() -> Result<(), String> {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
-        let (cluster, _) =
-            crate::cluster::resolve(&crate::inventory::load(&file).unwrap()).unwrap();
+        let cluster = crate::cluster::from_text(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n",
+        );
         let lines = crate::api::would_apply(&coredns_manifest(
             &cluster,
             "registry.k8s.io/coredns/coredns:v1.14.6",

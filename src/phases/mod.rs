@@ -460,11 +460,9 @@ mod tests {
     }
 
     async fn run_tree(tree: &[Phase]) -> RunSummary {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n  - {name: n2, address: 192.168.7.21, roles: [worker]}\n  - {name: n3, address: 192.168.7.22, roles: [worker]}\n").unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
+        let cluster = crate::cluster::from_text(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n  - {name: n2, address: 192.168.7.21, roles: [worker]}\n  - {name: n3, address: 192.168.7.22, roles: [worker]}\n",
+        );
         let hosts = cluster.hosts.clone();
         let ctx = Ctx::new(
             std::sync::Arc::new(cluster),

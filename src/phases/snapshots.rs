@@ -11,17 +11,9 @@ use crate::host::probe::{Conditions, Observed, Probe};
 use std::sync::Arc;
 
 fn cluster(spec: &str) -> Cluster {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("i.yaml");
-    std::fs::write(
-        &file,
-        format!(
-            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: snap}}\nspec:\n{spec}  hosts:\n  - {{name: cp1, address: 192.168.9.11, roles: [control-plane]}}\n  - {{name: w1, address: 192.168.9.12, roles: [worker], labels: {{tier: web}}}}\n  - {{name: w2, address: 192.168.9.13, roles: [worker]}}\n"
-        ),
-    )
-    .unwrap();
-    let loaded = crate::inventory::load(&file).unwrap();
-    crate::cluster::resolve(&loaded).unwrap().0
+    crate::cluster::from_text(&format!(
+        "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: snap}}\nspec:\n{spec}  hosts:\n  - {{name: cp1, address: 192.168.9.11, roles: [control-plane]}}\n  - {{name: w1, address: 192.168.9.12, roles: [worker], labels: {{tier: web}}}}\n  - {{name: w2, address: 192.168.9.13, roles: [worker]}}\n"
+    ))
 }
 
 /// A host as the probes found it: containers' limits, nftables, cgroup v1, credentials.

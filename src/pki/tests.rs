@@ -5,11 +5,7 @@ fn cluster(extra_spec: &str) -> Cluster {
     let text = format!(
         "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n  controlPlaneEndpoint: api.example.com:6443\n  apiServer: {{certSANs: [lb.example.com, 203.0.113.7]}}\n{extra_spec}  hosts:\n  - {{name: cp1, address: 172.16.0.11, roles: [control-plane]}}\n"
     );
-    let dir = tempfile::tempdir().unwrap();
-    let p = dir.path().join("i.yaml");
-    std::fs::write(&p, text).unwrap();
-    let loaded = crate::inventory::load(&p).unwrap();
-    crate::cluster::resolve(&loaded).unwrap().0
+    crate::cluster::from_text(&text)
 }
 
 fn parsed(pem: &str) -> (Vec<u8>, X509Certificate<'static>) {

@@ -89,12 +89,9 @@ pub(crate) mod tests {
     use super::*;
 
     pub fn cluster(spec: &str) -> Cluster {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, format!("apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n{spec}  hosts:\n  - {{name: n1, address: 192.168.7.20, roles: [control-plane]}}\n")).unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
-        cluster
+        crate::cluster::from_text(&format!(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n{spec}  hosts:\n  - {{name: n1, address: 192.168.7.20, roles: [control-plane]}}\n"
+        ))
     }
 
     pub fn file<'a>(actions: &'a [Action], path: &str) -> &'a str {

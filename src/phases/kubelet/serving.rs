@@ -131,11 +131,9 @@ mod tests {
     use super::*;
 
     fn host() -> Host {
-        let dir = tempfile::tempdir().unwrap();
-        let file = dir.path().join("i.yaml");
-        std::fs::write(&file, "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: w1, address: 192.168.7.21, roles: [worker]}\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n").unwrap();
-        let loaded = crate::inventory::load(&file).unwrap();
-        let (cluster, _) = crate::cluster::resolve(&loaded).unwrap();
+        let cluster = crate::cluster::from_text(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: w1, address: 192.168.7.21, roles: [worker]}\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n",
+        );
         cluster.hosts[0].clone()
     }
 

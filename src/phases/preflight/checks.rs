@@ -446,11 +446,7 @@ mod tests {
 
     fn cluster() -> Cluster {
         let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n";
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("i.yaml");
-        std::fs::write(&p, text).unwrap();
-        let loaded = crate::inventory::load(&p).unwrap();
-        let mut c = crate::cluster::resolve(&loaded).unwrap().0;
+        let mut c = crate::cluster::from_text(text);
         c.version = Version::parse("1.37.2").unwrap();
         c
     }
