@@ -7,6 +7,7 @@
 //! expiring within 30 days, or when its subject or SANs no longer match the inventory.
 
 pub mod kubeconfig;
+mod subject;
 pub mod token;
 
 use crate::cluster::{Cluster, Host};
@@ -122,7 +123,7 @@ impl Leaf {
     pub fn spec(self, cluster: &Cluster, host: &Host) -> CertSpec {
         let client = |cn: &str, org: Option<&str>| CertSpec {
             common_name: cn.into(),
-            organization: org.map(str::to_string),
+            organizations: org.map(str::to_string).into_iter().collect(),
             server: false,
             client: true,
             dns: BTreeSet::new(),
@@ -132,7 +133,7 @@ impl Leaf {
             Leaf::Apiserver => {
                 let mut s = CertSpec {
                     common_name: "kube-apiserver".into(),
-                    organization: None,
+                    organizations: Vec::new(),
                     server: true,
                     client: false,
                     dns: BTreeSet::new(),
@@ -163,7 +164,7 @@ impl Leaf {
             Leaf::EtcdServer | Leaf::EtcdPeer => {
                 let mut s = CertSpec {
                     common_name: host.name.clone(),
-                    organization: None,
+                    organizations: Vec::new(),
                     server: true,
                     client: true,
                     dns: BTreeSet::new(),
@@ -190,7 +191,8 @@ impl Leaf {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct CertSpec {
     pub common_name: String,
-    pub organization: Option<String>,
+    /// Kubernetes' groups of a client: one O each.
+    pub organizations: Vec<String>,
     pub server: bool,
     pub client: bool,
     pub dns: BTreeSet<String>,
@@ -201,7 +203,7 @@ impl CertSpec {
     pub fn client(common_name: &str, organization: Option<&str>) -> CertSpec {
         CertSpec {
             common_name: common_name.into(),
-            organization: organization.map(str::to_string),
+            organizations: organization.map(str::to_string).into_iter().collect(),
             server: false,
             client: true,
             dns: BTreeSet::new(),
@@ -338,7 +340,7 @@ impl Ca {
         let mut params = CertificateParams::default();
         let mut dn = DistinguishedName::new();
         dn.push(DnType::CommonName, spec.common_name.as_str());
-        if let Some(o) = &spec.organization {
+        if let Some(o) = spec.organizations.first() {
             dn.push(DnType::OrganizationName, o.as_str());
         }
         params.distinguished_name = dn;
@@ -373,7 +375,18 @@ impl Ca {
         let cert = params
             .signed_by(key, &issuer)
             .map_err(|e| sign_err(e.to_string()))?;
-        Ok(cert.pem())
+        if spec.organizations.len() < 2 {
+            return Ok(cert.pem());
+        }
+        let ca_key = KeyPair::from_pem(key_pem).map_err(|e| sign_err(e.to_string()))?;
+        let der = subject::with_organizations(
+            cert.der(),
+            &spec.common_name,
+            &spec.organizations,
+            &ca_key,
+        )
+        .map_err(sign_err)?;
+        Ok(pem_of("CERTIFICATE", &der))
     }
 
     /// Why an existing certificate (and key) must be replaced, or Ok when it is compliant.
@@ -417,14 +430,8 @@ impl Ca {
             .iter_organization()
             .filter_map(|a| a.as_str().ok())
             .collect();
-        if orgs
-            != spec
-                .organization
-                .iter()
-                .map(String::as_str)
-                .collect::<Vec<_>>()
-        {
-            return Err(format!("its O is {orgs:?}, not {:?}", spec.organization));
+        if orgs != spec.organizations {
+            return Err(format!("its O is {orgs:?}, not {:?}", spec.organizations));
         }
         let eku = cert
             .extended_key_usage()
@@ -525,6 +532,19 @@ pub fn expiry(cert_pem: &str) -> Result<(i64, String, String), String> {
         .unwrap_or("")
         .to_string();
     Ok((left, cert.validity().not_after.to_string(), issuer))
+}
+
+/// PEM text of one DER block, 64 columns as OpenSSL writes it.
+fn pem_of(label: &str, der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for chunk in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(chunk));
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
 }
 
 #[cfg(test)]

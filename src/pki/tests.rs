@@ -178,7 +178,7 @@ fn subjects_and_sans_are_kubeadms() {
     let ips: Vec<String> = api.ips.iter().map(|i| i.to_string()).collect();
     assert_eq!(ips, ["10.96.0.1", "172.16.0.11", "203.0.113.7"]);
     let kc = Leaf::ApiserverKubeletClient.spec(&c, h);
-    assert_eq!(kc.organization.as_deref(), Some("kubeadm:cluster-admins"));
+    assert_eq!(kc.organizations, ["kubeadm:cluster-admins"]);
     let peer = Leaf::EtcdPeer.spec(&c, h);
     assert_eq!(peer.common_name, "cp1");
     assert!(peer.server && peer.client);
@@ -264,4 +264,37 @@ fn service_account_keys_pair_up() {
     let (private, public) = service_account_key(KeyType::EcdsaP256).unwrap();
     assert!(private.contains("PRIVATE KEY") && public.contains("PUBLIC KEY"));
     assert_eq!(public_key_of(&private).unwrap(), public);
+}
+
+/// A person's certificate in several groups: every group is an O of the subject, in order,
+/// and the certificate still verifies against the CA (ours and OpenSSL's check), for both
+/// key types (ECDSA and RSA signatures).
+#[test]
+fn a_client_in_several_groups_has_one_organization_each() {
+    for key_type in [KeyType::EcdsaP256, KeyType::Rsa2048] {
+        let ca = Ca::generate(CaKind::Kubernetes, key_type, 3650).unwrap();
+        let mut spec = CertSpec::client("alice", None);
+        spec.organizations = vec!["dev".into(), "ops".into(), "team:a b".into()];
+        let (cert, key) = ca.issue(&spec, key_type, 90).unwrap();
+        let (_, x509) = parsed(&cert);
+        let orgs: Vec<&str> = x509
+            .subject()
+            .iter_organization()
+            .map(|a| a.as_str().unwrap())
+            .collect();
+        assert_eq!(orgs, ["dev", "ops", "team:a b"]);
+        assert_eq!(
+            x509.subject().to_string(),
+            "CN=alice, O=dev, O=ops, O=team:a b"
+        );
+        ca.check(&spec, &cert, Some(&key)).unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
+        std::fs::write(dir.path().join("alice.crt"), &cert).unwrap();
+        let out = openssl(&["verify", "-CAfile", "ca.crt", "alice.crt"], dir.path());
+        assert!(out.contains("alice.crt: OK"), "{out}");
+        // a different group set is a different certificate
+        spec.organizations.pop();
+        assert!(ca.check(&spec, &cert, Some(&key)).is_err());
+    }
 }
