@@ -1,11 +1,14 @@
 //! What the user sees: `==> phase` headers and one line per host (text), or one JSON object per
-//! event (`--output json`). A spinner shows on a terminal only.
+//! event (`--output json`). A spinner shows on a terminal only. In text without `-v`, the leaves
+//! of a group share their parent's header, kubeadm-style: `==> certs`, then a line per
+//! certificate and host.
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde::Serialize;
 use serde_json::json;
 use std::io::IsTerminal;
-use std::time::Duration;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -74,6 +77,16 @@ pub struct Reporter {
     pub verbose: bool,
     pub dry_run: bool,
     terminal: bool,
+    /// The group whose header was printed last (grouped text output).
+    group: Mutex<Option<OpenGroup>>,
+    /// Lines kept instead of printed (tests of the output's form).
+    captured: Option<Mutex<Vec<String>>>,
+}
+
+struct OpenGroup {
+    path: String,
+    started: Instant,
+    failed: bool,
 }
 
 impl Reporter {
@@ -85,11 +98,74 @@ impl Reporter {
             // host lines print through the spinner (stderr): only when both go to the terminal,
             // or stdout redirected to a file would miss them
             terminal: std::io::stdout().is_terminal() && std::io::stderr().is_terminal(),
+            group: Mutex::new(None),
+            captured: None,
+        }
+    }
+
+    /// A reporter that keeps its stdout lines in memory, for [`Reporter::captured`].
+    pub fn capturing(format: Format, verbose: bool, dry_run: bool) -> Reporter {
+        Reporter {
+            terminal: false,
+            captured: Some(Mutex::new(Vec::new())),
+            ..Reporter::new(format, verbose, dry_run)
+        }
+    }
+
+    /// What a capturing reporter would have printed.
+    pub fn captured(&self) -> String {
+        let Some(lines) = &self.captured else {
+            return String::new();
+        };
+        let lines = lines.lock().unwrap_or_else(|e| e.into_inner());
+        lines.iter().map(|l| format!("{l}\n")).collect()
+    }
+
+    fn print(&self, text: &str) {
+        match &self.captured {
+            Some(lines) => lines
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .push(text.to_string()),
+            None => println!("{text}"),
         }
     }
 
     fn event(&self, value: serde_json::Value) {
-        println!("{value}");
+        self.print(&value.to_string());
+    }
+
+    /// In grouped text, a leaf `certs/ca` prints under `==> certs` as `ca`: its group and name.
+    fn grouped<'a>(&self, path: &'a str) -> Option<(&'a str, &'a str)> {
+        if self.format != Format::Text || self.verbose {
+            return None;
+        }
+        path.rsplit_once('/')
+    }
+
+    /// Opens `group` (printing its header) unless it is open; closes the one before.
+    fn enter_group(&self, group: Option<&str>) {
+        let mut open = self.group.lock().unwrap_or_else(|e| e.into_inner());
+        if open.as_ref().map(|g| g.path.as_str()) == group {
+            return;
+        }
+        if let Some(g) = open.take() {
+            self.close(&g);
+        }
+        if let Some(path) = group {
+            self.print(&format!("==> {path}"));
+            *open = Some(OpenGroup {
+                path: path.to_string(),
+                started: Instant::now(),
+                failed: false,
+            });
+        }
+    }
+
+    fn close(&self, g: &OpenGroup) {
+        let seconds = g.started.elapsed().as_secs_f64();
+        let what = if g.failed { "failed" } else { "done" };
+        self.print(&format!("    {} {what} ({seconds:.2}s)", g.path));
     }
 
     pub fn phase_start(&self, path: &str, hosts: usize) -> Option<ProgressBar> {
@@ -99,8 +175,14 @@ impl Reporter {
                 None
             }
             Format::Text => {
-                let s = if hosts == 1 { "" } else { "s" };
-                println!("==> {path} ({hosts} host{s})");
+                match self.grouped(path) {
+                    Some((group, _)) => self.enter_group(Some(group)),
+                    None => {
+                        self.enter_group(None);
+                        let s = if hosts == 1 { "" } else { "s" };
+                        self.print(&format!("==> {path} ({hosts} host{s})"));
+                    }
+                }
                 if !self.terminal {
                     return None;
                 }
@@ -120,19 +202,23 @@ impl Reporter {
         match self.format {
             Format::Json => self.event(json!({"event": "host", "phase": path, "result": o})),
             Format::Text => {
-                let text = self.host_text(o);
+                let label = match self.grouped(path) {
+                    Some((_, leaf)) => format!("{leaf:<20} {:<16}", o.host),
+                    None => o.host.clone(),
+                };
+                let text = self.host_text(&label, o);
                 match progress {
                     Some(pb) => {
                         pb.println(text);
                         pb.inc(1);
                     }
-                    None => println!("{text}"),
+                    None => self.print(&text),
                 }
             }
         }
     }
 
-    fn host_text(&self, o: &HostOutcome) -> String {
+    fn host_text(&self, label: &str, o: &HostOutcome) -> String {
         let n = o.changes.len();
         let what = match (&o.status, self.dry_run) {
             (Status::Failed, _) => "FAILED".to_string(),
@@ -142,7 +228,7 @@ impl Reporter {
             (Status::Ok, false) if n == 0 => "ok, no changes".to_string(),
             (Status::Ok, false) => format!("ok, {n} change{}", plural(n)),
         };
-        let mut s = format!("    {:<16} {what} ({:.2}s)", o.host, o.seconds);
+        let mut s = format!("    {label:<16} {what} ({:.2}s)", o.seconds);
         if o.bytes_uploaded > 0 {
             s.push_str(&format!(", {} uploaded", bytes(o.bytes_uploaded)));
         }
@@ -192,19 +278,32 @@ impl Reporter {
                 "event": "phase-done", "phase": path, "failed": failed,
                 "changes": changes, "seconds": seconds
             })),
-            Format::Text if failed > 0 => println!(
-                "    {path} failed on {failed} of {} host{} ({seconds:.2}s)",
-                outcomes.len(),
-                plural(outcomes.len())
-            ),
-            Format::Text => println!("    {path} done ({seconds:.2}s)"),
+            Format::Text if failed > 0 => {
+                if self.grouped(path).is_some()
+                    && let Some(g) = self
+                        .group
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .as_mut()
+                {
+                    g.failed = true;
+                }
+                self.print(&format!(
+                    "    {path} failed on {failed} of {} host{} ({seconds:.2}s)",
+                    outcomes.len(),
+                    plural(outcomes.len())
+                ))
+            }
+            // a leaf of a group: its hosts' lines and timings are shown; the group's total ends it
+            Format::Text if self.grouped(path).is_some() => {}
+            Format::Text => self.print(&format!("    {path} done ({seconds:.2}s)")),
         }
     }
 
     pub fn note(&self, text: &str) {
         match self.format {
             Format::Json => self.event(json!({"event": "note", "text": text})),
-            Format::Text => println!("{text}"),
+            Format::Text => self.print(text),
         }
     }
 
@@ -219,13 +318,14 @@ impl Reporter {
         match self.format {
             Format::Json => self.event(json!({"event": "summary", "result": s})),
             Format::Text => {
+                self.enter_group(None);
                 let verb = if self.dry_run { "would make" } else { "made" };
                 let outcome = if s.failed_phase.is_some() {
                     "failed"
                 } else {
                     "done"
                 };
-                println!(
+                self.print(&format!(
                     "\n{} {outcome} in {:.2}s: {} phase{} run, {verb} {} change{} on {} host{}",
                     s.command,
                     s.seconds,
@@ -235,15 +335,15 @@ impl Reporter {
                     plural(s.changes),
                     s.hosts,
                     plural(s.hosts)
-                );
+                ));
                 if let Some(p) = &s.failed_phase {
-                    println!(
+                    self.print(&format!(
                         "Phase {p} failed. Fix what is named above and run the same command again: \
                          finished work is kept, and it continues where it stopped."
-                    );
+                    ));
                 }
                 for line in &s.next_steps {
-                    println!("{line}");
+                    self.print(line);
                 }
             }
         }
@@ -270,5 +370,111 @@ fn bytes(n: u64) -> String {
         n if n >= 1 << 20 => format!("{:.1} MiB", n as f64 / (1u64 << 20) as f64),
         n if n >= 1 << 10 => format!("{:.1} KiB", n as f64 / 1024.0),
         n => format!("{n} B"),
+    }
+}
+
+/// `text` with every timing `(1.23s)` written `(…s)`, so that output can be compared.
+pub fn mask_timings(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find('(') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let number = rest
+            .find("s)")
+            .filter(|&end| end > 0 && rest[..end].chars().all(|c| c.is_ascii_digit() || c == '.'));
+        if let Some(end) = number {
+            out.push('…');
+            rest = &rest[end..];
+        }
+    }
+    out.push_str(rest);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn outcome(host: &str, changes: usize) -> HostOutcome {
+        HostOutcome {
+            changes: (0..changes).map(|i| format!("change {i}")).collect(),
+            seconds: 0.25,
+            ..HostOutcome::ok(host)
+        }
+    }
+
+    /// Drives a reporter through a run like init's: a top-level phase, two groups of leaves,
+    /// a failure in the last group.
+    fn a_run(out: &Reporter) {
+        let phase = |path: &str, hosts: &[(&str, usize)]| {
+            let pb = out.phase_start(path, hosts.len());
+            let outcomes: Vec<HostOutcome> = hosts.iter().map(|(h, n)| outcome(h, *n)).collect();
+            for o in &outcomes {
+                out.host_done(path, o, pb.as_ref());
+            }
+            out.phase_done(path, &outcomes, 0.5, pb);
+        };
+        phase("preflight", &[("cp1", 0), ("worker-1", 0)]);
+        phase("certs/ca", &[("cp1", 1)]);
+        phase("certs/apiserver", &[("cp1", 2)]);
+        phase("kubeconfig/admin", &[("cp1", 1)]);
+        phase("etcd", &[("cp1", 3)]);
+        let path = "host/kernel";
+        let pb = out.phase_start(path, 2);
+        out.host_done(path, &outcome("cp1", 1), pb.as_ref());
+        let failed = HostOutcome::failed("worker-1", "sysctl: permission denied".into());
+        out.host_done(path, &failed, pb.as_ref());
+        out.phase_done(path, &[outcome("cp1", 1), failed], 0.5, pb);
+        out.summary(&RunSummary {
+            command: "init".into(),
+            phases_run: 6,
+            changes: 8,
+            hosts: 2,
+            seconds: 3.0,
+            failed_phase: Some(path.into()),
+            next_steps: vec![],
+        });
+    }
+
+    #[test]
+    fn text_groups_leaves_under_their_parent() {
+        let out = Reporter::capturing(Format::Text, false, false);
+        a_run(&out);
+        insta::assert_snapshot!(mask_timings(&out.captured()));
+    }
+
+    #[test]
+    fn verbose_text_and_json_keep_every_leaf() {
+        let out = Reporter::capturing(Format::Text, true, false);
+        a_run(&out);
+        let text = out.captured();
+        for leaf in [
+            "certs/ca",
+            "certs/apiserver",
+            "kubeconfig/admin",
+            "host/kernel",
+        ] {
+            assert!(text.contains(&format!("==> {leaf} (")), "{leaf}: {text}");
+            assert!(text.contains(&format!("    {leaf} ")), "{leaf}: {text}");
+        }
+        let out = Reporter::capturing(Format::Json, false, false);
+        a_run(&out);
+        let json = out.captured();
+        let done: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .filter(|v: &serde_json::Value| v["event"] == "phase-done")
+            .collect();
+        assert_eq!(done.len(), 6, "{json}");
+        assert!(done.iter().all(|v| v["seconds"] == 0.5));
+    }
+
+    #[test]
+    fn timings_are_masked_and_nothing_else() {
+        assert_eq!(
+            mask_timings("    cp1 ok, 1 change (12.34s), (a note) (3s)"),
+            "    cp1 ok, 1 change (…s), (a note) (…s)"
+        );
     }
 }
