@@ -1,13 +1,25 @@
 //! Command-line definitions (clap). Behaviour lives in main.rs and the modules it calls.
 
+use crate::completion::{self, Shell};
 use crate::output::Format;
 use clap::{Args, Parser, Subcommand};
+use clap_complete::engine::ArgValueCompleter;
 use std::path::PathBuf;
+use std::sync::LazyLock;
+
+/// `provision --version`: the release and the Kubernetes version an inventory gets by default.
+static VERSION: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "{} (Kubernetes {} by default)",
+        env!("CARGO_PKG_VERSION"),
+        crate::version::Version::default_version()
+    )
+});
 
 #[derive(Parser)]
 #[command(
     name = "provision",
-    version,
+    version = VERSION.as_str(),
     about = "Turns plain Linux machines into a working Kubernetes cluster over SSH",
     after_help = "Exit codes: 0 success, 1 a phase failed on a host, 2 bad input (inventory, flags, phase names)."
 )]
@@ -36,6 +48,13 @@ pub enum Command {
         #[command(flatten)]
         run: RunArgs,
     },
+    /// One screen per cluster: per host Ready, versions, units and pending changes; etcd,
+    /// the API endpoint and the certificates soonest to expire. Changes nothing; exit 1 when
+    /// something is off (named)
+    Status {
+        #[command(flatten)]
+        run: RunArgs,
+    },
     /// Validate an inventory and print the resolved cluster
     Check {
         #[arg(short, long, value_name = "FILE")]
@@ -53,6 +72,20 @@ pub enum Command {
         #[command(subcommand)]
         command: BundleCommand,
     },
+    /// Print the cluster's admin kubeconfig (read from a control plane), or merge it into
+    /// ~/.kube/config; `--user` issues one for a person instead
+    Kubeconfig(KubeconfigArgs),
+    /// Print the script that completes commands, phases and host names in a shell
+    /// (bash: `source <(provision completion bash)`)
+    Completion {
+        shell: Shell,
+        /// The command the script calls back (default: this binary's full path)
+        #[arg(long, value_name = "COMMAND")]
+        binary: Option<String>,
+    },
+    /// Print the manual page (roff)
+    #[command(hide = true)]
+    Man,
 }
 
 #[derive(Subcommand)]
@@ -95,6 +128,33 @@ pub enum CertsCommand {
 }
 
 #[derive(Args)]
+pub struct KubeconfigArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
+    /// Merge into this kubeconfig instead of printing (without a path: the first file of
+    /// $KUBECONFIG, else ~/.kube/config); every other context, cluster and user is kept
+    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
+    pub merge: Option<PathBuf>,
+    /// The name of the merged context, cluster and user (default: the cluster's name, or
+    /// USER@CLUSTER with --user)
+    #[arg(long, value_name = "NAME", requires = "merge")]
+    pub context: Option<String>,
+    /// Replace same-named entries that belong to another cluster (another CA)
+    #[arg(long, requires = "merge")]
+    pub force: bool,
+    /// Issue a client certificate for this person instead of giving the admin's; RBAC must
+    /// bind the name or a group before it can do anything
+    #[arg(long, value_name = "NAME")]
+    pub user: Option<String>,
+    /// The person's groups (repeat, or comma-separate)
+    #[arg(long, value_name = "GROUP", value_delimiter = ',', requires = "user")]
+    pub group: Vec<String>,
+    /// How long the person's certificate is valid, in days
+    #[arg(long, value_name = "DAYS", default_value_t = 365)]
+    pub days: u32,
+}
+
+#[derive(Args)]
 pub struct InitArgs {
     #[command(flatten)]
     pub run: RunArgs,
@@ -105,7 +165,10 @@ pub struct InitArgs {
 #[derive(Subcommand)]
 pub enum InitPhase {
     /// Run one phase, or every phase under a path (e.g. `host`, `host/kernel`)
-    Phase { path: String },
+    Phase {
+        #[arg(add = ArgValueCompleter::new(completion::phase_paths))]
+        path: String,
+    },
 }
 
 #[derive(Args)]
@@ -115,7 +178,8 @@ pub struct JoinArgs {
     #[command(subcommand)]
     pub phase: Option<InitPhase>,
     /// Only these hosts (inventory names, comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true)]
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true,
+          add = ArgValueCompleter::new(completion::host_names))]
     pub hosts: Vec<String>,
 }
 
@@ -126,7 +190,8 @@ pub struct ResetArgs {
     #[command(subcommand)]
     pub phase: Option<InitPhase>,
     /// Only these hosts, which leave a cluster that stays (inventory names, comma-separated)
-    #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true)]
+    #[arg(long, value_delimiter = ',', value_name = "NAMES", global = true,
+          add = ArgValueCompleter::new(completion::host_names))]
     pub hosts: Vec<String>,
     /// Go ahead without asking (reset deletes etcd's data, certificates and pods)
     #[arg(long, global = true)]

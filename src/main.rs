@@ -1,9 +1,11 @@
 // As in the library: no panics, only errors that say what to do.
 #![deny(clippy::unwrap_used, clippy::expect_used, clippy::panic)]
 
-use clap::Parser;
+use clap::{CommandFactory, Parser};
 use provision::bundle;
-use provision::cli::{BundleCommand, CertsCommand, Cli, Command, InitPhase, RunArgs};
+use provision::cli::{
+    BundleCommand, CertsCommand, Cli, Command, InitPhase, KubeconfigArgs, RunArgs,
+};
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
 use provision::phases::{self, Phase, Scope};
@@ -18,6 +20,10 @@ const EXIT_PHASE_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 
 fn main() -> ExitCode {
+    // a completion request from the shell script of `provision completion`: answered, then exit
+    clap_complete::CompleteEnv::with_factory(Cli::command)
+        .var(provision::completion::VAR)
+        .complete();
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,6 +142,39 @@ async fn run(cli: Cli) -> Result<(), u8> {
             .await
         }
         Command::Bundle { command } => run_bundle(command, cli.output).await,
+        Command::Status { run } => {
+            let cluster = load_for(&run)?;
+            // read-only: every phase it runs is a dry run, reported into memory
+            let run = RunArgs {
+                dry_run: true,
+                ..run
+            };
+            let mut ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
+            ctx.options.local_kubeconfig = None;
+            ctx.out = Reporter::capturing(Format::Json, false, true);
+            let status = provision::status::collect(&ctx).await;
+            ctx.close().await;
+            provision::status::print(&status, cli.output);
+            if status.healthy() {
+                Ok(())
+            } else {
+                Err(EXIT_PHASE_FAILED)
+            }
+        }
+        Command::Kubeconfig(args) => kubeconfig(cli.verbose, cli.output, args).await,
+        Command::Completion { shell, binary } => {
+            // the script calls this binary back, by its full path when it can be known
+            let binary = binary.unwrap_or_else(|| {
+                std::env::current_exe()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_else(|_| "provision".into())
+            });
+            provision::completion::write_script(shell, &binary, &mut std::io::stdout())
+                .map_err(|e| fail_with(EXIT_PHASE_FAILED)(e.to_string()))
+        }
+        Command::Man => clap_mangen::Man::new(Cli::command())
+            .render(&mut std::io::stdout())
+            .map_err(|e| fail_with(EXIT_PHASE_FAILED)(e.to_string())),
         Command::Verify { run } => {
             let cluster = load_for(&run)?;
             let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
@@ -270,6 +309,45 @@ async fn run_bundle(command: BundleCommand, format: Format) -> Result<(), u8> {
                 Err(EXIT_PHASE_FAILED)
             }
         },
+    }
+}
+
+/// `provision kubeconfig`: the admin's or a person's kubeconfig, printed or merged.
+async fn kubeconfig(verbose: bool, format: Format, args: KubeconfigArgs) -> Result<(), u8> {
+    use provision::kubeconfig as kc;
+    let cluster = load_for(&args.run)?;
+    let person = args.user.map(|name| kc::Person {
+        name,
+        groups: args.group,
+        days: args.days,
+    });
+    let name = args
+        .context
+        .unwrap_or_else(|| kc::default_name(&cluster, person.as_ref()));
+    let merge_path = match args.merge {
+        Some(p) if p.as_os_str().is_empty() => {
+            Some(kc::default_merge_path().map_err(fail_with(EXIT_BAD_INPUT))?)
+        }
+        other => other,
+    };
+    let ctx = context(verbose, format, &args.run, cluster, Default::default());
+    let text = match &person {
+        Some(p) => kc::for_person(&ctx, p).await,
+        None => kc::admin(&ctx).await,
+    };
+    ctx.close().await;
+    let text = text.map_err(fail_with(EXIT_PHASE_FAILED))?;
+    match merge_path {
+        None => {
+            print!("{text}");
+            Ok(())
+        }
+        Some(path) => {
+            let said = kc::merge_into(&path, &text, &name, args.force, args.run.dry_run)
+                .map_err(fail_with(EXIT_PHASE_FAILED))?;
+            println!("{said}");
+            Ok(())
+        }
     }
 }
 

@@ -203,7 +203,7 @@ impl Reporter {
             Format::Json => self.event(json!({"event": "host", "phase": path, "result": o})),
             Format::Text => {
                 let label = match self.grouped(path) {
-                    Some((_, leaf)) => format!("{leaf:<20} {:<16}", o.host),
+                    Some((_, leaf)) => format!("{leaf:<24} {:<16}", o.host),
                     None => o.host.clone(),
                 };
                 let text = self.host_text(&label, o);
@@ -373,22 +373,32 @@ fn bytes(n: u64) -> String {
     }
 }
 
-/// `text` with every timing `(1.23s)` written `(…s)`, so that output can be compared.
+/// `text` with every timing (`(1.23s)`, `in 22.54s:`) written `…s`, so that output can be
+/// compared from run to run.
 pub fn mask_timings(text: &str) -> String {
+    let chars: Vec<char> = text.chars().collect();
     let mut out = String::with_capacity(text.len());
-    let mut rest = text;
-    while let Some(i) = rest.find('(') {
-        out.push_str(&rest[..=i]);
-        rest = &rest[i + 1..];
-        let number = rest
-            .find("s)")
-            .filter(|&end| end > 0 && rest[..end].chars().all(|c| c.is_ascii_digit() || c == '.'));
-        if let Some(end) = number {
+    let mut i = 0;
+    while i < chars.len() {
+        let starts_word = i == 0 || !(chars[i - 1].is_alphanumeric() || chars[i - 1] == '.');
+        let mut end = i;
+        while end < chars.len() && (chars[end].is_ascii_digit() || chars[end] == '.') {
+            end += 1;
+        }
+        let number = &chars[i..end];
+        let is_seconds = starts_word
+            && number.contains(&'.')
+            && number.iter().any(char::is_ascii_digit)
+            && chars.get(end) == Some(&'s')
+            && !chars.get(end + 1).is_some_and(|c| c.is_alphanumeric());
+        if is_seconds {
             out.push('…');
-            rest = &rest[end..];
+            i = end;
+        } else {
+            out.push(chars[i]);
+            i += 1;
         }
     }
-    out.push_str(rest);
     out
 }
 
@@ -473,8 +483,12 @@ mod tests {
     #[test]
     fn timings_are_masked_and_nothing_else() {
         assert_eq!(
-            mask_timings("    cp1 ok, 1 change (12.34s), (a note) (3s)"),
+            mask_timings("    cp1 ok, 1 change (12.34s), (a note) (3.0s)"),
             "    cp1 ok, 1 change (…s), (a note) (…s)"
+        );
+        assert_eq!(
+            mask_timings("init done in 22.54s: 30 phases, v1.37.2s 2.5 s 3s"),
+            "init done in …s: 30 phases, v1.37.2s 2.5 s 3s"
         );
     }
 }

@@ -21,8 +21,25 @@ pub struct Row {
 }
 
 pub async fn report(ctx: &Ctx) -> Result<(), ()> {
+    let (rows, unreadable) = rows(ctx).await;
+    for e in &unreadable {
+        eprintln!("{e}");
+    }
+    match ctx.out.format {
+        Format::Json => println!("{}", serde_json::to_string(&rows).unwrap_or_default()),
+        Format::Text => print_table(&rows),
+    }
+    if unreadable.is_empty() {
+        Ok(())
+    } else {
+        Err(())
+    }
+}
+
+/// Every certificate of every control plane, and the hosts that could not be read (named).
+pub async fn rows(ctx: &Ctx) -> (Vec<Row>, Vec<String>) {
     let mut rows = Vec::new();
-    let mut failed = false;
+    let mut unreadable = Vec::new();
     let external_key = ctx
         .cluster
         .pki
@@ -56,8 +73,7 @@ pub async fn report(ctx: &Ctx) -> Result<(), ()> {
         let files = match files {
             Ok(f) => f,
             Err(e) => {
-                eprintln!("{}: {e}", host.name);
-                failed = true;
+                unreadable.push(format!("{}: {e}", host.name));
                 continue;
             }
         };
@@ -97,14 +113,10 @@ pub async fn report(ctx: &Ctx) -> Result<(), ()> {
             });
         }
     }
-    match ctx.out.format {
-        Format::Json => println!("{}", serde_json::to_string(&rows).unwrap_or_default()),
-        Format::Text => print_table(&rows),
-    }
-    if failed { Err(()) } else { Ok(()) }
+    (rows, unreadable)
 }
 
-fn residual(days: Option<i64>) -> String {
+pub fn residual(days: Option<i64>) -> String {
     match days {
         None => "-".into(),
         Some(d) if d < 0 => "expired".into(),

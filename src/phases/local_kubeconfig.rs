@@ -2,8 +2,6 @@
 //! cluster, and never silently put over another cluster's file.
 
 use crate::pki::kubeconfig;
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 
 /// Writes `content` to `path`; returns a line for the user saying where it went.
@@ -26,23 +24,7 @@ pub fn write(path: &Path, content: &[u8]) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
-    if let Some(dir) = path.parent() {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    // a temporary file beside it, renamed over: never a half-written kubeconfig
-    let tmp = path.with_extension("provision-tmp");
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(content)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    crate::kubeconfig::write_private(path, content)?;
     Ok(format!(
         "admin kubeconfig written to {} (kubectl --kubeconfig {} get nodes)",
         path.display(),
