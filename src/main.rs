@@ -414,7 +414,7 @@ fn reset_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
         && hosts.iter().any(|h| h.name == first.name)
     {
         eprintln!(
-            "error: {} is the first control plane of the inventory, which the other hosts join through:              it leaves only with the whole cluster (reset without --hosts)",
+            "error: {} is the first control plane of the inventory, which the other hosts join through: it leaves only with the whole cluster (reset without --hosts)",
             first.name
         );
         return Err(EXIT_BAD_INPUT);

@@ -143,3 +143,32 @@ fn version_names_the_default_kubernetes_and_the_manual_page_renders() {
         );
     }
 }
+
+#[test]
+fn the_first_control_plane_cannot_leave_alone_and_the_error_reads_as_one_sentence() {
+    let dir = tempfile::tempdir().unwrap();
+    let inv = dir.path().join("inv.yaml");
+    std::fs::write(
+        &inv,
+        "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  networking: {podSubnet: 10.88.0.0/16}\n  hosts:\n  - {name: cp1, address: 10.244.1.11, roles: [control-plane]}\n  - {name: worker-1, address: 10.244.1.12, roles: [worker]}\n",
+    )
+    .unwrap();
+    let out = Command::new(PROVISION)
+        .args([
+            "reset",
+            "-i",
+            inv.to_str().unwrap(),
+            "--hosts",
+            "cp1",
+            "--yes",
+        ])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        err.contains("cp1 is the first control plane of the inventory, which the other hosts join through: it leaves only with the whole cluster"),
+        "{err}"
+    );
+    assert!(!err.contains("  "), "stray spaces: {err:?}");
+}
