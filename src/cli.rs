@@ -75,6 +75,20 @@ pub enum Command {
     /// Print the cluster's admin kubeconfig (read from a control plane), or merge it into
     /// ~/.kube/config; `--user` issues one for a person instead
     Kubeconfig(KubeconfigArgs),
+    /// etcd, the cluster's state: snapshots
+    Etcd {
+        #[command(subcommand)]
+        command: EtcdCommand,
+    },
+    /// One archive with an etcd snapshot and the keys it needs (the CAs, the service-account
+    /// key, the Secrets encryption key): secret, written 0600
+    Backup {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The archive (default: beside the inventory, CLUSTER-backup-TIME.secret.tar)
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+    },
     /// Print the script that completes commands, phases and host names in a shell
     /// (bash: `source <(provision completion bash)`)
     Completion {
@@ -110,6 +124,53 @@ pub enum BundleCommand {
     },
     /// Check every file of a bundle directory against the digests of its bundle.yaml
     Verify { dir: PathBuf },
+}
+
+#[derive(Subcommand)]
+pub enum EtcdCommand {
+    /// Snapshots of etcd: save one here, list those kept on the control planes
+    Snapshot {
+        #[command(subcommand)]
+        command: SnapshotCommand,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum SnapshotCommand {
+    /// Take a snapshot from a healthy member, check it with etcdutl, copy it here (0600, with
+    /// its sha256 beside it). Secrets stay encrypted in it: restoring needs the Secrets key
+    /// and the CAs too (`provision backup` keeps them together)
+    Save {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The snapshot file (default: beside the inventory, CLUSTER-etcd-TIME.db)
+        #[arg(short = 'o', long = "out", value_name = "FILE")]
+        out: Option<PathBuf>,
+        /// Keep a copy on the host too, in /var/lib/provision/etcd-snapshots
+        #[arg(long)]
+        keep_on_host: bool,
+    },
+    /// The snapshots kept on the control planes: age, size, revision
+    List {
+        #[command(flatten)]
+        run: RunArgs,
+    },
+    /// Put the cluster's state back to a snapshot's on every control plane (the API servers
+    /// and etcd stop meanwhile; nodes and pods come back without re-joining)
+    Restore {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The snapshot (with the .sha256 and .json that `snapshot save` wrote beside it)
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Go ahead without asking
+        #[arg(long)]
+        yes: bool,
+        /// Restore over healthy members (what was written since the snapshot is lost), or a
+        /// snapshot without the files beside it
+        #[arg(long)]
+        force: bool,
+    },
 }
 
 #[derive(Subcommand)]

@@ -9,8 +9,6 @@ use crate::run::Ctx;
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
 use serde_yaml::{Mapping, Value};
-use std::io::Write;
-use std::os::unix::fs::OpenOptionsExt;
 use std::path::{Path, PathBuf};
 
 /// A person's credential: a client certificate for `name` in `groups`, valid `days`.
@@ -220,29 +218,6 @@ fn upsert(config: &mut Mapping, list: &str, entry: Value) -> Result<(), String> 
     Ok(())
 }
 
-/// Writes `content` to `path`, mode 0600, through a temporary file renamed over it: never a
-/// half-written or world-readable kubeconfig.
-pub fn write_private(path: &Path, content: &[u8]) -> Result<(), String> {
-    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    }
-    let tmp = path.with_extension("provision-tmp");
-    // a leftover of an interrupted write could have another mode: start afresh
-    let _ = std::fs::remove_file(&tmp);
-    let mut f = std::fs::OpenOptions::new()
-        .create(true)
-        .write(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&tmp)
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    f.write_all(content)
-        .and_then(|_| f.sync_all())
-        .map_err(|e| format!("cannot write {}: {e}", tmp.display()))?;
-    std::fs::rename(&tmp, path).map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
 /// Merges `new` into the file at `path` (made when absent); returns a line for the user.
 pub fn merge_into(
     path: &Path,
@@ -267,7 +242,7 @@ pub fn merge_into(
             "would merge context {name:?} into {shown} (dry run)"
         ));
     }
-    write_private(path, merged.text.as_bytes())?;
+    crate::local::write_private(path, merged.text.as_bytes())?;
     let current = if merged.made_current {
         ", now the current context"
     } else {

@@ -4,7 +4,8 @@
 use clap::{CommandFactory, Parser};
 use provision::bundle;
 use provision::cli::{
-    BundleCommand, CertsCommand, Cli, Command, InitPhase, KubeconfigArgs, RunArgs,
+    BundleCommand, CertsCommand, Cli, Command, EtcdCommand, InitPhase, KubeconfigArgs, RunArgs,
+    SnapshotCommand,
 };
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
@@ -161,6 +162,34 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Err(EXIT_PHASE_FAILED)
             }
         }
+        Command::Etcd {
+            command: EtcdCommand::Snapshot { command },
+        } => snapshot(cli.verbose, cli.output, command).await,
+        Command::Backup { run, out } => {
+            let cluster = load_for(&run)?;
+            let out = out.unwrap_or_else(|| {
+                beside_inventory(&run, &provision::snapshot::backup_name(&cluster.name))
+            });
+            let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
+            let result = provision::snapshot::backup(&ctx, &out).await;
+            ctx.close().await;
+            let b = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
+            match cli.output {
+                Format::Json => {
+                    println!("{}", serde_json::to_string_pretty(&b).unwrap_or_default())
+                }
+                Format::Text => println!(
+                    "backup written to {} (0600): etcd at revision {} ({} keys, from {}), {} key files.\n\
+                     It holds the cluster's CA keys and its Secrets key: keep it as you keep passwords.",
+                    b.path.display(),
+                    b.snapshot.status.revision,
+                    b.snapshot.status.total_keys,
+                    b.snapshot.host,
+                    b.files.len()
+                ),
+            }
+            Ok(())
+        }
         Command::Kubeconfig(args) => kubeconfig(cli.verbose, cli.output, args).await,
         Command::Completion { shell, binary } => {
             // the script calls this binary back, by its full path when it can be known
@@ -312,6 +341,165 @@ async fn run_bundle(command: BundleCommand, format: Format) -> Result<(), u8> {
     }
 }
 
+/// `provision etcd snapshot save|list`.
+async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Result<(), u8> {
+    use provision::snapshot;
+    match command {
+        SnapshotCommand::Save {
+            run,
+            out,
+            keep_on_host,
+        } => {
+            let cluster = load_for(&run)?;
+            let out =
+                out.unwrap_or_else(|| beside_inventory(&run, &snapshot::file_name(&cluster.name)));
+            let ctx = context(verbose, format, &run, cluster, Default::default());
+            let result = snapshot::save(&ctx, &out, keep_on_host).await;
+            ctx.close().await;
+            let saved = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
+            match format {
+                Format::Json => {
+                    println!(
+                        "{}",
+                        serde_json::to_string_pretty(&saved).unwrap_or_default()
+                    )
+                }
+                Format::Text => {
+                    println!(
+                        "snapshot of etcd on {}: revision {}, {} keys, {} bytes, hash {}",
+                        saved.host,
+                        saved.status.revision,
+                        saved.status.total_keys,
+                        saved.status.total_size,
+                        saved.status.hash
+                    );
+                    println!(
+                        "written to {} (0600), sha256 {} in {}",
+                        saved.path.display(),
+                        saved.sha256,
+                        snapshot::sha256_path(&saved.path).display()
+                    );
+                    if let Some(kept) = &saved.kept_on_host {
+                        println!("kept on {} as {kept}", saved.host);
+                    }
+                    println!(
+                        "Secrets in it stay encrypted: a restore needs the cluster's Secrets key and CAs too (`provision backup` keeps them together)."
+                    );
+                }
+            }
+            Ok(())
+        }
+        SnapshotCommand::Restore {
+            run,
+            from,
+            yes,
+            force,
+        } => restore(verbose, format, run, from, yes, force).await,
+        SnapshotCommand::List { run } => {
+            let cluster = load_for(&run)?;
+            let ctx = context(verbose, format, &run, cluster, Default::default());
+            let result = snapshot::list(&ctx).await;
+            ctx.close().await;
+            let kept = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
+            if format == Format::Json {
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&kept).unwrap_or_default()
+                );
+                return Ok(());
+            }
+            println!(
+                "{:<16} {:<10} {:>12} {:>10}  PATH",
+                "HOST", "AGE", "BYTES", "REVISION"
+            );
+            for k in kept {
+                println!(
+                    "{:<16} {:<10} {:>12} {:>10}  {}",
+                    k.host,
+                    age(k.age_seconds),
+                    k.bytes,
+                    k.status
+                        .map_or("unreadable".to_string(), |s| s.revision.to_string()),
+                    k.path
+                );
+            }
+            Ok(())
+        }
+    }
+}
+
+/// `etcd snapshot restore`: checked, planned, asked, then run.
+async fn restore(
+    verbose: bool,
+    format: Format,
+    run: RunArgs,
+    from: std::path::PathBuf,
+    yes: bool,
+    force: bool,
+) -> Result<(), u8> {
+    use provision::snapshot::{self, restore};
+    let cluster = load_for(&run)?;
+    let ctx = context(verbose, format, &run, cluster, Default::default());
+    let result = async {
+        let provenance = restore::check(&ctx, &from, force)
+            .await
+            .map_err(fail_with(EXIT_BAD_INPUT))?;
+        let stamp = snapshot::stamp();
+        let steps = restore::plan(&ctx, &from, &provenance, &stamp);
+        if run.dry_run {
+            println!("restore (dry run): nothing is changed; it would:");
+            for s in &steps {
+                println!("  - {s}");
+            }
+            return Ok(());
+        }
+        let healthy = restore::healthy_members(&ctx).await;
+        if !healthy.is_empty() && !force {
+            eprintln!(
+                "error: etcd is healthy on {}: a restore replaces its data with the snapshot's (revision {}), and what was written since is lost. Pass --force to go ahead; nothing was changed",
+                healthy.join(", "),
+                provenance.status.revision
+            );
+            return Err(EXIT_BAD_INPUT);
+        }
+        if !yes && !ask(&steps.join("\n  then: ")) {
+            return Err(EXIT_BAD_INPUT);
+        }
+        let done = restore::run(&ctx, &from, &provenance, &stamp)
+            .await
+            .map_err(fail_with(EXIT_PHASE_FAILED))?;
+        for line in done {
+            println!("{line}");
+        }
+        println!(
+            "etcd is back at revision {}: the nodes reconnect by themselves (provision status -i FILE shows them)",
+            provenance.status.revision
+        );
+        Ok(())
+    }
+    .await;
+    ctx.close().await;
+    result
+}
+
+fn age(seconds: u64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s}s"),
+        s if s < 7200 => format!("{}m", s / 60),
+        s if s < 172_800 => format!("{}h", s / 3600),
+        s => format!("{}d", s / 86_400),
+    }
+}
+
+/// `name` in the inventory's directory.
+fn beside_inventory(run: &RunArgs, name: &str) -> std::path::PathBuf {
+    run.inventory
+        .as_ref()
+        .and_then(|i| i.parent())
+        .unwrap_or_else(|| Path::new("."))
+        .join(name)
+}
+
 /// `provision kubeconfig`: the admin's or a person's kubeconfig, printed or merged.
 async fn kubeconfig(verbose: bool, format: Format, args: KubeconfigArgs) -> Result<(), u8> {
     use provision::kubeconfig as kc;
@@ -424,7 +612,6 @@ fn reset_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
 
 /// Asks on a terminal; elsewhere, reset needs --yes.
 fn confirmed(hosts: &[Host], cluster_stays: bool) -> bool {
-    use std::io::{BufRead, IsTerminal, Write};
     let names: Vec<&str> = hosts.iter().map(|h| h.name.as_str()).collect();
     let what = if cluster_stays {
         format!(
@@ -437,6 +624,12 @@ fn confirmed(hosts: &[Host], cluster_stays: bool) -> bool {
             names.join(", ")
         )
     };
+    ask(&what)
+}
+
+/// Asks on a terminal whether to do `what`; elsewhere the answer is no, and --yes is named.
+fn ask(what: &str) -> bool {
+    use std::io::{BufRead, IsTerminal, Write};
     if !std::io::stdin().is_terminal() {
         eprintln!("error: {what}. Pass --yes to go ahead, or --dry-run to see each change first");
         return false;

@@ -1,7 +1,8 @@
 //! The real-cluster tier, from the operator's chair: `init`'s grouped text output, the admin's
 //! kubeconfig merged into a file of other clusters and used by kubectl, a person's certificate
 //! that RBAC refuses until it is bound, and `status` on a healthy cluster, with a stopped
-//! kubelet and with a changed file. One control plane and one worker.
+//! kubelet and with a changed file, an etcd snapshot checked here by etcdutl, and the backup
+//! archive. One control plane and one worker.
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -86,7 +87,7 @@ contexts:
 "#;
 
 #[test]
-fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_and_asks_for_status() {
+fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_status_and_backs_up() {
     let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
         return;
     };
@@ -247,4 +248,291 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_and_asks_for
     provision_ok(&["join", "-i", inv_s]);
     let status = provision(&["status", "-i", inv_s]);
     assert_eq!(status.code, 0, "{}", status.text());
+
+    // an etcd snapshot: copied here 0600 with its sha256, and etcdutl here reads what the
+    // host's etcdutl read there
+    let snap = tb.dir.path().join("snap.db");
+    let saved = provision_ok(&[
+        "etcd",
+        "snapshot",
+        "save",
+        "-i",
+        inv_s,
+        "-o",
+        snap.to_str().unwrap(),
+        "--keep-on-host",
+        "--output",
+        "json",
+    ]);
+    let saved: serde_json::Value = serde_json::from_str(&saved.stdout).unwrap();
+    let bytes = std::fs::read(&snap).unwrap();
+    let sha = {
+        use sha2::Digest;
+        hex::encode(sha2::Sha256::digest(&bytes))
+    };
+    assert_eq!(saved["sha256"], sha.as_str());
+    let sums = std::fs::read_to_string(tb.dir.path().join("snap.db.sha256")).unwrap();
+    assert_eq!(sums, format!("{sha}  snap.db\n"));
+    let mode = std::fs::metadata(&snap).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let etcdutl = find(&upstream.join("etcd"), "etcdutl").expect("etcdutl in the upstream builds");
+    let here = Command::new(etcdutl)
+        .args(["snapshot", "status", snap.to_str().unwrap(), "-w", "json"])
+        .output()
+        .unwrap();
+    let here: serde_json::Value = serde_json::from_slice(&here.stdout).unwrap();
+    assert_eq!(here["revision"], saved["status"]["revision"]);
+    assert_eq!(here["totalKey"], saved["status"]["totalKey"]);
+    assert!(here["totalKey"].as_u64().unwrap() > 100, "{here}");
+    let listed = provision_ok(&["etcd", "snapshot", "list", "-i", inv_s]);
+    assert!(
+        listed
+            .stdout
+            .contains("/var/lib/provision/etcd-snapshots/snap.db")
+            && listed
+                .stdout
+                .contains(&saved["status"]["revision"].to_string()),
+        "{}",
+        listed.stdout
+    );
+
+    // the backup: the snapshot and the keys, one archive, every entry 0600
+    let archive = tb.dir.path().join("backup.secret.tar");
+    provision_ok(&["backup", "-i", inv_s, "-o", archive.to_str().unwrap()]);
+    let mode = std::fs::metadata(&archive).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600);
+    let mut entries = Vec::new();
+    let file = std::fs::File::open(&archive).unwrap();
+    for e in tar::Archive::new(file).entries().unwrap() {
+        let e = e.unwrap();
+        assert_eq!(e.header().mode().unwrap() & 0o777, 0o600);
+        entries.push(e.path().unwrap().display().to_string());
+    }
+    for want in [
+        "backup.json",
+        "etcd/snapshot.db",
+        "etc/kubernetes/pki/ca.key",
+        "etc/kubernetes/pki/etcd/ca.key",
+        "etc/kubernetes/pki/front-proxy-ca.key",
+        "etc/kubernetes/pki/sa.key",
+        "etc/kubernetes/encryption-config.yaml",
+    ] {
+        assert!(
+            entries.contains(&want.to_string()),
+            "{want} not in {entries:?}"
+        );
+    }
+    let beside: Vec<_> = std::fs::read_dir(tb.dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with("backup") && n != "backup.secret.tar")
+        .collect();
+    assert!(beside.is_empty(), "left beside the archive: {beside:?}");
+
+    // a restore: a namespace with a ConfigMap, a Secret and a Deployment, saved, deleted, and
+    // back from the snapshot; the worker stays Ready without re-joining
+    let admin_kubectl = |args: &[&str]| kubectl(&upstream, &version, &admin, args);
+    for args in [
+        vec!["create", "namespace", "keep"],
+        vec![
+            "-n",
+            "keep",
+            "create",
+            "configmap",
+            "settings",
+            "--from-literal=colour=blue",
+        ],
+        vec![
+            "-n",
+            "keep",
+            "create",
+            "secret",
+            "generic",
+            "login",
+            "--from-literal=password=hunter2",
+        ],
+        vec![
+            "-n",
+            "keep",
+            "create",
+            "deployment",
+            "web",
+            "--image=registry.k8s.io/e2e-test-images/busybox:1.35.0",
+            "--",
+            "sleep",
+            "3600",
+        ],
+        vec![
+            "-n",
+            "keep",
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=90s",
+        ],
+    ] {
+        let (ok, said) = admin_kubectl(&args);
+        assert!(ok, "kubectl {args:?}: {said}");
+    }
+    let snap = tb.dir.path().join("keep.db");
+    let snap_s = snap.to_str().unwrap();
+    provision_ok(&["etcd", "snapshot", "save", "-i", inv_s, "-o", snap_s]);
+    let (ok, said) = admin_kubectl(&["delete", "namespace", "keep", "--wait", "--timeout=90s"]);
+    assert!(ok, "{said}");
+    let gone = || !admin_kubectl(&["get", "namespace", "keep"]).0;
+    assert!(gone());
+
+    // refusals, each with nothing changed: a truncated file, another cluster's snapshot, and
+    // healthy members without --force
+    let copy = |name: &str, cut: bool, provenance: &dyn Fn(String) -> String| {
+        let to = tb.dir.path().join(name);
+        let bytes = std::fs::read(&snap).unwrap();
+        std::fs::write(
+            &to,
+            if cut {
+                &bytes[..bytes.len() / 2]
+            } else {
+                &bytes[..]
+            },
+        )
+        .unwrap();
+        let sums = std::fs::read_to_string(tb.dir.path().join("keep.db.sha256")).unwrap();
+        std::fs::write(tb.dir.path().join(format!("{name}.sha256")), sums).unwrap();
+        let json = std::fs::read_to_string(tb.dir.path().join("keep.db.json")).unwrap();
+        std::fs::write(tb.dir.path().join(format!("{name}.json")), provenance(json)).unwrap();
+        to.display().to_string()
+    };
+    let truncated = copy("truncated.db", true, &|j| j);
+    let foreign = copy("foreign.db", false, &|j| {
+        let mut v: serde_json::Value = serde_json::from_str(&j).unwrap();
+        v["ca_sha256"] = "0".repeat(64).into();
+        v.to_string()
+    });
+    for (from, why) in [
+        (truncated.as_str(), "does not match its sha256"),
+        (foreign.as_str(), "snapshot of another cluster"),
+        (snap_s, "etcd is healthy on"),
+    ] {
+        let force: &[&str] = if from == snap_s { &[] } else { &["--force"] };
+        let refused = provision(
+            &[
+                &[
+                    "etcd", "snapshot", "restore", "-i", inv_s, "--from", from, "--yes",
+                ],
+                force,
+            ]
+            .concat(),
+        );
+        assert_eq!(refused.code, 2, "{}", refused.text());
+        assert!(
+            refused.stderr.contains(why) && refused.stderr.contains("nothing was changed"),
+            "{}",
+            refused.text()
+        );
+    }
+    let planned = provision_ok(&[
+        "etcd",
+        "snapshot",
+        "restore",
+        "-i",
+        inv_s,
+        "--from",
+        snap_s,
+        "--dry-run",
+    ]);
+    assert!(
+        planned.stdout.contains("stop etcd on")
+            && planned.stdout.contains("member.before-restore-"),
+        "{}",
+        planned.stdout
+    );
+    assert!(gone(), "a refusal or a dry run changed the cluster");
+
+    let restored = provision_ok(&[
+        "etcd", "snapshot", "restore", "-i", inv_s, "--from", snap_s, "--yes", "--force",
+    ]);
+    assert!(
+        restored.stdout.contains("etcd is back at revision"),
+        "{}",
+        restored.text()
+    );
+    let (ok, colour) = admin_kubectl(&[
+        "-n",
+        "keep",
+        "get",
+        "configmap",
+        "settings",
+        "-o",
+        "jsonpath={.data.colour}",
+    ]);
+    assert!(ok && colour == "blue", "{colour}");
+    let (ok, password) = admin_kubectl(&[
+        "-n",
+        "keep",
+        "get",
+        "secret",
+        "login",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    use base64::Engine;
+    let password = base64::engine::general_purpose::STANDARD
+        .decode(password.trim())
+        .unwrap_or_default();
+    assert!(ok && password == b"hunter2", "{password:?}");
+    let (ok, said) = admin_kubectl(&[
+        "-n",
+        "keep",
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=120s",
+    ]);
+    assert!(
+        ok,
+        "the Deployment's pods do not run after the restore: {said}"
+    );
+    let (ok, said) = admin_kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "node",
+        "--all",
+        "--timeout=120s",
+    ]);
+    assert!(ok, "{said}");
+    let left = tb.ssh(
+        0,
+        "ls -A /var/lib/etcd; ls /var/lib/provision/etcd-restore 2>/dev/null; true",
+    );
+    assert_eq!(left.trim(), "member", "left in the data directory: {left}");
+
+    // a disaster: etcd stopped and its data wiped; the restore needs no --force, and the
+    // cluster passes verify again
+    tb.ssh(
+        0,
+        "systemctl stop kube-apiserver etcd && rm -rf /var/lib/etcd/member",
+    );
+    provision_ok(&[
+        "etcd", "snapshot", "restore", "-i", inv_s, "--from", snap_s, "--yes",
+    ]);
+    provision_ok(&["verify", "-i", inv_s]);
+
+    // no member answers: a clear refusal, nothing written
+    tb.ssh(0, "systemctl stop etcd");
+    let refused = provision(&[
+        "etcd",
+        "snapshot",
+        "save",
+        "-i",
+        inv_s,
+        "-o",
+        "/nonexistent/x.db",
+    ]);
+    assert_eq!(refused.code, 1, "{}", refused.text());
+    assert!(
+        refused.stderr.contains("no healthy etcd member"),
+        "{}",
+        refused.text()
+    );
+    tb.ssh(0, "systemctl start etcd");
 }

@@ -24,7 +24,7 @@ pub fn write(path: &Path, content: &[u8]) -> Result<String, String> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
         Err(e) => return Err(format!("cannot read {}: {e}", path.display())),
     }
-    crate::kubeconfig::write_private(path, content)?;
+    crate::local::write_private(path, content)?;
     Ok(format!(
         "admin kubeconfig written to {} (kubectl --kubeconfig {} get nodes)",
         path.display(),

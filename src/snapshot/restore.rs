@@ -1,0 +1,317 @@
+//! `provision etcd snapshot restore`: the cluster's state put back to a snapshot's. On every
+//! control plane: the API server and its companions stopped, then etcd; the snapshot restored
+//! into a new data directory with the inventory's member list (the old one kept beside it until
+//! the cluster is back); etcd started on all members together (they need each other for a
+//! quorum), then the control plane. Nodes and their pods come back by themselves: the kubelets
+//! reconnect.
+
+use super::{Provenance, ca_sha256, provenance_path, sha256_path};
+use crate::cluster::Host;
+use crate::paths::kubeconfig;
+use crate::phases::control_plane::COMPONENTS;
+use crate::phases::etcd::{DATA_DIR, etcdctl, url};
+use crate::run::Ctx;
+use crate::ssh::shell_quote;
+use crate::systemd;
+use sha2::{Digest, Sha256};
+use std::path::Path;
+
+/// Where the snapshot is copied to on each control plane.
+const HOST_COPY: &str = "/var/lib/provision/etcd-restore/snapshot.db";
+/// When the control plane was started again (the host's clock, seconds).
+const STARTED: &str = "/var/lib/provision/etcd-restore/started";
+
+/// What the operator allowed.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Consent {
+    /// Restore although members are healthy (what was written since the snapshot is lost), or
+    /// a snapshot without its provenance.
+    pub force: bool,
+    pub dry_run: bool,
+}
+
+/// The snapshot at `path`, checked: its sha256 against the files beside it, its cluster against
+/// this one's CA. Returns its provenance.
+pub async fn check(ctx: &Ctx, path: &Path, force: bool) -> Result<Provenance, String> {
+    let shown = path.display();
+    let bytes = std::fs::read(path).map_err(|e| format!("cannot read {shown}: {e}"))?;
+    let sha = hex::encode(Sha256::digest(&bytes));
+    let sums = sha256_path(path);
+    match std::fs::read_to_string(&sums) {
+        Ok(line) if line.split_whitespace().next() == Some(sha.as_str()) => {}
+        Ok(_) => {
+            return Err(format!(
+                "{shown} does not match its sha256 in {} (truncated or changed): nothing was changed",
+                sums.display()
+            ));
+        }
+        Err(_) if force => {}
+        Err(e) => {
+            return Err(format!(
+                "{} cannot be read ({e}): without it a truncated snapshot cannot be told apart; pass --force to restore anyway",
+                sums.display()
+            ));
+        }
+    }
+    let ca = ctx.ca(crate::pki::CaKind::Kubernetes, false).await?;
+    let ours = ca_sha256(&ca.cert_pem);
+    let provenance_file = provenance_path(path);
+    let provenance: Provenance = match std::fs::read_to_string(&provenance_file)
+        .map_err(|e| e.to_string())
+        .and_then(|t| serde_json::from_str(&t).map_err(|e| e.to_string()))
+    {
+        Ok(p) => p,
+        Err(e) if force => Provenance {
+            cluster: format!("unknown ({e})"),
+            ca_sha256: ours.clone(),
+            sha256: sha.clone(),
+            taken_from: "unknown".into(),
+            taken_at: "unknown".into(),
+            status: super::SnapshotStatus {
+                hash: 0,
+                revision: 0,
+                total_keys: 0,
+                total_size: bytes.len() as u64,
+                version: String::new(),
+            },
+        },
+        Err(e) => {
+            return Err(format!(
+                "{} cannot be read ({e}): which cluster the snapshot is of cannot be told; pass --force to restore anyway",
+                provenance_file.display()
+            ));
+        }
+    };
+    if provenance.ca_sha256 != ours {
+        return Err(format!(
+            "{shown} is a snapshot of another cluster ({}: another CA than {}'s): nothing was changed",
+            provenance.cluster, ctx.cluster.name
+        ));
+    }
+    if provenance.sha256 != sha {
+        return Err(format!(
+            "{shown} is not the snapshot {} describes (another sha256): nothing was changed",
+            provenance_file.display()
+        ));
+    }
+    Ok(provenance)
+}
+
+/// The steps of a restore, as the user reads them.
+pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str) -> Vec<String> {
+    let cps: Vec<&str> = ctx
+        .cluster
+        .control_planes()
+        .map(|h| h.name.as_str())
+        .collect();
+    let on = cps.join(", ");
+    vec![
+        format!(
+            "restore etcd from {} (revision {}, {} keys, taken {} from {})",
+            path.display(),
+            p.status.revision,
+            p.status.total_keys,
+            p.taken_at,
+            p.taken_from
+        ),
+        format!("copy the snapshot to {on} and check it there (sha256, etcdutl)"),
+        format!("stop {} on {on}", COMPONENTS.join(", ")),
+        format!("stop etcd on {on}"),
+        format!(
+            "restore it into a new data directory on {on} (members {}); the old one is kept as {DATA_DIR}/member.before-restore-{stamp} until the cluster is back",
+            member_list(ctx)
+        ),
+        format!("start etcd on {on} and wait until every member is healthy"),
+        format!(
+            "start {} on {on} and wait for /readyz",
+            COMPONENTS.join(", ")
+        ),
+        "restart the kubelet and kube-proxy on every node, and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's)".into(),
+        "wait until the controller manager and the scheduler lead again".into(),
+        format!("remove {DATA_DIR}/member.before-restore-{stamp}"),
+    ]
+}
+
+/// `cp1=https://10.0.0.1:2380,cp2=...`: the members of the restored cluster.
+fn member_list(ctx: &Ctx) -> String {
+    ctx.cluster
+        .control_planes()
+        .map(|h| format!("{}={}", h.name, url(&h.address, 2380)))
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
+/// Names the healthy members: a restore over a healthy cluster needs `--force`.
+pub async fn healthy_members(ctx: &Ctx) -> Vec<String> {
+    let mut healthy = Vec::new();
+    for h in ctx.cluster.control_planes() {
+        if let Ok(s) = ctx.session(h).await
+            && s.run(&etcdctl("endpoint health")).await.is_ok()
+        {
+            healthy.push(h.name.clone());
+        }
+    }
+    healthy
+}
+
+/// Runs the restore; returns the lines that say what was done.
+pub async fn run(
+    ctx: &Ctx,
+    path: &Path,
+    p: &Provenance,
+    stamp: &str,
+) -> Result<Vec<String>, String> {
+    let cps: Vec<&Host> = ctx.cluster.control_planes().collect();
+    let mut done = Vec::new();
+    // copy and check before anything stops: a bad copy changes nothing
+    let q = shell_quote(HOST_COPY);
+    for h in &cps {
+        let session = ctx.session(h).await.map_err(|e| e.to_string())?;
+        let sent = session
+            .run_with_file(
+                &format!(
+                    "set -e; umask 077; mkdir -p $(dirname {q}); cat > {q}.part; mv {q}.part {q}; etcdutl snapshot status {q} -w json >/dev/null"
+                ),
+                path,
+            )
+            .await
+            .map_err(|e| format!("{}: the snapshot copy failed its check: {e}", h.name))?;
+        if sent != p.sha256 {
+            return Err(format!(
+                "{}: the copy is not the snapshot (sha256 {sent}): nothing was stopped",
+                h.name
+            ));
+        }
+    }
+    done.push(format!(
+        "copied the snapshot to every control plane and checked it ({})",
+        p.sha256
+    ));
+    let units: Vec<String> = COMPONENTS
+        .iter()
+        .rev()
+        .map(|c| format!("{c}.service"))
+        .collect();
+    on_all(ctx, &cps, &format!("systemctl stop {}", units.join(" "))).await?;
+    on_all(ctx, &cps, "systemctl stop etcd.service").await?;
+    done.push("stopped the API servers and etcd".into());
+    let token = format!("provision-restore-{stamp}");
+    let restored = format!("{DATA_DIR}/.restore-{stamp}");
+    let kept = format!("{DATA_DIR}/member.before-restore-{stamp}");
+    for h in &cps {
+        let session = ctx.session(h).await.map_err(|e| e.to_string())?;
+        let peer = url(&h.address, 2380);
+        let script = format!(
+            "set -e\n\
+             rm -rf {restored}\n\
+             etcdutl snapshot restore {q} --name {name} --initial-cluster {members} --initial-cluster-token {token} --initial-advertise-peer-urls {peer} --data-dir {restored} >/dev/null\n\
+             if [ -d {DATA_DIR}/member ]; then mv {DATA_DIR}/member {kept}; fi\n\
+             mv {restored}/member {DATA_DIR}/member\n\
+             rm -rf {restored}\n\
+             chmod 0700 {DATA_DIR} {DATA_DIR}/member",
+            name = shell_quote(&h.name),
+            members = shell_quote(&member_list(ctx)),
+        );
+        session
+            .run(&script)
+            .await
+            .map_err(|e| format!("{}: the restore failed: {e} (etcd and the API server are stopped; run the restore again)", h.name))?;
+    }
+    done.push(format!(
+        "restored the data directory on every control plane (the old one kept as {kept})"
+    ));
+    // all members at once: each waits for the others to form a quorum
+    on_all(ctx, &cps, "systemctl start --no-block etcd.service").await?;
+    let health = etcdctl("endpoint health");
+    for h in &cps {
+        let session = ctx.session(h).await.map_err(|e| e.to_string())?;
+        let wait = systemd::wait_for(&format!("{health} >/dev/null 2>&1"), 120, 0.5);
+        systemd::wait_or_journal(&session, &wait, Some(&health), "etcd", 15)
+            .await
+            .map_err(|why| {
+                format!(
+                    "{}: etcd is not healthy after the restore:\n{why}the old data is in {kept}",
+                    h.name
+                )
+            })?;
+    }
+    done.push("etcd is healthy on every member".into());
+    let start: Vec<String> = units.iter().rev().cloned().collect();
+    // the hosts' own clock marks the start: the leader leases must be renewed after it
+    on_all(
+        ctx,
+        &cps,
+        &format!("date +%s > {STARTED}; systemctl start {}", start.join(" ")),
+    )
+    .await?;
+    let kubectl = format!(
+        "kubectl --kubeconfig={} --request-timeout=5s",
+        kubeconfig("admin")
+    );
+    for h in &cps {
+        let session = ctx.session(h).await.map_err(|e| e.to_string())?;
+        let wait = systemd::wait_for(
+            &format!("{kubectl} get --raw=/readyz >/dev/null 2>&1"),
+            120,
+            1.0,
+        );
+        systemd::wait_or_journal(&session, &wait, None, "kube-apiserver", 15)
+            .await
+            .map_err(|why| {
+                format!(
+                    "{}: the API server is not ready after the restore:\n{why}",
+                    h.name
+                )
+            })?;
+    }
+    done.push("the API servers are ready".into());
+    // every watcher of the API saw later revisions than the snapshot's and would wait for them:
+    // the node agents restart, and so do the cluster's own pods that watch (CoreDNS, a CNI's)
+    let hosts: Vec<&Host> = ctx.cluster.hosts.iter().collect();
+    on_all(
+        ctx,
+        &hosts,
+        "systemctl restart kubelet.service kube-proxy.service",
+    )
+    .await?;
+    done.push("restarted the kubelet and kube-proxy on every node".into());
+    let first = ctx
+        .cluster
+        .first_control_plane()
+        .ok_or("no control plane")?;
+    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
+    session
+        .run(&format!(
+            "for kind in deployment daemonset; do {kubectl} -n kube-system get $kind -o name | xargs -r {kubectl} -n kube-system rollout restart >/dev/null; done"
+        ))
+        .await
+        .map_err(|e| format!("{}: restarting kube-system's workloads: {e}", first.name))?;
+    done.push("restarted kube-system's Deployments and DaemonSets".into());
+    // the controller manager and the scheduler take their leases over once the snapshot's
+    // holders expire: the cluster schedules again from then on
+    let renewed = format!(
+        "for l in kube-controller-manager kube-scheduler; do t=$({kubectl} -n kube-system get lease $l -o jsonpath='{{.spec.renewTime}}'); [ -n \"$t\" ] && [ $(date -d \"$t\" +%s) -ge $(cat {STARTED}) ] || exit 1; done"
+    );
+    let wait = systemd::wait_for(&format!("( {renewed} )"), 90, 1.0);
+    systemd::wait_or_journal(&session, &wait, None, "kube-controller-manager", 15)
+        .await
+        .map_err(|why| format!("{}: the controller manager and the scheduler did not lead again within 90 s:\n{why}", first.name))?;
+    done.push("the controller manager and the scheduler lead again".into());
+    on_all(ctx, &cps, &format!("rm -rf {kept} {q} {STARTED}")).await?;
+    done.push(format!("removed {kept}"));
+    Ok(done)
+}
+
+/// Runs `script` on every host at once; the first failure, named.
+async fn on_all(ctx: &Ctx, hosts: &[&Host], script: &str) -> Result<(), String> {
+    let results = futures::future::join_all(hosts.iter().map(|h| async move {
+        let session = ctx.session(h).await.map_err(|e| e.to_string())?;
+        session
+            .run(script)
+            .await
+            .map(|_| ())
+            .map_err(|e| format!("{}: {e}", h.name))
+    }))
+    .await;
+    results.into_iter().collect()
+}
