@@ -14,6 +14,8 @@ pub const BOOTSTRAP_KUBECONFIG: &str = "/etc/kubernetes/bootstrap-kubelet.conf";
 pub const ETCD_HEALTHCHECK_KEY: &str = "/etc/kubernetes/pki/etcd/healthcheck-client.key";
 pub const ENCRYPTION_CONFIG: &str = "/etc/kubernetes/encryption-config.yaml";
 pub const AUDIT_POLICY: &str = "/etc/kubernetes/audit-policy.yaml";
+/// etcd snapshots made on a control plane (kept ones and scheduled ones).
+pub const ETCD_SNAPSHOT_DIR: &str = "/var/lib/provision/etcd-snapshots";
 
 /// `/etc/kubernetes/<name>.conf` (admin, super-admin, kubelet, controller-manager, ...).
 pub fn kubeconfig(name: &str) -> String {

@@ -94,7 +94,11 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     let tb = Testbed::up_for_kubelet(2);
     let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
     let version = support::bundle_kube_version(&bundle);
-    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
+    let spec = format!(
+        "{}  etcd:\n    snapshots: {{schedule: hourly, keep: 2}}\n",
+        support::bundle_spec(&bundle)
+    );
+    let inv = tb.inventory(&spec, &[]);
     let inv_s = inv.to_str().unwrap();
     let (cp, worker) = (&tb.machines[0].name, &tb.machines[1].name);
 
@@ -295,6 +299,29 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
         "{}",
         listed.stdout
     );
+
+    // scheduled snapshots: a timer on the control plane; three runs keep the newest two, and
+    // the manual one kept above stays
+    assert_eq!(
+        tb.ssh(0, "systemctl is-active provision-etcd-snapshot.timer")
+            .trim(),
+        "active"
+    );
+    for _ in 0..3 {
+        tb.ssh(
+            0,
+            "systemctl start provision-etcd-snapshot.service && sleep 1",
+        );
+    }
+    let listed = provision_ok(&["etcd", "snapshot", "list", "-i", inv_s]);
+    let scheduled = listed
+        .stdout
+        .lines()
+        .filter(|l| l.contains("/scheduled-"))
+        .count();
+    assert_eq!(scheduled, 2, "{}", listed.stdout);
+    assert!(listed.stdout.contains("/snap.db"), "{}", listed.stdout);
+    assert!(!listed.stdout.contains("unreadable"), "{}", listed.stdout);
 
     // the backup: the snapshot and the keys, one archive, every entry 0600
     let archive = tb.dir.path().join("backup.secret.tar");
@@ -535,4 +562,15 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
         refused.text()
     );
     tb.ssh(0, "systemctl start etcd");
+
+    // and the whole cluster goes: nothing of it is left, the snapshot timer included
+    provision_ok(&["reset", "-i", inv_s, "--yes"]);
+    for i in 0..2 {
+        assert_eq!(
+            support::leftovers(&tb, i),
+            "",
+            "left on {}",
+            tb.machines[i].name
+        );
+    }
 }

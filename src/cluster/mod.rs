@@ -42,7 +42,17 @@ pub struct Cluster {
     /// Component versions the inventory sets instead of the catalog's.
     pub bundle_versions: BTreeMap<String, String>,
     pub pki: Pki,
+    /// Scheduled etcd snapshots on the control planes, when asked for.
+    pub etcd_snapshots: Option<SnapshotSchedule>,
     pub hosts: Vec<Host>,
+}
+
+/// `spec.etcd.snapshots`, defaults filled in.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct SnapshotSchedule {
+    pub schedule: String,
+    pub keep: u32,
+    pub dir: String,
 }
 
 #[derive(Debug, Clone, Serialize)]

@@ -49,7 +49,29 @@ pub struct Spec {
     pub ssh: SshSpec,
     #[serde(default)]
     pub pki: PkiSpec,
+    #[serde(default)]
+    pub etcd: EtcdSpec,
     pub hosts: Vec<HostSpec>,
+}
+
+/// etcd on the control planes.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct EtcdSpec {
+    /// Snapshots taken on every control plane by a systemd timer.
+    pub snapshots: Option<SnapshotScheduleSpec>,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct SnapshotScheduleSpec {
+    /// When, as systemd's OnCalendar reads it (`hourly`, `daily`, `*-*-* 00/6:00:00`); default
+    /// twice a day.
+    pub schedule: Option<String>,
+    /// How many to keep on each control plane (default 5).
+    pub keep: Option<u32>,
+    /// Where (default /var/lib/provision/etcd-snapshots).
+    pub dir: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, serde::Serialize)]

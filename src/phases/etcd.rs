@@ -41,6 +41,81 @@ pub fn etcdctl_at(endpoint: &str, command: &str) -> String {
     )
 }
 
+pub const SNAPSHOT_SCRIPT: &str = "/usr/local/lib/provision/etcd-snapshot";
+pub const SNAPSHOT_SERVICE: &str = "/etc/systemd/system/provision-etcd-snapshot.service";
+pub const SNAPSHOT_TIMER: &str = "/etc/systemd/system/provision-etcd-snapshot.timer";
+pub const SNAPSHOT_TIMER_UNIT: &str = "provision-etcd-snapshot.timer";
+
+/// `spec.etcd.snapshots`: a timer that takes a snapshot (checked by etcdutl) and keeps the
+/// newest `keep`; without it, the timer and its files go.
+fn scheduled_snapshots(cluster: &Cluster) -> Vec<Action> {
+    let Some(s) = &cluster.etcd_snapshots else {
+        return vec![
+            Action::Unit(UnitSpec {
+                name: SNAPSHOT_TIMER_UNIT.into(),
+                enabled: false,
+                active: false,
+                restart_when_changed: Vec::new(),
+            }),
+            Action::absent(SNAPSHOT_TIMER),
+            Action::absent(SNAPSHOT_SERVICE),
+            Action::absent(SNAPSHOT_SCRIPT),
+        ];
+    };
+    let dir = &s.dir;
+    // scheduled ones are named scheduled-*: only those are pruned, a kept manual one stays
+    let script = [
+        "#!/bin/sh".to_string(),
+        format!(
+            "# provision: a scheduled etcd snapshot; the newest {} are kept",
+            s.keep
+        ),
+        "set -eu".into(),
+        "umask 077".into(),
+        format!("mkdir -p {dir}"),
+        format!("name={dir}/scheduled-$(date -u +%Y%m%dT%H%M%SZ).db"),
+        format!(
+            "{} >/dev/null",
+            etcdctl("--command-timeout=600s snapshot save \"$name.part\"")
+        ),
+        "etcdutl snapshot status \"$name.part\" -w json >/dev/null".into(),
+        "mv \"$name.part\" \"$name\"".into(),
+        format!(
+            "ls -1t {dir}/scheduled-*.db | tail -n +{} | xargs -r rm -f",
+            s.keep + 1
+        ),
+    ]
+    .join("\n")
+        + "\n";
+    let service = Unit::new("provision: an etcd snapshot", SNAPSHOT_SCRIPT)
+        .after(&["etcd.service"])
+        .service(&[("Type", "oneshot")]);
+    let timer = format!(
+        "[Unit]\nDescription=provision: etcd snapshots ({schedule}, the newest {keep} kept in {dir})\n\n\
+         [Timer]\nOnCalendar={schedule}\nPersistent=true\n\n[Install]\nWantedBy=timers.target\n",
+        schedule = s.schedule,
+        keep = s.keep,
+    );
+    let mut actions = vec![Action::dir("/usr/local/lib/provision", 0o755)];
+    actions.push(Action::file(SNAPSHOT_SCRIPT, script, 0o755));
+    match service.render() {
+        Ok(text) => actions.push(Action::file(SNAPSHOT_SERVICE, text, 0o644)),
+        Err(e) => actions.push(Action::Exec {
+            label: format!("render {SNAPSHOT_SERVICE}"),
+            cmd: format!("echo {} >&2; exit 1", crate::ssh::shell_quote(&e)),
+            unless: "false".into(),
+        }),
+    }
+    actions.push(Action::file(SNAPSHOT_TIMER, timer, 0o644));
+    actions.push(Action::Unit(UnitSpec {
+        name: SNAPSHOT_TIMER_UNIT.into(),
+        enabled: true,
+        active: true,
+        restart_when_changed: vec![SNAPSHOT_TIMER.into(), SNAPSHOT_SERVICE.into()],
+    }));
+    actions
+}
+
 #[async_trait::async_trait]
 impl Step for Etcd {
     type Shared = ();
@@ -135,6 +210,7 @@ impl Step for Etcd {
             active: true,
             restart_when_changed: vec![UNIT.into()],
         }));
+        actions.extend(scheduled_snapshots(cluster));
         Ok(actions.into())
     }
 

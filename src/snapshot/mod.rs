@@ -15,7 +15,7 @@ use sha2::{Digest, Sha256};
 use std::path::{Path, PathBuf};
 
 /// Where snapshots are made, and kept when asked, on a control plane.
-pub const HOST_DIR: &str = "/var/lib/provision/etcd-snapshots";
+pub use crate::paths::ETCD_SNAPSHOT_DIR as HOST_DIR;
 
 /// What etcdutl says of a snapshot file.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,13 +217,21 @@ pub struct Kept {
 /// The snapshots kept on every control plane, newest first per host.
 pub async fn list(ctx: &Ctx) -> Result<Vec<Kept>, String> {
     let mut kept = Vec::new();
+    let mut dirs = vec![HOST_DIR.to_string()];
+    if let Some(s) = &ctx.cluster.etcd_snapshots
+        && s.dir != HOST_DIR
+    {
+        dirs.push(s.dir.clone());
+    }
+    let globs: Vec<String> = dirs.iter().map(|d| format!("{d}/*.db")).collect();
     for host in ctx.cluster.control_planes() {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         // one line per file: size, mtime, path, then etcdutl's status (or nothing)
         let script = format!(
-            "now=$(date +%s); for f in $(ls -t {HOST_DIR}/*.db 2>/dev/null); do \
+            "now=$(date +%s); for f in $(ls -t {} 2>/dev/null); do \
                echo \"file $(stat -c '%s %Y' \"$f\") $now $f\"; \
-               echo \"status $(etcdutl snapshot status \"$f\" -w json 2>/dev/null)\"; done; true"
+               echo \"status $(etcdutl snapshot status \"$f\" -w json 2>/dev/null)\"; done; true",
+            globs.join(" ")
         );
         let out = session.run(&script).await.map_err(|e| e.to_string())?;
         for line in out.lines() {

@@ -373,7 +373,9 @@ pub fn leftovers(tb: &Testbed, i: usize) -> String {
            systemctl is-active -q $u && echo \"unit $u active\"; \
            systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
            [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \
-         for p in /etc/kubernetes /var/lib/kubelet /var/lib/etcd /opt/provision /var/lib/provision /var/lib/containerd \
+         systemctl is-active -q provision-etcd-snapshot.timer && echo 'unit etcd snapshot timer active'; \
+         for p in /etc/systemd/system/provision-etcd-snapshot.timer /etc/systemd/system/provision-etcd-snapshot.service \
+                  /etc/kubernetes /var/lib/kubelet /var/lib/etcd /opt/provision /var/lib/provision /var/lib/containerd \
                   /etc/containerd /etc/crictl.yaml /etc/cni/net.d/10-provision.conflist /var/lib/cni \
                   /usr/local/lib/provision /etc/sysctl.d/99-provision.conf /etc/modules-load.d/provision.conf; do \
            [ -e $p ] && ! { mountpoint -q $p && [ -z \"$(ls -A $p)\" ]; } && echo \"path $p\"; done; \

@@ -138,7 +138,47 @@ impl Resolver<'_> {
             bundle: bundle?,
             bundle_versions: self.bundle_versions(),
             pki: pki?,
+            etcd_snapshots: self.etcd_snapshots(),
             hosts: hosts.into_iter().map(|(_, h)| h).collect(),
+        })
+    }
+
+    /// `spec.etcd.snapshots`: checked enough that the unit files it becomes are well-formed.
+    fn etcd_snapshots(&mut self) -> Option<crate::cluster::SnapshotSchedule> {
+        let spec = self.loaded.inventory.spec.etcd.snapshots.clone()?;
+        let schedule = spec.schedule.unwrap_or_else(|| "*-*-* 00,12:00:00".into());
+        if schedule.trim().is_empty() || schedule.contains(['\n', '\r']) {
+            self.error(
+                "spec.etcd.snapshots.schedule",
+                format!("{schedule:?} is not a schedule"),
+                "write it as systemd's OnCalendar does: hourly, daily, or *-*-* 00/6:00:00",
+            );
+        }
+        let keep = spec.keep.unwrap_or(5);
+        if keep == 0 {
+            self.error(
+                "spec.etcd.snapshots.keep",
+                "0 snapshots would be kept".to_string(),
+                "keep 1 or more, or remove spec.etcd.snapshots",
+            );
+        }
+        let dir = spec
+            .dir
+            .unwrap_or_else(|| crate::paths::ETCD_SNAPSHOT_DIR.to_string());
+        let plain = dir
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-".contains(c));
+        if !dir.starts_with('/') || !plain || dir.split('/').any(|p| p == "..") {
+            self.error(
+                "spec.etcd.snapshots.dir",
+                format!("{dir:?} is not an absolute path of plain names"),
+                "use a path like /var/backups/etcd",
+            );
+        }
+        Some(crate::cluster::SnapshotSchedule {
+            schedule,
+            keep,
+            dir,
         })
     }
 

@@ -80,7 +80,14 @@ pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Actio
         "! systemctl is-active -q kubepods.slice && \
          { ! command -v crictl >/dev/null 2>&1 || [ -z \"$(timeout 10 crictl pods -q 2>/dev/null)\" ]; }",
     ));
-    // etcd, then the networks' units, then the runtimes' (their order in `left`)
+    // etcd (its snapshot timer first), then the networks' units, then the runtimes' (their
+    // order in `left`)
+    actions.push(Action::Unit(UnitSpec {
+        name: etcd::SNAPSHOT_TIMER_UNIT.into(),
+        enabled: false,
+        active: false,
+        restart_when_changed: Vec::new(),
+    }));
     actions.push(stopped("etcd"));
     actions.extend(left.units.iter().map(|u| stopped(u)));
     let procs = format!(
@@ -169,6 +176,8 @@ pub(super) fn owned_paths(left: &Leftovers) -> Vec<String> {
         kubelet::UNIT,
         kubelet::PROXY_UNIT,
         etcd::UNIT,
+        etcd::SNAPSHOT_SERVICE,
+        etcd::SNAPSHOT_TIMER,
     ]
     .iter()
     .map(|p| p.to_string())
