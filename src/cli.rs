@@ -60,7 +60,7 @@ pub enum Command {
         #[arg(short, long, value_name = "FILE")]
         inventory: PathBuf,
     },
-    /// Print the phase tree of init and join
+    /// Print the phase trees of init, join and reset
     Phases,
     /// Certificates on the control planes: expiry and renewal
     Certs {
@@ -75,7 +75,7 @@ pub enum Command {
     /// Print the cluster's admin kubeconfig (read from a control plane), or merge it into
     /// ~/.kube/config; `--user` issues one for a person instead
     Kubeconfig(KubeconfigArgs),
-    /// etcd, the cluster's state: snapshots
+    /// etcd, the cluster's state: snapshots saved, listed and restored
     Etcd {
         #[command(subcommand)]
         command: EtcdCommand,
@@ -128,7 +128,7 @@ pub enum BundleCommand {
 
 #[derive(Subcommand)]
 pub enum EtcdCommand {
-    /// Snapshots of etcd: save one here, list those kept on the control planes
+    /// Snapshots of etcd: save one here, list those kept on the control planes, restore one
     Snapshot {
         #[command(subcommand)]
         command: SnapshotCommand,

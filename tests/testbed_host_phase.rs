@@ -160,7 +160,8 @@ fn a_dry_run_of_all_of_init_on_a_fresh_machine_plans_every_phase_and_changes_not
     let dry = provision(&["init", "-i", inv.to_str().unwrap(), "--dry-run"]);
     assert_eq!(dry.code, 0, "{}", dry.text());
     for planned in [
-        "==> certs/ca",
+        // leaves under their group's header: `==> certs`, then `ca` with its host
+        "==> certs\n    ca ",
         "==> control-plane",
         "==> kubelet",
         "==> addons",
