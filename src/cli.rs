@@ -194,8 +194,8 @@ pub struct KubeconfigArgs {
     pub run: RunArgs,
     /// Merge into this kubeconfig instead of printing (without a path: the first file of
     /// $KUBECONFIG, else ~/.kube/config); every other context, cluster and user is kept
-    #[arg(long, value_name = "PATH", num_args = 0..=1, default_missing_value = "")]
-    pub merge: Option<PathBuf>,
+    #[arg(long, value_name = "PATH", num_args = 0..=1)]
+    pub merge: Option<Option<PathBuf>>,
     /// The name of the merged context, cluster and user (default: the cluster's name, or
     /// USER@CLUSTER with --user)
     #[arg(long, value_name = "NAME", requires = "merge")]
@@ -279,4 +279,33 @@ pub struct RunArgs {
     /// Record the host keys of hosts not yet in known_hosts (changed keys are still refused)
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn merge_of(args: &[&str]) -> Option<Option<PathBuf>> {
+        let cli = Cli::try_parse_from(args).unwrap();
+        match cli.command {
+            Command::Kubeconfig(k) => k.merge,
+            _ => panic!("not kubeconfig"),
+        }
+    }
+
+    #[test]
+    fn merge_takes_a_path_or_none() {
+        let base = ["provision", "kubeconfig", "-i", "inv.yaml"];
+        assert_eq!(merge_of(&base), None);
+        assert_eq!(merge_of(&[&base[..], &["--merge"]].concat()), Some(None));
+        assert_eq!(
+            merge_of(&[&base[..], &["--merge", "k.conf"]].concat()),
+            Some(Some(PathBuf::from("k.conf")))
+        );
+        // a flag after it is not taken for its path
+        assert_eq!(
+            merge_of(&[&base[..], &["--merge", "--force"]].concat()),
+            Some(None)
+        );
+    }
 }

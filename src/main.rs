@@ -513,10 +513,9 @@ async fn kubeconfig(verbose: bool, format: Format, args: KubeconfigArgs) -> Resu
         .context
         .unwrap_or_else(|| kc::default_name(&cluster, person.as_ref()));
     let merge_path = match args.merge {
-        Some(p) if p.as_os_str().is_empty() => {
-            Some(kc::default_merge_path().map_err(fail_with(EXIT_BAD_INPUT))?)
-        }
-        other => other,
+        Some(None) => Some(kc::default_merge_path().map_err(fail_with(EXIT_BAD_INPUT))?),
+        Some(Some(p)) => Some(p),
+        None => None,
     };
     let ctx = context(verbose, format, &args.run, cluster, Default::default());
     let text = match &person {

@@ -184,7 +184,11 @@ async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
     let mut script = String::from(
         "v() { if command -v \"$1\" >/dev/null 2>&1; then \"$1\" --version 2>/dev/null | head -n 1; else echo -; fi; }\n",
     );
-    for c in COMPONENTS {
+    // etcd is ours on control planes only (a worker may have another one installed)
+    for c in COMPONENTS
+        .iter()
+        .filter(|c| host.control_plane || **c != "etcd")
+    {
         script.push_str(&format!("echo \"version {c} $(v {c})\"\n"));
     }
     for u in &units {

@@ -73,6 +73,12 @@ impl Unit {
 
 /// A shell loop: `check` every `interval_s` seconds, at most `attempts` times; exits 1 when it
 /// never held.
+/// `systemctl stop UNITS`, tried once more when systemd cancels the stop job for a start that
+/// was already queued (a unit restarting itself, Restart=always): the second stop sticks.
+pub fn stop(units: &str) -> String {
+    format!("systemctl stop {units} || {{ sleep 1; systemctl stop {units}; }}")
+}
+
 pub fn wait_for(check: &str, attempts: u32, interval_s: f32) -> String {
     format!(
         "i=0; until {check}; do i=$((i+1)); [ $i -ge {attempts} ] && exit 1; sleep {interval_s}; done"

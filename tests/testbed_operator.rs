@@ -145,6 +145,20 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     use std::os::unix::fs::PermissionsExt;
     let mode = std::fs::metadata(&config).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
+    // --merge without a path: the first file of $KUBECONFIG
+    let via_env = tb.dir.path().join("from-env.conf");
+    let out = Command::new(env!("CARGO_BIN_EXE_provision"))
+        .args(["kubeconfig", "-i", inv_s, "--merge"])
+        .env("KUBECONFIG", &via_env)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let (ok, nodes) = kubectl(&upstream, &version, &via_env, &["get", "nodes"]);
+    assert!(ok && nodes.contains(cp), "{nodes}");
     let again = provision_ok(&["kubeconfig", "-i", inv_s, "--merge", c]);
     assert!(again.stdout.contains("unchanged"), "{}", again.text());
 
@@ -220,6 +234,9 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
         );
     }
     assert_eq!(s["etcd"][0]["leader"], true, "{s}");
+    // etcd's version is shown where etcd is ours: the control plane
+    assert!(s["hosts"][0]["versions"]["etcd"].is_string(), "{s}");
+    assert!(s["hosts"][1]["versions"].get("etcd").is_none(), "{s}");
 
     // a stopped kubelet on the worker: exit 1, naming it
     tb.ssh(1, "systemctl stop kubelet");
@@ -537,7 +554,7 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     // cluster passes verify again
     tb.ssh(
         0,
-        "systemctl stop kube-apiserver etcd && rm -rf /var/lib/etcd/member",
+        "{ systemctl stop kube-apiserver etcd || { sleep 1; systemctl stop kube-apiserver etcd; }; } && rm -rf /var/lib/etcd/member",
     );
     provision_ok(&[
         "etcd", "snapshot", "restore", "-i", inv_s, "--from", snap_s, "--yes",
@@ -545,7 +562,10 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     provision_ok(&["verify", "-i", inv_s]);
 
     // no member answers: a clear refusal, nothing written
-    tb.ssh(0, "systemctl stop etcd");
+    tb.ssh(
+        0,
+        "systemctl stop etcd || { sleep 1; systemctl stop etcd; }",
+    );
     let refused = provision(&[
         "etcd",
         "snapshot",

@@ -141,9 +141,7 @@ pub async fn apply(
                         "systemctl {verb} {n} || {{ systemctl status --no-pager -n 20 {n} >&2; exit 1; }}"
                     )
                 } else if matches!(step, Step::Stop) {
-                    // a stop job is canceled by a start already queued (a unit restarting
-                    // itself, Restart=always): once more, then it sticks
-                    format!("systemctl stop {n} || {{ sleep 1; systemctl stop {n}; }}")
+                    crate::systemd::stop(&n)
                 } else {
                     format!("systemctl {verb} {n}")
                 };

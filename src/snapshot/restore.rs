@@ -192,8 +192,8 @@ pub async fn run(
         .rev()
         .map(|c| format!("{c}.service"))
         .collect();
-    on_all(ctx, &cps, &format!("systemctl stop {}", units.join(" "))).await?;
-    on_all(ctx, &cps, "systemctl stop etcd.service").await?;
+    on_all(ctx, &cps, &systemd::stop(&units.join(" "))).await?;
+    on_all(ctx, &cps, &systemd::stop("etcd.service")).await?;
     done.push("stopped the API servers and etcd".into());
     let token = format!("provision-restore-{stamp}");
     let restored = format!("{DATA_DIR}/.restore-{stamp}");
@@ -280,13 +280,16 @@ pub async fn run(
         .first_control_plane()
         .ok_or("no control plane")?;
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
+    // rollout status watches: without the 5 s request limit
+    let watch = format!("kubectl --kubeconfig={}", kubeconfig("admin"));
     session
         .run(&format!(
-            "for kind in deployment daemonset; do {kubectl} -n kube-system get $kind -o name | xargs -r {kubectl} -n kube-system rollout restart >/dev/null; done"
+            "set -e; for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {kubectl} -n kube-system rollout restart $r >/dev/null; done; done\n\
+             for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {watch} -n kube-system rollout status $r --timeout=180s >/dev/null; done; done"
         ))
         .await
         .map_err(|e| format!("{}: restarting kube-system's workloads: {e}", first.name))?;
-    done.push("restarted kube-system's Deployments and DaemonSets".into());
+    done.push("restarted kube-system's Deployments and DaemonSets, and they rolled out".into());
     // the controller manager and the scheduler take their leases over once the snapshot's
     // holders expire: the cluster schedules again from then on
     let renewed = format!(
