@@ -286,10 +286,10 @@ mod tests {
     use super::*;
 
     fn merge_of(args: &[&str]) -> Option<Option<PathBuf>> {
-        let cli = Cli::try_parse_from(args).unwrap();
-        match cli.command {
-            Command::Kubeconfig(k) => k.merge,
-            _ => panic!("not kubeconfig"),
+        match Cli::try_parse_from(args).map(|c| c.command) {
+            Ok(Command::Kubeconfig(k)) => k.merge,
+            Ok(_) => panic!("not kubeconfig"),
+            Err(e) => panic!("{args:?}: {e}"),
         }
     }
 

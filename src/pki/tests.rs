@@ -270,31 +270,33 @@ fn service_account_keys_pair_up() {
 /// and the certificate still verifies against the CA (ours and OpenSSL's check), for both
 /// key types (ECDSA and RSA signatures).
 #[test]
-fn a_client_in_several_groups_has_one_organization_each() {
+fn a_client_in_several_groups_has_one_organization_each() -> Result<(), Box<dyn std::error::Error>>
+{
     for key_type in [KeyType::EcdsaP256, KeyType::Rsa2048] {
-        let ca = Ca::generate(CaKind::Kubernetes, key_type, 3650).unwrap();
+        let ca = Ca::generate(CaKind::Kubernetes, key_type, 3650)?;
         let mut spec = CertSpec::client("alice", None);
         spec.organizations = vec!["dev".into(), "ops".into(), "team:a b".into()];
-        let (cert, key) = ca.issue(&spec, key_type, 90).unwrap();
+        let (cert, key) = ca.issue(&spec, key_type, 90)?;
         let (_, x509) = parsed(&cert);
         let orgs: Vec<&str> = x509
             .subject()
             .iter_organization()
-            .map(|a| a.as_str().unwrap())
-            .collect();
+            .map(|a| a.as_str())
+            .collect::<Result<_, _>>()?;
         assert_eq!(orgs, ["dev", "ops", "team:a b"]);
         assert_eq!(
             x509.subject().to_string(),
             "CN=alice, O=dev, O=ops, O=team:a b"
         );
-        ca.check(&spec, &cert, Some(&key)).unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem).unwrap();
-        std::fs::write(dir.path().join("alice.crt"), &cert).unwrap();
+        ca.check(&spec, &cert, Some(&key))?;
+        let dir = tempfile::tempdir()?;
+        std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
+        std::fs::write(dir.path().join("alice.crt"), &cert)?;
         let out = openssl(&["verify", "-CAfile", "ca.crt", "alice.crt"], dir.path());
         assert!(out.contains("alice.crt: OK"), "{out}");
         // a different group set is a different certificate
         spec.organizations.pop();
         assert!(ca.check(&spec, &cert, Some(&key)).is_err());
     }
+    Ok(())
 }
