@@ -1,6 +1,8 @@
 use super::*;
 use std::process::Command;
 
+type R = Result<(), Box<dyn std::error::Error>>;
+
 fn cluster(extra_spec: &str) -> Cluster {
     let text = format!(
         "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n  controlPlaneEndpoint: api.example.com:6443\n  apiServer: {{certSANs: [lb.example.com, 203.0.113.7]}}\n{extra_spec}  hosts:\n  - {{name: cp1, address: 172.16.0.11, roles: [control-plane]}}\n"
@@ -191,13 +193,13 @@ fn subjects_and_sans_are_kubeadms() {
 }
 
 #[test]
-fn check_names_every_reason_to_reissue() {
+fn check_names_every_reason_to_reissue() -> R {
     let c = cluster("");
     let h = &c.hosts[0];
-    let ca = Ca::generate(CaKind::Kubernetes, KeyType::EcdsaP256, 3650).unwrap();
-    let other = Ca::generate(CaKind::Kubernetes, KeyType::EcdsaP256, 3650).unwrap();
+    let ca = Ca::generate(CaKind::Kubernetes, KeyType::EcdsaP256, 3650)?;
+    let other = Ca::generate(CaKind::Kubernetes, KeyType::EcdsaP256, 3650)?;
     let spec = Leaf::Apiserver.spec(&c, h);
-    let (cert, key) = ca.issue(&spec, KeyType::EcdsaP256, 365).unwrap();
+    let (cert, key) = ca.issue(&spec, KeyType::EcdsaP256, 365)?;
 
     let mut new_endpoint = spec.clone();
     new_endpoint.dns.insert("api2.example.com".into());
@@ -207,11 +209,11 @@ fn check_names_every_reason_to_reissue() {
     let e = other.check(&spec, &cert, Some(&key)).unwrap_err();
     assert!(e.contains("not signed by the current kubernetes CA"), "{e}");
 
-    let (_, other_key) = ca.issue(&spec, KeyType::EcdsaP256, 365).unwrap();
+    let (_, other_key) = ca.issue(&spec, KeyType::EcdsaP256, 365)?;
     let e = ca.check(&spec, &cert, Some(&other_key)).unwrap_err();
     assert!(e.contains("key does not match"), "{e}");
 
-    let (short, short_key) = ca.issue(&spec, KeyType::EcdsaP256, 10).unwrap();
+    let (short, short_key) = ca.issue(&spec, KeyType::EcdsaP256, 10)?;
     let e = ca.check(&spec, &short, Some(&short_key)).unwrap_err();
     assert!(e.contains("expires within 30 days"), "{e}");
 
@@ -220,50 +222,52 @@ fn check_names_every_reason_to_reissue() {
         .unwrap_err();
     assert!(e.contains("CN"), "{e}");
     assert!(ca.check(&spec, "garbage", None).is_err());
+    Ok(())
 }
 
 #[test]
-fn ca_keys_never_show_in_debug_output() {
-    let ca = Ca::generate(CaKind::Etcd, KeyType::EcdsaP256, 10).unwrap();
+fn ca_keys_never_show_in_debug_output() -> R {
+    let ca = Ca::generate(CaKind::Etcd, KeyType::EcdsaP256, 10)?;
     let shown = format!("{ca:?}");
     assert!(!shown.contains("PRIVATE KEY"), "{shown}");
+    Ok(())
 }
 
 #[test]
-fn external_cas_must_be_cas_with_their_own_key() {
-    let ca = Ca::generate(CaKind::Kubernetes, KeyType::Rsa2048, 10).unwrap();
-    let key = ca.key_pem.clone().unwrap();
+fn external_cas_must_be_cas_with_their_own_key() -> R {
+    let ca = Ca::generate(CaKind::Kubernetes, KeyType::Rsa2048, 10)?;
+    let key = ca.key_pem.clone().ok_or("no key")?;
     assert_eq!(
         crate::x509::check_external_ca(&ca.cert_pem, Some(&key)),
         Ok(())
     );
     assert_eq!(crate::x509::check_external_ca(&ca.cert_pem, None), Ok(()));
-    let other = Ca::generate(CaKind::Kubernetes, KeyType::Rsa2048, 10).unwrap();
+    let other = Ca::generate(CaKind::Kubernetes, KeyType::Rsa2048, 10)?;
     assert!(
         crate::x509::check_external_ca(&ca.cert_pem, other.key_pem.as_deref())
             .unwrap_err()
             .contains("does not belong")
     );
     let c = cluster("");
-    let (leaf, _) = ca
-        .issue(
-            &Leaf::FrontProxyClient.spec(&c, &c.hosts[0]),
-            KeyType::Rsa2048,
-            5,
-        )
-        .unwrap();
+    let (leaf, _) = ca.issue(
+        &Leaf::FrontProxyClient.spec(&c, &c.hosts[0]),
+        KeyType::Rsa2048,
+        5,
+    )?;
     assert!(
         crate::x509::check_external_ca(&leaf, None)
             .unwrap_err()
             .contains("not a CA")
     );
+    Ok(())
 }
 
 #[test]
-fn service_account_keys_pair_up() {
-    let (private, public) = service_account_key(KeyType::EcdsaP256).unwrap();
+fn service_account_keys_pair_up() -> R {
+    let (private, public) = service_account_key(KeyType::EcdsaP256)?;
     assert!(private.contains("PRIVATE KEY") && public.contains("PUBLIC KEY"));
-    assert_eq!(public_key_of(&private).unwrap(), public);
+    assert_eq!(public_key_of(&private)?, public);
+    Ok(())
 }
 
 /// A person's certificate in several groups: every group is an O of the subject, in order,
