@@ -353,6 +353,18 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// The digest of `name` in a published checksums file (`sha256sum` lines: digest, then the
+/// file name, `*`-prefixed in binary mode).
+pub fn parse_checksums(text: &str, name: &str) -> Option<Digest> {
+    text.lines().find_map(|l| {
+        let mut words = l.split_whitespace();
+        let (digest, file) = (words.next()?, words.next()?);
+        (file.trim_start_matches('*') == name)
+            .then(|| Digest::parse(digest).ok())
+            .flatten()
+    })
+}
+
 /// The digest in a published `.sha256` file: its first word.
 pub fn parse_sha256_file(text: &str) -> Option<Digest> {
     let word = text.split_whitespace().next()?;

@@ -160,6 +160,14 @@ pub const COMPONENTS: &[Component] = &[
         packaging: Packaging::File,
         install: bin(&["containerd-shim-runsc-v1"]),
     },
+    // the NetworkPolicy engine of the built-in network: kube-router with its firewall
+    // controller only (its release archive holds the one binary)
+    Component {
+        name: "kube-router",
+        url: "https://github.com/cloudnativelabs/kube-router/releases/download/v{version}/kube-router_{version}_linux_{arch}.tar.gz",
+        packaging: Packaging::TarGz,
+        install: bin(&["kube-router"]),
+    },
     Component {
         name: "pause",
         url: "registry.k8s.io/pause:{version}",
@@ -238,6 +246,8 @@ pub const CNI_PLUGINS: &str = "1.9.1";
 pub const KATA: &str = "3.32.0";
 pub const GVISOR: &str = "20260817.0";
 pub const BUSYBOX: &str = "1.36.1-1";
+/// The newest the Go module proxy serves (see docs/ARCHITECTURE.md for its advisories).
+pub const KUBE_ROUTER: &str = "2.1.0";
 
 /// The network add-ons applied through the API, by the images their manifests name (pulled by
 /// the runtime from the registry or its mirror).
@@ -270,6 +280,7 @@ pub fn default_version(component: &str, kube: &crate::version::Version) -> Optio
         "kata-static" => KATA,
         "gvisor-runsc" | "gvisor-containerd-shim-runsc-v1" => GVISOR,
         "busybox" => BUSYBOX,
+        "kube-router" => KUBE_ROUTER,
         _ => return None,
     };
     Some(v.to_string())
@@ -505,6 +516,17 @@ impl Component {
     pub fn has_published_sha256(&self) -> bool {
         self.url.starts_with("https://dl.k8s.io/")
     }
+
+    /// The checksums file (`sha256sum` lines for every archive of a release) upstream
+    /// publishes beside this download, where it publishes one: goreleaser's default name.
+    pub fn checksums_url(&self, version: &str) -> Option<String> {
+        match self.name {
+            "kube-router" => Some(format!(
+                "https://github.com/cloudnativelabs/kube-router/releases/download/v{version}/kube-router_{version}_checksums.txt"
+            )),
+            _ => None,
+        }
+    }
 }
 
 #[cfg(test)]
@@ -572,7 +594,9 @@ mod tests {
                 };
                 for arch in Arch::ALL {
                     assert!(
-                        pinned(c.name, arch, &v).is_some() || c.has_published_sha256(),
+                        pinned(c.name, arch, &v).is_some()
+                            || c.has_published_sha256()
+                            || c.checksums_url(&v).is_some(),
                         "{} {v} {arch}: neither pinned nor published beside its download",
                         c.name
                     );
