@@ -100,24 +100,50 @@ pub struct Contents {
 }
 
 pub fn render(cluster_name: &str, user: &str, c: &Contents) -> Result<String, String> {
+    let auth = AuthInfo {
+        client_certificate_data: Some(B64.encode(&c.cert_pem)),
+        client_key_data: Some(SecretString::from(B64.encode(&c.key_pem))),
+        ..Default::default()
+    };
+    render_auth(cluster_name, user, &c.server, &c.ca_pem, auth)
+}
+
+/// A kubeconfig that authenticates with a bearer token (a bootstrap or ServiceAccount token).
+pub fn render_token(
+    cluster_name: &str,
+    user: &str,
+    server: &str,
+    ca_pem: &str,
+    token: &str,
+) -> Result<String, String> {
+    let auth = AuthInfo {
+        token: Some(SecretString::from(token.to_string())),
+        ..Default::default()
+    };
+    render_auth(cluster_name, user, server, ca_pem, auth)
+}
+
+fn render_auth(
+    cluster_name: &str,
+    user: &str,
+    server: &str,
+    ca_pem: &str,
+    auth: AuthInfo,
+) -> Result<String, String> {
     let context = format!("{user}@{cluster_name}");
     let config = Kubeconfig {
         clusters: vec![NamedCluster {
             name: cluster_name.into(),
             cluster: Some(kube::config::Cluster {
-                server: Some(c.server.clone()),
-                certificate_authority_data: Some(B64.encode(&c.ca_pem)),
+                server: Some(server.into()),
+                certificate_authority_data: Some(B64.encode(ca_pem)),
                 ..Default::default()
             }),
             ..Default::default()
         }],
         auth_infos: vec![NamedAuthInfo {
             name: user.into(),
-            auth_info: Some(AuthInfo {
-                client_certificate_data: Some(B64.encode(&c.cert_pem)),
-                client_key_data: Some(SecretString::from(B64.encode(&c.key_pem))),
-                ..Default::default()
-            }),
+            auth_info: Some(auth),
             ..Default::default()
         }],
         contexts: vec![NamedContext {

@@ -66,44 +66,13 @@ fn bootstrap_kubeconfig(
     ca_pem: &str,
     token: &BootstrapToken,
 ) -> Result<String, String> {
-    use base64::Engine;
-    use kube::config::{AuthInfo, Context, Kubeconfig, NamedAuthInfo, NamedCluster, NamedContext};
-    let name = cluster.name.clone();
-    let config = Kubeconfig {
-        clusters: vec![NamedCluster {
-            name: name.clone(),
-            cluster: Some(kube::config::Cluster {
-                server: Some(cluster.endpoint.url()),
-                certificate_authority_data: Some(
-                    base64::engine::general_purpose::STANDARD.encode(ca_pem),
-                ),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        auth_infos: vec![NamedAuthInfo {
-            name: "tls-bootstrap-token-user".into(),
-            auth_info: Some(AuthInfo {
-                token: Some(secrecy::SecretString::from(token.expose())),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        contexts: vec![NamedContext {
-            name: "tls-bootstrap-token-user@kubernetes".into(),
-            context: Some(Context {
-                cluster: name,
-                user: Some("tls-bootstrap-token-user".into()),
-                ..Default::default()
-            }),
-            ..Default::default()
-        }],
-        current_context: Some("tls-bootstrap-token-user@kubernetes".into()),
-        api_version: Some("v1".into()),
-        kind: Some("Config".into()),
-        ..Default::default()
-    };
-    serde_yaml::to_string(&config).map_err(|e| e.to_string())
+    crate::pki::kubeconfig::render_token(
+        &cluster.name,
+        "tls-bootstrap-token-user",
+        &cluster.endpoint.url(),
+        ca_pem,
+        &token.expose(),
+    )
 }
 
 /// What nodes without credentials of their own join with (TLS bootstrap): one token per run,
