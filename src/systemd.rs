@@ -125,6 +125,22 @@ pub async fn wait_or_journal(
     Err(why)
 }
 
+/// Waits until `check` holds on the host (`attempts` tries half a second apart); otherwise an
+/// error: `unit` "is not {state}" on `host`, its output, state and journal, then `hint`.
+pub async fn until_ready(
+    session: &Session,
+    host: &str,
+    check: &str,
+    attempts: u32,
+    unit: &str,
+    state: &str,
+    hint: &str,
+) -> Result<(), String> {
+    wait_or_journal(session, &wait_for(check, attempts, 0.5), None, unit, 15)
+        .await
+        .map_err(|journal| format!("{unit} is not {state} on {host}:\n{journal}{hint}"))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -224,13 +224,37 @@ fn mirror() -> Mirror {
         "crictl",
         "9.9.5",
     );
+    // the NetworkPolicy engine: its digest is in the release's checksums file, not the lock
+    let kube_router = tar_gz(&[
+        ("kube-router", script("kube-router"), 0o755),
+        ("LICENSE", b"license\n".to_vec(), 0o644),
+        ("README.md", b"docs\n".to_vec(), 0o644),
+    ]);
+    let release = "/github.com/cloudnativelabs/kube-router/releases/download/v9.9.6";
+    serve(
+        &format!("{release}/kube-router_9.9.6_checksums.txt"),
+        format!(
+            "{}  kube-router_9.9.6_linux_arm64.tar.gz\n{}  kube-router_9.9.6_linux_amd64.tar.gz\n",
+            Digest::of_bytes(Algo::Sha256, b"another archive").hex,
+            Digest::of_bytes(Algo::Sha256, &kube_router).hex
+        )
+        .into_bytes(),
+        "",
+        "",
+    );
+    serve(
+        &format!("{release}/kube-router_9.9.6_linux_amd64.tar.gz"),
+        kube_router,
+        "",
+        "",
+    );
     std::fs::write(dir.path().join("cluster.lock.yaml"), lock).unwrap();
     server.write_ca(&dir.path().join("mirror-ca.pem"));
     let inventory = dir.path().join("cluster.yaml");
     std::fs::write(
         &inventory,
         format!(
-            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: mirrored\nspec:\n  kubernetesVersion: {KUBE}\n  networking:\n    podSubnet: 10.88.0.0/16\n  bundle:\n    mirror: {}\n    caFile: mirror-ca.pem\n    versions:\n      etcd: 9.9.1\n      containerd: 9.9.2\n      runc: 9.9.3\n      cni-plugins: 9.9.4\n      crictl: 9.9.5\n  hosts:\n    - name: cp1\n      address: 10.244.1.250\n      roles: [control-plane]\n",
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: mirrored\nspec:\n  kubernetesVersion: {KUBE}\n  networking:\n    podSubnet: 10.88.0.0/16\n  bundle:\n    mirror: {}\n    caFile: mirror-ca.pem\n    versions:\n      etcd: 9.9.1\n      containerd: 9.9.2\n      runc: 9.9.3\n      cni-plugins: 9.9.4\n      crictl: 9.9.5\n      kube-router: 9.9.6\n  hosts:\n    - name: cp1\n      address: 10.244.1.250\n      roles: [control-plane]\n",
             server.base_url()
         ),
     )
@@ -264,7 +288,7 @@ fn fetch_learns_published_digests_caches_everything_and_packs_a_verifiable_bundl
     let fetch = provision_in(&cache, &["bundle", "fetch", "-i", inv]);
     assert_eq!(fetch.code, 0, "{}", fetch.text());
     assert!(
-        fetch.stdout.contains("11 components ready"),
+        fetch.stdout.contains("12 components ready"),
         "{}",
         fetch.text()
     );
@@ -278,11 +302,16 @@ fn fetch_learns_published_digests_caches_everything_and_packs_a_verifiable_bundl
             "{b} not locked:\n{lock}"
         );
     }
+    // kube-router: its line of the release's checksums file, locked likewise
+    assert!(
+        lock.contains("component: kube-router\n  version: 9.9.6\n  arch: amd64"),
+        "kube-router not locked:\n{lock}"
+    );
     // archives are unpacked in the cache; hosts get plain files
     let list = provision_in(&cache, &["bundle", "list", "-i", inv, "--output", "json"]);
     assert_eq!(list.code, 0, "{}", list.text());
     let rows: Vec<serde_json::Value> = serde_json::from_str(&list.stdout).unwrap();
-    assert_eq!(rows.len(), 11, "{}", list.stdout);
+    assert_eq!(rows.len(), 12, "{}", list.stdout);
     for r in &rows {
         assert_eq!(r["cached"], true, "{r}");
         // pinned by the lock file: given for the stand-ins, learnt for the kube binaries
@@ -330,7 +359,11 @@ fn fetch_learns_published_digests_caches_everything_and_packs_a_verifiable_bundl
     assert!(!manifest.contains("README"), "{manifest}");
     let ok = provision_in(&cache, &["bundle", "verify", packed.to_str().unwrap()]);
     assert_eq!(ok.code, 0, "{}", ok.text());
-    assert!(ok.stdout.contains("all 16 files match"), "{}", ok.stdout);
+    assert!(ok.stdout.contains("all 17 files match"), "{}", ok.stdout);
+    assert!(
+        manifest.contains("file: kube-router/9.9.6/amd64/kube-router"),
+        "{manifest}"
+    );
 
     let victim = packed.join("etcd/9.9.1/amd64/etcd");
     let mut bytes = std::fs::read(&victim).unwrap();

@@ -28,6 +28,7 @@ impl Cni for Throwaway {
             ],
             links: vec!["throwaway0".into()],
             chains: vec!["THROWAWAY-".into()],
+            ipsets: vec!["THROWAWAY-SET-".into()],
             mounts: vec!["/run/throwaway".into()],
         }
     }
@@ -82,6 +83,14 @@ fn reset_removes_what_a_new_network_leaves() {
         .expect("a step removes the pod network's links");
     assert!(network.contains("throwaway0"), "{network}");
     assert!(network.contains("THROWAWAY-"), "{network}");
+    // its ipsets, beside the policy engine's
+    let sets = network
+        .lines()
+        .find(|l| l.starts_with("sets()"))
+        .unwrap_or_default();
+    for s in ["^THROWAWAY-SET-", "^KUBE-SRC-", "^KUBE-DST-"] {
+        assert!(sets.contains(s), "{sets}");
+    }
     // the networks provision ships are still cleaned up beside it
     assert!(
         network.contains("provision-vx") && network.contains("cali-"),

@@ -1,18 +1,10 @@
 //! `provision verify` on a real cluster (one control plane, two workers; the real-cluster tier,
-//! PROVISION_UPSTREAM): every row this machine supports passes, and breaking the overlay or
-//! kube-proxy on one node fails the rows that cross it, with the cause named.
+//! PROVISION_UPSTREAM): every row passes, and breaking the overlay or kube-proxy on one node
+//! fails the rows that cross it, with the cause named.
 
 mod support;
 use serde_json::Value;
 use support::{Testbed, provision, provision_ok};
-
-/// The rows of a `verify --output json` run, and its exit code.
-fn verify(inv: &str) -> (i32, Vec<Value>) {
-    let r = provision(&["verify", "-i", inv, "--output", "json"]);
-    let v: Value = serde_json::from_str(r.stdout.trim())
-        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{}", r.text()));
-    (r.code, v["rows"].as_array().cloned().unwrap_or_default())
-}
 
 fn rows<'a>(rows: &'a [Value], check: &str) -> Vec<&'a Value> {
     rows.iter().filter(|r| r["check"] == check).collect()
@@ -37,10 +29,8 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         return;
     };
     let tb = Testbed::up_for_kubelet(3);
-    let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
-    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
-    let inv = inv.to_str().unwrap();
-    let names: Vec<&str> = tb.machines.iter().map(|m| m.name.as_str()).collect();
+    let inv = &tb.bundle_inventory(&upstream);
+    let names = tb.names();
 
     // init and join end with the verify phase: one node, then three
     let init = provision_ok(&["init", "-i", inv, "--output", "json"]);
@@ -55,9 +45,9 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     assert!(notes.contains("not run, nothing changed"), "{notes}");
     let alone = provision_ok(&["init", "phase", "verify", "-i", inv, "--output", "json"]);
     let notes = alone.hosts_of("verify")[0]["notes"].to_string();
-    assert!(notes.contains("verify: 37 ok, 1 not enforced"), "{notes}");
+    assert!(notes.contains("verify: 60 ok"), "{notes}");
 
-    let (code, all) = verify(inv);
+    let (code, all) = support::verify_rows(inv);
     assert_eq!(failed(&all), Vec::<String>::new(), "{all:#?}");
     assert_eq!(code, 0);
     for (check, n) in [
@@ -94,10 +84,11 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
             && r["detail"] == "resolves to 10.96.0.1"),
         "{all:#?}"
     );
-    // what this machine cannot have is reported as such, with the reason
+    // NetworkPolicy is enforced by the built-in network's engine: the matrix's rows all pass
+    // (tests/testbed_policy.rs goes through them)
     let policy = rows(&all, "network-policy");
-    assert_eq!(policy[0]["outcome"], "not-enforced", "{policy:#?}");
-    assert!(policy[0]["detail"].as_str().unwrap().contains("builtin"));
+    assert_eq!(policy.len(), 23, "{policy:#?}");
+    assert!(policy.iter().all(|r| r["outcome"] == "pass"), "{policy:#?}");
     // the test objects go away
     let gone = tb.ssh(
         0,
@@ -108,7 +99,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     // the overlay link deleted on the third machine: every pod-to-pod row that crosses it fails
     // and names the link; the rows between the other two still pass
     tb.ssh(2, "ip link del provision-vx");
-    let (code, broken) = verify(inv);
+    let (code, broken) = support::verify_rows(inv);
     assert_eq!(code, 1);
     let mut expected: Vec<String> = Vec::new();
     for (a, b) in [(0, 2), (1, 2), (2, 0), (2, 1)] {
@@ -145,13 +136,13 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     // the cni phase notices the missing link and restores it
     let repair = provision_ok(&["join", "phase", "cni", "-i", inv, "--output", "json"]);
     assert!(repair.changes() >= 1, "{}", repair.text());
-    let (code, repaired) = verify(inv);
+    let (code, repaired) = support::verify_rows(inv);
     assert_eq!(failed(&repaired), Vec::<String>::new());
     assert_eq!(code, 0);
 
     // kube-proxy stopped on the second machine: its pod cannot reach the new test Service
     tb.ssh(1, "systemctl stop kube-proxy");
-    let (code, no_proxy) = verify(inv);
+    let (code, no_proxy) = support::verify_rows(inv);
     assert_eq!(code, 1);
     assert_eq!(
         failed(&no_proxy),
@@ -174,7 +165,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     // CoreDNS scaled to 0: the DNS row fails at once, naming CoreDNS; nothing else fails
     let k = "kubectl --kubeconfig=/etc/kubernetes/admin.conf -n kube-system";
     tb.ssh(0, &format!("{k} scale deployment coredns --replicas=0"));
-    let (code, no_dns) = verify(inv);
+    let (code, no_dns) = support::verify_rows(inv);
     assert_eq!(code, 1);
     let dns_failures: Vec<String> = failed(&no_dns);
     assert_eq!(dns_failures.len(), 1, "{no_dns:#?}");
@@ -188,14 +179,14 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         "{row:#?}"
     );
     tb.ssh(0, &format!("{k} scale deployment coredns --replicas=2"));
-    let (code, dns_back) = verify(inv);
+    let (code, dns_back) = support::verify_rows(inv);
     assert_eq!(failed(&dns_back), Vec::<String>::new(), "{dns_back:#?}");
     assert_eq!(code, 0);
 
     // containerd stopped on the third machine: its pod row fails without waiting for a pod,
     // naming the unit and the command that repairs it
     tb.ssh(2, "systemctl stop containerd");
-    let (code, no_runtime) = verify(inv);
+    let (code, no_runtime) = support::verify_rows(inv);
     assert_eq!(code, 1);
     let row = rows(&no_runtime, "pod")
         .into_iter()
@@ -212,7 +203,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     provision_ok(&["join", "--hosts", names[2], "-i", inv]);
     let again = provision_ok(&["join", "-i", inv, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
-    let (code, repaired) = verify(inv);
+    let (code, repaired) = support::verify_rows(inv);
     assert_eq!(failed(&repaired), Vec::<String>::new(), "{repaired:#?}");
     assert_eq!(code, 0);
 
@@ -224,7 +215,10 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         ("cilium", "cilium"),
     ] {
         let inv = tb.inventory(
-            &format!("{}  cni:\n    name: {cni}\n", support::bundle_spec(&bundle)),
+            &format!(
+                "{}  cni:\n    name: {cni}\n",
+                support::bundle_spec(&tb.bundle())
+            ),
             &[],
         );
         let inv = inv.to_str().unwrap();

@@ -54,6 +54,9 @@ pub fn components_for(cluster: &Cluster, host: &Host) -> Vec<&'static str> {
     }
     // every host is a node: the control plane runs a kubelet too
     c.extend(["kubelet", "kube-proxy", "cni-plugins", "crictl"]);
+    if cluster.policy_engine {
+        c.push(crate::cni::policy_engine::COMPONENT);
+    }
     c.extend(crate::runtime::of(cluster.runtime).components(&cluster.runtime_classes));
     c.extend(["pause", "coredns", "busybox"]);
     c
@@ -187,13 +190,34 @@ pub fn download_url(cluster: &Cluster, want: &Want) -> Option<String> {
 
 /// Where `want` of catalog component `c` downloads from: upstream, or the mirror's copy.
 fn url_of(cluster: &Cluster, c: &catalog::Component, want: &Want) -> String {
-    let upstream = c.url_for(&want.version, want.arch);
+    mirrored(cluster, c.url_for(&want.version, want.arch))
+}
+
+/// An upstream URL, or its copy on the inventory's mirror.
+fn mirrored(cluster: &Cluster, upstream: String) -> String {
     match &cluster.bundle {
         BundleSource::Mirror { url, .. } => {
             format!("{url}/{}", upstream.trim_start_matches("https://"))
         }
         _ => upstream,
     }
+}
+
+/// Where upstream publishes the digest of the download at `url`: a `.sha256` file of that
+/// digest alone (name None), or a checksums file of the release, where `name` is looked up.
+fn published_digest(
+    cluster: &Cluster,
+    c: &catalog::Component,
+    w: &Want,
+    url: &str,
+) -> Option<(String, Option<String>)> {
+    if c.has_published_sha256() {
+        return Some((format!("{url}.sha256"), None));
+    }
+    let list = c.checksums_url(&w.version)?;
+    let upstream = c.url_for(&w.version, w.arch);
+    let name = upstream.rsplit('/').next().unwrap_or_default().to_string();
+    Some((mirrored(cluster, list), Some(name)))
 }
 
 /// Makes every want's files available locally: reads a bundle directory, or fetches into the
@@ -255,13 +279,22 @@ pub async fn prepare(
             .or_else(|| lock.get(c.name, &w.version, w.arch).cloned())
         {
             Some(d) => d,
-            None if c.has_published_sha256() => {
+            None if let Some((list, name)) = published_digest(cluster, c, w, &url) => {
                 let text = fetcher
-                    .text(&w.label(), &format!("{url}.sha256"))
+                    .text(&w.label(), &list)
                     .await
                     .map_err(|e| e.to_string())?;
-                let d = fetch::parse_sha256_file(&text)
-                    .ok_or_else(|| format!("{}: {url}.sha256 holds no sha256 digest", w.label()))?;
+                let d = match &name {
+                    None => fetch::parse_sha256_file(&text),
+                    Some(name) => fetch::parse_checksums(&text, name),
+                }
+                .ok_or_else(|| {
+                    format!(
+                        "{}: {list} holds no sha256 digest{}",
+                        w.label(),
+                        name.map(|n| format!(" for {n}")).unwrap_or_default()
+                    )
+                })?;
                 lock.add(Locked {
                     component: c.name.to_string(),
                     version: w.version.clone(),

@@ -38,6 +38,8 @@ pub struct Cluster {
     pub cni: CniName,
     pub overlay: crate::inventory::Overlay,
     pub vxlan: Vxlan,
+    /// kube-router's firewall on every node (`spec.cni.networkPolicy`).
+    pub policy_engine: bool,
     pub bundle: BundleSource,
     /// Component versions the inventory sets instead of the catalog's.
     pub bundle_versions: BTreeMap<String, String>,

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod calico;
 pub mod cilium;
 pub mod flannel;
+pub mod policy_engine;
 
 use crate::cluster::{Cluster, Host};
 use crate::host::probe::{Observed, Probe};
@@ -79,6 +80,21 @@ pub fn of(name: CniName) -> &'static dyn Cni {
         CniName::Flannel => &flannel::Flannel,
         CniName::Calico => &calico::Calico,
         CniName::Cilium => &cilium::Cilium,
+    }
+}
+
+/// Whether the cluster's NetworkPolicy objects are enforced: by its network, or by the engine
+/// that runs beside a network that has none.
+pub fn enforced(cluster: &Cluster) -> bool {
+    of(cluster.cni).enforces_network_policy() || policy_engine::enabled(cluster)
+}
+
+/// What to look at on `host` when policies are not enforced there.
+pub fn policy_suspect(cluster: &Cluster, host: &Host) -> String {
+    if policy_engine::enabled(cluster) {
+        policy_engine::suspect(host)
+    } else {
+        of(cluster.cni).suspect(host)
     }
 }
 
@@ -170,6 +186,36 @@ mod tests {
         let spec = ds.spec.clone().template.spec.unwrap();
         let c = spec.containers.into_iter().find(|c| c.name == container)?;
         c.env?.into_iter().find(|e| e.name == name)?.value
+    }
+
+    #[test]
+    fn the_inventory_and_the_descriptors_agree_on_who_enforces_policies() {
+        use crate::inventory::CniName;
+        for name in [
+            CniName::Builtin,
+            CniName::Flannel,
+            CniName::Calico,
+            CniName::Cilium,
+        ] {
+            assert_eq!(
+                of(name).enforces_network_policy(),
+                name.enforces_policies(),
+                "{}",
+                name.as_str()
+            );
+            assert_eq!(of(name).name(), name.as_str());
+        }
+    }
+
+    #[test]
+    fn the_builtin_network_gets_the_policy_engine_unless_turned_off() {
+        assert!(enforced(&cluster("builtin", "")));
+        assert!(cluster("builtin", "").policy_engine);
+        assert!(!enforced(&cluster("builtin", "    networkPolicy: false\n")));
+        assert!(!enforced(&cluster("flannel", "")));
+        assert!(enforced(&cluster("flannel", "    networkPolicy: true\n")));
+        let calico = cluster("calico", "");
+        assert!(enforced(&calico) && !calico.policy_engine);
     }
 
     #[test]

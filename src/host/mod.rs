@@ -11,12 +11,13 @@ pub use action::{Action, UnitSpec};
 
 /// What a component leaves on a host, for `reset` to remove: its units (stopped and disabled),
 /// files and directories, network links, packet-filter chain prefixes (with the rules that
-/// jump to them), and directories below which mounts are undone.
+/// jump to them), ipset name prefixes, and directories below which mounts are undone.
 #[derive(Debug, Clone, Default)]
 pub struct Leftovers {
     pub units: Vec<String>,
     pub paths: Vec<String>,
     pub links: Vec<String>,
     pub chains: Vec<String>,
+    pub ipsets: Vec<String>,
     pub mounts: Vec<String>,
 }

@@ -166,6 +166,22 @@ pub enum CniName {
     Cilium,
 }
 
+impl CniName {
+    /// The networks that bring their own NetworkPolicy engine (their descriptors say so too).
+    pub fn enforces_policies(self) -> bool {
+        matches!(self, CniName::Calico | CniName::Cilium)
+    }
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CniName::Builtin => "builtin",
+            CniName::Flannel => "flannel",
+            CniName::Calico => "calico",
+            CniName::Cilium => "cilium",
+        }
+    }
+}
+
 #[derive(Debug, Clone, Default, Deserialize)]
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct CniSpec {
@@ -176,6 +192,9 @@ pub struct CniSpec {
     pub overlay: Overlay,
     #[serde(default)]
     pub vxlan: VxlanSpec,
+    /// NetworkPolicy enforced by kube-router's firewall controller on every node: default on with
+    /// `builtin`, off with `flannel`; Calico and Cilium enforce policies themselves.
+    pub network_policy: Option<bool>,
 }
 
 /// `vxlan` (default): a VXLAN overlay, nodes anywhere IP reaches; `none`: plain routes through

@@ -1,7 +1,8 @@
 //! The `bootstrap` phase, through the API: the binding that makes `kubeadm:cluster-admins`
 //! (admin.conf) cluster admins, kubelet TLS bootstrap (node-bootstrapper, auto-approval of node
-//! client certificates and of their renewals), `kube-public/cluster-info` for discovery, and the
-//! RuntimeClasses of the enabled sandboxes.
+//! client certificates and of their renewals), `kube-public/cluster-info` for discovery, the
+//! RuntimeClasses of the enabled sandboxes, and the policy engine's identity (a ServiceAccount
+//! that may list and watch pods, namespaces and NetworkPolicies, and its token Secret).
 
 use super::step::{After, Applied, Step};
 use super::{Phase, Work};
@@ -11,10 +12,10 @@ use crate::inventory::RuntimeClass as SandboxClass;
 use crate::pki::CaKind;
 use crate::pki::token::NODE_BOOTSTRAP_GROUP;
 use crate::run::Ctx;
-use k8s_openapi::api::core::v1::ConfigMap;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::{
-    ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
+    ClusterRole, ClusterRoleBinding, PolicyRule, Role, RoleBinding, RoleRef, Subject,
 };
 use kube::api::{Api, ObjectMeta};
 use std::collections::BTreeMap;
@@ -81,6 +82,73 @@ fn cluster_info(ctx: &Ctx, ca_pem: &str) -> Result<ConfigMap, String> {
         )])),
         ..Default::default()
     })
+}
+
+fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
+    ObjectMeta {
+        name: Some(name.into()),
+        namespace: namespace.map(Into::into),
+        ..Default::default()
+    }
+}
+
+/// kube-router's ServiceAccount, its least rights (what its informers list and watch, and its
+/// own Node to read) and a token Secret the controller manager fills: the credentials of the
+/// kubeconfig its unit reads. It writes nothing through the API.
+async fn policy_engine_identity(admin: &kube::Client) -> Result<Vec<String>, String> {
+    use crate::cni::policy_engine::{CLUSTER_ROLE, NAMESPACE, SERVICE_ACCOUNT, TOKEN_SECRET};
+    let mut changes = Vec::new();
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), NAMESPACE);
+    let sa = ServiceAccount {
+        metadata: meta(SERVICE_ACCOUNT, Some(NAMESPACE)),
+        ..Default::default()
+    };
+    changes.extend(ensure(&sas, &sa).await?);
+    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![group.into()]),
+        resources: Some(resources.iter().map(|r| r.to_string()).collect()),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..Default::default()
+    };
+    // it starts informers on all of these, firewall controller alone or not
+    let read = ["list", "watch"];
+    let role = ClusterRole {
+        metadata: meta(CLUSTER_ROLE, None),
+        rules: Some(vec![
+            rule("", &["pods", "namespaces", "services", "endpoints"], &read),
+            rule("", &["nodes"], &["get", "list", "watch"]),
+            rule("discovery.k8s.io", &["endpointslices"], &read),
+            rule("networking.k8s.io", &["networkpolicies"], &read),
+        ]),
+        ..Default::default()
+    };
+    let roles: Api<ClusterRole> = Api::all(admin.clone());
+    changes.extend(ensure(&roles, &role).await?);
+    let mut b = binding(
+        CLUSTER_ROLE,
+        CLUSTER_ROLE,
+        "ServiceAccount",
+        SERVICE_ACCOUNT,
+    );
+    if let Some(s) = b.subjects.as_mut().and_then(|s| s.first_mut()) {
+        s.api_group = None;
+        s.namespace = Some(NAMESPACE.into());
+    }
+    let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
+    changes.extend(ensure(&crbs, &b).await?);
+    let mut token_meta = meta(TOKEN_SECRET, Some(NAMESPACE));
+    token_meta.annotations = Some(BTreeMap::from([(
+        "kubernetes.io/service-account.name".to_string(),
+        SERVICE_ACCOUNT.to_string(),
+    )]));
+    let secret = Secret {
+        metadata: token_meta,
+        type_: Some("kubernetes.io/service-account-token".into()),
+        ..Default::default()
+    };
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
+    changes.extend(ensure(&secrets, &secret).await?);
+    Ok(changes)
 }
 
 #[async_trait::async_trait]
@@ -178,6 +246,9 @@ impl Step for Bootstrap {
         let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kube-public");
         changes.extend(ensure(&rbs, &rb).await?);
         // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
+        if crate::cni::policy_engine::enabled(&ctx.cluster) {
+            changes.extend(policy_engine_identity(&admin).await?);
+        }
         let rcs: Api<RuntimeClass> = Api::all(admin);
         for class in &ctx.cluster.runtime_classes {
             let (name, handler) = match class {

@@ -12,6 +12,7 @@ pub mod expiration;
 pub mod host;
 pub mod kubelet;
 pub mod local_kubeconfig;
+pub mod network_policy;
 pub mod preflight;
 pub mod reset;
 pub mod runtime;
@@ -89,6 +90,7 @@ pub fn init_tree() -> Vec<Phase> {
         bootstrap::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
+        network_policy::phase(),
         addons::phase(),
         verify::phase(),
     ]
@@ -113,6 +115,7 @@ pub fn join_tree() -> Vec<Phase> {
         control_plane::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
+        network_policy::phase(),
         verify::phase(),
     ]
 }

@@ -126,7 +126,10 @@ pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str) -> Vec<String> 
             "start {} on {on} and wait for /readyz",
             COMPONENTS.join(", ")
         ),
-        "restart the kubelet and kube-proxy on every node, and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's)".into(),
+        format!(
+            "restart {} on every node, and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's)",
+            node_agents(&ctx.cluster).join(", ")
+        ),
         "wait until the controller manager and the scheduler lead again".into(),
         format!("remove {DATA_DIR}/member.before-restore-{stamp}"),
     ]
@@ -142,6 +145,16 @@ fn member_list(ctx: &Ctx) -> String {
 }
 
 /// Names the healthy members: a restore over a healthy cluster needs `--force`.
+/// The units on every node that watch the API: the kubelet, kube-proxy and, where it runs,
+/// the policy engine (with a stale view it would judge new pods by what it last saw).
+fn node_agents(cluster: &crate::cluster::Cluster) -> Vec<&'static str> {
+    let mut units = vec!["kubelet", "kube-proxy"];
+    if crate::cni::policy_engine::enabled(cluster) {
+        units.push(crate::cni::policy_engine::SERVICE);
+    }
+    units
+}
+
 pub async fn healthy_members(ctx: &Ctx) -> Vec<String> {
     let mut healthy = Vec::new();
     for h in ctx.cluster.control_planes() {
@@ -268,13 +281,14 @@ pub async fn run(
     // every watcher of the API saw later revisions than the snapshot's and would wait for them:
     // the node agents restart, and so do the cluster's own pods that watch (CoreDNS, a CNI's)
     let hosts: Vec<&Host> = ctx.cluster.hosts.iter().collect();
+    let agents = node_agents(&ctx.cluster);
     on_all(
         ctx,
         &hosts,
-        "systemctl restart kubelet.service kube-proxy.service",
+        &format!("systemctl restart {}", agents.join(" ")),
     )
     .await?;
-    done.push("restarted the kubelet and kube-proxy on every node".into());
+    done.push(format!("restarted {} on every node", agents.join(", ")));
     let first = ctx
         .cluster
         .first_control_plane()

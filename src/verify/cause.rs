@@ -79,8 +79,19 @@ pub fn inactive(units: &[&str], states: &str) -> Vec<String> {
 /// are, or the node cannot be asked). Checked before a test pod is waited for.
 pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
     let runtime = crate::runtime::of(ctx.cluster.runtime).service();
-    let (_, states) = sh(ctx, node, &format!("systemctl is-active {runtime} kubelet")).await?;
-    let down = inactive(&[runtime, "kubelet"], &states);
+    units_down(ctx, node, &[runtime, "kubelet"]).await
+}
+
+/// Those of `units` not active on `node`, with the command that starts them again; None when
+/// all run (or the node cannot be asked).
+pub async fn units_down(ctx: &Ctx, node: &Host, units: &[&str]) -> Option<String> {
+    let (_, states) = sh(
+        ctx,
+        node,
+        &format!("systemctl is-active {}", units.join(" ")),
+    )
+    .await?;
+    let down = inactive(units, &states);
     if down.is_empty() {
         return None;
     }

@@ -28,7 +28,7 @@ use k8s_openapi::api::networking::v1::NetworkPolicy;
 use k8s_openapi::api::node::v1::RuntimeClass;
 use kube::api::{DeleteParams, ListParams, LogParams, PostParams};
 use kube::{Api, Client};
-use probe::{POD_PORT, url};
+use probe::{ALT_PORT, POD_PORT, url};
 use report::{Outcome, Report, Row};
 
 use health::{check_control_planes, check_nodes};

@@ -12,6 +12,8 @@ use tokio::io::AsyncReadExt;
 
 /// The port the test pods serve their own name on (busybox httpd).
 pub const POD_PORT: u16 = 8080;
+/// Their second port (named `alt`; `POD_PORT` is named `http`).
+pub const ALT_PORT: u16 = 8081;
 
 /// Attempts each probe makes before it counts as failed (a new route or rule may lag a moment).
 const ATTEMPTS: u32 = 3;

@@ -62,7 +62,7 @@ pub(super) async fn workload(
         .unwrap_or_default();
     pod_to_service(ctx, &pods, &running, &cluster_ip, report).await;
     dns(ctx, client, &pods, &running, &cluster_ip, report).await;
-    network_policy(ctx, client, &pods, &running, report).await?;
+    network_policy(ctx, client, &pods, &running, &image, report).await?;
     runtime_classes(
         client,
         &pods,
@@ -129,8 +129,9 @@ pub(super) fn test_pod(
     if client_role {
         labels["provision.io/role"] = "client".into();
     }
+    // a second port for the NetworkPolicy rows on ports (a named port, a range)
     let serve = format!(
-        "mkdir -p /tmp/www && hostname > /tmp/www/index.html && exec httpd -f -vv -p {POD_PORT} -h /tmp/www"
+        "mkdir -p /tmp/www && hostname > /tmp/www/index.html && httpd -p {ALT_PORT} -h /tmp/www && exec httpd -f -vv -p {POD_PORT} -h /tmp/www"
     );
     let mut pod = serde_json::json!({
         "metadata": {"name": name, "labels": labels},
@@ -144,7 +145,10 @@ pub(super) fn test_pod(
                 "image": image,
                 "imagePullPolicy": "IfNotPresent",
                 "command": ["sh", "-c", serve],
-                "ports": [{"containerPort": POD_PORT}],
+                "ports": [
+                    {"name": "http", "containerPort": POD_PORT},
+                    {"name": "alt", "containerPort": ALT_PORT},
+                ],
             }],
         }
     });

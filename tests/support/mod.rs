@@ -190,6 +190,23 @@ impl Testbed {
         path
     }
 
+    /// The test bed's bundle built from the upstream builds at `upstream`, and an inventory
+    /// of these machines that installs it: the inventory's path.
+    pub fn bundle_inventory(&self, upstream: &Path) -> String {
+        testbed_bundle(self.dir.path(), Some(upstream));
+        let inv = self.inventory(&bundle_spec(&self.bundle()), &[]);
+        inv.to_str().expect("a UTF-8 temporary path").to_string()
+    }
+
+    /// Where `bundle_inventory` put the bundle.
+    pub fn bundle(&self) -> PathBuf {
+        self.dir.path().join("bundle")
+    }
+
+    pub fn names(&self) -> Vec<&str> {
+        self.machines.iter().map(|m| m.name.as_str()).collect()
+    }
+
     /// Runs a command on machine `i` as root with the system's ssh client (independent of
     /// provision's own transport), returning stdout; panics on failure.
     pub fn ssh(&self, i: usize, cmd: &str) -> String {
@@ -281,10 +298,15 @@ pub fn testbed_bundle(dir: &Path, upstream: Option<&Path>) -> PathBuf {
 
 /// The Kubernetes version of the test bed's bundle at `bundle` (its kubelet's).
 pub fn bundle_kube_version(bundle: &Path) -> String {
+    bundle_version(bundle, "kubelet")
+}
+
+/// The version of `component` in the bundle directory at `bundle`.
+pub fn bundle_version(bundle: &Path, component: &str) -> String {
     let manifest = std::fs::read_to_string(bundle.join("bundle.yaml")).expect("bundle.yaml");
     let mut lines = manifest.lines();
     while let Some(l) = lines.next() {
-        if l == "- component: kubelet" {
+        if l == format!("- component: {component}") {
             let v = lines.next().expect("version line");
             return v
                 .trim_start_matches("  version: ")
@@ -292,7 +314,7 @@ pub fn bundle_kube_version(bundle: &Path) -> String {
                 .to_string();
         }
     }
-    panic!("no kubelet in {}/bundle.yaml", bundle.display())
+    panic!("no {component} in {}/bundle.yaml", bundle.display())
 }
 
 /// The inventory spec lines for the test bed's bundle directory at `bundle` and its Kubernetes
@@ -303,6 +325,14 @@ pub fn bundle_spec(bundle: &Path) -> String {
         bundle_kube_version(bundle),
         bundle.display()
     )
+}
+
+/// The rows of a `provision verify --output json` run against `inv`, and its exit code.
+pub fn verify_rows(inv: &str) -> (i32, Vec<serde_json::Value>) {
+    let r = provision(&["verify", "-i", inv, "--output", "json"]);
+    let v: serde_json::Value = serde_json::from_str(r.stdout.trim())
+        .unwrap_or_else(|e| panic!("verify printed no JSON ({e}):\n{}", r.text()));
+    (r.code, v["rows"].as_array().cloned().unwrap_or_default())
 }
 
 /// Runs the provision binary and fails the test unless it exits 0.
@@ -369,7 +399,7 @@ impl Run {
 pub fn leftovers(tb: &Testbed, i: usize) -> String {
     tb.ssh(
         i,
-        "for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver; do \
+        "for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver kube-router; do \
            systemctl is-active -q $u && echo \"unit $u active\"; \
            systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
            [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \
@@ -383,6 +413,8 @@ pub fn leftovers(tb: &Testbed, i: usize) -> String {
          for d in /proc/[0-9]*; do case \"$(readlink $d/exe 2>/dev/null)\" in /opt/provision/*) echo \"process $(readlink $d/exe)\";; esac; done; \
          for l in provision-vx cni0; do ip link show $l >/dev/null 2>&1 && echo \"link $l\"; done; \
          iptables-save | grep -E 'provision-|KUBE-|CNI-' | sed 's/^/rule /'; \
+         nft list tables 2>/dev/null | grep -E ' kube-proxy$' | sed 's/^/nft /'; \
+         ipset list -n 2>/dev/null | grep -E '^(KUBE-|inet6:KUBE-)' | sed 's/^/ipset /'; \
          systemctl is-active -q kubepods.slice && echo 'pods running'; \
          ls /run/netns/cni-* 2>/dev/null | sed 's/^/netns /'; \
          findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/run/containerd|/var/lib/containerd)/|^/run/netns/cni-' | sed 's/^/mount /'; \

@@ -135,12 +135,35 @@ impl Resolver<'_> {
             cni: spec.cni.name,
             overlay: spec.cni.overlay,
             vxlan: self.vxlan(),
+            policy_engine: self.policy_engine(),
             bundle: bundle?,
             bundle_versions: self.bundle_versions(),
             pki: pki?,
             etcd_snapshots: self.etcd_snapshots(),
             hosts: hosts.into_iter().map(|(_, h)| h).collect(),
         })
+    }
+
+    /// `spec.cni.networkPolicy`: whether kube-router's firewall runs on every node (the
+    /// built-in network's default). Networks that enforce policies themselves refuse a second
+    /// engine.
+    fn policy_engine(&mut self) -> bool {
+        let spec = &self.loaded.inventory.spec;
+        let (name, asked) = (spec.cni.name, spec.cni.network_policy);
+        if name.enforces_policies() {
+            if asked == Some(true) {
+                self.error(
+                    "spec.cni.networkPolicy",
+                    format!(
+                        "{} enforces NetworkPolicy itself; a second engine would fight it",
+                        name.as_str()
+                    ),
+                    "remove spec.cni.networkPolicy",
+                );
+            }
+            return false;
+        }
+        asked.unwrap_or(name == inventory::CniName::Builtin)
     }
 
     /// `spec.etcd.snapshots`: checked enough that the unit files it becomes are well-formed.

@@ -88,14 +88,17 @@ impl Step for KubeProxy {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         // healthz on 10256 answers once the rules are programmed
         let ready = "systemctl is-active -q kube-proxy && ss -Hltn 'sport = :10256' | grep -q .";
-        systemd::wait_or_journal(&session, &systemd::wait_for(ready, 40, 0.5), None, "kube-proxy", 12)
-            .await
-            .map_err(|journal| {
-                format!(
-                    "kube-proxy is not running on {}:\n{journal}check {PROXY_CONFIG} and `journalctl -u kube-proxy`",
-                    host.name
-                )
-            })?;
+        let hint = format!("check {PROXY_CONFIG} and `journalctl -u kube-proxy`");
+        systemd::until_ready(
+            &session,
+            &host.name,
+            ready,
+            40,
+            "kube-proxy",
+            "running",
+            &hint,
+        )
+        .await?;
         Ok(After::default())
     }
 }

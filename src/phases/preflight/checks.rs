@@ -80,6 +80,7 @@ const HOST_CHECKS: &[HostCheck] = &[
     ports_free,
     oom_score_adj,
     conntrack,
+    policy_engine_commands,
     cgroups,
     cgroup_controllers,
     kernel_features,
@@ -253,6 +254,25 @@ fn conntrack(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
     vec![warning(
         "ConntrackReadOnly",
         "nf_conntrack_max cannot be written here (e.g. a container): kube-proxy will leave the conntrack limits alone (conntrack.maxPerCore: 0)".into(),
+    )]
+}
+
+/// kube-router runs ipset and iptables itself; a host without them never enforces a policy.
+fn policy_engine_commands(cluster: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    let missing: Vec<&str> = f
+        .get("missing_commands")
+        .split_whitespace()
+        .filter(|c| crate::cni::policy_engine::HOST_COMMANDS.contains(c))
+        .collect();
+    if !crate::cni::policy_engine::enabled(cluster) || missing.is_empty() {
+        return Vec::new();
+    }
+    vec![error(
+        "NetworkPolicyCommands",
+        format!(
+            "{} not found: kube-router, the NetworkPolicy engine (spec.cni.networkPolicy), runs them; install them (Debian, Ubuntu: apt-get install ipset iptables; RHEL: dnf install ipset iptables-nft), or set spec.cni.networkPolicy: false",
+            missing.join(", ")
+        ),
     )]
 }
 
@@ -496,6 +516,33 @@ mod tests {
         let names: Vec<&str> = found.iter().map(|f| f.check.as_str()).collect();
         assert_eq!(names, ["OomScoreAdj", "ConntrackReadOnly"]);
         assert!(found.iter().all(|f| f.level == Level::Warning));
+    }
+
+    #[test]
+    fn a_host_without_ipset_is_refused_while_the_policy_engine_runs() {
+        let bare = GOOD.to_string() + "missing_commands=ipset iptables-restore \n";
+        let found = host_checks(&cluster(), &host("n1", false), &Facts::parse(&bare));
+        let engine: Vec<&Finding> = found
+            .iter()
+            .filter(|f| f.check == "NetworkPolicyCommands")
+            .collect();
+        assert_eq!(engine.len(), 1, "{found:?}");
+        assert_eq!(engine[0].level, Level::Error);
+        assert!(
+            engine[0]
+                .message
+                .starts_with("ipset, iptables-restore not found")
+                && engine[0].message.contains("spec.cni.networkPolicy: false"),
+            "{}",
+            engine[0].message
+        );
+        // every command the engine runs is looked for
+        for c in crate::cni::policy_engine::HOST_COMMANDS {
+            assert!(
+                super::super::facts::FACTS_SCRIPT.contains(&format!(" {c}")),
+                "{c}"
+            );
+        }
     }
 
     #[test]

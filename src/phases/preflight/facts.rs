@@ -4,7 +4,7 @@
 use super::*;
 
 /// Facts printed as `key=value` lines; `listen` repeats.
-const FACTS_SCRIPT: &str = r#"# provision: gather preflight facts
+pub(super) const FACTS_SCRIPT: &str = r#"# provision: gather preflight facts
 echo "uid=$(id -u)"
 echo "pid1=$(cat /proc/1/comm 2>/dev/null)"
 echo "system_state=$(systemctl is-system-running 2>/dev/null)"
@@ -26,6 +26,8 @@ probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
 # limits that change the configuration rather than stop the install
 ( echo -999 > /proc/self/oom_score_adj ) 2>/dev/null || echo "oom_score_locked=1"
 ( cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max ) 2>/dev/null || echo "conntrack_read_only=1"
+# what kube-router, the policy engine, runs (policy_engine::HOST_COMMANDS)
+echo "missing_commands=$(for c in ipset iptables-save iptables-restore; do command -v $c >/dev/null 2>&1 || printf '%s ' $c; done)"
 echo "hostname=$(hostname)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
 if command -v ss >/dev/null; then

@@ -42,9 +42,11 @@ pub fn cleanup(_: &Cluster, _: &Host) -> Result<Vec<Action>, String> {
 /// Everything the leftovers of `networks` and `runtimes` hold, and what provision itself writes.
 pub(super) fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Leftovers {
     let mut all = Leftovers::default();
+    // the policy engine runs with more than one network
     let parts = networks
         .iter()
         .map(|c| c.leftovers())
+        .chain([crate::cni::policy_engine::leftovers()])
         .chain(runtimes.iter().map(|r| r.leftovers()));
     for l in parts {
         for (to, from) in [
@@ -52,6 +54,7 @@ pub(super) fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> 
             (&mut all.paths, l.paths),
             (&mut all.links, l.links),
             (&mut all.chains, l.chains),
+            (&mut all.ipsets, l.ipsets),
             (&mut all.mounts, l.mounts),
         ] {
             for item in from {
@@ -116,14 +119,21 @@ pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Actio
     let mut links = left.links.clone();
     links.push(KUBE_PROXY_LINK.into());
     let rules = rule_pattern(&left.chains);
+    let sets = left
+        .ipsets
+        .iter()
+        .map(|p| format!("^{p}"))
+        .collect::<Vec<_>>()
+        .join("|");
     let net = format!(
         "links() {{ for l in {links}; do ip link show \"$l\" >/dev/null 2>&1 && echo \"$l\"; done; }}\n\
          rules() {{ {{ iptables-save; ip6tables-save; }} 2>/dev/null | grep -E '{rules}'; }}\n\
-         nft_tables() {{ nft list tables 2>/dev/null | grep -E ' kube-proxy$'; }}",
+         nft_tables() {{ nft list tables 2>/dev/null | grep -E ' kube-proxy$'; }}\n\
+         sets() {{ ipset list -n 2>/dev/null | grep -E '{sets}'; }}",
         links = links.join(" "),
     );
     actions.push(exec(
-        "remove the pod network's links and the rules of kube-proxy and the CNI",
+        "remove the pod network's links and the rules of kube-proxy, the CNI and the policy engine",
         &net,
         &format!(
             "links | while read -r l; do ip link delete \"$l\"; done\n\
@@ -132,9 +142,10 @@ pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Actio
                if $t-save | grep -qE '{rules}'; then $t-save | grep -vE '{rules}' | $t-restore; fi\n\
              done\n\
              nft_tables | while read -r _ family name; do nft delete table \"$family\" \"$name\"; done\n\
+             sets | while read -r s; do ipset destroy \"$s\"; done\n\
              true"
         ),
-        "[ -z \"$(links)\" ] && [ -z \"$(rules)\" ] && [ -z \"$(nft_tables)\" ]",
+        "[ -z \"$(links)\" ] && [ -z \"$(rules)\" ] && [ -z \"$(nft_tables)\" ] && [ -z \"$(sets)\" ]",
     ));
     actions.push(exec(
         "remove the links into the bundle's directory",
