@@ -70,9 +70,11 @@ pub(super) fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> 
 /// The cleanup of a host, given the networks and runtimes whose leftovers it removes.
 pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Action> {
     let left = leftovers_of(networks, runtimes);
+    // the control plane in reverse: its other units pull the API server in (Wants=), and one
+    // restarting would cancel the API server's stop
     let mut actions: Vec<Action> = NODE_UNITS
         .iter()
-        .chain(control_plane::COMPONENTS.iter())
+        .chain(control_plane::COMPONENTS.iter().rev())
         .map(|u| stopped(u))
         .collect();
     actions.push(exec(
@@ -229,6 +231,14 @@ mod tests {
         // mounts go before the directories that hold them
         let unmount = at("unmount the pods' volumes, root filesystems and network namespaces");
         assert!(unmount < at("/var/lib/kubelet") && unmount < at("/run/containerd"));
+        // the controller manager and the scheduler pull the API server in (Wants=): stopped
+        // after them, a restart of theirs cannot cancel its stop
+        for wants in ["kube-controller-manager", "kube-scheduler"] {
+            assert!(
+                at(&format!("{wants}.service")) < at("kube-apiserver.service"),
+                "{wants}"
+            );
+        }
     }
 
     /// The pattern goes to `grep -E` on the host: checked with grep itself.
