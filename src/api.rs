@@ -44,6 +44,19 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
     Ok(client)
 }
 
+/// `what` failed with `e`, said so that an API server that does not answer is named as such,
+/// with what to do: the usual cause is a control plane not started yet (a skipped phase).
+pub fn failed(what: &str, e: kube::Error) -> String {
+    match e {
+        kube::Error::Service(_) | kube::Error::HyperError(_) => format!(
+            "{what}: the API server does not answer ({e}): start the control plane first \
+             (`provision init -i INVENTORY`, phases control-plane and bootstrap), or check \
+             `journalctl -u kube-apiserver` on the first control plane"
+        ),
+        e => format!("{what}: {e}"),
+    }
+}
+
 /// Applies `obj` server-side; returns a change line when it was created or altered.
 pub async fn ensure<K>(api: &Api<K>, obj: &K) -> Result<Option<String>, String>
 where
@@ -70,7 +83,7 @@ where
     let before = api
         .get_opt(name)
         .await
-        .map_err(|e| format!("reading {what}: {e}"))?
+        .map_err(|e| failed(&format!("reading {what}"), e))?
         .and_then(|o| o.meta().resource_version.clone());
     let mut params = PatchParams::apply(FIELD_MANAGER).force();
     if dry_run {
@@ -176,4 +189,25 @@ pub fn documents(manifest: &str) -> Vec<&str> {
                 .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::failed;
+
+    #[test]
+    fn an_api_server_that_does_not_answer_is_named_with_what_to_do() {
+        let refused = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "refused");
+        let said = failed(
+            "reading Secret a/b",
+            kube::Error::Service(Box::new(refused)),
+        );
+        assert!(said.starts_with("reading Secret a/b: the API server does not answer"));
+        assert!(
+            said.contains("phases control-plane and bootstrap"),
+            "{said}"
+        );
+        let other = failed("reading x", kube::Error::LinesCodecMaxLineLengthExceeded);
+        assert_eq!(other, "reading x: Error finding newline character");
+    }
 }

@@ -5,7 +5,7 @@
 
 use super::step::{After, Applied, Desired, Step};
 use super::{Phase, Work};
-use crate::api::client;
+use crate::api::{self, client};
 use crate::cluster::{Cluster, Host};
 use crate::cni::policy_engine::{self, KUBECONFIG, NAMESPACE, SERVICE, TOKEN_SECRET};
 use crate::host::probe::Observed;
@@ -41,7 +41,7 @@ async fn service_account_token(ctx: &Ctx) -> Result<Option<String>, String> {
         let secret = secrets
             .get_opt(TOKEN_SECRET)
             .await
-            .map_err(|e| format!("reading Secret {NAMESPACE}/{TOKEN_SECRET}: {e}"))?;
+            .map_err(|e| api::failed(&format!("reading Secret {NAMESPACE}/{TOKEN_SECRET}"), e))?;
         let token = secret
             .as_ref()
             .and_then(|s| s.data.as_ref())
