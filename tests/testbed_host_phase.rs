@@ -164,6 +164,7 @@ fn a_dry_run_of_all_of_init_on_a_fresh_machine_plans_every_phase_and_changes_not
         "==> certs\n    ca ",
         "==> control-plane",
         "==> kubelet",
+        "==> network-policy",
         "==> addons",
         "not validated by the API server",
     ] {

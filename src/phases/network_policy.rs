@@ -33,15 +33,22 @@ struct NetworkPolicy;
 const TOKEN_WAIT: Duration = Duration::from_secs(60);
 
 /// The engine's ServiceAccount token, once the controller manager has filled its Secret; None
-/// in a dry run before the Secret exists.
+/// in a dry run before the API serves or the Secret exists.
 async fn service_account_token(ctx: &Ctx) -> Result<Option<String>, String> {
-    let secrets: Api<Secret> = Api::namespaced(client(ctx, "admin").await?, NAMESPACE);
+    // a dry run of a cluster not made yet has no API: its token comes with the real run
+    let client = match client(ctx, "admin").await {
+        Err(_) if ctx.dry_run() => return Ok(None),
+        c => c?,
+    };
+    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
     let started = Instant::now();
     loop {
-        let secret = secrets
-            .get_opt(TOKEN_SECRET)
-            .await
-            .map_err(|e| api::failed(&format!("reading Secret {NAMESPACE}/{TOKEN_SECRET}"), e))?;
+        let secret = match secrets.get_opt(TOKEN_SECRET).await {
+            Err(_) if ctx.dry_run() => return Ok(None),
+            s => s.map_err(|e| {
+                api::failed(&format!("reading Secret {NAMESPACE}/{TOKEN_SECRET}"), e)
+            })?,
+        };
         let token = secret
             .as_ref()
             .and_then(|s| s.data.as_ref())
