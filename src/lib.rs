@@ -17,6 +17,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cni;
 pub mod completion;
+pub mod ha;
 pub mod host;
 pub mod inventory;
 pub mod kubeconfig;

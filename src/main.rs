@@ -776,6 +776,13 @@ fn print_cluster(c: &Cluster, format: Format) {
     }
     println!("cluster {} (Kubernetes {})", c.name, c.version);
     println!("  API endpoint     {}", c.endpoint.url());
+    if let Some(v) = &c.endpoint.vip {
+        println!(
+            "                   a VIP (keepalived, VRRP router id {}); nodes reach the API servers at {} (haproxy)",
+            v.router_id,
+            c.node_api_url()
+        );
+    }
     println!(
         "  pod subnet       {} (a /{} per node)",
         c.pod_subnet, c.node_cidr_mask_size

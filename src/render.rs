@@ -45,6 +45,8 @@ const TEMPLATES: &[(&str, &str)] = &[
         "kube-proxy-config.yaml",
         include_str!("templates/kube-proxy-config.yaml"),
     ),
+    ("keepalived.conf", include_str!("templates/keepalived.conf")),
+    ("haproxy.cfg", include_str!("templates/haproxy.cfg")),
 ];
 
 static TERA: LazyLock<Result<Tera, String>> = LazyLock::new(|| {

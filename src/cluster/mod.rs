@@ -17,6 +17,8 @@ pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
 pub const DEFAULT_SERVICE_SUBNET: &str = "10.96.0.0/12";
 pub const DEFAULT_DNS_DOMAIN: &str = "cluster.local";
 pub const API_PORT: u16 = 6443;
+/// Where each node's own load balancer listens (loopback) when the control planes hold a VIP.
+pub const LOCAL_API_PORT: u16 = 6444;
 
 #[derive(Debug, Clone, Serialize)]
 pub struct Cluster {
@@ -80,6 +82,17 @@ pub struct ExternalCa {
 pub struct Endpoint {
     pub host: String,
     pub port: u16,
+    /// The control planes hold `host` themselves (`controlPlaneEndpoint: {vip: ...}`).
+    pub vip: Option<Vip>,
+}
+
+/// A virtual API address that keepalived (VRRP) moves to a healthy control plane.
+#[derive(Debug, Clone, Serialize)]
+pub struct Vip {
+    pub address: IpAddr,
+    /// None: the interface holding each control plane's address.
+    pub interface: Option<String>,
+    pub router_id: u8,
 }
 
 impl Endpoint {
@@ -181,6 +194,16 @@ impl Cluster {
     pub fn is_first_control_plane(&self, host: &Host) -> bool {
         self.first_control_plane()
             .is_some_and(|f| f.name == host.name)
+    }
+
+    /// The API server the nodes' own agents (kubelet, kube-proxy, the policy engine) use: the
+    /// node's local load balancer with a VIP, so that they follow every healthy control plane
+    /// rather than the VIP's failover alone; otherwise the cluster's endpoint.
+    pub fn node_api_url(&self) -> String {
+        match self.endpoint.vip {
+            Some(_) => https_url("127.0.0.1", LOCAL_API_PORT),
+            None => self.endpoint.url(),
+        }
     }
 
     pub fn host(&self, name: &str) -> Option<&Host> {

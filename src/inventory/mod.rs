@@ -33,8 +33,10 @@ pub struct Metadata {
 #[serde(deny_unknown_fields, rename_all = "camelCase")]
 pub struct Spec {
     pub kubernetes_version: Option<String>,
-    /// `host[:port]` clients use to reach the API; default: the first control plane, port 6443.
-    pub control_plane_endpoint: Option<String>,
+    /// How clients reach the API: `host[:port]` (a load balancer or DNS name the user runs), or
+    /// `{vip: ADDRESS}` for a virtual address the control planes hold themselves; default: the
+    /// first control plane, port 6443.
+    pub control_plane_endpoint: Option<EndpointSpec>,
     #[serde(default)]
     pub api_server: ApiServerSpec,
     #[serde(default)]
@@ -52,6 +54,50 @@ pub struct Spec {
     #[serde(default)]
     pub etcd: EtcdSpec,
     pub hosts: Vec<HostSpec>,
+}
+
+/// `spec.controlPlaneEndpoint`: an address the user serves, or a VIP provision runs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndpointSpec {
+    /// `host[:port]`.
+    Address(String),
+    Vip(VipSpec),
+}
+
+/// A virtual API address held by one healthy control plane at a time (VRRP), with every node
+/// reaching the API servers through a load balancer of its own on loopback.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct VipSpec {
+    /// An unused address in the control planes' subnet.
+    pub vip: String,
+    /// The interface that carries it; default: the one holding each host's address.
+    pub interface: Option<String>,
+    /// VRRP's router id (1-255), unique on the network segment; default: from the cluster name.
+    pub virtual_router_id: Option<u8>,
+}
+
+impl<'de> Deserialize<'de> for EndpointSpec {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<EndpointSpec, D::Error> {
+        struct Visit;
+        impl<'de> serde::de::Visitor<'de> for Visit {
+            type Value = EndpointSpec;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("host[:port], or a map with `vip: ADDRESS`")
+            }
+            fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<EndpointSpec, E> {
+                Ok(EndpointSpec::Address(v.to_string()))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(
+                self,
+                map: A,
+            ) -> Result<EndpointSpec, A::Error> {
+                VipSpec::deserialize(serde::de::value::MapAccessDeserializer::new(map))
+                    .map(EndpointSpec::Vip)
+            }
+        }
+        d.deserialize_any(Visit)
+    }
 }
 
 /// etcd on the control planes.

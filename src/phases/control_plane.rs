@@ -265,9 +265,11 @@ impl Step for ControlPlane {
         _: &Applied<'_, Self::Shared>,
     ) -> Result<step::After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        // this host's API server, not the endpoint: a load balancer or VIP may answer from another
         let kubectl = format!(
-            "kubectl --kubeconfig={} --request-timeout=5s",
-            paths::kubeconfig("admin")
+            "kubectl --kubeconfig={} --server={} --request-timeout=5s",
+            paths::kubeconfig("admin"),
+            crate::cluster::https_url(&host.address, crate::cluster::API_PORT)
         );
         let wait = systemd::wait_for(
             &format!(

@@ -2,6 +2,7 @@
 //! (k0sctl's model: each phase fans out over its hosts with bounded concurrency).
 
 pub mod addons;
+pub mod api_endpoint;
 pub mod artifacts;
 pub mod bootstrap;
 pub mod certs;
@@ -87,6 +88,8 @@ pub fn init_tree() -> Vec<Phase> {
         cni::phase(),
         etcd::phase(),
         control_plane::phase(),
+        api_endpoint::vip_phase(),
+        api_endpoint::api_proxy_phase(),
         bootstrap::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
@@ -113,6 +116,8 @@ pub fn join_tree() -> Vec<Phase> {
         cni::phase(),
         etcd::phase(),
         control_plane::phase(),
+        api_endpoint::vip_phase(),
+        api_endpoint::api_proxy_phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
         network_policy::phase(),

@@ -102,7 +102,7 @@ impl Step for NetworkPolicy {
                 "system:serviceaccount:{NAMESPACE}:{}",
                 policy_engine::SERVICE_ACCOUNT
             ),
-            &c.endpoint.url(),
+            &c.node_api_url(),
             &ca.cert_pem,
             &token,
         )

@@ -78,14 +78,15 @@ impl KubeconfigKind {
         }
     }
 
-    /// Components on the control plane talk to their local API server; people and kubelets use
-    /// the cluster's endpoint.
+    /// Components on the control plane talk to their local API server, kubelets and kube-proxy
+    /// to the node's API (its local load balancer with a VIP), people to the cluster's endpoint.
     pub fn server(self, cluster: &Cluster, host: &Host) -> String {
         match self {
             KubeconfigKind::ControllerManager | KubeconfigKind::Scheduler => {
                 crate::cluster::https_url(&host.address, API_PORT)
             }
-            _ => cluster.endpoint.url(),
+            KubeconfigKind::Kubelet | KubeconfigKind::KubeProxy => cluster.node_api_url(),
+            KubeconfigKind::Admin | KubeconfigKind::SuperAdmin => cluster.endpoint.url(),
         }
     }
 }

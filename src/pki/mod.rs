@@ -151,6 +151,10 @@ impl Leaf {
                 s.ips.insert(cluster.api_service_ip);
                 s.add_name(&host.address);
                 s.add_name(&cluster.endpoint.host);
+                // the nodes' local load balancer passes TLS through from loopback
+                if cluster.endpoint.vip.is_some() {
+                    s.add_name("127.0.0.1");
+                }
                 for san in &cluster.api_cert_sans {
                     s.add_name(san);
                 }

@@ -168,11 +168,25 @@ impl Testbed {
         std::fs::write(self.known_hosts(), mine.join("\n") + "\n").unwrap();
     }
 
-    /// An inventory for these machines: the first is the control plane unless `roles` says otherwise.
+    /// An inventory for these machines: the first is the control plane, the others workers.
     pub fn inventory(&self, extra_spec: &str, host_extra: &[&str]) -> PathBuf {
+        self.inventory_with_control_planes(extra_spec, host_extra, 1)
+    }
+
+    /// An inventory whose first `control_planes` machines are control planes.
+    pub fn inventory_with_control_planes(
+        &self,
+        extra_spec: &str,
+        host_extra: &[&str],
+        control_planes: usize,
+    ) -> PathBuf {
         let mut hosts = String::new();
         for (i, m) in self.machines.iter().enumerate() {
-            let role = if i == 0 { "control-plane" } else { "worker" };
+            let role = if i < control_planes {
+                "control-plane"
+            } else {
+                "worker"
+            };
             hosts.push_str(&format!(
                 "    - name: {}\n      address: {}\n      roles: [{role}]\n{}",
                 m.name,
@@ -201,6 +215,20 @@ impl Testbed {
     /// Where `bundle_inventory` put the bundle.
     pub fn bundle(&self) -> PathBuf {
         self.dir.path().join("bundle")
+    }
+
+    /// Cuts machine `i`'s power: its processes killed at once, its disk kept.
+    pub fn power_off(&self, i: usize) {
+        must(&["poweroff", &self.machines[i].name]);
+    }
+
+    /// Boots machine `i` again from its disk; returns once sshd answers.
+    pub fn power_on(&self, i: usize) {
+        must_env(
+            &["start", &self.machines[i].name],
+            &[("TESTBED_KUBELET", "1")],
+        );
+        must(&["wait", &self.machines[i].index.to_string(), "90"]);
     }
 
     pub fn names(&self) -> Vec<&str> {
@@ -398,7 +426,7 @@ impl Run {
 pub fn leftovers(tb: &Testbed, i: usize) -> String {
     tb.ssh(
         i,
-        "for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver kube-router; do \
+        "for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver kube-router api-vip api-proxy; do \
            systemctl is-active -q $u && echo \"unit $u active\"; \
            systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
            [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \

@@ -8,7 +8,8 @@ mod pki;
 
 use super::*;
 use crate::inventory::{
-    self, BastionSpec, Loaded, Problem, Problems, Role, Severity, SshSpec, SudoMode,
+    self, BastionSpec, EndpointSpec, Loaded, Problem, Problems, Role, Severity, SshSpec, SudoMode,
+    VipSpec,
 };
 use crate::version::CATALOG_MINORS;
 use std::collections::HashMap;

@@ -216,19 +216,85 @@ impl Resolver<'_> {
                 .map(|(_, h)| Endpoint {
                     host: h.address.clone(),
                     port: API_PORT,
+                    vip: None,
                 }),
-            Some(text) => match parse_host_port(text, API_PORT) {
-                Ok((host, port)) => Some(Endpoint { host, port }),
+            Some(EndpointSpec::Address(text)) => match parse_host_port(text, API_PORT) {
+                Ok((host, port)) => Some(Endpoint {
+                    host,
+                    port,
+                    vip: None,
+                }),
                 Err(e) => {
                     self.error(
                         path,
                         e,
-                        "write host or host:port, e.g. api.example.com:6443 or 10.0.0.10",
+                        "write host or host:port, e.g. api.example.com:6443 or 10.0.0.10, or vip: ADDRESS",
                     );
                     None
                 }
             },
+            Some(EndpointSpec::Vip(spec)) => self.vip(spec, hosts),
         }
+    }
+
+    /// A VIP: an address of its own (no name: VRRP moves an address), no host's, on a network
+    /// the control planes share (checked on the hosts by preflight).
+    fn vip(&mut self, spec: &VipSpec, hosts: &[(usize, Host)]) -> Option<Endpoint> {
+        let path = "spec.controlPlaneEndpoint.vip";
+        let Ok(address) = spec.vip.parse::<IpAddr>() else {
+            self.error(
+                path,
+                format!("{:?} is not an IP address", spec.vip),
+                "a VIP is an unused address in the control planes' subnet, e.g. 10.0.0.100; for a DNS name use controlPlaneEndpoint: NAME:PORT",
+            );
+            return None;
+        };
+        if address.is_loopback() || address.is_unspecified() || address.is_multicast() {
+            self.error(
+                path,
+                format!("{address} cannot be shared by the control planes"),
+                "use an unused unicast address in the control planes' subnet",
+            );
+            return None;
+        }
+        if let Some((i, h)) = hosts
+            .iter()
+            .find(|(_, h)| h.address.parse::<IpAddr>().ok() == Some(address))
+        {
+            self.error(
+                path,
+                format!(
+                    "{address} is the address of host {} (spec.hosts[{i}])",
+                    h.name
+                ),
+                "the VIP moves between the control planes: pick an address no host has",
+            );
+            return None;
+        }
+        if !hosts.iter().any(|(_, h)| h.control_plane) {
+            return None;
+        }
+        if spec.virtual_router_id == Some(0) {
+            self.error(
+                "spec.controlPlaneEndpoint.virtualRouterId",
+                "0 is not a VRRP router id".into(),
+                "use 1 to 255, unique among the VRRP routers of the network segment",
+            );
+            return None;
+        }
+        let router_id = spec
+            .virtual_router_id
+            .unwrap_or_else(|| default_router_id(&self.loaded.inventory.metadata.name));
+        Some(Endpoint {
+            host: address.to_string(),
+            // the API servers' own port: the VIP lands on one of them
+            port: API_PORT,
+            vip: Some(Vip {
+                address,
+                interface: spec.interface.clone(),
+                router_id,
+            }),
+        })
     }
 
     pub(super) fn check_overlaps(
@@ -271,6 +337,15 @@ impl Resolver<'_> {
             );
         }
     }
+}
+
+/// A router id from the cluster's name (1-255): clusters side by side get different ones unless
+/// their names collide, which `virtualRouterId` settles.
+fn default_router_id(name: &str) -> u8 {
+    let sum = name
+        .bytes()
+        .fold(0u32, |h, b| h.wrapping_mul(31).wrapping_add(u32::from(b)));
+    (sum % 255 + 1) as u8
 }
 
 pub(super) fn overlaps(a: IpNet, b: IpNet) -> bool {

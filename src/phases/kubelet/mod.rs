@@ -69,7 +69,7 @@ fn bootstrap_kubeconfig(
     crate::pki::kubeconfig::render_token(
         &cluster.name,
         "tls-bootstrap-token-user",
-        &cluster.endpoint.url(),
+        &cluster.node_api_url(),
         ca_pem,
         &token.expose(),
     )

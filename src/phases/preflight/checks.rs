@@ -81,6 +81,7 @@ const HOST_CHECKS: &[HostCheck] = &[
     oom_score_adj,
     conntrack,
     policy_engine_commands,
+    vip_endpoint,
     cgroups,
     cgroup_controllers,
     kernel_features,
@@ -274,6 +275,73 @@ fn policy_engine_commands(cluster: &Cluster, _: &Host, f: &Facts) -> Vec<Finding
             missing.join(", ")
         ),
     )]
+}
+
+/// A VIP endpoint: keepalived and curl on the control planes, haproxy and its loopback port on
+/// every node, and a VIP on the network of each control plane's address (VRRP moves it by ARP
+/// within one segment).
+fn vip_endpoint(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
+    use crate::ha::{api_proxy, vip};
+    let Some(v) = &cluster.endpoint.vip else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    let mut wanted: Vec<&str> = api_proxy::HOST_COMMANDS.to_vec();
+    if host.control_plane {
+        wanted.extend(vip::HOST_COMMANDS);
+    }
+    let missing: Vec<&str> = f
+        .get("missing_commands")
+        .split_whitespace()
+        .filter(|c| wanted.contains(c))
+        .collect();
+    if !missing.is_empty() {
+        out.push(error(
+            "VipCommands",
+            format!(
+                "{} not found: the VIP endpoint (spec.controlPlaneEndpoint.vip) runs them; install them (Debian, Ubuntu: apt-get install {}; RHEL: dnf install {})",
+                missing.join(", "),
+                missing.join(" "),
+                missing.join(" ")
+            ),
+        ));
+    }
+    let port = crate::cluster::LOCAL_API_PORT;
+    if let Some(p) = f.listening.get(&port)
+        && p != "haproxy"
+    {
+        out.push(error(
+            &format!("Port-{port}"),
+            format!(
+                "port {port} is in use by {}; the node's API load balancer (haproxy) needs it on loopback: stop that service or free the port",
+                if p.is_empty() { "another process" } else { p }
+            ),
+        ));
+    }
+    if host.control_plane && f.addresses.contains(&host.address) {
+        let networks: Vec<ipnet::IpNet> = f
+            .networks
+            .iter()
+            .filter_map(|n| n.parse::<ipnet::IpNet>().ok())
+            .filter(|n| n.addr().to_string() == host.address)
+            .collect();
+        if !networks.iter().any(|n| n.trunc().contains(&v.address)) {
+            out.push(error(
+                "VipSubnet",
+                format!(
+                    "the VIP {} is outside the network of {} ({}): keepalived moves it within one network segment; pick an unused address there",
+                    v.address,
+                    host.address,
+                    networks
+                        .iter()
+                        .map(|n| n.trunc().to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            ));
+        }
+    }
+    out
 }
 
 fn cgroups(cluster: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
@@ -541,6 +609,56 @@ mod tests {
             assert!(
                 super::super::facts::FACTS_SCRIPT.contains(&format!(" {c}")),
                 "{c}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_vip_wants_its_engines_its_port_and_the_control_planes_network() {
+        let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  controlPlaneEndpoint: {vip: 10.0.0.100}\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: n2, address: 10.0.0.2, roles: [worker]}\n";
+        let mut c = crate::cluster::from_text(text);
+        c.version = Version::parse("1.37.2").unwrap();
+        let found = |facts: &str, cp: bool| -> Vec<Finding> {
+            vip_endpoint(&c, &host("n1", cp), &Facts::parse(facts))
+        };
+        let good = GOOD.to_string() + "net=10.0.0.1/24\n";
+        assert!(found(&good, true).is_empty(), "{:?}", found(&good, true));
+        let bare = good.clone() + "missing_commands=keepalived haproxy \n";
+        let cp = found(&bare, true);
+        assert_eq!(cp.len(), 1, "{cp:?}");
+        assert!(
+            cp[0].message.starts_with("keepalived, haproxy not found")
+                && cp[0].message.contains("apt-get install keepalived haproxy"),
+            "{}",
+            cp[0].message
+        );
+        // a worker runs no keepalived
+        assert!(
+            found(&bare, false)[0]
+                .message
+                .starts_with("haproxy not found")
+        );
+        let taken = good.clone() + "listen=6444 nginx\n";
+        assert_eq!(found(&taken, true)[0].check, "Port-6444");
+        assert!(found(&(good.clone() + "listen=6444 haproxy\n"), true).is_empty());
+        let elsewhere = GOOD.to_string() + "net=10.0.0.1/25\n";
+        let far = found(&elsewhere.replace("10.0.0.1/25", "10.0.0.1/30"), true);
+        assert_eq!(far.len(), 1, "{far:?}");
+        assert!(
+            far[0]
+                .message
+                .contains("outside the network of 10.0.0.1 (10.0.0.0/30)"),
+            "{}",
+            far[0].message
+        );
+        assert!(found(&elsewhere, true).is_empty());
+        for cmd in crate::ha::vip::HOST_COMMANDS
+            .iter()
+            .chain(&crate::ha::api_proxy::HOST_COMMANDS)
+        {
+            assert!(
+                super::super::facts::FACTS_SCRIPT.contains(&format!(" {cmd}")),
+                "{cmd}"
             );
         }
     }

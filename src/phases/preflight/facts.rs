@@ -26,8 +26,9 @@ probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
 # limits that change the configuration rather than stop the install
 ( echo -999 > /proc/self/oom_score_adj ) 2>/dev/null || echo "oom_score_locked=1"
 ( cat /proc/sys/net/netfilter/nf_conntrack_max > /proc/sys/net/netfilter/nf_conntrack_max ) 2>/dev/null || echo "conntrack_read_only=1"
-# what kube-router, the policy engine, runs (policy_engine::HOST_COMMANDS)
-echo "missing_commands=$(for c in ipset iptables-save iptables-restore; do command -v $c >/dev/null 2>&1 || printf '%s ' $c; done)"
+# what kube-router, the policy engine, runs (policy_engine::HOST_COMMANDS), and the engines
+# of a VIP endpoint (ha::vip::HOST_COMMANDS, ha::api_proxy::HOST_COMMANDS)
+echo "missing_commands=$(for c in ipset iptables-save iptables-restore keepalived curl haproxy; do command -v $c >/dev/null 2>&1 || [ -x /usr/sbin/$c ] || printf '%s ' $c; done)"
 echo "hostname=$(hostname)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
 if command -v ss >/dev/null; then
@@ -37,7 +38,7 @@ if command -v ss >/dev/null; then
 else
   echo "no_ss=1"
 fi
-for a in $(ip -o addr show 2>/dev/null | awk '{print $4}'); do echo "addr=${a%/*}"; done
+for a in $(ip -o addr show 2>/dev/null | awk '{print $4}'); do echo "addr=${a%/*}"; echo "net=$a"; done
 echo "time=$(date +%s.%N)"
 "#;
 
@@ -47,6 +48,8 @@ pub struct Facts {
     /// port -> process holding it ("" when unknown)
     pub listening: BTreeMap<u16, String>,
     pub addresses: Vec<String>,
+    /// The addresses with their prefix length (`10.0.0.11/24`).
+    pub networks: Vec<String>,
     pub features: Vec<String>,
     /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
     pub clock_offset: f64,
@@ -83,6 +86,7 @@ impl Facts {
                     }
                 }
                 "addr" => f.addresses.push(v.to_string()),
+                "net" => f.networks.push(v.to_string()),
                 "feature" => f.features.push(v.to_string()),
                 _ => {
                     f.values.insert(k.to_string(), v.trim().to_string());

@@ -46,7 +46,10 @@ pub(super) fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> 
     let parts = networks
         .iter()
         .map(|c| c.leftovers())
-        .chain([crate::cni::policy_engine::leftovers()])
+        .chain([
+            crate::cni::policy_engine::leftovers(),
+            crate::ha::leftovers(),
+        ])
         .chain(runtimes.iter().map(|r| r.leftovers()));
     for l in parts {
         for (to, from) in [

@@ -28,11 +28,17 @@ use drain::Drain;
 
 mod cleanup;
 mod drain;
+mod quorum;
 
 /// The reset phases. `cluster_stays`: the hosts leave a cluster that goes on (drain, etcd
 /// member, Node); otherwise the whole cluster goes.
 pub fn tree(cluster_stays: bool) -> Vec<Phase> {
     vec![
+        Phase::leaf(
+            "etcd-quorum",
+            "refuse to take control planes away when etcd would lose its quorum (when the cluster stays)",
+            Work::Step(Box::new(quorum::EtcdQuorum { cluster_stays })),
+        ),
         Phase::leaf(
             "drain",
             "cordon each leaving node and evict its pods (when the cluster stays)",
