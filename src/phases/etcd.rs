@@ -196,7 +196,14 @@ impl Step for Etcd {
             let remote = |cmd: &str| etcdctl_at(&url(&first.address, 2379), cmd);
             actions.push(Action::Exec {
                 label: format!("add etcd member {}", host.name),
-                cmd: remote(&format!("member add {} --peer-urls={peer}", host.name)),
+                // the leader refuses a new voting member until every member has been connected
+                // for 5 s ("unhealthy cluster"): the member added just before may be that new
+                cmd: format!(
+                    "ok=1; for i in $(seq 1 30); do out=$({} 2>&1) && {{ ok=0; break; }}; \
+                     case \"$out\" in *'unhealthy cluster'*) sleep 1;; *) break;; esac; done; \
+                     [ $ok = 0 ] || {{ printf '%s\\n' \"$out\" >&2; false; }}",
+                    remote(&format!("member add {} --peer-urls={peer}", host.name))
+                ),
                 unless: format!(
                     "[ -d {DATA_DIR}/member ] || {} | grep -qF {}",
                     remote("member list"),

@@ -29,6 +29,9 @@ struct Config<'a> {
     mirrors: &'a BTreeMap<String, Vec<String>>,
 }
 
+/// The label containerd's CRI reports as an image's `pinned`, which the kubelet never collects.
+const PINNED: &str = "io.cri-containerd.pinned";
+
 impl Runtime for Containerd {
     fn name(&self) -> &'static str {
         "containerd"
@@ -117,13 +120,15 @@ impl Runtime for Containerd {
             let r = shell_quote(image_ref);
             actions.push(Action::Exec {
                 label: format!("import image {image_ref}"),
+                // pinned: the kubelet's image garbage collection (disk above 85 %) would delete
+                // an image no pod uses, and a bundle's image may have no registry to come back from
                 cmd: format!(
-                    "{WAIT_FOR_CONTAINERD} && ctr -n k8s.io images import {} >/dev/null",
+                    "{WAIT_FOR_CONTAINERD} && ctr -n k8s.io images import {} >/dev/null && ctr -n k8s.io images label {r} {PINNED}=pinned >/dev/null",
                     shell_quote(archive)
                 ),
                 // ctr waits ~10 s for a containerd that is not running: ask only a live socket
                 unless: format!(
-                    "[ -S /run/containerd/containerd.sock ] && timeout 5 ctr -n k8s.io images ls -q | grep -Fqx {r}"
+                    "[ -S /run/containerd/containerd.sock ] && timeout 5 ctr -n k8s.io images ls -q 'labels.\"{PINNED}\"==pinned' | grep -Fqx {r}"
                 ),
             });
         }
