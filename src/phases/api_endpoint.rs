@@ -28,13 +28,31 @@ pub fn api_proxy_phase() -> Phase {
     )
 }
 
-fn unit_action(service: &str, unit: &str, config: &str) -> Action {
-    Action::Unit(UnitSpec {
-        name: format!("{service}.service"),
-        enabled: true,
-        active: true,
-        restart_when_changed: vec![config.into(), unit.into()],
-    })
+/// An engine's files and its running unit, restarted when either file changes.
+struct Engine<'a> {
+    service: &'a str,
+    dir: &'a str,
+    config_path: &'a str,
+    config: String,
+    unit_path: &'a str,
+    unit: String,
+}
+
+impl Engine<'_> {
+    fn desired(self) -> Desired {
+        vec![
+            Action::dir(self.dir, 0o755),
+            Action::file(self.config_path, self.config, 0o644),
+            Action::file(self.unit_path, self.unit, 0o644),
+            Action::Unit(UnitSpec {
+                name: format!("{}.service", self.service),
+                enabled: true,
+                active: true,
+                restart_when_changed: vec![self.config_path.into(), self.unit_path.into()],
+            }),
+        ]
+        .into()
+    }
 }
 
 struct VipStep;
@@ -69,13 +87,15 @@ impl Step for VipStep {
             Some(i) => i.clone(),
             None => observed.uplink()?.0,
         };
-        Ok(vec![
-            Action::dir(vip::DIR, 0o755),
-            Action::file(vip::CONFIG, vip::config(cluster, v, host, &uplink)?, 0o644),
-            Action::file(vip::UNIT, vip::unit()?, 0o644),
-            unit_action(vip::SERVICE, vip::UNIT, vip::CONFIG),
-        ]
-        .into())
+        Ok(Engine {
+            service: vip::SERVICE,
+            dir: vip::DIR,
+            config_path: vip::CONFIG,
+            config: vip::config(cluster, v, host, &uplink)?,
+            unit_path: vip::UNIT,
+            unit: vip::unit()?,
+        }
+        .desired())
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _: &Applied<'_, ()>) -> Result<After, String> {
@@ -121,13 +141,15 @@ impl Step for ApiProxy {
         _: &Observed,
         _: &(),
     ) -> Result<Desired, String> {
-        Ok(vec![
-            Action::dir(api_proxy::DIR, 0o755),
-            Action::file(api_proxy::CONFIG, api_proxy::config(cluster)?, 0o644),
-            Action::file(api_proxy::UNIT, api_proxy::unit()?, 0o644),
-            unit_action(api_proxy::SERVICE, api_proxy::UNIT, api_proxy::CONFIG),
-        ]
-        .into())
+        Ok(Engine {
+            service: api_proxy::SERVICE,
+            dir: api_proxy::DIR,
+            config_path: api_proxy::CONFIG,
+            config: api_proxy::config(cluster)?,
+            unit_path: api_proxy::UNIT,
+            unit: api_proxy::unit()?,
+        }
+        .desired())
     }
 
     async fn after(&self, ctx: &Ctx, host: &Host, _: &Applied<'_, ()>) -> Result<After, String> {
@@ -149,5 +171,40 @@ impl Step for ApiProxy {
         )
         .await?;
         Ok(After::default())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster(endpoint: &str) -> Cluster {
+        crate::cluster::from_text(&format!(
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: t}}\nspec:\n{endpoint}  hosts:\n  - {{name: cp1, address: 10.0.0.11, roles: [control-plane]}}\n  - {{name: w1, address: 10.0.0.21, roles: [worker]}}\n"
+        ))
+    }
+
+    #[test]
+    fn keepalived_on_control_planes_and_haproxy_on_every_node_only_with_a_vip() -> Result<(), String>
+    {
+        let c = cluster("  controlPlaneEndpoint: {vip: 10.0.0.100}\n");
+        let (cp, worker) = (&c.hosts[0], &c.hosts[1]);
+        assert!(VipStep.applies_to(&c, cp) && !VipStep.applies_to(&c, worker));
+        assert!(ApiProxy.applies_to(&c, cp) && ApiProxy.applies_to(&c, worker));
+        let observed = Observed::with(&[Probe::Uplink]).set_uplink("eth0", 1500);
+        let vip = VipStep.desired(&c, cp, &observed, &())?;
+        let subjects: Vec<&str> = vip.actions.iter().map(|a| a.subject()).collect();
+        assert_eq!(
+            subjects,
+            [vip::DIR, vip::CONFIG, vip::UNIT, "api-vip.service"]
+        );
+        let proxy = ApiProxy.desired(&c, worker, &Observed::default(), &())?;
+        assert_eq!(proxy.actions.len(), 4);
+        // without one, neither runs, and the nodes use the endpoint itself
+        let plain = cluster("  controlPlaneEndpoint: 10.0.0.11:6443\n");
+        assert!(!VipStep.applies_to(&plain, &plain.hosts[0]));
+        assert!(!ApiProxy.applies_to(&plain, &plain.hosts[1]));
+        assert_eq!(plain.node_api_url(), "https://10.0.0.11:6443");
+        Ok(())
     }
 }
