@@ -7,7 +7,9 @@ mod support;
 use std::path::Path;
 use std::process::Command;
 
-fn run(script: &str, args: &[&str]) -> (bool, String) {
+/// Runs a script: whether it succeeded, its stdout (provision's report) and its stderr (the
+/// builds' progress, errors).
+fn run(script: &str, args: &[&str]) -> (bool, String, String) {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     let out = Command::new(root.join(script))
         .args(args)
@@ -16,12 +18,15 @@ fn run(script: &str, args: &[&str]) -> (bool, String) {
         .unwrap_or_else(|e| panic!("run {script}: {e}"));
     (
         out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// The last `n` lines of `text`.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    lines[lines.len().saturating_sub(n)..].join("\n")
 }
 
 #[test]
@@ -31,25 +36,17 @@ fn the_demo_runs_twice_in_a_row_with_a_teardown_between() {
     }
     support::ensure_images();
     for round in 1..=2 {
-        let (ok, text) = run("scripts/demo", &[]);
-        let tail: String = text
-            .lines()
-            .rev()
-            .take(60)
-            .collect::<Vec<_>>()
-            .into_iter()
-            .rev()
-            .collect::<Vec<_>>()
-            .join("\n");
-        assert!(ok, "demo run {round} failed:\n{tail}");
-        assert!(text.contains("\ninit done in "), "run {round}:\n{tail}");
-        assert!(text.contains("\njoin done in "), "run {round}:\n{tail}");
+        let (ok, text, errors) = run("scripts/demo", &[]);
+        let report = format!("{}\n--- stderr:\n{}", tail(&text, 60), tail(&errors, 20));
+        assert!(ok, "demo run {round} failed:\n{report}");
+        assert!(text.contains("\ninit done in "), "run {round}:\n{report}");
+        assert!(text.contains("\njoin done in "), "run {round}:\n{report}");
         // join ends with verify on all three nodes, DNS included
         assert!(
             text.contains("verify") && !text.contains("FAILED"),
-            "run {round}:\n{tail}"
+            "run {round}:\n{report}"
         );
-        let (ok, text) = run("scripts/testbed", &["downall"]);
-        assert!(ok, "downall: {text}");
+        let (ok, text, errors) = run("scripts/testbed", &["downall"]);
+        assert!(ok, "downall: {text}{errors}");
     }
 }
