@@ -13,16 +13,13 @@ use std::fmt::Debug;
 
 pub const FIELD_MANAGER: &str = "provision";
 
-/// A client with the credentials of `/etc/kubernetes/<which>.conf` on the first control plane.
+/// A client with the credentials of `/etc/kubernetes/<which>.conf` on the seed control plane.
 pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
     let mut cache = ctx.api_clients.lock().await;
     if let Some(c) = cache.get(which) {
         return Ok(c.clone());
     }
-    let first = ctx
-        .cluster
-        .first_control_plane()
-        .ok_or("no control plane")?;
+    let first = ctx.cluster.seed_control_plane().ok_or("no control plane")?;
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
     let path = crate::paths::kubeconfig(which);
     let files = read_files(&session, std::slice::from_ref(&path))
@@ -51,7 +48,7 @@ pub fn failed(what: &str, e: kube::Error) -> String {
         kube::Error::Service(_) | kube::Error::HyperError(_) => format!(
             "{what}: the API server does not answer ({e}): start the control plane first \
              (`provision init -i INVENTORY`, phases control-plane and bootstrap), or check \
-             `journalctl -u kube-apiserver` on the first control plane"
+             `journalctl -u kube-apiserver` on the seed control plane"
         ),
         e => format!("{what}: {e}"),
     }

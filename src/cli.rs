@@ -36,7 +36,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Bring up the first control plane (all phases, or one with `init phase <path>`)
+    /// Bring up the first control plane (the seed) (all phases, or one with `init phase <path>`)
     Init(InitArgs),
     /// Add hosts of the inventory to the cluster
     Join(JoinArgs),

@@ -19,10 +19,10 @@ pub struct Person {
     pub days: u32,
 }
 
-/// The admin kubeconfig of the cluster, as the first control plane holds it.
+/// The admin kubeconfig of the cluster, as the seed control plane holds it.
 pub async fn admin(ctx: &Ctx) -> Result<String, String> {
     let path = KubeconfigKind::Admin.path();
-    let (host, files) = ctx.read_first(std::slice::from_ref(&path)).await?;
+    let (host, files) = ctx.read_seed(std::slice::from_ref(&path)).await?;
     let text = files.get(&path).ok_or_else(|| {
         format!("{host} has no {path}: bring the cluster up with `provision init` first")
     })?;

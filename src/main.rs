@@ -59,17 +59,12 @@ async fn run(cli: Cli) -> Result<(), u8> {
             let only = args.phase.map(|InitPhase::Phase { path }| path);
             let tree = phases::init_tree();
             let cluster = load_for(&args.run)?;
-            let first_cp = cluster
-                .control_planes()
-                .next()
-                .cloned()
-                .ok_or(EXIT_BAD_INPUT)?;
+            if cluster.control_planes().next().is_none() {
+                return Err(EXIT_BAD_INPUT);
+            }
             // Preflight looks at every host of the inventory before anything changes;
-            // state-changing phases of init act on the first control plane.
-            let scope = Scope {
-                hosts: vec![first_cp],
-                preflight_hosts: cluster.hosts.clone(),
-            };
+            // state-changing phases of init act on the seed control plane.
+            let scope = Targets::Seed;
             let command = command_name("init", only.as_deref());
             let job = Job {
                 command,
@@ -83,7 +78,15 @@ async fn run(cli: Cli) -> Result<(), u8> {
             command: CertsCommand::CheckExpiration { run },
         } => {
             let cluster = load_for(&run)?;
-            let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
+            let ctx = context(
+                cli.verbose,
+                cli.output,
+                &run,
+                cluster,
+                Default::default(),
+                &[],
+            )
+            .await;
             let result = phases::expiration::report(&ctx).await;
             ctx.close().await;
             result.map_err(|_| EXIT_PHASE_FAILED)
@@ -113,10 +116,10 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 command: format!("certs renew {name}"),
                 tree: &tree,
                 only: None,
-                scope: Scope {
+                scope: Targets::Fixed(Scope {
                     hosts,
                     preflight_hosts: Vec::new(),
-                },
+                }),
             };
             let mut skip = run.skip_phases.clone();
             skip.extend(
@@ -150,7 +153,15 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 dry_run: true,
                 ..run
             };
-            let mut ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
+            let mut ctx = context(
+                cli.verbose,
+                cli.output,
+                &run,
+                cluster,
+                Default::default(),
+                &[],
+            )
+            .await;
             ctx.options.local_kubeconfig = None;
             ctx.out = Reporter::capturing(Format::Json, false, true);
             let status = provision::status::collect(&ctx).await;
@@ -170,7 +181,15 @@ async fn run(cli: Cli) -> Result<(), u8> {
             let out = out.unwrap_or_else(|| {
                 beside_inventory(&run, &provision::snapshot::backup_name(&cluster.name))
             });
-            let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
+            let ctx = context(
+                cli.verbose,
+                cli.output,
+                &run,
+                cluster,
+                Default::default(),
+                &[],
+            )
+            .await;
             let result = provision::snapshot::backup(&ctx, &out).await;
             ctx.close().await;
             let b = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -206,7 +225,15 @@ async fn run(cli: Cli) -> Result<(), u8> {
             .map_err(|e| fail_with(EXIT_PHASE_FAILED)(e.to_string())),
         Command::Verify { run } => {
             let cluster = load_for(&run)?;
-            let ctx = context(cli.verbose, cli.output, &run, cluster, Default::default());
+            let ctx = context(
+                cli.verbose,
+                cli.output,
+                &run,
+                cluster,
+                Default::default(),
+                &[],
+            )
+            .await;
             let result = verify::run(&ctx, verify::Expect::All).await;
             ctx.close().await;
             match result {
@@ -241,10 +268,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 command,
                 tree: &tree,
                 only: only.as_deref(),
-                scope: Scope {
-                    hosts,
-                    preflight_hosts: Vec::new(),
-                },
+                scope: Targets::Leaving(hosts),
             };
             execute(cli.verbose, cli.output, &args.run, cluster, job).await
         }
@@ -252,11 +276,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
             let only = args.phase.map(|InitPhase::Phase { path }| path);
             let tree = phases::join_tree();
             let cluster = load_for(&args.run)?;
-            let hosts = join_hosts(&cluster, &args.hosts)?;
-            let scope = Scope {
-                hosts: hosts.clone(),
-                preflight_hosts: hosts,
-            };
+            let scope = Targets::Joining(named_hosts(&cluster, &args.hosts)?);
             let command = command_name("join", only.as_deref());
             let job = Job {
                 command,
@@ -353,7 +373,7 @@ async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Re
             let cluster = load_for(&run)?;
             let out =
                 out.unwrap_or_else(|| beside_inventory(&run, &snapshot::file_name(&cluster.name)));
-            let ctx = context(verbose, format, &run, cluster, Default::default());
+            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await;
             let result = snapshot::save(&ctx, &out, keep_on_host).await;
             ctx.close().await;
             let saved = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -397,7 +417,7 @@ async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Re
         } => restore(verbose, format, run, from, yes, force).await,
         SnapshotCommand::List { run } => {
             let cluster = load_for(&run)?;
-            let ctx = context(verbose, format, &run, cluster, Default::default());
+            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await;
             let result = snapshot::list(&ctx).await;
             ctx.close().await;
             let kept = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -439,7 +459,7 @@ async fn restore(
 ) -> Result<(), u8> {
     use provision::snapshot::{self, restore};
     let cluster = load_for(&run)?;
-    let ctx = context(verbose, format, &run, cluster, Default::default());
+    let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await;
     let result = async {
         let provenance = restore::check(&ctx, &from, force)
             .await
@@ -517,7 +537,7 @@ async fn kubeconfig(verbose: bool, format: Format, args: KubeconfigArgs) -> Resu
         Some(Some(p)) => Some(p),
         None => None,
     };
-    let ctx = context(verbose, format, &args.run, cluster, Default::default());
+    let ctx = context(verbose, format, &args.run, cluster, Default::default(), &[]).await;
     let text = match &person {
         Some(p) => kc::for_person(&ctx, p).await,
         None => kc::admin(&ctx).await,
@@ -571,38 +591,21 @@ fn load(file: &Path) -> Result<Cluster, u8> {
     Ok(cluster)
 }
 
-/// The hosts `join` acts on: those named, or every host but the first control plane.
-fn join_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
-    let first_cp = cluster.control_planes().next().map(|h| h.name.clone());
-    if names.is_empty() {
-        return Ok(cluster
-            .hosts
-            .iter()
-            .filter(|h| Some(&h.name) != first_cp.as_ref())
-            .cloned()
-            .collect());
-    }
-    named_hosts(cluster, names)
-}
-
 /// The hosts `reset` acts on: those named (they leave a cluster that stays), or all of them.
-/// The first control plane leaves only with the whole cluster: the others join through it.
+/// Control planes may leave one by one while another stays (the seed is chosen among those that
+/// stay), but not all of them while nodes stay: nothing would be left to join through.
 fn reset_hosts(cluster: &Cluster, names: &[String]) -> Result<Vec<Host>, u8> {
     if names.is_empty() {
         return Ok(cluster.hosts.clone());
     }
     let hosts = named_hosts(cluster, names)?;
-    let everyone = cluster
-        .hosts
-        .iter()
-        .all(|h| hosts.iter().any(|n| n.name == h.name));
-    if let Some(first) = cluster.control_planes().next()
-        && !everyone
-        && hosts.iter().any(|h| h.name == first.name)
-    {
+    let stays = |h: &&Host| !hosts.iter().any(|n| n.name == h.name);
+    let staying: Vec<&Host> = cluster.hosts.iter().filter(stays).collect();
+    if !staying.is_empty() && !staying.iter().any(|h| h.control_plane) {
+        let names: Vec<&str> = staying.iter().map(|h| h.name.as_str()).collect();
         eprintln!(
-            "error: {} is the first control plane of the inventory, which the other hosts join through: it leaves only with the whole cluster (reset without --hosts)",
-            first.name
+            "error: every control plane would leave while other nodes stay ({}): the cluster would have no API. Reset the whole cluster (no --hosts), or keep a control plane",
+            names.join(", ")
         );
         return Err(EXIT_BAD_INPUT);
     }
@@ -670,15 +673,68 @@ struct Job<'a> {
     command: String,
     tree: &'a [Phase],
     only: Option<&'a str>,
-    scope: Scope,
+    scope: Targets,
 }
 
-fn context(
+/// The hosts of a command, some known only once the run has chosen its seed control plane.
+enum Targets {
+    /// `init`: the seed; preflight on every host of the inventory.
+    Seed,
+    /// `join`: these hosts, or (none named) every host but the seed.
+    Joining(Vec<Host>),
+    /// `reset`: these hosts; the seed is chosen among the others.
+    Leaving(Vec<Host>),
+    Fixed(Scope),
+}
+
+impl Targets {
+    fn leaving(&self) -> Vec<String> {
+        match self {
+            Targets::Leaving(hosts) => hosts.iter().map(|h| h.name.clone()).collect(),
+            _ => Vec::new(),
+        }
+    }
+
+    fn scope(self, cluster: &Cluster) -> Scope {
+        match self {
+            Targets::Seed => Scope {
+                hosts: cluster.seed_control_plane().cloned().into_iter().collect(),
+                preflight_hosts: cluster.hosts.clone(),
+            },
+            Targets::Joining(named) => {
+                let hosts = if named.is_empty() {
+                    let seed = cluster.seed_control_plane().map(|h| h.name.as_str());
+                    cluster
+                        .hosts
+                        .iter()
+                        .filter(|h| Some(h.name.as_str()) != seed)
+                        .cloned()
+                        .collect()
+                } else {
+                    named
+                };
+                Scope {
+                    hosts: hosts.clone(),
+                    preflight_hosts: hosts,
+                }
+            }
+            Targets::Leaving(hosts) => Scope {
+                hosts,
+                preflight_hosts: Vec::new(),
+            },
+            Targets::Fixed(scope) => scope,
+        }
+    }
+}
+
+/// The run's context, its seed control plane chosen among those not `leaving`.
+async fn context(
     verbose: bool,
     format: Format,
     run: &RunArgs,
     cluster: Cluster,
     renew: std::collections::BTreeSet<String>,
+    leaving: &[String],
 ) -> Ctx {
     ssh::trace_commands(verbose);
     let policy = if run.accept_new_host_keys {
@@ -703,12 +759,14 @@ fn context(
             .as_deref()
             .map(provision::bundle::lock::path_for),
     };
-    Ctx::new(
+    let mut ctx = Ctx::new(
         Arc::new(cluster),
         options,
         policy,
         Reporter::new(format, verbose, run.dry_run),
-    )
+    );
+    provision::seed::choose(&mut ctx, leaving).await;
+    ctx
 }
 
 async fn execute(
@@ -740,7 +798,8 @@ async fn execute_with(
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
     })?;
-    let ctx = context(verbose, format, run, cluster, renew);
+    let ctx = context(verbose, format, run, cluster, renew, &scope.leaving()).await;
+    let scope = scope.scope(&ctx.cluster);
     let summary = phases::run(&ctx, command, &selected, &scope).await;
     ctx.out.summary(&summary);
     let failed = summary.failed_phase.is_some();

@@ -33,7 +33,7 @@ pub struct Ctx {
     pub out: Reporter,
     policy: HostKeyPolicy,
     sessions: HashMap<String, OnceCell<Arc<Session>>>,
-    /// The CAs and the service-account key of this run (memory only): read from the first
+    /// The CAs and the service-account key of this run (memory only): read from the seed
     /// control plane, or made by their own phase.
     cas: Mutex<BTreeMap<CaKind, Ca>>,
     service_account: Mutex<Option<(String, String)>>,
@@ -71,6 +71,12 @@ impl Ctx {
         }
     }
 
+    /// Records the seed control plane (`crate::seed`) in this run's cluster. Called before any
+    /// phase reads the cluster, so every reader sees the same one.
+    pub fn set_seed(&mut self, seed: Option<String>) {
+        std::sync::Arc::make_mut(&mut self.cluster).seed = seed;
+    }
+
     pub fn dry_run(&self) -> bool {
         self.options.dry_run
     }
@@ -103,14 +109,14 @@ impl Ctx {
         }
     }
 
-    /// `paths` as the first control plane holds them (those that exist), with its name.
-    pub async fn read_first(
+    /// `paths` as the seed control plane holds them (those that exist), with its name.
+    pub async fn read_seed(
         &self,
         paths: &[String],
     ) -> Result<(String, BTreeMap<String, Vec<u8>>), String> {
         let first = self
             .cluster
-            .first_control_plane()
+            .seed_control_plane()
             .ok_or("the inventory has no control plane")?;
         let session = self.session(first).await.map_err(|e| e.to_string())?;
         let files = read_files(&session, paths)
@@ -119,7 +125,7 @@ impl Ctx {
         Ok((first.name.clone(), files))
     }
 
-    /// The CA of `kind`: from this run's memory, the inventory (external CA), or the first
+    /// The CA of `kind`: from this run's memory, the inventory (external CA), or the seed
     /// control plane; made only when `create` (its own phase) and absent everywhere. Every
     /// reader of a CA comes here, so a run reads each one once.
     pub async fn ca(&self, kind: CaKind, create: bool) -> Result<Ca, String> {
@@ -136,7 +142,7 @@ impl Ctx {
             },
             _ => {
                 let (crt, key) = (pki_path(kind.base(), "crt"), pki_path(kind.base(), "key"));
-                let (first, files) = self.read_first(&[crt.clone(), key.clone()]).await?;
+                let (first, files) = self.read_seed(&[crt.clone(), key.clone()]).await?;
                 match (text(&files, &crt), text(&files, &key)) {
                     (Some(cert_pem), Some(key_pem)) => {
                         crate::x509::check_external_ca(&cert_pem, Some(&key_pem)).map_err(|e| {
@@ -169,7 +175,7 @@ impl Ctx {
         Ok(ca)
     }
 
-    /// The service-account signing key pair (private, public): the first control plane's, else
+    /// The service-account signing key pair (private, public): the seed control plane's, else
     /// a new one.
     pub async fn service_account(&self) -> Result<(String, String), String> {
         let mut cache = self.service_account.lock().await;
@@ -177,12 +183,12 @@ impl Ctx {
             return Ok(sa.clone());
         }
         let (key, public) = (pki_path("sa", "key"), pki_path("sa", "pub"));
-        let (_, files) = self.read_first(&[key.clone(), public.clone()]).await?;
+        let (_, files) = self.read_seed(&[key.clone(), public.clone()]).await?;
         let pair = match text(&files, &key) {
             // the public half is derived from the private one, so a lost sa.pub is rewritten
             Some(k) => {
                 let p = pki::public_key_of(&k)
-                    .map_err(|e| format!("{key} on the first control plane: {e}"))?;
+                    .map_err(|e| format!("{key} on the seed control plane: {e}"))?;
                 (k, p)
             }
             None => {

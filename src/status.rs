@@ -236,18 +236,18 @@ fn version_in(line: &str) -> String {
         .to_string()
 }
 
-/// A dry run of init on the first control plane and of join on the others, without the
+/// A dry run of init on the seed control plane and of join on the others, without the
 /// checking phases and without the bundle (which could mean a download): the changes each
 /// host would get.
 async fn pending_changes(ctx: &Ctx, hosts: &mut [HostStatus]) {
     let cluster = &ctx.cluster;
     let skip = ["preflight".to_string(), "artifacts".into(), "verify".into()];
     let (init, join) = (phases::init_tree(), phases::join_tree());
-    let first: Vec<Host> = cluster.first_control_plane().cloned().into_iter().collect();
+    let first: Vec<Host> = cluster.seed_control_plane().cloned().into_iter().collect();
     let others: Vec<Host> = cluster
         .hosts
         .iter()
-        .filter(|h| !cluster.is_first_control_plane(h))
+        .filter(|h| !cluster.is_seed_control_plane(h))
         .cloned()
         .collect();
     for (command, tree, targets) in [("init", &init, first), ("join", &join, others)] {

@@ -145,7 +145,7 @@ fn version_names_the_default_kubernetes_and_the_manual_page_renders() {
 }
 
 #[test]
-fn the_first_control_plane_cannot_leave_alone_and_the_error_reads_as_one_sentence() {
+fn the_last_control_plane_cannot_leave_while_nodes_stay_and_the_error_reads_as_one_sentence() {
     let dir = tempfile::tempdir().unwrap();
     let inv = dir.path().join("inv.yaml");
     std::fs::write(
@@ -167,7 +167,7 @@ fn the_first_control_plane_cannot_leave_alone_and_the_error_reads_as_one_sentenc
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(
-        err.contains("cp1 is the first control plane of the inventory, which the other hosts join through: it leaves only with the whole cluster"),
+        err.contains("every control plane would leave while other nodes stay (worker-1): the cluster would have no API. Reset the whole cluster (no --hosts), or keep a control plane"),
         "{err}"
     );
     let line = err

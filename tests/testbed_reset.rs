@@ -44,12 +44,12 @@ fn reset_asks_first_takes_off_what_provision_installed_then_changes_nothing_and_
         "{}",
         refused.text()
     );
-    // the first control plane leaves only with everyone
+    // the only control plane leaves only with everyone
     let first = tb.machines[0].name.as_str();
     let alone = provision(&["reset", "-i", inv_s, "--hosts", first, "--yes"]);
     assert_eq!(alone.code, 2, "{}", alone.text());
     assert!(
-        alone.stderr.contains("first control plane"),
+        alone.stderr.contains("every control plane would leave"),
         "{}",
         alone.text()
     );

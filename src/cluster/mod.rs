@@ -49,6 +49,11 @@ pub struct Cluster {
     /// Scheduled etcd snapshots on the control planes, when asked for.
     pub etcd_snapshots: Option<SnapshotSchedule>,
     pub hosts: Vec<Host>,
+    /// The control plane this run reads the cluster's material from and the others join
+    /// through: chosen once per run among the hosts (`crate::seed`); None until then, which
+    /// means the inventory's first control plane.
+    #[serde(skip)]
+    pub seed: Option<String>,
 }
 
 /// `spec.etcd.snapshots`, defaults filled in.
@@ -186,13 +191,16 @@ impl Cluster {
         self.hosts.iter().filter(|h| h.control_plane)
     }
 
-    /// The control plane that holds the CAs and that the API is reached through.
-    pub fn first_control_plane(&self) -> Option<&Host> {
-        self.control_planes().next()
+    /// The control plane that holds the CAs, that `init` acts on and that the others join
+    /// through: the one this run chose (a healthy control plane that has the cluster), else the
+    /// inventory's first. No control plane is special for good: when it leaves, another is.
+    pub fn seed_control_plane(&self) -> Option<&Host> {
+        let chosen = self.seed.as_deref().and_then(|name| self.host(name));
+        chosen.or_else(|| self.control_planes().next())
     }
 
-    pub fn is_first_control_plane(&self, host: &Host) -> bool {
-        self.first_control_plane()
+    pub fn is_seed_control_plane(&self, host: &Host) -> bool {
+        self.seed_control_plane()
             .is_some_and(|f| f.name == host.name)
     }
 

@@ -156,7 +156,7 @@ impl Step for Bootstrap {
     type Shared = ();
 
     fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
-        cluster.is_first_control_plane(host)
+        cluster.is_seed_control_plane(host)
     }
 
     async fn after(

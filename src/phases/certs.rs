@@ -1,8 +1,8 @@
 //! The `certs` and `kubeconfig` phases: kubeadm's PKI on every control plane in scope.
 //!
-//! The CAs and the service-account key live on the first control plane. They are read from it
-//! (into memory, never onto the operator's disk) or, when absent, created by their own phase and
-//! written there first. A leaf or kubeconfig already on a host is kept when it is compliant and
+//! The CAs and the service-account key live on every control plane. A run reads them from its
+//! seed control plane (`crate::seed`; into memory, never onto the operator's disk) or, when
+//! absent, creates them in their own phase and writes them there first. A leaf or kubeconfig already on a host is kept when it is compliant and
 //! replaced, with the reason shown, when it is not.
 
 use super::step::{After, Applied, Desired, Step};
@@ -37,8 +37,8 @@ impl Item {
 
     pub fn applies_to(self, cluster: &Cluster, host: &Host) -> bool {
         match self {
-            // cluster-admin break-glass credentials exist once, on the first control plane
-            Item::Kubeconfig(KubeconfigKind::SuperAdmin) => cluster.is_first_control_plane(host),
+            // cluster-admin break-glass credentials exist once, on the seed control plane
+            Item::Kubeconfig(KubeconfigKind::SuperAdmin) => cluster.is_seed_control_plane(host),
             // kube-proxy runs on every node
             Item::Kubeconfig(KubeconfigKind::KubeProxy) => true,
             _ => host.control_plane,
@@ -116,7 +116,7 @@ pub fn kubeconfig_phase() -> Phase {
             ),
             kc(
                 KubeconfigKind::SuperAdmin,
-                "super-admin.conf (system:masters), first control plane only",
+                "super-admin.conf (system:masters), seed control plane only",
             ),
             kc(KubeconfigKind::ControllerManager, "controller-manager.conf"),
             kc(KubeconfigKind::Scheduler, "scheduler.conf"),
@@ -274,7 +274,7 @@ impl Step for Pki {
 
     fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
         match self.0 {
-            // CAs and the service-account key are the cluster's, read from the first control plane
+            // CAs and the service-account key are the cluster's, read from the seed control plane
             Item::Ca(_) | Item::ServiceAccount => Vec::new(),
             item => item.paths().into_iter().map(Probe::File).collect(),
         }
@@ -306,7 +306,7 @@ impl Step for Pki {
         Ok(Desired { actions, notes })
     }
 
-    /// admin.conf of the first control plane is also written on the operator's machine.
+    /// admin.conf of the seed control plane is also written on the operator's machine.
     async fn after(
         &self,
         ctx: &Ctx,
@@ -315,7 +315,7 @@ impl Step for Pki {
     ) -> Result<After, String> {
         let mut after = After::default();
         if self.0 == Item::Kubeconfig(KubeconfigKind::Admin)
-            && ctx.cluster.is_first_control_plane(host)
+            && ctx.cluster.is_seed_control_plane(host)
             && let Some(path) = &ctx.options.local_kubeconfig
             && let Some(Action::File(f)) = applied.actions.first()
         {

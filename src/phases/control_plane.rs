@@ -149,13 +149,13 @@ impl Encryption {
         match &self.existing {
             // keep the key the cluster's Secrets are encrypted with
             Some(text) => Ok(text.clone()),
-            None if cluster.is_first_control_plane(host) => Ok(self.fresh.clone()),
+            None if cluster.is_seed_control_plane(host) => Ok(self.fresh.clone()),
             None => Err(format!(
                 "{} has no {ENCRYPTION_CONFIG} yet: run `provision init` first",
                 cluster
-                    .first_control_plane()
+                    .seed_control_plane()
                     .map(|f| f.name.as_str())
-                    .unwrap_or("the first control plane")
+                    .unwrap_or("the seed control plane")
             )),
         }
     }
@@ -188,7 +188,7 @@ impl Step for ControlPlane {
     }
 
     async fn prepare(&self, ctx: &Ctx, _: &[(&Host, &Observed)]) -> Result<Encryption, String> {
-        let (first, files) = ctx.read_first(&[ENCRYPTION_CONFIG.to_string()]).await?;
+        let (first, files) = ctx.read_seed(&[ENCRYPTION_CONFIG.to_string()]).await?;
         let existing = match files.get(ENCRYPTION_CONFIG) {
             Some(bytes) => Some(
                 String::from_utf8(bytes.clone())

@@ -41,6 +41,64 @@ pub fn etcdctl_at(endpoint: &str, command: &str) -> String {
     )
 }
 
+/// `ETCD_INITIAL_CLUSTER` and `ETCD_INITIAL_CLUSTER_STATE` for a member's first start.
+pub const INITIAL_CLUSTER_ENV: &str = "/etc/kubernetes/etcd-initial-cluster.env";
+
+/// The seed's first start: a new cluster of one. Nothing to do once the member has data.
+fn start_cluster(host: &Host, peer: &str) -> Action {
+    let env = format!(
+        "ETCD_INITIAL_CLUSTER={}={peer}\nETCD_INITIAL_CLUSTER_STATE=new\n",
+        host.name
+    );
+    Action::Exec {
+        label: format!("start a new etcd cluster on {}", host.name),
+        cmd: format!("umask 022; printf '{env}' > {INITIAL_CLUSTER_ENV}"),
+        unless: format!(
+            "[ -d {DATA_DIR}/member ] || printf '{env}' | cmp -s - {INITIAL_CLUSTER_ENV}"
+        ),
+    }
+}
+
+/// A new member joins the running cluster through the seed's etcd: added (unless it is
+/// already, from an interrupted run), then its first start is given the membership as the
+/// cluster now has it. Nothing to do once the member has data.
+fn join_cluster(seed_address: &str, host: &Host, peer: &str) -> Action {
+    let remote = |cmd: &str| etcdctl_at(&url(seed_address, 2379), cmd);
+    let listed = format!(
+        "{} | grep -qF {}",
+        remote("member list"),
+        crate::ssh::shell_quote(&format!(", {peer},"))
+    );
+    // the leader refuses a new voting member until every member has been connected for 5 s
+    // ("unhealthy cluster"): the member added just before may be that new
+    let add = format!(
+        "ok=1; for i in $(seq 1 30); do out=$({} 2>&1) && {{ ok=0; break; }}; \
+         case \"$out\" in *'unhealthy cluster'*) sleep 1;; *) break;; esac; done; \
+         [ $ok = 0 ] || {{ printf '%s\\n' \"$out\" >&2; false; }}",
+        remote(&format!("member add {} --peer-urls={peer}", host.name))
+    );
+    // `member list`: ID, status, name, peer URLs, client URLs, learner. A member not started
+    // yet has no name: this one is named, another by its ID (names are not compared, the
+    // peer URLs are)
+    let membership = format!(
+        "list=$({list}) && printf '%s\\n' \"$list\" | awk -F', ' -v me={name} -v peer={peer} \
+         'BEGIN {{ printf \"ETCD_INITIAL_CLUSTER=\" }} \
+          {{ n = $3; if ($4 == peer) n = me; else if (n == \"\") n = $1; printf \"%s%s=%s\", sep, n, $4; sep = \",\" }} \
+          END {{ print \"\"; print \"ETCD_INITIAL_CLUSTER_STATE=existing\" }}' > {INITIAL_CLUSTER_ENV}.tmp && \
+         mv {INITIAL_CLUSTER_ENV}.tmp {INITIAL_CLUSTER_ENV}",
+        list = remote("member list"),
+        name = crate::ssh::shell_quote(&host.name),
+        peer = crate::ssh::shell_quote(peer),
+    );
+    Action::Exec {
+        label: format!("add etcd member {}", host.name),
+        cmd: format!("umask 022; {{ {listed} || {{ {add}; }}; }} && {membership}"),
+        unless: format!(
+            "[ -d {DATA_DIR}/member ] || {{ grep -q '=existing$' {INITIAL_CLUSTER_ENV} && {listed}; }}"
+        ),
+    }
+}
+
 pub const SNAPSHOT_SCRIPT: &str = "/usr/local/lib/provision/etcd-snapshot";
 pub const SNAPSHOT_SERVICE: &str = "/etc/systemd/system/provision-etcd-snapshot.service";
 pub const SNAPSHOT_TIMER: &str = "/etc/systemd/system/provision-etcd-snapshot.timer";
@@ -136,23 +194,14 @@ impl Step for Etcd {
         _: &Observed,
         _: &(),
     ) -> Result<Desired, String> {
-        let first = cluster.first_control_plane().ok_or("no control plane")?;
-        // the members up to this one, in inventory order: the first starts a new cluster, each
-        // later one joins the cluster the ones before it form (the flags only matter on a
-        // member's first start, so they stay the same on every run)
-        let members: Vec<&Host> = {
-            let cps: Vec<&Host> = cluster.control_planes().collect();
-            let at = cps
-                .iter()
-                .position(|h| h.name == host.name)
-                .ok_or("not a control plane")?;
-            cps[..=at].to_vec()
-        };
-        let joining = first.name != host.name;
-        let initial_cluster: Vec<String> = members
-            .iter()
-            .map(|m| format!("{}={}", m.name, url(&m.address, 2380)))
-            .collect();
+        let seed = cluster.seed_control_plane().ok_or("no control plane")?;
+        // the seed starts a new cluster when it has none; every other member joins the cluster
+        // the seed is in. --initial-cluster and its state only matter on a member's first start,
+        // and the right list is the cluster's membership at that moment (members come and go
+        // with `join` and `reset --hosts`), so they are found then and written to an
+        // environment file beside the unit: the unit itself is the same on every member and
+        // every run, and changing the seed restarts nothing.
+        let joining = seed.name != host.name;
         let peer = url(&host.address, 2380);
         let args = vec![
             format!("--name={}", host.name),
@@ -161,11 +210,6 @@ impl Step for Etcd {
             format!("--advertise-client-urls={}", url(&host.address, 2379)),
             format!("--listen-peer-urls={peer}"),
             format!("--initial-advertise-peer-urls={peer}"),
-            format!("--initial-cluster={}", initial_cluster.join(",")),
-            format!(
-                "--initial-cluster-state={}",
-                if joining { "existing" } else { "new" }
-            ),
             "--client-cert-auth=true".into(),
             format!("--trusted-ca-file={PKI}/ca.crt"),
             format!("--cert-file={PKI}/server.crt"),
@@ -186,31 +230,17 @@ impl Step for Etcd {
                 ("Restart", "always"),
                 ("RestartSec", "5"),
                 ("LimitNOFILE", "65536"),
+                ("EnvironmentFile", &format!("-{INITIAL_CLUSTER_ENV}")),
             ]);
         let mut actions = vec![
             Action::dir(DATA_DIR, 0o700),
             Action::file(UNIT, unit.render()?, 0o644),
         ];
-        if joining {
-            // announce the new member to the running cluster before it first starts
-            let remote = |cmd: &str| etcdctl_at(&url(&first.address, 2379), cmd);
-            actions.push(Action::Exec {
-                label: format!("add etcd member {}", host.name),
-                // the leader refuses a new voting member until every member has been connected
-                // for 5 s ("unhealthy cluster"): the member added just before may be that new
-                cmd: format!(
-                    "ok=1; for i in $(seq 1 30); do out=$({} 2>&1) && {{ ok=0; break; }}; \
-                     case \"$out\" in *'unhealthy cluster'*) sleep 1;; *) break;; esac; done; \
-                     [ $ok = 0 ] || {{ printf '%s\\n' \"$out\" >&2; false; }}",
-                    remote(&format!("member add {} --peer-urls={peer}", host.name))
-                ),
-                unless: format!(
-                    "[ -d {DATA_DIR}/member ] || {} | grep -qF {}",
-                    remote("member list"),
-                    crate::ssh::shell_quote(&format!(", {peer},"))
-                ),
-            });
-        }
+        actions.push(if joining {
+            join_cluster(&seed.address, host, &peer)
+        } else {
+            start_cluster(host, &peer)
+        });
         actions.push(Action::Unit(UnitSpec {
             name: "etcd.service".into(),
             enabled: true,

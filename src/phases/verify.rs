@@ -25,10 +25,10 @@ impl Step for Verify {
     type Shared = ();
 
     fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
-        cluster.is_first_control_plane(host)
+        cluster.is_seed_control_plane(host)
     }
 
-    /// On `join`, it runs once from the first control plane, across every node.
+    /// On `join`, it runs once from the seed control plane, across every node.
     fn every_node_on_join(&self) -> bool {
         true
     }

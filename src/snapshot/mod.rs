@@ -283,7 +283,7 @@ pub struct Backup {
 /// A snapshot plus the cluster's keys in one tar archive at `archive` (0600). The snapshot
 /// is taken beside it and then moved inside.
 pub async fn backup(ctx: &Ctx, archive: &Path) -> Result<Backup, String> {
-    let (first, files) = ctx.read_first(&secret_files()).await?;
+    let (first, files) = ctx.read_seed(&secret_files()).await?;
     let missing: Vec<String> = secret_files()
         .into_iter()
         .filter(|f| !files.contains_key(f))

@@ -289,10 +289,7 @@ pub async fn run(
     )
     .await?;
     done.push(format!("restarted {} on every node", agents.join(", ")));
-    let first = ctx
-        .cluster
-        .first_control_plane()
-        .ok_or("no control plane")?;
+    let first = ctx.cluster.seed_control_plane().ok_or("no control plane")?;
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
     // rollout status watches: without the 5 s request limit
     let watch = format!("kubectl --kubeconfig={}", kubeconfig("admin"));

@@ -95,7 +95,7 @@ pub async fn units_down(ctx: &Ctx, node: &Host, units: &[&str]) -> Option<String
     if down.is_empty() {
         return None;
     }
-    let repair = if ctx.cluster.is_first_control_plane(node) {
+    let repair = if ctx.cluster.is_seed_control_plane(node) {
         "`provision init`".to_string()
     } else {
         format!("`provision join --hosts {}`", node.name)

@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, expect: Expect) -> Result<Report, String> {
     let mut report = Report::default();
     let first = ctx
         .cluster
-        .first_control_plane()
+        .seed_control_plane()
         .ok_or("the inventory has no control plane")?;
     let client = match api::client(ctx, "admin").await {
         Ok(c) => c,

@@ -142,6 +142,7 @@ impl Resolver<'_> {
             pki: pki?,
             etcd_snapshots: self.etcd_snapshots(),
             hosts: hosts.into_iter().map(|(_, h)| h).collect(),
+            seed: None,
         })
     }
 

@@ -67,8 +67,9 @@ pub fn tree(cluster_stays: bool) -> Vec<Phase> {
     ]
 }
 
-/// A leaving control plane's etcd member is removed through the first control plane's etcd
-/// (which never leaves alone), with the leaving host's own healthcheck-client certificate.
+/// A leaving control plane's etcd member is removed through the etcd of the seed control plane
+/// (chosen among the control planes that stay), with the leaving host's own healthcheck-client
+/// certificate.
 struct RemoveEtcdMember {
     cluster_stays: bool,
 }
@@ -88,7 +89,7 @@ impl Step for RemoveEtcdMember {
         _: &Observed,
         _: &(),
     ) -> Result<Desired, String> {
-        let first = cluster.first_control_plane().ok_or("no control plane")?;
+        let first = cluster.seed_control_plane().ok_or("no control plane")?;
         let at = etcd::url(&first.address, 2379);
         let name = shell_quote(&host.name);
         let list = etcd::etcdctl_at(&at, "member list");
@@ -140,7 +141,7 @@ impl Step for ForgetKubeconfig {
     type Shared = ();
 
     fn applies_to(&self, cluster: &Cluster, host: &Host) -> bool {
-        !self.cluster_stays && cluster.is_first_control_plane(host)
+        !self.cluster_stays && cluster.is_seed_control_plane(host)
     }
 
     async fn dry_run(
