@@ -29,7 +29,7 @@ pub mod pki;
 pub mod render;
 pub mod run;
 pub mod runtime;
-pub mod seed;
+pub mod settle;
 pub mod snapshot;
 pub mod ssh;
 pub mod status;

@@ -86,7 +86,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Default::default(),
                 &[],
             )
-            .await;
+            .await?;
             let result = phases::expiration::report(&ctx).await;
             ctx.close().await;
             result.map_err(|_| EXIT_PHASE_FAILED)
@@ -161,7 +161,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Default::default(),
                 &[],
             )
-            .await;
+            .await?;
             ctx.options.local_kubeconfig = None;
             ctx.out = Reporter::capturing(Format::Json, false, true);
             let status = provision::status::collect(&ctx).await;
@@ -189,7 +189,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Default::default(),
                 &[],
             )
-            .await;
+            .await?;
             let result = provision::snapshot::backup(&ctx, &out).await;
             ctx.close().await;
             let b = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -233,7 +233,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 Default::default(),
                 &[],
             )
-            .await;
+            .await?;
             let result = verify::run(&ctx, verify::Expect::All).await;
             ctx.close().await;
             match result {
@@ -373,7 +373,7 @@ async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Re
             let cluster = load_for(&run)?;
             let out =
                 out.unwrap_or_else(|| beside_inventory(&run, &snapshot::file_name(&cluster.name)));
-            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await;
+            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await?;
             let result = snapshot::save(&ctx, &out, keep_on_host).await;
             ctx.close().await;
             let saved = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -417,7 +417,7 @@ async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Re
         } => restore(verbose, format, run, from, yes, force).await,
         SnapshotCommand::List { run } => {
             let cluster = load_for(&run)?;
-            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await;
+            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await?;
             let result = snapshot::list(&ctx).await;
             ctx.close().await;
             let kept = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -459,7 +459,7 @@ async fn restore(
 ) -> Result<(), u8> {
     use provision::snapshot::{self, restore};
     let cluster = load_for(&run)?;
-    let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await;
+    let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await?;
     let result = async {
         let provenance = restore::check(&ctx, &from, force)
             .await
@@ -537,7 +537,7 @@ async fn kubeconfig(verbose: bool, format: Format, args: KubeconfigArgs) -> Resu
         Some(Some(p)) => Some(p),
         None => None,
     };
-    let ctx = context(verbose, format, &args.run, cluster, Default::default(), &[]).await;
+    let ctx = context(verbose, format, &args.run, cluster, Default::default(), &[]).await?;
     let text = match &person {
         Some(p) => kc::for_person(&ctx, p).await,
         None => kc::admin(&ctx).await,
@@ -735,7 +735,7 @@ async fn context(
     cluster: Cluster,
     renew: std::collections::BTreeSet<String>,
     leaving: &[String],
-) -> Ctx {
+) -> Result<Ctx, u8> {
     ssh::trace_commands(verbose);
     let policy = if run.accept_new_host_keys {
         ssh::HostKeyPolicy::AcceptNew
@@ -765,8 +765,12 @@ async fn context(
         policy,
         Reporter::new(format, verbose, run.dry_run),
     );
-    provision::seed::choose(&mut ctx, leaving).await;
-    ctx
+    if let Err(e) = provision::settle::settle(&mut ctx, leaving).await {
+        eprintln!("error: {e}");
+        ctx.close().await;
+        return Err(EXIT_PHASE_FAILED);
+    }
+    Ok(ctx)
 }
 
 async fn execute(
@@ -798,7 +802,7 @@ async fn execute_with(
         eprintln!("error: {e}");
         EXIT_BAD_INPUT
     })?;
-    let ctx = context(verbose, format, run, cluster, renew, &scope.leaving()).await;
+    let ctx = context(verbose, format, run, cluster, renew, &scope.leaving()).await?;
     let scope = scope.scope(&ctx.cluster);
     let summary = phases::run(&ctx, command, &selected, &scope).await;
     ctx.out.summary(&summary);

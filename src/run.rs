@@ -71,7 +71,7 @@ impl Ctx {
         }
     }
 
-    /// Records the seed control plane (`crate::seed`) in this run's cluster. Called before any
+    /// Records the seed control plane (`crate::settle::seed`) in this run's cluster. Called before any
     /// phase reads the cluster, so every reader sees the same one.
     pub fn set_seed(&mut self, seed: Option<String>) {
         std::sync::Arc::make_mut(&mut self.cluster).seed = seed;

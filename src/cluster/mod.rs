@@ -11,6 +11,7 @@ use std::path::PathBuf;
 
 mod resolve;
 
+use resolve::overlaps;
 pub use resolve::{is_dns_label, is_dns_subdomain, is_host_name, resolve};
 
 pub const DEFAULT_POD_SUBNET: &str = "10.244.0.0/16";
@@ -50,7 +51,7 @@ pub struct Cluster {
     pub etcd_snapshots: Option<SnapshotSchedule>,
     pub hosts: Vec<Host>,
     /// The control plane this run reads the cluster's material from and the others join
-    /// through: chosen once per run among the hosts (`crate::seed`); None until then, which
+    /// through: chosen once per run among the hosts (`crate::settle::seed`); None until then, which
     /// means the inventory's first control plane.
     #[serde(skip)]
     pub seed: Option<String>,
@@ -216,6 +217,57 @@ impl Cluster {
 
     pub fn host(&self, name: &str) -> Option<&Host> {
         self.hosts.iter().find(|h| h.name == name)
+    }
+
+    /// The pod CIDRs the cluster's Nodes hold (`held`, by Node name) win over the blocks the
+    /// inventory's order gives: Kubernetes never changes a Node's, so a host removed from the
+    /// inventory or added in its middle must not move another's. A host that is not a Node yet
+    /// keeps its block unless a Node holds it, else gets the first free one. Returns the hosts
+    /// whose block differs from the inventory's.
+    pub fn keep_pod_cidrs(
+        &mut self,
+        held: &BTreeMap<String, IpNet>,
+    ) -> Result<Vec<String>, String> {
+        let mut moved = Vec::new();
+        // every held block stays taken, a Node gone from the inventory's too
+        let mut taken: Vec<IpNet> = held.values().copied().collect();
+        let mut clashing = Vec::new();
+        for (i, h) in self.hosts.iter_mut().enumerate() {
+            match held.get(&h.name) {
+                Some(c) if *c != h.pod_cidr => {
+                    h.pod_cidr = *c;
+                    moved.push(h.name.clone());
+                }
+                Some(_) => {}
+                None => clashing.push(i),
+            }
+        }
+        // newcomers that clash with no held block keep theirs; the others come after them
+        clashing.retain(|&i| {
+            let block = self.hosts[i].pod_cidr;
+            let clash = held.values().any(|c| overlaps(*c, block));
+            if !clash {
+                taken.push(block);
+            }
+            clash
+        });
+        let blocks = self
+            .pod_subnet
+            .subnets(self.node_cidr_mask_size)
+            .map_err(|e| e.to_string())?;
+        let mut free = blocks.filter(|b| !taken.iter().any(|t| overlaps(*t, *b)));
+        for i in clashing {
+            let h = &mut self.hosts[i];
+            let b = free.next().ok_or_else(|| {
+                format!(
+                    "no free /{} block of the pod subnet {} for {}: the cluster's Nodes hold the others (kubectl get nodes -o custom-columns=NAME:.metadata.name,CIDR:.spec.podCIDR); delete the Nodes of hosts that are gone, or use a larger pod subnet",
+                    self.node_cidr_mask_size, self.pod_subnet, h.name
+                )
+            })?;
+            h.pod_cidr = b;
+            moved.push(h.name.clone());
+        }
+        Ok(moved)
     }
 }
 

@@ -1,7 +1,7 @@
 //! The `certs` and `kubeconfig` phases: kubeadm's PKI on every control plane in scope.
 //!
 //! The CAs and the service-account key live on every control plane. A run reads them from its
-//! seed control plane (`crate::seed`; into memory, never onto the operator's disk) or, when
+//! seed control plane (`crate::settle::seed`; into memory, never onto the operator's disk) or, when
 //! absent, creates them in their own phase and writes them there first. A leaf or kubeconfig already on a host is kept when it is compliant and
 //! replaced, with the reason shown, when it is not.
 

@@ -180,13 +180,29 @@ impl Testbed {
         host_extra: &[&str],
         control_planes: usize,
     ) -> PathBuf {
+        let roles: Vec<(usize, &str)> = (0..self.machines.len())
+            .map(|i| {
+                let role = if i < control_planes {
+                    "control-plane"
+                } else {
+                    "worker"
+                };
+                (i, role)
+            })
+            .collect();
+        self.inventory_of(extra_spec, host_extra, &roles)
+    }
+
+    /// An inventory of the machines `hosts` names (index, role), in that order.
+    pub fn inventory_of(
+        &self,
+        extra_spec: &str,
+        host_extra: &[&str],
+        hosts_and_roles: &[(usize, &str)],
+    ) -> PathBuf {
         let mut hosts = String::new();
-        for (i, m) in self.machines.iter().enumerate() {
-            let role = if i < control_planes {
-                "control-plane"
-            } else {
-                "worker"
-            };
+        for &(i, role) in hosts_and_roles {
+            let m = &self.machines[i];
             hosts.push_str(&format!(
                 "    - name: {}\n      address: {}\n      roles: [{role}]\n{}",
                 m.name,

@@ -20,6 +20,7 @@ const NEWEST_MINOR: u32 = CATALOG_MINORS[CATALOG_MINORS.len() - 1];
 use hosts::is_wildcard_dns;
 pub use hosts::{is_dns_label, is_dns_subdomain, is_host_name};
 use network::nth_address;
+pub(crate) use network::overlaps;
 
 /// Checks the inventory's meaning and derives the cluster. Warnings come back with the cluster.
 pub fn resolve(loaded: &Loaded) -> Result<(Cluster, Problems), Problems> {

@@ -348,7 +348,7 @@ fn default_router_id(name: &str) -> u8 {
     (sum % 255 + 1) as u8
 }
 
-pub(super) fn overlaps(a: IpNet, b: IpNet) -> bool {
+pub(crate) fn overlaps(a: IpNet, b: IpNet) -> bool {
     a.contains(&b.network()) || b.contains(&a.network())
 }
 
