@@ -1,7 +1,8 @@
 //! A cluster that serves its own endpoint (`controlPlaneEndpoint: {vip: ...}`): three control
 //! planes share a VIP through keepalived, every node reaches the API servers through haproxy on
-//! loopback, and the cluster keeps serving when the machine holding the VIP loses its power.
-//! Real-cluster tier: needs the upstream builds (PROVISION_UPSTREAM).
+//! loopback, the cluster keeps serving when the machine holding the VIP loses its power, and
+//! the inventory's first control plane can leave and be replaced by a fresh machine while the
+//! others serve. Real-cluster tier: needs the upstream builds (PROVISION_UPSTREAM).
 
 mod support;
 use std::net::{SocketAddr, TcpStream};
@@ -36,6 +37,54 @@ fn vip_accepts() -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// A client on this machine polling `/readyz` through the VIP every 100 ms until stopped;
+/// `stop` returns the longest time it saw no answer.
+struct ReadyzPoller {
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    thread: std::thread::JoinHandle<Duration>,
+}
+
+impl ReadyzPoller {
+    fn start() -> ReadyzPoller {
+        use std::sync::atomic::Ordering;
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let flag = stop.clone();
+        let thread = std::thread::spawn(move || {
+            let (mut longest, mut since_ok) = (Duration::ZERO, Instant::now());
+            while !flag.load(Ordering::SeqCst) {
+                let asked = Instant::now();
+                let code = std::process::Command::new("curl")
+                    .args([
+                        "-sk",
+                        "--max-time",
+                        "0.5",
+                        "-o",
+                        "/dev/null",
+                        "-w",
+                        "%{http_code}",
+                    ])
+                    .arg(format!("https://{VIP}:6443/readyz"))
+                    .output()
+                    .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                    .unwrap_or_default();
+                if code == "200" {
+                    since_ok = Instant::now();
+                } else {
+                    longest = longest.max(since_ok.elapsed());
+                }
+                std::thread::sleep(Duration::from_millis(100).saturating_sub(asked.elapsed()));
+            }
+            longest
+        });
+        ReadyzPoller { stop, thread }
+    }
+
+    fn stop(self) -> Duration {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        self.thread.join().expect("the poller")
+    }
+}
+
 /// Polls `check` every second for up to `seconds`; true once it held.
 fn within(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
     let start = Instant::now();
@@ -49,17 +98,19 @@ fn within(seconds: u64, mut check: impl FnMut() -> bool) -> bool {
 }
 
 #[test]
-fn three_control_planes_keep_serving_through_their_vip_when_its_holder_loses_power() {
+fn three_control_planes_keep_serving_through_their_vip_when_one_loses_power_or_is_replaced() {
     let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
         return;
     };
-    let tb = Testbed::up_for_kubelet(4);
+    // four in the cluster; the fifth replaces its first control plane at the end
+    let tb = Testbed::up_for_kubelet(5);
     let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
     let spec = format!(
         "{}  controlPlaneEndpoint:\n    vip: {VIP}\n",
         support::bundle_spec(&bundle)
     );
-    let inv = tb.inventory_with_control_planes(&spec, &[], 3);
+    let (cp, worker) = ("control-plane", "worker");
+    let inv = tb.inventory_of(&spec, &[], &[(0, cp), (1, cp), (2, cp), (3, worker)]);
     let inv_s = inv.to_str().expect("a UTF-8 path");
     let names = tb.names();
 
@@ -83,7 +134,7 @@ fn three_control_planes_keep_serving_through_their_vip_when_its_holder_loses_pow
     for i in 0..3 {
         assert_eq!(server(i, "admin.conf"), format!("https://{VIP}:6443"));
     }
-    for (i, name) in names.iter().enumerate() {
+    for (i, name) in names.iter().enumerate().take(4) {
         assert_eq!(
             server(i, "kubelet.conf"),
             "https://127.0.0.1:6444",
@@ -100,7 +151,7 @@ fn three_control_planes_keep_serving_through_their_vip_when_its_holder_loses_pow
 
     // four nodes Ready, three etcd members, one VIP holder, verify passing
     let nodes = tb.ssh(1, &format!("{ADMIN} get nodes --no-headers"));
-    for n in &names {
+    for n in &names[..4] {
         assert!(
             nodes
                 .lines()
@@ -210,4 +261,65 @@ fn three_control_planes_keep_serving_through_their_vip_when_its_holder_loses_pow
         1,
         "one VIP holder after the return"
     );
+
+    // the inventory's first control plane leaves while the others serve: a client polling
+    // through the VIP sees at most a short gap (when it held the VIP, keepalived hands it on)
+    let first = names[0];
+    let poller = ReadyzPoller::start();
+    let reset = provision_ok(&["reset", "-i", inv_s, "--hosts", first, "--yes"]);
+    let gap = poller.stop();
+    println!("reset of {first}: the VIP went unanswered for at most {gap:?}");
+    assert!(
+        gap < Duration::from_secs(5),
+        "{gap:?} without an answer\n{}",
+        reset.text()
+    );
+    let members = tb.ssh(1, &etcdctl("member list"));
+    assert_eq!(members.lines().count(), 2, "{members}");
+    assert!(!members.contains(first), "{members}");
+    let nodes = tb.ssh(1, &format!("{ADMIN} get nodes --no-headers"));
+    assert!(!nodes.contains(&format!("{first} ")), "{nodes}");
+    assert_eq!(support::leftovers(&tb, 0), "", "left on {first}");
+    // a second reset of the same host changes nothing
+    let again = provision_ok(&[
+        "reset", "-i", inv_s, "--hosts", first, "--yes", "--output", "json",
+    ]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+
+    // a fresh machine takes its place as the third control plane, through the inventory that
+    // names it instead; every other host keeps its pod CIDR
+    let cidr = |i: usize| {
+        tb.ssh(
+            1,
+            &format!(
+                "{ADMIN} get node {} -o jsonpath='{{.spec.podCIDR}}'",
+                names[i]
+            ),
+        )
+    };
+    let before: Vec<String> = (1..4).map(cidr).collect();
+    let replaced = tb.inventory_of(&spec, &[], &[(1, cp), (2, cp), (3, worker), (4, cp)]);
+    let replaced_s = replaced.to_str().expect("a UTF-8 path");
+    provision_ok(&["join", "-i", replaced_s]);
+    let after: Vec<String> = (1..4).map(cidr).collect();
+    assert_eq!(before, after);
+    let members = tb.ssh(4, &etcdctl("member list"));
+    assert_eq!(
+        members
+            .lines()
+            .filter(|l| l.contains(", started, "))
+            .count(),
+        3,
+        "{members}"
+    );
+    assert!(members.contains(&format!(", {}, ", names[4])), "{members}");
+    assert_eq!(ready(names[4]), "True");
+    assert_eq!(server(4, "admin.conf"), format!("https://{VIP}:6443"));
+    assert_eq!(server(4, "kubelet.conf"), "https://127.0.0.1:6444");
+    let nodes = tb.ssh(4, &format!("{ADMIN} get nodes --no-headers"));
+    assert_eq!(nodes.lines().count(), 4, "{nodes}");
+    let verify = provision(&["verify", "-i", replaced_s]);
+    assert_eq!(verify.code, 0, "{}", verify.text());
+    let again = provision_ok(&["join", "-i", replaced_s, "--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
 }
