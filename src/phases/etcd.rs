@@ -64,9 +64,11 @@ fn start_cluster(host: &Host, peer: &str) -> Action {
 /// cluster now has it. Nothing to do once the member has data.
 fn join_cluster(seed_address: &str, host: &Host, peer: &str) -> Action {
     let remote = |cmd: &str| etcdctl_at(&url(seed_address, 2379), cmd);
+    // serializable: from the moment a second member is added until it starts, the cluster has
+    // no quorum (two members, one up), and a linearizable read would wait for one
+    let list = remote("member list --consistency=s");
     let listed = format!(
-        "{} | grep -qF {}",
-        remote("member list"),
+        "{list} | grep -qF {}",
         crate::ssh::shell_quote(&format!(", {peer},"))
     );
     // the leader refuses a new voting member until every member has been connected for 5 s
@@ -86,7 +88,6 @@ fn join_cluster(seed_address: &str, host: &Host, peer: &str) -> Action {
           {{ n = $3; if ($4 == peer) n = me; else if (n == \"\") n = $1; printf \"%s%s=%s\", sep, n, $4; sep = \",\" }} \
           END {{ print \"\"; print \"ETCD_INITIAL_CLUSTER_STATE=existing\" }}' > {INITIAL_CLUSTER_ENV}.tmp && \
          mv {INITIAL_CLUSTER_ENV}.tmp {INITIAL_CLUSTER_ENV}",
-        list = remote("member list"),
         name = crate::ssh::shell_quote(&host.name),
         peer = crate::ssh::shell_quote(peer),
     );
