@@ -41,6 +41,12 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
     Ok(client)
 }
 
+/// Drops this run's API clients and their pooled connections: the next request connects anew
+/// (after the endpoint's VIP moved, an old connection is reset).
+pub async fn forget_connections(ctx: &Ctx) {
+    ctx.api_clients.lock().await.clear();
+}
+
 /// `what` failed with `e`, said so that an API server that does not answer is named as such,
 /// with what to do: the usual cause is a control plane not started yet (a skipped phase).
 pub fn failed(what: &str, e: kube::Error) -> String {
@@ -186,6 +192,56 @@ pub fn documents(manifest: &str) -> Vec<&str> {
                 .any(|l| !l.trim().is_empty() && !l.starts_with('#'))
         })
         .collect()
+}
+
+/// How long the token controller may take to fill a new token Secret.
+const TOKEN_WAIT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// A ServiceAccount's token from its Secret `namespace/secret` (which the `bootstrap` phase
+/// makes), once the controller manager has filled it; None in a dry run before the API serves
+/// or the Secret exists.
+pub async fn service_account_token(
+    ctx: &Ctx,
+    namespace: &str,
+    secret_name: &str,
+) -> Result<Option<String>, String> {
+    // a dry run of a cluster not made yet has no API: its token comes with the real run
+    let client = match client(ctx, "admin").await {
+        Err(_) if ctx.dry_run() => return Ok(None),
+        c => c?,
+    };
+    let secrets: Api<k8s_openapi::api::core::v1::Secret> = Api::namespaced(client, namespace);
+    let started = std::time::Instant::now();
+    loop {
+        let secret = match secrets.get_opt(secret_name).await {
+            Err(_) if ctx.dry_run() => return Ok(None),
+            s => s.map_err(|e| failed(&format!("reading Secret {namespace}/{secret_name}"), e))?,
+        };
+        let token = secret
+            .as_ref()
+            .and_then(|s| s.data.as_ref())
+            .and_then(|d| d.get("token"))
+            .map(|t| String::from_utf8_lossy(&t.0).into_owned())
+            .filter(|t| !t.is_empty());
+        match (secret, token) {
+            (_, Some(t)) => return Ok(Some(t)),
+            (None, None) if ctx.dry_run() => return Ok(None),
+            (None, None) => {
+                return Err(format!(
+                    "Secret {namespace}/{secret_name} is missing (the bootstrap phase makes \
+                     it): run `provision init -i INVENTORY phase bootstrap`, then this again"
+                ));
+            }
+            (Some(_), None) if started.elapsed() >= TOKEN_WAIT => {
+                return Err(format!(
+                    "Secret {namespace}/{secret_name} got no token within {} s: is \
+                     kube-controller-manager running (`journalctl -u kube-controller-manager`)?",
+                    TOKEN_WAIT.as_secs()
+                ));
+            }
+            (Some(_), None) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -98,7 +98,17 @@ impl Step for VipStep {
         .desired())
     }
 
-    async fn after(&self, ctx: &Ctx, host: &Host, _: &Applied<'_, ()>) -> Result<After, String> {
+    async fn after(
+        &self,
+        ctx: &Ctx,
+        host: &Host,
+        applied: &Applied<'_, ()>,
+    ) -> Result<After, String> {
+        if applied.changed {
+            // a restarted keepalived hands the VIP on: connections through it now reach a host
+            // that no longer holds it and are reset, so later phases open new ones
+            crate::api::forget_connections(ctx).await;
+        }
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let hint = format!(
             "no control plane holds {}: check `journalctl -u {}` on the control planes, that the VIP \
