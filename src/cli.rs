@@ -100,6 +100,13 @@ pub enum Command {
     /// Print the manual page (roff)
     #[command(hide = true)]
     Man,
+    /// Approve the kubelets' serving certificate requests that name their own node, until
+    /// stopped (the unit the csr-approver phase installs on the control planes runs this)
+    #[command(hide = true)]
+    ApproveKubeletServing {
+        #[arg(long, value_name = "FILE")]
+        kubeconfig: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -177,6 +184,10 @@ pub enum SnapshotCommand {
 pub enum CertsCommand {
     /// A table per control plane: each certificate, when it expires, its CA
     CheckExpiration {
+        /// Exit 1, naming each, when a certificate expires within this (e.g. 30d, 72h), is
+        /// missing or cannot be read
+        #[arg(long, value_name = "DURATION")]
+        warn_within: Option<String>,
         #[command(flatten)]
         run: RunArgs,
     },

@@ -11,6 +11,7 @@
 )]
 
 pub mod api;
+pub mod approver;
 pub mod bundle;
 pub mod catalog;
 pub mod cli;

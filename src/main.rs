@@ -75,8 +75,13 @@ async fn run(cli: Cli) -> Result<(), u8> {
             execute(cli.verbose, cli.output, &args.run, cluster, job).await
         }
         Command::Certs {
-            command: CertsCommand::CheckExpiration { run },
+            command: CertsCommand::CheckExpiration { run, warn_within },
         } => {
+            let warn_within = warn_within
+                .as_deref()
+                .map(phases::expiration::parse_duration)
+                .transpose()
+                .map_err(fail_with(EXIT_BAD_INPUT))?;
             let cluster = load_for(&run)?;
             let ctx = context(
                 cli.verbose,
@@ -87,7 +92,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 &[],
             )
             .await?;
-            let result = phases::expiration::report(&ctx).await;
+            let result = phases::expiration::report(&ctx, warn_within).await;
             ctx.close().await;
             result.map_err(|_| EXIT_PHASE_FAILED)
         }
@@ -220,6 +225,9 @@ async fn run(cli: Cli) -> Result<(), u8> {
             provision::completion::write_script(shell, &binary, &mut std::io::stdout())
                 .map_err(|e| fail_with(EXIT_PHASE_FAILED)(e.to_string()))
         }
+        Command::ApproveKubeletServing { kubeconfig } => provision::approver::run(&kubeconfig)
+            .await
+            .map_err(fail_with(EXIT_PHASE_FAILED)),
         Command::Man => clap_mangen::Man::new(Cli::command())
             .render(&mut std::io::stdout())
             .map_err(|e| fail_with(EXIT_PHASE_FAILED)(e.to_string())),

@@ -92,63 +92,110 @@ fn meta(name: &str, namespace: Option<&str>) -> ObjectMeta {
     }
 }
 
-/// kube-router's ServiceAccount, its least rights (what its informers list and watch, and its
-/// own Node to read) and a token Secret the controller manager fills: the credentials of the
-/// kubeconfig its unit reads. It writes nothing through the API.
-async fn policy_engine_identity(admin: &kube::Client) -> Result<Vec<String>, String> {
-    use crate::cni::policy_engine::{CLUSTER_ROLE, NAMESPACE, SERVICE_ACCOUNT, TOKEN_SECRET};
-    let mut changes = Vec::new();
-    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), NAMESPACE);
-    let sa = ServiceAccount {
-        metadata: meta(SERVICE_ACCOUNT, Some(NAMESPACE)),
-        ..Default::default()
-    };
-    changes.extend(ensure(&sas, &sa).await?);
-    let rule = |group: &str, resources: &[&str], verbs: &[&str]| PolicyRule {
+/// An in-cluster identity for a unit on the hosts: a ServiceAccount in `namespace`, its least
+/// rights (a ClusterRole of `rules`, bound to it) and a token Secret the controller manager
+/// fills: the credentials of the kubeconfig its unit reads.
+struct Identity<'a> {
+    namespace: &'a str,
+    service_account: &'a str,
+    cluster_role: &'a str,
+    token_secret: &'a str,
+    rules: Vec<PolicyRule>,
+}
+
+fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
         api_groups: Some(vec![group.into()]),
         resources: Some(resources.iter().map(|r| r.to_string()).collect()),
         verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..Default::default()
+    }
+}
+
+async fn ensure_identity(admin: &kube::Client, id: Identity<'_>) -> Result<Vec<String>, String> {
+    let mut changes = Vec::new();
+    let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), id.namespace);
+    let sa = ServiceAccount {
+        metadata: meta(id.service_account, Some(id.namespace)),
+        ..Default::default()
     };
-    // it starts informers on all of these, firewall controller alone or not
-    let read = ["list", "watch"];
+    changes.extend(ensure(&sas, &sa).await?);
     let role = ClusterRole {
-        metadata: meta(CLUSTER_ROLE, None),
-        rules: Some(vec![
-            rule("", &["pods", "namespaces", "services", "endpoints"], &read),
-            rule("", &["nodes"], &["get", "list", "watch"]),
-            rule("discovery.k8s.io", &["endpointslices"], &read),
-            rule("networking.k8s.io", &["networkpolicies"], &read),
-        ]),
+        metadata: meta(id.cluster_role, None),
+        rules: Some(id.rules),
         ..Default::default()
     };
     let roles: Api<ClusterRole> = Api::all(admin.clone());
     changes.extend(ensure(&roles, &role).await?);
     let mut b = binding(
-        CLUSTER_ROLE,
-        CLUSTER_ROLE,
+        id.cluster_role,
+        id.cluster_role,
         "ServiceAccount",
-        SERVICE_ACCOUNT,
+        id.service_account,
     );
     if let Some(s) = b.subjects.as_mut().and_then(|s| s.first_mut()) {
         s.api_group = None;
-        s.namespace = Some(NAMESPACE.into());
+        s.namespace = Some(id.namespace.into());
     }
     let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
     changes.extend(ensure(&crbs, &b).await?);
-    let mut token_meta = meta(TOKEN_SECRET, Some(NAMESPACE));
+    let mut token_meta = meta(id.token_secret, Some(id.namespace));
     token_meta.annotations = Some(BTreeMap::from([(
         "kubernetes.io/service-account.name".to_string(),
-        SERVICE_ACCOUNT.to_string(),
+        id.service_account.to_string(),
     )]));
     let secret = Secret {
         metadata: token_meta,
         type_: Some("kubernetes.io/service-account-token".into()),
         ..Default::default()
     };
-    let secrets: Api<Secret> = Api::namespaced(admin.clone(), NAMESPACE);
+    let secrets: Api<Secret> = Api::namespaced(admin.clone(), id.namespace);
     changes.extend(ensure(&secrets, &secret).await?);
     Ok(changes)
+}
+
+/// kube-router reads (it starts informers on all of these, firewall controller alone or not)
+/// and its own Node; it writes nothing through the API.
+fn policy_engine_identity() -> Identity<'static> {
+    use crate::cni::policy_engine::{CLUSTER_ROLE, NAMESPACE, SERVICE_ACCOUNT, TOKEN_SECRET};
+    let read = ["list", "watch"];
+    Identity {
+        namespace: NAMESPACE,
+        service_account: SERVICE_ACCOUNT,
+        cluster_role: CLUSTER_ROLE,
+        token_secret: TOKEN_SECRET,
+        rules: vec![
+            rule("", &["pods", "namespaces", "services", "endpoints"], &read),
+            rule("", &["nodes"], &["get", "list", "watch"]),
+            rule("discovery.k8s.io", &["endpointslices"], &read),
+            rule("networking.k8s.io", &["networkpolicies"], &read),
+        ],
+    }
+}
+
+/// The serving-certificate approver reads requests and Nodes, and approves for the kubelet
+/// serving signer alone.
+fn csr_approver_identity() -> Identity<'static> {
+    use crate::approver::{CLUSTER_ROLE, NAMESPACE, SERVICE_ACCOUNT, SIGNER, TOKEN_SECRET};
+    let csrs = "certificates.k8s.io";
+    let mut signer = rule(csrs, &["signers"], &["approve"]);
+    signer.resource_names = Some(vec![SIGNER.into()]);
+    Identity {
+        namespace: NAMESPACE,
+        service_account: SERVICE_ACCOUNT,
+        cluster_role: CLUSTER_ROLE,
+        token_secret: TOKEN_SECRET,
+        rules: vec![
+            rule(
+                csrs,
+                &["certificatesigningrequests"],
+                &["get", "list", "watch"],
+            ),
+            rule(csrs, &["certificatesigningrequests/approval"], &["update"]),
+            signer,
+            rule("", &["nodes"], &["get", "list"]),
+        ],
+    }
 }
 
 #[async_trait::async_trait]
@@ -247,8 +294,9 @@ impl Step for Bootstrap {
         changes.extend(ensure(&rbs, &rb).await?);
         // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
         if crate::cni::policy_engine::enabled(&ctx.cluster) {
-            changes.extend(policy_engine_identity(&admin).await?);
+            changes.extend(ensure_identity(&admin, policy_engine_identity()).await?);
         }
+        changes.extend(ensure_identity(&admin, csr_approver_identity()).await?);
         let rcs: Api<RuntimeClass> = Api::all(admin);
         for class in &ctx.cluster.runtime_classes {
             let (name, handler) = match class {

@@ -8,6 +8,7 @@ pub mod bootstrap;
 pub mod certs;
 pub mod cni;
 pub mod control_plane;
+pub mod csr_approver;
 pub mod etcd;
 pub mod expiration;
 pub mod host;
@@ -91,6 +92,7 @@ pub fn init_tree() -> Vec<Phase> {
         api_endpoint::vip_phase(),
         api_endpoint::api_proxy_phase(),
         bootstrap::phase(),
+        csr_approver::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
         network_policy::phase(),
@@ -118,6 +120,7 @@ pub fn join_tree() -> Vec<Phase> {
         control_plane::phase(),
         api_endpoint::vip_phase(),
         api_endpoint::api_proxy_phase(),
+        csr_approver::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
         network_policy::phase(),

@@ -5,7 +5,7 @@
 
 use super::step::{After, Applied, Desired, Step};
 use super::{Phase, Work};
-use crate::api::{self, client};
+use crate::api;
 use crate::cluster::{Cluster, Host};
 use crate::cni::policy_engine::{self, KUBECONFIG, NAMESPACE, SERVICE, TOKEN_SECRET};
 use crate::host::probe::Observed;
@@ -14,9 +14,6 @@ use crate::pki::CaKind;
 use crate::pki::kubeconfig;
 use crate::run::Ctx;
 use crate::systemd;
-use k8s_openapi::api::core::v1::Secret;
-use kube::Api;
-use std::time::{Duration, Instant};
 
 pub fn phase() -> Phase {
     Phase {
@@ -28,53 +25,6 @@ pub fn phase() -> Phase {
 }
 
 struct NetworkPolicy;
-
-/// How long the token controller may take to fill a new token Secret.
-const TOKEN_WAIT: Duration = Duration::from_secs(60);
-
-/// The engine's ServiceAccount token, once the controller manager has filled its Secret; None
-/// in a dry run before the API serves or the Secret exists.
-async fn service_account_token(ctx: &Ctx) -> Result<Option<String>, String> {
-    // a dry run of a cluster not made yet has no API: its token comes with the real run
-    let client = match client(ctx, "admin").await {
-        Err(_) if ctx.dry_run() => return Ok(None),
-        c => c?,
-    };
-    let secrets: Api<Secret> = Api::namespaced(client, NAMESPACE);
-    let started = Instant::now();
-    loop {
-        let secret = match secrets.get_opt(TOKEN_SECRET).await {
-            Err(_) if ctx.dry_run() => return Ok(None),
-            s => s.map_err(|e| {
-                api::failed(&format!("reading Secret {NAMESPACE}/{TOKEN_SECRET}"), e)
-            })?,
-        };
-        let token = secret
-            .as_ref()
-            .and_then(|s| s.data.as_ref())
-            .and_then(|d| d.get("token"))
-            .map(|t| String::from_utf8_lossy(&t.0).into_owned())
-            .filter(|t| !t.is_empty());
-        match (secret, token) {
-            (_, Some(t)) => return Ok(Some(t)),
-            (None, None) if ctx.dry_run() => return Ok(None),
-            (None, None) => {
-                return Err(format!(
-                    "Secret {NAMESPACE}/{TOKEN_SECRET} is missing (the bootstrap phase makes \
-                     it): run `provision init -i INVENTORY phase bootstrap`, then this again"
-                ));
-            }
-            (Some(_), None) if started.elapsed() >= TOKEN_WAIT => {
-                return Err(format!(
-                    "Secret {NAMESPACE}/{TOKEN_SECRET} got no token within {} s: is \
-                     kube-controller-manager running (`journalctl -u kube-controller-manager`)?",
-                    TOKEN_WAIT.as_secs()
-                ));
-            }
-            (Some(_), None) => tokio::time::sleep(Duration::from_millis(500)).await,
-        }
-    }
-}
 
 #[async_trait::async_trait]
 impl Step for NetworkPolicy {
@@ -91,7 +41,7 @@ impl Step for NetworkPolicy {
     }
 
     async fn prepare(&self, ctx: &Ctx, _: &[(&Host, &Observed)]) -> Result<Self::Shared, String> {
-        let Some(token) = service_account_token(ctx).await? else {
+        let Some(token) = api::service_account_token(ctx, NAMESPACE, TOKEN_SECRET).await? else {
             return Ok(None);
         };
         let ca = ctx.ca(CaKind::Kubernetes, false).await?;

@@ -519,14 +519,15 @@ pub fn public_key_of(key_pem: &str) -> Result<String, PkiError> {
         })
 }
 
-/// Days until a certificate expires, its not-after date and its issuer CN: for check-expiration.
+/// Seconds until a certificate expires (-1 once expired), its not-after date and its issuer CN:
+/// for check-expiration.
 pub fn expiry(cert_pem: &str) -> Result<(i64, String, String), String> {
     let (_, pem) = parse_x509_pem(cert_pem.as_bytes()).map_err(|e| e.to_string())?;
     let cert = pem.parse_x509().map_err(|e| e.to_string())?;
     let left = cert
         .validity()
         .time_to_expiration()
-        .map(|d| d.whole_days())
+        .map(|d| d.whole_seconds())
         .unwrap_or(-1);
     let issuer = cert
         .issuer()

@@ -6,7 +6,7 @@ use super::*;
 
 pub(super) const SERVING_CERT: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
 
-pub(super) const SERVING_SIGNER: &str = "kubernetes.io/kubelet-serving";
+pub(super) const SERVING_SIGNER: &str = crate::approver::SIGNER;
 
 /// The kubelet asks for a serving certificate signed by the cluster CA (serverTLSBootstrap;
 /// Kubernetes approves none of these by itself): approve the node's request when it names this
@@ -55,12 +55,7 @@ pub(super) async fn approve_serving_certificate(
                     host.name
                 ));
             }
-            let approval = serde_json::json!({"status": {"conditions": [{
-                "type": "Approved", "status": "True", "reason": "ProvisionApproved",
-                "message": "the node's own name and address, checked by provision"}]}});
-            csrs.patch_approval(&name, &PatchParams::default(), &Patch::Merge(&approval))
-                .await
-                .map_err(|e| format!("approving {name}: {e}"))?;
+            crate::approver::approve(&csrs, &name, "provision").await?;
             after
                 .changes
                 .push(format!("approve the serving certificate of {}", host.name));
@@ -79,51 +74,11 @@ pub(super) async fn approve_serving_certificate(
 }
 
 /// A kubelet serving request must be for this node: CN system:node:<name>, O system:nodes, and
-/// subject alternative names among the node's name and address.
+/// subject alternative names among the node's name and address (the inventory's).
 pub(super) fn serving_request_is_for(pem: &[u8], host: &Host) -> Result<(), String> {
-    use x509_parser::extensions::{GeneralName, ParsedExtension};
-    use x509_parser::prelude::FromDer;
-    let (_, pem) = x509_parser::pem::parse_x509_pem(pem).map_err(|_| "is not PEM".to_string())?;
-    let (_, req) =
-        x509_parser::certification_request::X509CertificationRequest::from_der(&pem.contents)
-            .map_err(|_| "is not a certificate request".to_string())?;
-    let subject = &req.certification_request_info.subject;
-    let cn: Vec<&str> = subject
-        .iter_common_name()
-        .filter_map(|a| a.as_str().ok())
-        .collect();
-    let o: Vec<&str> = subject
-        .iter_organization()
-        .filter_map(|a| a.as_str().ok())
-        .collect();
-    if cn != [format!("system:node:{}", host.name).as_str()] || o != ["system:nodes"] {
-        return Err(format!("names {cn:?} {o:?}, not this node"));
-    }
-    let allowed_ip: Option<std::net::IpAddr> = host.address.parse().ok();
-    for ext in req.requested_extensions().into_iter().flatten() {
-        if let ParsedExtension::SubjectAlternativeName(san) = ext {
-            for n in &san.general_names {
-                let ok = match n {
-                    GeneralName::DNSName(d) => *d == host.name || *d == host.address,
-                    GeneralName::IPAddress(b) => {
-                        let ip = match b.len() {
-                            4 => <[u8; 4]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                            16 => <[u8; 16]>::try_from(*b).ok().map(std::net::IpAddr::from),
-                            _ => None,
-                        };
-                        ip.is_some() && ip == allowed_ip
-                    }
-                    _ => false,
-                };
-                if !ok {
-                    return Err(format!(
-                        "asks for {n:?}, which is not this node's name or address"
-                    ));
-                }
-            }
-        }
-    }
-    Ok(())
+    let addresses: Vec<std::net::IpAddr> = host.address.parse().into_iter().collect();
+    let names = [host.name.clone(), host.address.clone()];
+    crate::approver::serving_request_is_for(pem, &host.name, &names, &addresses)
 }
 
 #[cfg(test)]

@@ -77,6 +77,7 @@ pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Actio
     // restarting would cancel the API server's stop
     let mut actions: Vec<Action> = NODE_UNITS
         .iter()
+        .chain([crate::approver::SERVICE].iter())
         .chain(control_plane::COMPONENTS.iter().rev())
         .map(|u| stopped(u))
         .collect();
@@ -194,6 +195,7 @@ pub(super) fn owned_paths(left: &Leftovers) -> Vec<String> {
         etcd::UNIT,
         etcd::SNAPSHOT_SERVICE,
         etcd::SNAPSHOT_TIMER,
+        crate::approver::UNIT,
     ]
     .iter()
     .map(|p| p.to_string())
@@ -225,6 +227,7 @@ mod tests {
         assert!(pods < at("containerd.service"));
         for unit in NODE_UNITS
             .iter()
+            .chain([crate::approver::SERVICE].iter())
             .chain(control_plane::COMPONENTS.iter())
             .chain(["etcd", "provision-pod-routes", "containerd", "crio"].iter())
         {
