@@ -69,7 +69,7 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
         "-i",
         inv_s,
         "--skip-phases",
-        "control-plane,bootstrap,kubelet,kube-proxy,network-policy,addons,verify",
+        "control-plane,bootstrap,csr-approver,kubelet,kube-proxy,network-policy,addons,verify",
     ]);
     tb.ssh(0, "systemctl is-active etcd && systemctl stop etcd");
     let init = provision_ok(&["init", "-i", inv_s, "--output", "json"]);

@@ -163,6 +163,7 @@ fn a_dry_run_of_all_of_init_on_a_fresh_machine_plans_every_phase_and_changes_not
         // leaves under their group's header: `==> certs`, then `ca` with its host
         "==> certs\n    ca ",
         "==> control-plane",
+        "==> csr-approver",
         "==> kubelet",
         "==> network-policy",
         "==> addons",

@@ -14,9 +14,10 @@ fn reset_asks_first_takes_off_what_provision_installed_then_changes_nothing_and_
     let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
     let inv_s = inv.to_str().unwrap();
     let up = || {
-        let init = "control-plane,bootstrap,kubelet,kube-proxy,network-policy,addons,verify";
+        let init =
+            "control-plane,bootstrap,csr-approver,kubelet,kube-proxy,network-policy,addons,verify";
         provision_ok(&["init", "-i", inv_s, "--skip-phases", init]);
-        let join = "control-plane,kubelet,kube-proxy,network-policy,verify";
+        let join = "control-plane,csr-approver,kubelet,kube-proxy,network-policy,verify";
         provision_ok(&["join", "-i", inv_s, "--skip-phases", join]);
     };
     up();

@@ -297,7 +297,7 @@ impl Drop for Testbed {
 }
 
 /// For tests of the phases before the bundle: skip preflight and everything from artifacts on.
-pub const SKIP_PREFLIGHT_AND_CLUSTER: &str = "preflight,artifacts,runtime,cni,etcd,control-plane,bootstrap,kubelet,kube-proxy,network-policy,addons,verify";
+pub const SKIP_PREFLIGHT_AND_CLUSTER: &str = "preflight,artifacts,runtime,cni,etcd,control-plane,bootstrap,csr-approver,kubelet,kube-proxy,network-policy,addons,verify";
 
 /// The cache of scripts/build-upstream for the real-cluster tests, or None (the caller says
 /// it skipped).

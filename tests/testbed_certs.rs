@@ -1,0 +1,209 @@
+//! Certificates that never expire silently: `certs check-expiration` covers every node's
+//! kubelet certificates and warns before expiry, and a kubelet that rotates its serving
+//! certificate gets the new one approved on the control plane without any provision run, and
+//! serves with it (`kubectl logs` works). Real-cluster tier: needs the upstream builds.
+
+mod support;
+use std::time::{Duration, Instant};
+use support::{Testbed, provision, provision_ok};
+
+const ADMIN: &str = "kubectl --kubeconfig=/etc/kubernetes/admin.conf --request-timeout=10s";
+const SERVING: &str = "/var/lib/kubelet/pki/kubelet-server-current.pem";
+
+/// Polls `check` every 2 s for up to `seconds`; its first Some.
+fn within<T>(seconds: u64, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let start = Instant::now();
+    while start.elapsed() < Duration::from_secs(seconds) {
+        if let Some(t) = check() {
+            return Some(t);
+        }
+        std::thread::sleep(Duration::from_secs(2));
+    }
+    None
+}
+
+/// The serial of the certificate the kubelet at `address` serves on its port, seen from here.
+fn served_serial(address: &str) -> String {
+    let out = std::process::Command::new("sh")
+        .arg("-c")
+        .arg(format!(
+            "echo | timeout 10 openssl s_client -connect {address}:10250 2>/dev/null | openssl x509 -noout -serial"
+        ))
+        .output()
+        .expect("openssl");
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
+}
+
+#[test]
+fn kubelet_serving_certificates_rotate_approved_without_provision_and_expiry_is_never_silent() {
+    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
+        return;
+    };
+    let tb = Testbed::up_for_kubelet(2);
+    let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
+    let inv = tb.inventory(&support::bundle_spec(&bundle), &[]);
+    let inv_s = inv.to_str().expect("a UTF-8 path");
+    let (cp, worker) = (tb.machines[0].name.as_str(), tb.machines[1].name.as_str());
+    let worker_address = tb.machines[1].address.clone();
+    provision_ok(&["init", "-i", inv_s]);
+    provision_ok(&["join", "-i", inv_s]);
+    assert_eq!(
+        tb.ssh(0, "systemctl is-active provision-csr-approver")
+            .trim(),
+        "active"
+    );
+
+    // every certificate has a row, the kubelets' on every node included; with a window of 400
+    // days every leaf is named with what to do, and the exit code says so
+    let table = provision_ok(&["certs", "check-expiration", "-i", inv_s]);
+    for row in ["kubelet-client", "kubelet-serving", "kube-proxy.conf"] {
+        assert_eq!(
+            table
+                .stdout
+                .lines()
+                .filter(|l| l.trim_start().starts_with(&format!("{row} ")))
+                .count(),
+            2,
+            "{row} on both nodes:\n{}",
+            table.stdout
+        );
+    }
+    let warned = provision(&[
+        "certs",
+        "check-expiration",
+        "-i",
+        inv_s,
+        "--warn-within",
+        "400d",
+    ]);
+    assert_eq!(warned.code, 1, "{}", warned.text());
+    let leaves_of_cp = [
+        "apiserver",
+        "apiserver-kubelet-client",
+        "front-proxy-client",
+        "etcd-server",
+        "etcd-peer",
+        "etcd-healthcheck-client",
+        "apiserver-etcd-client",
+        "admin.conf",
+        "controller-manager.conf",
+        "scheduler.conf",
+        "kube-proxy.conf",
+        "kubelet-client",
+        "kubelet-serving",
+    ];
+    for leaf in leaves_of_cp {
+        assert!(
+            warned
+                .stderr
+                .contains(&format!("warning: {cp}: {leaf} expires")),
+            "{leaf}:\n{}",
+            warned.stderr
+        );
+    }
+    for leaf in ["kube-proxy.conf", "kubelet-client", "kubelet-serving"] {
+        assert!(
+            warned
+                .stderr
+                .contains(&format!("warning: {worker}: {leaf} expires")),
+            "{leaf}:\n{}",
+            warned.stderr
+        );
+    }
+    // the CAs (10 years) are outside the window
+    assert!(!warned.stderr.contains(": ca expires"), "{}", warned.stderr);
+
+    // a pod on the worker whose logs are read through its kubelet
+    let image = format!(
+        "registry.k8s.io/e2e-test-images/busybox:{}",
+        support::bundle_version(&bundle, "busybox")
+    );
+    tb.ssh(
+        0,
+        &format!(
+            "{ADMIN} run talker --image={image} --restart=Never \
+             --overrides='{{\"spec\":{{\"nodeName\":\"{worker}\"}}}}' -- sh -c 'echo said-before; sleep 3600' && \
+             {ADMIN} wait --for=condition=Ready pod/talker --timeout=120s"
+        ),
+    );
+
+    // the test cluster's signer issues 2-minute certificates from now on (a flag the test sets
+    // on kube-controller-manager), and the worker's kubelet asks for a new serving certificate
+    let unit = "/etc/systemd/system/kube-controller-manager.service";
+    tb.ssh(
+        0,
+        &format!(
+            "sed -i '/^ExecStart=.*kube-controller-manager/a\\  --cluster-signing-duration=2m \\\\' {unit} && \
+             systemctl daemon-reload && systemctl restart kube-controller-manager"
+        ),
+    );
+    tb.ssh(
+        1,
+        "rm -f /var/lib/kubelet/pki/kubelet-server-*.pem && systemctl restart kubelet",
+    );
+    let serial = |i: usize| {
+        let out = tb.ssh_output(
+            i,
+            &format!("openssl x509 -noout -serial -enddate -in {SERVING}"),
+        );
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let first = within(90, || serial(1)).expect("the worker got no serving certificate");
+    let first_serial = first.lines().next().unwrap_or_default().to_string();
+    // valid for minutes, not a year: the short signer issued it
+    let not_after = tb.ssh(
+        1,
+        &format!("date -d \"$(openssl x509 -noout -enddate -in {SERVING} | cut -d= -f2)\" +%s"),
+    );
+    let now = tb.ssh(1, "date +%s");
+    let left: i64 =
+        not_after.trim().parse::<i64>().unwrap_or(0) - now.trim().parse::<i64>().unwrap_or(0);
+    assert!(left > 0 && left <= 180, "{first}: {left} s left");
+
+    // the kubelet rotates it before it expires (at 70 to 90 % of its life): approved by the
+    // control plane's approver, no provision running
+    let rotated = within(240, || {
+        serial(1).and_then(|s| {
+            let now = s.lines().next().unwrap_or_default().to_string();
+            (now != first_serial).then_some(now)
+        })
+    })
+    .expect("the kubelet did not rotate its serving certificate within 4 minutes");
+    let approved = tb.ssh(
+        0,
+        &format!(
+            "{ADMIN} get csr -o jsonpath='{{range .items[*]}}{{.spec.username}} {{.spec.signerName}} {{.status.conditions[0].message}}{{\"\\n\"}}{{end}}'"
+        ),
+    );
+    let by_approver = approved
+        .lines()
+        .filter(|l| {
+            l.starts_with(&format!(
+                "system:node:{worker} kubernetes.io/kubelet-serving"
+            )) && l.contains("checked by provision's approver")
+        })
+        .count();
+    assert!(by_approver >= 2, "{approved}");
+
+    // the kubelet serves the certificate it holds now (the rotated one, or a later one), and
+    // logs are read through it
+    let serving_now = within(60, || {
+        let held = serial(1)?
+            .lines()
+            .next()?
+            .trim_start_matches("serial=")
+            .to_string();
+        (held != first_serial.trim_start_matches("serial=")
+            && served_serial(&worker_address).ends_with(&held))
+        .then_some(held)
+    });
+    assert!(
+        serving_now.is_some(),
+        "the kubelet serves {} after rotating to {rotated}",
+        served_serial(&worker_address)
+    );
+    let logs = tb.ssh(0, &format!("{ADMIN} logs talker"));
+    assert!(logs.contains("said-before"), "{logs}");
+}
