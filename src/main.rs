@@ -83,15 +83,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 .transpose()
                 .map_err(fail_with(EXIT_BAD_INPUT))?;
             let cluster = load_for(&run)?;
-            let ctx = context(
-                cli.verbose,
-                cli.output,
-                &run,
-                cluster,
-                Default::default(),
-                &[],
-            )
-            .await?;
+            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
             let result = phases::expiration::report(&ctx, warn_within).await;
             ctx.close().await;
             result.map_err(|_| EXIT_PHASE_FAILED)
@@ -158,15 +150,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 dry_run: true,
                 ..run
             };
-            let mut ctx = context(
-                cli.verbose,
-                cli.output,
-                &run,
-                cluster,
-                Default::default(),
-                &[],
-            )
-            .await?;
+            let mut ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
             ctx.options.local_kubeconfig = None;
             ctx.out = Reporter::capturing(Format::Json, false, true);
             let status = provision::status::collect(&ctx).await;
@@ -186,15 +170,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
             let out = out.unwrap_or_else(|| {
                 beside_inventory(&run, &provision::snapshot::backup_name(&cluster.name))
             });
-            let ctx = context(
-                cli.verbose,
-                cli.output,
-                &run,
-                cluster,
-                Default::default(),
-                &[],
-            )
-            .await?;
+            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
             let result = provision::snapshot::backup(&ctx, &out).await;
             ctx.close().await;
             let b = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -233,15 +209,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
             .map_err(|e| fail_with(EXIT_PHASE_FAILED)(e.to_string())),
         Command::Verify { run } => {
             let cluster = load_for(&run)?;
-            let ctx = context(
-                cli.verbose,
-                cli.output,
-                &run,
-                cluster,
-                Default::default(),
-                &[],
-            )
-            .await?;
+            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
             let result = verify::run(&ctx, verify::Expect::All).await;
             ctx.close().await;
             match result {
@@ -381,7 +349,7 @@ async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Re
             let cluster = load_for(&run)?;
             let out =
                 out.unwrap_or_else(|| beside_inventory(&run, &snapshot::file_name(&cluster.name)));
-            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await?;
+            let ctx = command_context(verbose, format, &run, cluster).await?;
             let result = snapshot::save(&ctx, &out, keep_on_host).await;
             ctx.close().await;
             let saved = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -425,7 +393,7 @@ async fn snapshot(verbose: bool, format: Format, command: SnapshotCommand) -> Re
         } => restore(verbose, format, run, from, yes, force).await,
         SnapshotCommand::List { run } => {
             let cluster = load_for(&run)?;
-            let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await?;
+            let ctx = command_context(verbose, format, &run, cluster).await?;
             let result = snapshot::list(&ctx).await;
             ctx.close().await;
             let kept = result.map_err(fail_with(EXIT_PHASE_FAILED))?;
@@ -467,7 +435,7 @@ async fn restore(
 ) -> Result<(), u8> {
     use provision::snapshot::{self, restore};
     let cluster = load_for(&run)?;
-    let ctx = context(verbose, format, &run, cluster, Default::default(), &[]).await?;
+    let ctx = command_context(verbose, format, &run, cluster).await?;
     let result = async {
         let provenance = restore::check(&ctx, &from, force)
             .await
@@ -545,7 +513,7 @@ async fn kubeconfig(verbose: bool, format: Format, args: KubeconfigArgs) -> Resu
         Some(Some(p)) => Some(p),
         None => None,
     };
-    let ctx = context(verbose, format, &args.run, cluster, Default::default(), &[]).await?;
+    let ctx = command_context(verbose, format, &args.run, cluster).await?;
     let text = match &person {
         Some(p) => kc::for_person(&ctx, p).await,
         None => kc::admin(&ctx).await,
@@ -733,6 +701,16 @@ impl Targets {
             Targets::Fixed(scope) => scope,
         }
     }
+}
+
+/// The context of a command that runs no phase tree: nobody leaves, nothing is renewed.
+async fn command_context(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    cluster: Cluster,
+) -> Result<Ctx, u8> {
+    context(verbose, format, run, cluster, Default::default(), &[]).await
 }
 
 /// The run's context, its seed control plane chosen among those not `leaving`.
