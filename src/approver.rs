@@ -203,17 +203,24 @@ pub async fn run(kubeconfig: &Path) -> Result<(), String> {
     let client = kube::Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
     println!("approving the kubelets' serving certificate requests ({SIGNER})");
     let mut said = std::collections::BTreeSet::new();
+    let mut last_error = String::new();
     loop {
         match pass(&client).await {
             Ok(lines) => {
+                last_error.clear();
                 for l in lines {
                     if said.insert(l.clone()) {
                         println!("{l}");
                     }
                 }
             }
-            // the API may be away for a while (a restart, a lost control plane): try again
-            Err(e) => eprintln!("{e}"),
+            // the API may be away for a while (a restart, a lost control plane): try again,
+            // and say an error once until it changes
+            Err(e) if e != last_error => {
+                eprintln!("{e}");
+                last_error = e;
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(PERIOD).await;
     }

@@ -150,7 +150,27 @@ fn kubelet_serving_certificates_rotate_approved_without_provision_and_expiry_is_
             .success()
             .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
     };
-    let first = within(90, || serial(1)).expect("the worker got no serving certificate");
+    // what the control plane and the worker say, for a failure's message
+    let diagnose = || {
+        let cp_side = tb.ssh_output(
+            0,
+            &format!(
+                "{ADMIN} get csr; journalctl -u provision-csr-approver --no-pager | tail -n 20; \
+                 journalctl -u kube-controller-manager --no-pager | grep -i -e csr -e sign | tail -n 10"
+            ),
+        );
+        let worker_side = tb.ssh_output(
+            1,
+            "journalctl -u kubelet --no-pager | grep -i -e certif -e csr | tail -n 10",
+        );
+        format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&cp_side.stdout),
+            String::from_utf8_lossy(&worker_side.stdout)
+        )
+    };
+    let first = within(90, || serial(1))
+        .unwrap_or_else(|| panic!("the worker got no serving certificate:\n{}", diagnose()));
     let first_serial = first.lines().next().unwrap_or_default().to_string();
     // valid for minutes, not a year: the short signer issued it
     let not_after = tb.ssh(
@@ -170,7 +190,12 @@ fn kubelet_serving_certificates_rotate_approved_without_provision_and_expiry_is_
             (now != first_serial).then_some(now)
         })
     })
-    .expect("the kubelet did not rotate its serving certificate within 4 minutes");
+    .unwrap_or_else(|| {
+        panic!(
+            "the kubelet did not rotate its serving certificate within 4 minutes:\n{}",
+            diagnose()
+        )
+    });
     let approved = tb.ssh(
         0,
         &format!(

@@ -191,7 +191,8 @@ fn csr_approver_identity() -> Identity<'static> {
                 &["certificatesigningrequests"],
                 &["get", "list", "watch"],
             ),
-            rule(csrs, &["certificatesigningrequests/approval"], &["update"]),
+            // the approval is a merge patch of the subresource
+            rule(csrs, &["certificatesigningrequests/approval"], &["patch"]),
             signer,
             rule("", &["nodes"], &["get", "list"]),
         ],
