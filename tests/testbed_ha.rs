@@ -212,9 +212,11 @@ fn three_control_planes_keep_serving_through_their_vip_when_one_loses_power_or_i
              {ADMIN} rollout status deployment/after-loss --timeout=120s"
         ),
     );
+    // asked on `by` until the first control plane leaves, then on the second (up by then)
+    let asker = std::cell::Cell::new(by);
     let ready = |n: &str| {
         tb.ssh(
-            by,
+            asker.get(),
             &format!(
                 "{ADMIN} get node {n} -o jsonpath='{{.status.conditions[?(@.type==\"Ready\")].status}}'"
             ),
@@ -265,6 +267,7 @@ fn three_control_planes_keep_serving_through_their_vip_when_one_loses_power_or_i
     // the inventory's first control plane leaves while the others serve: a client polling
     // through the VIP sees at most a short gap (when it held the VIP, keepalived hands it on)
     let first = names[0];
+    asker.set(1);
     let poller = ReadyzPoller::start();
     let reset = provision_ok(&["reset", "-i", inv_s, "--hosts", first, "--yes"]);
     let gap = poller.stop();
@@ -322,4 +325,40 @@ fn three_control_planes_keep_serving_through_their_vip_when_one_loses_power_or_i
     assert_eq!(verify.code, 0, "{}", verify.text());
     let again = provision_ok(&["join", "-i", replaced_s, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
+
+    // a restore rebuilds every member from one snapshot, the new machine's included: one
+    // cluster ID, every member healthy, what the snapshot held back
+    let on = |cmd: &str| tb.ssh(1, &format!("{ADMIN} {cmd}"));
+    on("create namespace keep");
+    on("-n keep create configmap settings --from-literal=colour=blue");
+    let snap = tb.dir.path().join("ha.db");
+    let snap_s = snap.to_str().expect("a UTF-8 path");
+    provision_ok(&["etcd", "snapshot", "save", "-i", replaced_s, "-o", snap_s]);
+    on("delete namespace keep --wait --timeout=90s");
+    provision_ok(&[
+        "etcd", "snapshot", "restore", "-i", replaced_s, "--from", snap_s, "--yes", "--force",
+    ]);
+    let status: serde_json::Value =
+        serde_json::from_str(&tb.ssh(1, &etcdctl("endpoint status --cluster -w json")))
+            .expect("etcdctl's JSON");
+    let members = status.as_array().expect("one entry per member");
+    assert_eq!(members.len(), 3, "{status}");
+    let ids: std::collections::BTreeSet<String> = members
+        .iter()
+        .map(|m| m["Status"]["header"]["cluster_id"].to_string())
+        .collect();
+    assert_eq!(ids.len(), 1, "one cluster ID: {status}");
+    let health = tb.ssh(
+        1,
+        &format!("{} 2>&1 || true", etcdctl("endpoint health --cluster")),
+    );
+    assert_eq!(health.matches(" is healthy").count(), 3, "{health}");
+    assert_eq!(
+        on("-n keep get configmap settings -o jsonpath={.data.colour}").trim(),
+        "blue"
+    );
+    assert!(
+        within(120, || (0..4).all(|i| ready(names[i + 1]) == "True")),
+        "a node is not Ready after the restore"
+    );
 }
