@@ -89,6 +89,19 @@ pub enum Command {
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Bring a cluster back from a `backup` archive on control planes that hold none (reset,
+    /// or new machines): the archive's CAs and keys go to the seed control plane, `init` runs
+    /// there, the archive's snapshot is restored into its etcd; then `join` brings the others
+    Restore {
+        #[command(flatten)]
+        run: RunArgs,
+        /// The archive `provision backup` wrote
+        #[arg(long, value_name = "FILE")]
+        from: PathBuf,
+        /// Go ahead without asking
+        #[arg(long)]
+        yes: bool,
+    },
     /// Print the script that completes commands, phases and host names in a shell
     /// (bash: `source <(provision completion bash)`)
     Completion {

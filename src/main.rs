@@ -191,6 +191,9 @@ async fn run(cli: Cli) -> Result<(), u8> {
             Ok(())
         }
         Command::Kubeconfig(args) => kubeconfig(cli.verbose, cli.output, args).await,
+        Command::Restore { run, from, yes } => {
+            restore_backup(cli.verbose, cli.output, run, from, yes).await
+        }
         Command::Completion { shell, binary } => {
             // the script calls this binary back, by its full path when it can be known
             let binary = binary.unwrap_or_else(|| {
@@ -441,7 +444,8 @@ async fn restore(
             .await
             .map_err(fail_with(EXIT_BAD_INPUT))?;
         let stamp = snapshot::stamp();
-        let steps = restore::plan(&ctx, &from, &provenance, &stamp);
+        let targets = restore::Targets::whole(&ctx.cluster);
+        let steps = restore::plan(&ctx, &from, &provenance, &stamp, &targets);
         if run.dry_run {
             println!("restore (dry run): nothing is changed; it would:");
             for s in &steps {
@@ -461,7 +465,7 @@ async fn restore(
         if !yes && !ask(&steps.join("\n  then: ")) {
             return Err(EXIT_BAD_INPUT);
         }
-        let done = restore::run(&ctx, &from, &provenance, &stamp)
+        let done = restore::run(&ctx, &from, &provenance, &stamp, &targets)
             .await
             .map_err(fail_with(EXIT_PHASE_FAILED))?;
         for line in done {
@@ -476,6 +480,105 @@ async fn restore(
     .await;
     ctx.close().await;
     result
+}
+
+/// `provision restore --from ARCHIVE`: checked, planned, asked, then the keys, `init` and the
+/// snapshot's restore on the seed control plane.
+async fn restore_backup(
+    verbose: bool,
+    format: Format,
+    run: RunArgs,
+    from: std::path::PathBuf,
+    yes: bool,
+) -> Result<(), u8> {
+    use provision::snapshot::{archive, restore};
+    let cluster = load_for(&run)?;
+    let backup = archive::read(&from).map_err(fail_with(EXIT_BAD_INPUT))?;
+    let ctx = command_context(verbose, format, &run, cluster).await?;
+    let result = async {
+        archive::refuse_existing(&ctx, &backup)
+            .await
+            .map_err(fail_with(EXIT_BAD_INPUT))?;
+        let seed = ctx
+            .cluster
+            .seed_control_plane()
+            .cloned()
+            .ok_or_else(|| fail_with(EXIT_BAD_INPUT)("the inventory has no control plane".into()))?;
+        let stamp = provision::snapshot::stamp();
+        let targets = restore::Targets {
+            members: vec![&seed],
+            nodes: vec![&seed],
+            restart_workloads: false,
+        };
+        let p = &backup.provenance;
+        let mut steps = vec![
+            format!(
+                "put the archive's CAs, service-account keys and Secrets key on {} (cluster {}, snapshot at revision {} taken {})",
+                seed.name, p.cluster, p.status.revision, p.taken_at
+            ),
+            format!("run every phase of init on {} with them", seed.name),
+        ];
+        steps.extend(restore::plan(&ctx, &from, p, &stamp, &targets));
+        steps.push("then `provision join -i INVENTORY` brings the other hosts back".into());
+        if run.dry_run {
+            println!("restore (dry run): nothing is changed; it would:");
+            for s in &steps {
+                println!("  - {s}");
+            }
+            return Ok(());
+        }
+        if !yes && !ask(&steps.join("\n  then: ")) {
+            return Err(EXIT_BAD_INPUT);
+        }
+        let imported = archive::import(&ctx, &seed, &backup)
+            .await
+            .map_err(fail_with(EXIT_PHASE_FAILED))?;
+        println!("{}: {} key files from the archive", seed.name, imported.len());
+        let tree = phases::init_tree();
+        let selected = phases::select(&tree, None, &run.skip_phases).map_err(fail_with(EXIT_BAD_INPUT))?;
+        let scope = Scope {
+            hosts: vec![seed.clone()],
+            preflight_hosts: ctx.cluster.hosts.clone(),
+        };
+        let summary = phases::run(&ctx, "restore (init)", &selected, &scope).await;
+        ctx.out.summary(&summary);
+        if summary.failed_phase.is_some() {
+            return Err(EXIT_PHASE_FAILED);
+        }
+        let dir = tempfile_dir().map_err(fail_with(EXIT_PHASE_FAILED))?;
+        let result = async {
+            let snapshot = backup.unpack_snapshot(&dir)?;
+            let provenance = restore::check(&ctx, &snapshot, false).await?;
+            restore::run(&ctx, &snapshot, &provenance, &stamp, &targets).await
+        }
+        .await;
+        let _ = std::fs::remove_dir_all(&dir);
+        for line in result.map_err(fail_with(EXIT_PHASE_FAILED))? {
+            println!("{line}");
+        }
+        println!(
+            "{} is back at the archive's revision {}: `provision join -i INVENTORY` brings the other hosts back",
+            seed.name, p.status.revision
+        );
+        Ok(())
+    }
+    .await;
+    ctx.close().await;
+    result
+}
+
+/// A private directory of this run for unpacked files, removed by the caller.
+fn tempfile_dir() -> Result<std::path::PathBuf, String> {
+    let dir = std::env::temp_dir().join(format!(
+        "provision-restore-{}-{}",
+        std::process::id(),
+        provision::snapshot::stamp()
+    ));
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
+    Ok(dir)
 }
 
 fn age(seconds: u64) -> String {

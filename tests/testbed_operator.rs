@@ -561,6 +561,13 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     ]);
     provision_ok(&["verify", "-i", inv_s]);
 
+    // a backup of this state, and the admin kubeconfig of this cluster, for after its reset
+    let archive2 = tb.dir.path().join("keep.secret.tar");
+    let archive2_s = archive2.to_str().unwrap();
+    provision_ok(&["backup", "-i", inv_s, "-o", archive2_s]);
+    let old_admin = tb.dir.path().join("old-admin.conf");
+    std::fs::copy(&admin, &old_admin).unwrap();
+
     // no member answers: a clear refusal, nothing written
     tb.ssh(
         0,
@@ -593,4 +600,77 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
             tb.machines[i].name
         );
     }
+
+    // back from the backup on the reset machines: the control plane by `restore`, the worker by
+    // `join`; the old admin kubeconfig works (same CA), and what the backup held is there
+    let planned = provision_ok(&["restore", "-i", inv_s, "--from", archive2_s, "--dry-run"]);
+    assert!(
+        planned.stdout.contains(&format!(
+            "put the archive's CAs, service-account keys and Secrets key on {cp}"
+        )),
+        "{}",
+        planned.stdout
+    );
+    assert_eq!(support::leftovers(&tb, 0), "", "a dry run changed {cp}");
+    let restored = provision_ok(&["restore", "-i", inv_s, "--from", archive2_s, "--yes"]);
+    assert!(
+        restored
+            .stdout
+            .contains("is back at the archive's revision"),
+        "{}",
+        restored.text()
+    );
+    provision_ok(&["join", "-i", inv_s]);
+    let old_kubectl = |args: &[&str]| kubectl(&upstream, &version, &old_admin, args);
+    let (ok, colour) = old_kubectl(&[
+        "-n",
+        "keep",
+        "get",
+        "configmap",
+        "settings",
+        "-o",
+        "jsonpath={.data.colour}",
+    ]);
+    assert!(ok && colour == "blue", "{colour}");
+    let (ok, password) = old_kubectl(&[
+        "-n",
+        "keep",
+        "get",
+        "secret",
+        "login",
+        "-o",
+        "jsonpath={.data.password}",
+    ]);
+    let password = base64::engine::general_purpose::STANDARD
+        .decode(password.trim())
+        .unwrap_or_default();
+    assert!(ok && password == b"hunter2", "{password:?}");
+    for args in [
+        vec![
+            "wait",
+            "--for=condition=Ready",
+            "node",
+            "--all",
+            "--timeout=120s",
+        ],
+        vec![
+            "-n",
+            "keep",
+            "wait",
+            "--for=condition=Available",
+            "deployment/web",
+            "--timeout=180s",
+        ],
+    ] {
+        let (ok, said) = old_kubectl(&args);
+        assert!(ok, "kubectl {args:?}: {said}");
+    }
+    // over a cluster that holds data: refused, nothing changed
+    let again = provision(&["restore", "-i", inv_s, "--from", archive2_s, "--yes"]);
+    assert_eq!(again.code, 2, "{}", again.text());
+    assert!(
+        again.stderr.contains("has etcd data already"),
+        "{}",
+        again.text()
+    );
 }

@@ -4,6 +4,7 @@
 //! useless without (the CAs, the service-account key, the Secrets encryption key). Beside each
 //! snapshot, `.json` says which cluster it is of (its CA), so a restore can refuse another's.
 
+pub mod archive;
 pub mod restore;
 
 use crate::cluster::Host;

@@ -97,13 +97,31 @@ pub async fn check(ctx: &Ctx, path: &Path, force: bool) -> Result<Provenance, St
     Ok(provenance)
 }
 
+/// Which hosts a restore acts on: etcd's members (they become the restored cluster's), and the
+/// nodes whose agents restart.
+pub struct Targets<'a> {
+    pub members: Vec<&'a Host>,
+    pub nodes: Vec<&'a Host>,
+    /// Restart kube-system's Deployments and DaemonSets and wait for them: their pods watched
+    /// revisions the snapshot lacks. Not when the nodes come back later (a restore from a
+    /// backup): their pods start afresh then, and a rollout would wait for absent nodes.
+    pub restart_workloads: bool,
+}
+
+impl<'a> Targets<'a> {
+    /// A running cluster's: every control plane and every node of the inventory.
+    pub fn whole(cluster: &'a crate::cluster::Cluster) -> Targets<'a> {
+        Targets {
+            members: cluster.control_planes().collect(),
+            nodes: cluster.hosts.iter().collect(),
+            restart_workloads: true,
+        }
+    }
+}
+
 /// The steps of a restore, as the user reads them.
-pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str) -> Vec<String> {
-    let cps: Vec<&str> = ctx
-        .cluster
-        .control_planes()
-        .map(|h| h.name.as_str())
-        .collect();
+pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str, t: &Targets) -> Vec<String> {
+    let cps: Vec<&str> = t.members.iter().map(|h| h.name.as_str()).collect();
     let on = cps.join(", ");
     vec![
         format!(
@@ -119,7 +137,7 @@ pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str) -> Vec<String> 
         format!("stop etcd on {on}"),
         format!(
             "restore it into a new data directory on {on} (members {}); the old one is kept as {DATA_DIR}/member.before-restore-{stamp} until the cluster is back",
-            member_list(ctx)
+            member_list(&t.members)
         ),
         format!("start etcd on {on} and wait until every member is healthy"),
         format!(
@@ -127,8 +145,18 @@ pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str) -> Vec<String> 
             COMPONENTS.join(", ")
         ),
         format!(
-            "restart {} on every node, and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's)",
-            node_agents(&ctx.cluster).join(", ")
+            "restart {} on {}{}",
+            node_agents(&ctx.cluster).join(", "),
+            t.nodes
+                .iter()
+                .map(|h| h.name.as_str())
+                .collect::<Vec<_>>()
+                .join(", "),
+            if t.restart_workloads {
+                ", and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's)"
+            } else {
+                ""
+            }
         ),
         "wait until the controller manager and the scheduler lead again".into(),
         format!("remove {DATA_DIR}/member.before-restore-{stamp}"),
@@ -136,9 +164,9 @@ pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str) -> Vec<String> 
 }
 
 /// `cp1=https://10.0.0.1:2380,cp2=...`: the members of the restored cluster.
-fn member_list(ctx: &Ctx) -> String {
-    ctx.cluster
-        .control_planes()
+fn member_list(members: &[&Host]) -> String {
+    members
+        .iter()
         .map(|h| format!("{}={}", h.name, url(&h.address, 2380)))
         .collect::<Vec<_>>()
         .join(",")
@@ -173,8 +201,9 @@ pub async fn run(
     path: &Path,
     p: &Provenance,
     stamp: &str,
+    t: &Targets<'_>,
 ) -> Result<Vec<String>, String> {
-    let cps: Vec<&Host> = ctx.cluster.control_planes().collect();
+    let cps: Vec<&Host> = t.members.clone();
     let mut done = Vec::new();
     // copy and check before anything stops: a bad copy changes nothing
     let q = shell_quote(HOST_COPY);
@@ -223,7 +252,7 @@ pub async fn run(
              rm -rf {restored}\n\
              chmod 0700 {DATA_DIR} {DATA_DIR}/member",
             name = shell_quote(&h.name),
-            members = shell_quote(&member_list(ctx)),
+            members = shell_quote(&member_list(&cps)),
         );
         session
             .run(&script)
@@ -280,27 +309,28 @@ pub async fn run(
     done.push("the API servers are ready".into());
     // every watcher of the API saw later revisions than the snapshot's and would wait for them:
     // the node agents restart, and so do the cluster's own pods that watch (CoreDNS, a CNI's)
-    let hosts: Vec<&Host> = ctx.cluster.hosts.iter().collect();
     let agents = node_agents(&ctx.cluster);
     on_all(
         ctx,
-        &hosts,
+        &t.nodes,
         &format!("systemctl restart {}", agents.join(" ")),
     )
     .await?;
     done.push(format!("restarted {} on every node", agents.join(", ")));
-    let first = ctx.cluster.seed_control_plane().ok_or("no control plane")?;
+    let first = *cps.first().ok_or("no control plane")?;
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
     // rollout status watches: without the 5 s request limit
     let watch = format!("kubectl --kubeconfig={}", kubeconfig("admin"));
-    session
+    if t.restart_workloads {
+        session
         .run(&format!(
             "set -e; for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {kubectl} -n kube-system rollout restart $r >/dev/null; done; done\n\
              for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {watch} -n kube-system rollout status $r --timeout=180s >/dev/null; done; done"
         ))
         .await
         .map_err(|e| format!("{}: restarting kube-system's workloads: {e}", first.name))?;
-    done.push("restarted kube-system's Deployments and DaemonSets, and they rolled out".into());
+        done.push("restarted kube-system's Deployments and DaemonSets, and they rolled out".into());
+    }
     // the controller manager and the scheduler take their leases over once the snapshot's
     // holders expire: the cluster schedules again from then on
     let renewed = format!(
