@@ -172,8 +172,10 @@ pub async fn import(ctx: &Ctx, seed: &Host, archive: &Archive) -> Result<Vec<Str
 mod tests {
     use super::*;
 
+    type Entries = BTreeMap<String, Vec<u8>>;
+
     /// An archive as `backup` writes it, after `spoil` had its way with the entries.
-    fn archive(dir: &Path, spoil: impl Fn(&mut BTreeMap<String, Vec<u8>>)) -> PathBuf {
+    fn archive(dir: &Path, spoil: impl Fn(&mut Entries)) -> PathBuf {
         let ca = "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n";
         let snapshot = b"etcd's bytes".to_vec();
         let provenance = serde_json::json!({
@@ -182,7 +184,7 @@ mod tests {
             "taken_from": "cp1", "taken_at": "2026-12-04T18:00:00Z",
             "status": {"hash": 1, "revision": 42, "totalKey": 7, "totalSize": 12}
         });
-        let mut entries: BTreeMap<String, Vec<u8>> = secret_files()
+        let mut entries: Entries = secret_files()
             .into_iter()
             .map(|f| (f.trim_start_matches('/').to_string(), b"key".to_vec()))
             .collect();
@@ -229,7 +231,7 @@ mod tests {
     #[test]
     fn a_damaged_or_mismatched_archive_is_refused_saying_why() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let cases: [(&dyn Fn(&mut BTreeMap<String, Vec<u8>>), &str); 3] = [
+        let cases: [(&dyn Fn(&mut Entries), &str); 3] = [
             (
                 &|e| {
                     e.remove("etc/kubernetes/pki/sa.key");
