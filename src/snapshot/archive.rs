@@ -173,6 +173,7 @@ mod tests {
     use super::*;
 
     type Entries = BTreeMap<String, Vec<u8>>;
+    type Spoil<'a> = &'a dyn Fn(&mut Entries);
 
     /// An archive as `backup` writes it, after `spoil` had its way with the entries.
     fn archive(dir: &Path, spoil: impl Fn(&mut Entries)) -> PathBuf {
@@ -231,7 +232,7 @@ mod tests {
     #[test]
     fn a_damaged_or_mismatched_archive_is_refused_saying_why() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let cases: [(&dyn Fn(&mut Entries), &str); 3] = [
+        let cases: [(Spoil, &str); 3] = [
             (
                 &|e| {
                     e.remove("etc/kubernetes/pki/sa.key");
