@@ -89,6 +89,12 @@ pub enum Command {
         #[arg(short = 'o', long = "out", value_name = "FILE")]
         out: Option<PathBuf>,
     },
+    /// Upgrades: `plan` says what an upgrade to the inventory's kubernetesVersion would change,
+    /// in which order, and what refuses it
+    Upgrade {
+        #[command(subcommand)]
+        command: UpgradeCommand,
+    },
     /// Bring a cluster back from a `backup` archive on control planes that hold none (reset,
     /// or new machines): the archive's CAs and keys go to the seed control plane, `init` runs
     /// there, the archive's snapshot is restored into its etcd; then `join` brings the others
@@ -190,6 +196,25 @@ pub enum SnapshotCommand {
         /// snapshot without the files beside it
         #[arg(long)]
         force: bool,
+    },
+}
+
+#[derive(Subcommand)]
+pub enum UpgradeCommand {
+    /// Per host and component, from → to, in the order an upgrade goes (etcd, control planes,
+    /// add-ons, then nodes: workers in batches), and what refuses it (a skipped minor, a
+    /// downgrade, the skew policy, a Node not Ready, an etcd member unhealthy, a certificate
+    /// about to expire). Exit 2 when refused; changes nothing
+    Plan {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Workers upgraded at once: a number, or a percentage of the workers (25%)
+        #[arg(long, value_name = "N|P%", default_value = "1")]
+        max_unavailable: String,
+        /// Exit 0 when nothing is to be done, 2 when changes are pending, 1 when refused or
+        /// on an error
+        #[arg(long)]
+        detailed_exitcode: bool,
     },
 }
 

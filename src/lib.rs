@@ -35,6 +35,7 @@ pub mod snapshot;
 pub mod ssh;
 pub mod status;
 pub mod systemd;
+pub mod upgrade;
 pub mod verify;
 pub mod version;
 pub mod x509;

@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser};
 use provision::bundle;
 use provision::cli::{
     BundleCommand, CertsCommand, Cli, Command, EtcdCommand, InitPhase, KubeconfigArgs, RunArgs,
-    SnapshotCommand,
+    SnapshotCommand, UpgradeCommand,
 };
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
@@ -19,6 +19,8 @@ use std::sync::Arc;
 /// Exit codes, as documented in README.md.
 const EXIT_PHASE_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
+/// With --detailed-exitcode: the plan has changes to make.
+const EXIT_CHANGES_PENDING: u8 = 2;
 
 fn main() -> ExitCode {
     // a completion request from the shell script of `provision completion`: answered, then exit
@@ -191,6 +193,36 @@ async fn run(cli: Cli) -> Result<(), u8> {
             Ok(())
         }
         Command::Kubeconfig(args) => kubeconfig(cli.verbose, cli.output, args).await,
+        Command::Upgrade {
+            command:
+                UpgradeCommand::Plan {
+                    run,
+                    max_unavailable,
+                    detailed_exitcode,
+                },
+        } => {
+            let cluster = load_for(&run)?;
+            let name = cluster.name.clone();
+            let error_code = if detailed_exitcode {
+                EXIT_PHASE_FAILED
+            } else {
+                EXIT_BAD_INPUT
+            };
+            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
+            let plan = provision::upgrade::plan_for(&ctx, &max_unavailable).await;
+            ctx.close().await;
+            let plan = plan.map_err(fail_with(error_code))?;
+            provision::upgrade::print(&name, &plan, cli.output);
+            match (
+                plan.refusals.is_empty(),
+                detailed_exitcode,
+                plan.nothing_to_do(),
+            ) {
+                (false, _, _) => Err(error_code),
+                (true, true, false) => Err(EXIT_CHANGES_PENDING),
+                _ => Ok(()),
+            }
+        }
         Command::Restore { run, from, yes } => {
             restore_backup(cli.verbose, cli.output, run, from, yes).await
         }

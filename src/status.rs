@@ -124,7 +124,7 @@ async fn api_health(ctx: &Ctx) -> String {
 }
 
 /// Node name → Ready.
-async fn node_readiness(ctx: &Ctx) -> Result<BTreeMap<String, bool>, String> {
+pub(crate) async fn node_readiness(ctx: &Ctx) -> Result<BTreeMap<String, bool>, String> {
     let client = api::client(ctx, "admin").await?;
     let nodes: Api<Node> = Api::all(client);
     let list = nodes
@@ -173,21 +173,39 @@ fn units_of(ctx: &Ctx, host: &Host) -> Vec<String> {
 }
 
 const COMPONENTS: [&str; 4] = ["kubelet", "kube-proxy", "containerd", "etcd"];
+/// The control plane's own, read on control planes only.
+const CONTROL_PLANE_COMPONENTS: [&str; 3] = [
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+];
 
-async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
+pub(crate) async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
     let mut h = HostStatus {
         name: host.name.clone(),
         roles: host.roles().iter().map(|r| r.to_string()).collect(),
         ..Default::default()
     };
     let units = units_of(ctx, host);
+    // kube-router says its version on stderr, the others on stdout
     let mut script = String::from(
-        "v() { if command -v \"$1\" >/dev/null 2>&1; then \"$1\" --version 2>/dev/null | head -n 1; else echo -; fi; }\n",
+        "v() { if ! command -v \"$1\" >/dev/null 2>&1; then echo -; \
+         elif [ \"$1\" = kube-router ]; then \"$1\" --version 2>&1 | head -n 1; \
+         else \"$1\" --version 2>/dev/null | head -n 1; fi; }\n",
     );
     // etcd is ours on control planes only (a worker may have another one installed)
+    let control_plane = CONTROL_PLANE_COMPONENTS
+        .iter()
+        .filter(|_| host.control_plane);
+    let policy_engine = ["kube-router"]
+        .into_iter()
+        .filter(|_| crate::cni::policy_engine::enabled(&ctx.cluster));
     for c in COMPONENTS
         .iter()
-        .filter(|c| host.control_plane || **c != "etcd")
+        .copied()
+        .filter(|c| host.control_plane || *c != "etcd")
+        .chain(control_plane.copied())
+        .chain(policy_engine)
     {
         script.push_str(&format!("echo \"version {c} $(v {c})\"\n"));
     }
@@ -224,9 +242,12 @@ async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
 
 /// The version in a `--version` line: `Kubernetes v1.37.2` → 1.37.2, `containerd
 /// github.com/containerd/containerd/v2 v2.3.4 abc` → 2.3.4, `etcd Version: 3.6.14` → 3.6.14.
-fn version_in(line: &str) -> String {
+pub(crate) fn version_in(line: &str) -> String {
     line.split_whitespace()
-        .map(|w| w.trim_start_matches('v'))
+        .map(|w| {
+            w.trim_start_matches('v')
+                .trim_end_matches(|c: char| !c.is_ascii_alphanumeric())
+        })
         .find(|w| {
             w.split('.').count() >= 2
                 && w.split('.').all(|p| !p.is_empty())
@@ -303,7 +324,7 @@ async fn pending_changes(ctx: &Ctx, hosts: &mut [HostStatus]) {
     }
 }
 
-async fn etcd_member(ctx: &Ctx, host: &Host) -> EtcdMember {
+pub(crate) async fn etcd_member(ctx: &Ctx, host: &Host) -> EtcdMember {
     let mut m = EtcdMember {
         host: host.name.clone(),
         version: "-".into(),
@@ -490,6 +511,10 @@ mod tests {
             "2.3.4"
         );
         assert_eq!(version_in("etcd Version: 3.6.14"), "3.6.14");
+        assert_eq!(
+            version_in("Running /usr/local/bin/kube-router version v2.1.0, built on , go1.26.8"),
+            "2.1.0"
+        );
         assert_eq!(version_in("-"), "-");
         assert_eq!(version_in(""), "-");
     }

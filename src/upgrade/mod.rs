@@ -1,0 +1,170 @@
+//! `provision upgrade plan`: what runs (read over SSH and through the API, as `status` reads
+//! it), what the inventory wants (its `kubernetesVersion` and the bundle's components for it),
+//! and the plan between them (`plan`), printed as a table or JSON. Reads only.
+
+pub mod plan;
+
+use crate::api;
+use crate::output::Format;
+use crate::run::Ctx;
+use k8s_openapi::api::apps::v1::Deployment;
+use kube::Api;
+use plan::{HostSeen, Plan, Seen, Wanted};
+use std::collections::BTreeMap;
+
+/// The components a plan compares, per host (those the host's roles run).
+const COMPARED: [&str; 8] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "kube-router",
+];
+
+/// What runs: every host's versions, Node readiness, etcd's health, CoreDNS, the certificates.
+async fn observe(ctx: &Ctx) -> Seen {
+    let cluster = &ctx.cluster;
+    let ready = crate::status::node_readiness(ctx).await.unwrap_or_default();
+    let hosts = futures::future::join_all(
+        cluster
+            .hosts
+            .iter()
+            .map(|h| crate::status::host_status(ctx, h)),
+    )
+    .await;
+    let etcd = futures::future::join_all(
+        cluster
+            .control_planes()
+            .map(|h| crate::status::etcd_member(ctx, h)),
+    )
+    .await;
+    let (rows, _) = crate::phases::expiration::rows(ctx).await;
+    Seen {
+        hosts: hosts
+            .into_iter()
+            .map(|h| HostSeen {
+                control_plane: cluster.host(&h.name).is_some_and(|c| c.control_plane),
+                ready: ready.get(&h.name).copied(),
+                reachable: h.reachable,
+                versions: h.versions,
+                name: h.name,
+            })
+            .collect(),
+        etcd_unhealthy: etcd
+            .into_iter()
+            .filter(|m| !m.healthy)
+            .map(|m| (m.host, m.error))
+            .collect(),
+        coredns: coredns_version(ctx).await,
+        certificates: rows
+            .into_iter()
+            .filter(|r| r.certificate != "super-admin.conf")
+            .map(|r| (r.host, r.certificate, r.residual_seconds))
+            .collect(),
+    }
+}
+
+/// The tag of the CoreDNS Deployment's image (`v1.14.6` → 1.14.6).
+async fn coredns_version(ctx: &Ctx) -> Option<String> {
+    let client = api::client(ctx, "admin").await.ok()?;
+    let d = Api::<Deployment>::namespaced(client, "kube-system")
+        .get_opt("coredns")
+        .await
+        .ok()??;
+    let image = d.spec.template.spec?.containers.first()?.image.clone()?;
+    let tag = image.rsplit_once(':')?.1;
+    Some(tag.trim_start_matches('v').to_string())
+}
+
+/// What the inventory wants of each host: the bundle's version of each compared component.
+async fn wanted(ctx: &Ctx, batch: usize) -> Result<Wanted, String> {
+    let bundle = ctx.bundle_plan().await?;
+    let mut hosts = BTreeMap::new();
+    for h in &ctx.cluster.hosts {
+        let versions: BTreeMap<String, String> = COMPARED
+            .iter()
+            .filter_map(|c| bundle.version(h, c).map(|v| (c.to_string(), v)))
+            .collect();
+        hosts.insert(h.name.clone(), versions);
+    }
+    // from a bundle directory that carries its image, else the catalog's for the version
+    let coredns = ctx
+        .cluster
+        .hosts
+        .first()
+        .and_then(|h| bundle.version(h, "coredns"))
+        .or_else(|| crate::catalog::default_version("coredns", &ctx.cluster.version));
+    Ok(Wanted {
+        kubernetes: ctx.cluster.version,
+        hosts,
+        coredns,
+        batch,
+    })
+}
+
+/// The plan for this cluster, workers `max_unavailable` at a time. A version the bundle cannot
+/// give is an error, unless the plan is refused already for what runs.
+pub async fn plan_for(ctx: &Ctx, max_unavailable: &str) -> Result<Plan, String> {
+    let workers = ctx
+        .cluster
+        .hosts
+        .iter()
+        .filter(|h| !h.control_plane)
+        .count();
+    let batch = plan::batch_size(max_unavailable, workers)?;
+    let seen = observe(ctx).await;
+    match wanted(ctx, batch).await {
+        Ok(w) => Ok(plan::plan(&seen, &w)),
+        Err(e) => {
+            // the refusals of what runs still stand; the bundle's own problem comes with them
+            let bare = Wanted {
+                kubernetes: ctx.cluster.version,
+                hosts: BTreeMap::new(),
+                coredns: None,
+                batch,
+            };
+            let mut p = plan::plan(&seen, &bare);
+            if p.refusals.is_empty() {
+                return Err(e);
+            }
+            p.refusals.push(format!("the bundle: {e}"));
+            Ok(p)
+        }
+    }
+}
+
+/// The plan as a table, or JSON.
+pub fn print(cluster: &str, p: &Plan, format: Format) {
+    if format == Format::Json {
+        println!("{}", serde_json::to_string_pretty(p).unwrap_or_default());
+        return;
+    }
+    println!(
+        "upgrade plan for {cluster}: Kubernetes {} → {}",
+        p.from.as_deref().unwrap_or("unknown"),
+        p.to
+    );
+    if p.steps.is_empty() {
+        println!("  nothing to upgrade: every component runs what the inventory says");
+    } else {
+        println!(
+            "\n  {:<5} {:<20} {:<10} {:<24} {:<10} TO",
+            "ORDER", "STAGE", "HOST", "COMPONENT", "FROM"
+        );
+        for s in &p.steps {
+            println!(
+                "  {:<5} {:<20} {:<10} {:<24} {:<10} {}",
+                s.order, s.stage, s.host, s.component, s.from, s.to
+            );
+        }
+    }
+    if !p.refusals.is_empty() {
+        println!("\nrefused, before anything changes:");
+        for r in &p.refusals {
+            println!("  - {r}");
+        }
+    }
+}
