@@ -339,6 +339,26 @@ pub fn testbed_bundle(dir: &Path, upstream: Option<&Path>) -> PathBuf {
     out
 }
 
+/// The test bed's bundle directory `name` under `dir`, of Kubernetes `version` from the
+/// upstream builds at `upstream`.
+pub fn testbed_bundle_of(dir: &Path, name: &str, upstream: &Path, version: &str) -> PathBuf {
+    let out = dir.join(name);
+    let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
+        .arg(&out)
+        .arg("--upstream")
+        .arg(upstream)
+        .args(["--kubernetes", version])
+        .env_remove("PROVISION_UPSTREAM")
+        .output()
+        .expect("run scripts/testbed-bundle");
+    assert!(
+        run.status.success(),
+        "scripts/testbed-bundle: {}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    out
+}
+
 /// The Kubernetes version of the test bed's bundle at `bundle` (its kubelet's).
 pub fn bundle_kube_version(bundle: &Path) -> String {
     bundle_version(bundle, "kubelet")

@@ -1,0 +1,129 @@
+//! `provision upgrade plan` on a cluster of the previous minor: nothing to do while the
+//! inventory says what runs; the next minor planned in kubeadm's order; a downgrade and a Node
+//! not Ready refused with exit 2. Real-cluster tier: needs the upstream builds of both minors
+//! (`scripts/build-upstream all`).
+
+mod support;
+use std::time::{Duration, Instant};
+use support::{Testbed, provision, provision_ok};
+
+const OLD: &str = "1.36.4";
+const NEW: &str = "1.37.2";
+
+#[test]
+fn upgrade_plan_lists_the_next_minor_in_order_and_refuses_a_downgrade_and_a_node_not_ready() {
+    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
+        return;
+    };
+    if !upstream.join("kubernetes").join(OLD).is_dir() {
+        eprintln!(
+            "SKIPPED: upgrade plan: Kubernetes {OLD} is not built (scripts/build-upstream all)"
+        );
+        return;
+    }
+    let tb = Testbed::up_for_kubelet(2);
+    let old = support::testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, OLD);
+    let new = support::testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, NEW);
+    let (cp, worker) = (tb.machines[0].name.as_str(), tb.machines[1].name.as_str());
+    let inv = tb.inventory(&support::bundle_spec(&old), &[]);
+    let inv_s = inv.to_str().expect("a UTF-8 path").to_string();
+    provision_ok(&["init", "-i", &inv_s]);
+    provision_ok(&["join", "-i", &inv_s]);
+
+    // the inventory says what runs: nothing to do, and the detailed exit code says so
+    let same = provision(&["upgrade", "plan", "-i", &inv_s, "--detailed-exitcode"]);
+    assert_eq!(same.code, 0, "{}", same.text());
+    assert!(
+        same.stdout.contains("nothing to upgrade"),
+        "{}",
+        same.stdout
+    );
+
+    // the next minor: the control plane first, then the add-ons, then the nodes
+    tb.inventory(&support::bundle_spec(&new), &[]);
+    let planned = provision(&[
+        "upgrade",
+        "plan",
+        "-i",
+        &inv_s,
+        "--output",
+        "json",
+        "--detailed-exitcode",
+    ]);
+    assert_eq!(planned.code, 2, "changes pending: {}", planned.text());
+    let plan: serde_json::Value = serde_json::from_str(&planned.stdout).expect("the plan's JSON");
+    assert_eq!(plan["from"], OLD, "{plan:#}");
+    assert_eq!(plan["to"], NEW, "{plan:#}");
+    assert_eq!(
+        plan["refusals"].as_array().map(Vec::len),
+        Some(0),
+        "{plan:#}"
+    );
+    let steps = plan["steps"].as_array().expect("steps");
+    let row = |s: &serde_json::Value| {
+        format!(
+            "{} {} {} {}",
+            s["stage"].as_str().unwrap_or_default(),
+            s["host"].as_str().unwrap_or_default(),
+            s["component"].as_str().unwrap_or_default(),
+            s["to"].as_str().unwrap_or_default()
+        )
+    };
+    let rows: Vec<String> = steps.iter().map(row).collect();
+    let at = |want: &str| {
+        rows.iter()
+            .position(|r| r == want)
+            .unwrap_or_else(|| panic!("{want} not planned: {rows:#?}"))
+    };
+    let apiserver = at(&format!("control-plane {cp} kube-apiserver {NEW}"));
+    let cp_kubelet = at(&format!("control-plane node {cp} kubelet {NEW}"));
+    let worker_kubelet = at(&format!("workers, batch 1 {worker} kubelet {NEW}"));
+    assert!(
+        apiserver < cp_kubelet && cp_kubelet < worker_kubelet,
+        "{rows:#?}"
+    );
+    assert_eq!(steps[apiserver]["from"], OLD);
+    let orders: Vec<u64> = steps.iter().filter_map(|s| s["order"].as_u64()).collect();
+    assert!(orders.windows(2).all(|w| w[0] <= w[1]), "{orders:?}");
+    let text = provision(&["upgrade", "plan", "-i", &inv_s]);
+    assert_eq!(text.code, 0, "{}", text.text());
+    assert!(
+        text.stdout.contains(&format!("Kubernetes {OLD} → {NEW}")),
+        "{}",
+        text.stdout
+    );
+
+    // a downgrade is refused before anything changes
+    tb.inventory("  kubernetesVersion: 1.35.8\n", &[]);
+    let down = provision(&["upgrade", "plan", "-i", &inv_s]);
+    assert_eq!(down.code, 2, "{}", down.text());
+    assert!(
+        down.stdout
+            .contains(&format!("{cp}: kube-apiserver runs {OLD}, newer than the inventory's 1.35.8: that is a downgrade")),
+        "{}",
+        down.stdout
+    );
+
+    // a Node not Ready refuses the upgrade, naming it
+    tb.ssh(1, "systemctl stop kubelet");
+    tb.inventory(&support::bundle_spec(&new), &[]);
+    let started = Instant::now();
+    let refused = loop {
+        let r = provision(&["upgrade", "plan", "-i", &inv_s]);
+        if r.code != 0 || started.elapsed() > Duration::from_secs(120) {
+            break r;
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    };
+    assert_eq!(refused.code, 2, "{}", refused.text());
+    assert!(
+        refused
+            .stdout
+            .contains(&format!("{worker}: the Node is not Ready")),
+        "{}",
+        refused.stdout
+    );
+    // nothing changed: the control plane still runs the old minor
+    let version = tb.ssh(0, "kube-apiserver --version");
+    assert!(version.contains(OLD), "{version}");
+}
