@@ -66,6 +66,39 @@ fn masked(text: &str, tb: &Testbed) -> String {
         .join("\n")
 }
 
+/// The namespace `keep` as the test made it: the ConfigMap's value, the Secret's (read back
+/// through the API, so decrypted), the Deployment's pods running.
+fn assert_kept(kubectl: &dyn Fn(&[&str]) -> (bool, String)) {
+    use base64::Engine;
+    let get = |kind: &str, name: &str, path: &str| {
+        kubectl(&[
+            "-n",
+            "keep",
+            "get",
+            kind,
+            name,
+            "-o",
+            &format!("jsonpath={{{path}}}"),
+        ])
+    };
+    let (ok, colour) = get("configmap", "settings", ".data.colour");
+    assert!(ok && colour == "blue", "{colour}");
+    let (ok, password) = get("secret", "login", ".data.password");
+    let password = base64::engine::general_purpose::STANDARD
+        .decode(password.trim())
+        .unwrap_or_default();
+    assert!(ok && password == b"hunter2", "{password:?}");
+    let (ok, said) = kubectl(&[
+        "-n",
+        "keep",
+        "wait",
+        "--for=condition=Available",
+        "deployment/web",
+        "--timeout=180s",
+    ]);
+    assert!(ok, "the Deployment's pods do not run: {said}");
+}
+
 const TWO_OTHERS: &str = r#"apiVersion: v1
 kind: Config
 current-context: prod
@@ -500,42 +533,7 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
         "{}",
         restored.text()
     );
-    let (ok, colour) = admin_kubectl(&[
-        "-n",
-        "keep",
-        "get",
-        "configmap",
-        "settings",
-        "-o",
-        "jsonpath={.data.colour}",
-    ]);
-    assert!(ok && colour == "blue", "{colour}");
-    let (ok, password) = admin_kubectl(&[
-        "-n",
-        "keep",
-        "get",
-        "secret",
-        "login",
-        "-o",
-        "jsonpath={.data.password}",
-    ]);
-    use base64::Engine;
-    let password = base64::engine::general_purpose::STANDARD
-        .decode(password.trim())
-        .unwrap_or_default();
-    assert!(ok && password == b"hunter2", "{password:?}");
-    let (ok, said) = admin_kubectl(&[
-        "-n",
-        "keep",
-        "wait",
-        "--for=condition=Available",
-        "deployment/web",
-        "--timeout=120s",
-    ]);
-    assert!(
-        ok,
-        "the Deployment's pods do not run after the restore: {said}"
-    );
+    assert_kept(&admin_kubectl);
     let (ok, said) = admin_kubectl(&[
         "wait",
         "--for=condition=Ready",
@@ -622,49 +620,15 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     );
     provision_ok(&["join", "-i", inv_s]);
     let old_kubectl = |args: &[&str]| kubectl(&upstream, &version, &old_admin, args);
-    let (ok, colour) = old_kubectl(&[
-        "-n",
-        "keep",
-        "get",
-        "configmap",
-        "settings",
-        "-o",
-        "jsonpath={.data.colour}",
+    let (ok, said) = old_kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        "node",
+        "--all",
+        "--timeout=120s",
     ]);
-    assert!(ok && colour == "blue", "{colour}");
-    let (ok, password) = old_kubectl(&[
-        "-n",
-        "keep",
-        "get",
-        "secret",
-        "login",
-        "-o",
-        "jsonpath={.data.password}",
-    ]);
-    let password = base64::engine::general_purpose::STANDARD
-        .decode(password.trim())
-        .unwrap_or_default();
-    assert!(ok && password == b"hunter2", "{password:?}");
-    for args in [
-        vec![
-            "wait",
-            "--for=condition=Ready",
-            "node",
-            "--all",
-            "--timeout=120s",
-        ],
-        vec![
-            "-n",
-            "keep",
-            "wait",
-            "--for=condition=Available",
-            "deployment/web",
-            "--timeout=180s",
-        ],
-    ] {
-        let (ok, said) = old_kubectl(&args);
-        assert!(ok, "kubectl {args:?}: {said}");
-    }
+    assert!(ok, "{said}");
+    assert_kept(&old_kubectl);
     // over a cluster that holds data: refused, nothing changed
     let again = provision(&["restore", "-i", inv_s, "--from", archive2_s, "--yes"]);
     assert_eq!(again.code, 2, "{}", again.text());
