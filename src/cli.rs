@@ -36,7 +36,7 @@ pub struct Cli {
 
 #[derive(Subcommand)]
 pub enum Command {
-    /// Bring up the first control plane (the seed) (all phases, or one with `init phase <path>`)
+    /// Bring up the first control plane: the seed, the inventory's first for a new cluster (all phases, or one with `init phase <path>`)
     Init(InitArgs),
     /// Add hosts of the inventory to the cluster
     Join(JoinArgs),
@@ -62,7 +62,7 @@ pub enum Command {
     },
     /// Print the phase trees of init, join and reset
     Phases,
-    /// Certificates on the control planes: expiry and renewal
+    /// Certificates on every host: expiry and renewal
     Certs {
         #[command(subcommand)]
         command: CertsCommand,
@@ -220,7 +220,7 @@ pub enum UpgradeCommand {
 
 #[derive(Subcommand)]
 pub enum CertsCommand {
-    /// A table per control plane: each certificate, when it expires, its CA
+    /// A table per host: each certificate, when it expires, its CA (the kubelets' too)
     CheckExpiration {
         /// Exit 1, naming each, when a certificate expires within this (e.g. 30d, 72h), is
         /// missing or cannot be read
