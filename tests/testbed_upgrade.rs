@@ -93,6 +93,26 @@ fn upgrade_plan_lists_the_next_minor_in_order_and_refuses_a_downgrade_and_a_node
         text.stdout
     );
 
+    // a cluster whose verify fails (CoreDNS scaled to nothing: its DNS rows fail) is refused
+    let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf -n kube-system";
+    tb.ssh(
+        0,
+        &format!("{kubectl} scale deployment coredns --replicas=0"),
+    );
+    let no_dns = provision(&["upgrade", "plan", "-i", &inv_s]);
+    assert_eq!(no_dns.code, 2, "{}", no_dns.text());
+    assert!(
+        no_dns.stdout.contains("verify fails (") && no_dns.stdout.contains("dns "),
+        "{}",
+        no_dns.stdout
+    );
+    tb.ssh(
+        0,
+        &format!(
+            "{kubectl} scale deployment coredns --replicas=2 && {kubectl} rollout status deployment coredns --timeout=120s"
+        ),
+    );
+
     // a downgrade is refused before anything changes
     tb.inventory("  kubernetesVersion: 1.35.8\n", &[]);
     let down = provision(&["upgrade", "plan", "-i", &inv_s]);

@@ -117,7 +117,15 @@ pub async fn plan_for(ctx: &Ctx, max_unavailable: &str) -> Result<Plan, String> 
     let batch = plan::batch_size(max_unavailable, workers)?;
     let seen = observe(ctx).await;
     match wanted(ctx, batch).await {
-        Ok(w) => Ok(plan::plan(&seen, &w)),
+        Ok(w) => {
+            let mut p = plan::plan(&seen, &w);
+            // an upgrade starts from a cluster whose network works: verify's every row, run
+            // only when there is an upgrade to make and nothing refused it already
+            if !p.nothing_to_do() && p.refusals.is_empty() {
+                p.refusals.extend(verify_refusal(ctx).await);
+            }
+            Ok(p)
+        }
         Err(e) => {
             // the refusals of what runs still stand; the bundle's own problem comes with them
             let bare = Wanted {
@@ -133,6 +141,24 @@ pub async fn plan_for(ctx: &Ctx, max_unavailable: &str) -> Result<Plan, String> 
             p.refusals.push(format!("the bundle: {e}"));
             Ok(p)
         }
+    }
+}
+
+/// Why `verify` refuses the upgrade, if it does: its failing rows, named.
+async fn verify_refusal(ctx: &Ctx) -> Option<String> {
+    match crate::verify::run(ctx, crate::verify::Expect::All).await {
+        Ok(report) if report.passed() => None,
+        Ok(report) => {
+            let failing: Vec<String> = report
+                .failures()
+                .map(|r| format!("{} {}", r.check, r.subject))
+                .collect();
+            Some(format!(
+                "verify fails ({}): an upgrade starts from a cluster whose network works (`provision verify -i FILE` says why)",
+                failing.join("; ")
+            ))
+        }
+        Err(e) => Some(format!("verify could not run: {e}")),
     }
 }
 
