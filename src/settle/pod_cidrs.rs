@@ -78,10 +78,10 @@ mod tests {
             .collect()
     }
 
-    fn held(pairs: &[(&str, &str)]) -> BTreeMap<String, ipnet::IpNet> {
+    fn held(pairs: &[(&str, &str)]) -> Result<BTreeMap<String, ipnet::IpNet>, String> {
         pairs
             .iter()
-            .map(|(n, c)| (n.to_string(), c.parse().expect("a CIDR")))
+            .map(|(n, c)| Ok((n.to_string(), c.parse().map_err(|e| format!("{c}: {e}"))?)))
             .collect()
     }
 
@@ -102,7 +102,7 @@ mod tests {
             ("cp2", "10.88.1.0/24"),
             ("cp3", "10.88.2.0/24"),
             ("w1", "10.88.3.0/24"),
-        ]);
+        ])?;
         let moved = c.keep_pod_cidrs(&nodes)?;
         assert_eq!(
             blocks(&c),
@@ -121,7 +121,7 @@ mod tests {
     fn a_newcomer_keeps_its_block_unless_a_node_holds_it() -> Result<(), String> {
         // w2 added in the middle: its block (10.88.1.0/24) is w1's Node's
         let mut c = cluster(&["cp1", "w2", "w1"]);
-        let nodes = held(&[("cp1", "10.88.0.0/24"), ("w1", "10.88.1.0/24")]);
+        let nodes = held(&[("cp1", "10.88.0.0/24"), ("w1", "10.88.1.0/24")])?;
         let moved = c.keep_pod_cidrs(&nodes)?;
         assert_eq!(
             blocks(&c),
@@ -138,19 +138,22 @@ mod tests {
     fn a_node_gone_from_the_inventory_keeps_its_block_taken() -> Result<(), String> {
         let mut c = cluster(&["cp1", "w9"]);
         // w1 is still a Node with the block the inventory's order gives w9
-        let nodes = held(&[("cp1", "10.88.0.0/24"), ("w1", "10.88.1.0/24")]);
+        let nodes = held(&[("cp1", "10.88.0.0/24"), ("w1", "10.88.1.0/24")])?;
         c.keep_pod_cidrs(&nodes)?;
         assert_eq!(blocks(&c), ["cp1 10.88.0.0/24", "w9 10.88.2.0/24"]);
         Ok(())
     }
 
     #[test]
-    fn no_free_block_is_an_error_that_says_what_to_do() {
+    fn no_free_block_is_an_error_that_says_what_to_do() -> Result<(), String> {
         let mut c = crate::cluster::from_text(
             "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: t\nspec:\n  networking:\n    podSubnet: 10.88.0.0/23\n  hosts:\n    - {name: cp1, address: 10.0.0.1, roles: [control-plane]}\n    - {name: w2, address: 10.0.0.2, roles: [worker]}\n",
         );
-        let nodes = held(&[("cp1", "10.88.0.0/24"), ("w1", "10.88.1.0/24")]);
-        let err = c.keep_pod_cidrs(&nodes).expect_err("no block is free");
+        let nodes = held(&[("cp1", "10.88.0.0/24"), ("w1", "10.88.1.0/24")])?;
+        let err = c
+            .keep_pod_cidrs(&nodes)
+            .err()
+            .ok_or("a block was given where none is free")?;
         assert!(
             err.contains("no free /24 block of the pod subnet 10.88.0.0/23 for w2"),
             "{err}"
@@ -159,5 +162,6 @@ mod tests {
             err.contains("delete the Nodes of hosts that are gone"),
             "{err}"
         );
+        Ok(())
     }
 }

@@ -176,7 +176,7 @@ mod tests {
     type Spoil<'a> = &'a dyn Fn(&mut Entries);
 
     /// An archive as `backup` writes it, after `spoil` had its way with the entries.
-    fn archive(dir: &Path, spoil: impl Fn(&mut Entries)) -> PathBuf {
+    fn archive(dir: &Path, spoil: impl Fn(&mut Entries)) -> Result<PathBuf, String> {
         let ca = "-----BEGIN CERTIFICATE-----\nQ0E=\n-----END CERTIFICATE-----\n";
         let snapshot = b"etcd's bytes".to_vec();
         let provenance = serde_json::json!({
@@ -201,17 +201,18 @@ mod tests {
             header.set_mode(0o600);
             header.set_cksum();
             tar.append_data(&mut header, name, bytes.as_slice())
-                .expect("an entry");
+                .map_err(|e| e.to_string())?;
         }
         let path = dir.join("backup.secret.tar");
-        std::fs::write(&path, tar.into_inner().expect("the archive")).expect("written");
-        path
+        let bytes = tar.into_inner().map_err(|e| e.to_string())?;
+        std::fs::write(&path, bytes).map_err(|e| e.to_string())?;
+        Ok(path)
     }
 
     #[test]
     fn a_whole_archive_is_read_with_its_keys_by_their_path_on_a_host() -> Result<(), String> {
         let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
-        let read = read(&archive(dir.path(), |_| {}))?;
+        let read = read(&archive(dir.path(), |_| {})?)?;
         assert_eq!(read.provenance.status.revision, 42);
         assert_eq!(read.files.len(), secret_files().len());
         assert!(
@@ -253,13 +254,13 @@ mod tests {
             ),
         ];
         for (spoil, why) in cases {
-            let err = read(&archive(dir.path(), spoil))
+            let err = read(&archive(dir.path(), spoil)?)
                 .err()
                 .ok_or("a spoiled archive was read")?;
             assert!(err.contains(why), "{err}");
         }
         // half an archive
-        let whole = std::fs::read(archive(dir.path(), |_| {})).map_err(|e| e.to_string())?;
+        let whole = std::fs::read(archive(dir.path(), |_| {})?).map_err(|e| e.to_string())?;
         let cut = dir.path().join("cut.tar");
         std::fs::write(&cut, &whole[..whole.len() / 3]).map_err(|e| e.to_string())?;
         assert!(read(&cut).is_err());

@@ -352,7 +352,7 @@ mod tests {
         }
     }
 
-    fn wanted(kube: &str, batch: usize) -> Wanted {
+    fn wanted(kube: &str, batch: usize) -> Result<Wanted, String> {
         let mut hosts = BTreeMap::new();
         for h in seen(kube).hosts {
             let mut w: BTreeMap<String, String> = h
@@ -366,12 +366,12 @@ mod tests {
             }
             hosts.insert(h.name, w);
         }
-        Wanted {
-            kubernetes: Version::parse(kube).expect("a version"),
+        Ok(Wanted {
+            kubernetes: Version::parse(kube)?,
             hosts,
             coredns: Some("1.14.6".into()),
             batch,
-        }
+        })
     }
 
     fn order(p: &Plan) -> Vec<String> {
@@ -382,8 +382,9 @@ mod tests {
     }
 
     #[test]
-    fn one_minor_goes_control_planes_first_then_addons_then_nodes_in_batches() {
-        let p = plan(&seen("1.36.4"), &wanted("1.37.2", 2));
+    fn one_minor_goes_control_planes_first_then_addons_then_nodes_in_batches() -> Result<(), String>
+    {
+        let p = plan(&seen("1.36.4"), &wanted("1.37.2", 2)?);
         assert!(p.refusals.is_empty(), "{:?}", p.refusals);
         assert_eq!(p.from.as_deref(), Some("1.36.4"));
         assert_eq!(p.to, "1.37.2");
@@ -411,11 +412,13 @@ mod tests {
         );
         let s = &p.steps[0];
         assert_eq!((s.from.as_str(), s.to.as_str()), ("1.36.4", "1.37.2"));
+        Ok(())
     }
 
     #[test]
-    fn etcd_goes_first_when_its_version_moves_and_nothing_is_planned_when_nothing_moved() {
-        let mut w = wanted("1.37.2", 1);
+    fn etcd_goes_first_when_its_version_moves_and_nothing_is_planned_when_nothing_moved()
+    -> Result<(), String> {
+        let mut w = wanted("1.37.2", 1)?;
         for h in ["cp1", "cp2"] {
             w.hosts
                 .get_mut(h)
@@ -426,15 +429,17 @@ mod tests {
             order(&p)[..2],
             ["1 etcd cp1 etcd".to_string(), "2 etcd cp2 etcd".to_string()]
         );
-        let mut same = wanted("1.37.2", 1);
+        let mut same = wanted("1.37.2", 1)?;
         same.coredns = Some("1.14.2".into());
         let none = plan(&seen("1.37.2"), &same);
         assert!(none.nothing_to_do() && none.refusals.is_empty(), "{none:?}");
+        Ok(())
     }
 
     #[test]
-    fn two_minors_a_downgrade_and_an_unhealthy_cluster_are_refused_saying_what_to_do() {
-        let skip = plan(&seen("1.35.8"), &wanted("1.37.2", 1));
+    fn two_minors_a_downgrade_and_an_unhealthy_cluster_are_refused_saying_what_to_do()
+    -> Result<(), String> {
+        let skip = plan(&seen("1.35.8"), &wanted("1.37.2", 1)?);
         assert_eq!(skip.refusals.len(), 1, "{:?}", skip.refusals);
         assert!(
             skip.refusals[0].contains("1.35.8 → 1.37.2 skips a minor")
@@ -442,7 +447,7 @@ mod tests {
             "{}",
             skip.refusals[0]
         );
-        let down = plan(&seen("1.37.2"), &wanted("1.36.4", 1));
+        let down = plan(&seen("1.37.2"), &wanted("1.36.4", 1)?);
         assert!(
             down.refusals
                 .iter()
@@ -455,7 +460,7 @@ mod tests {
         sick.hosts[4].reachable = false;
         sick.etcd_unhealthy = vec![("cp2".into(), "context deadline exceeded".into())];
         sick.certificates = vec![("cp1".into(), "apiserver".into(), Some(3_600))];
-        let r = plan(&sick, &wanted("1.37.2", 1)).refusals;
+        let r = plan(&sick, &wanted("1.37.2", 1)?).refusals;
         for want in [
             "w2: the Node is not Ready",
             "w3: not reachable over SSH",
@@ -464,15 +469,16 @@ mod tests {
         ] {
             assert!(r.iter().any(|x| x.starts_with(want)), "{want}: {r:?}");
         }
+        Ok(())
     }
 
     #[test]
-    fn a_kubelet_too_far_behind_is_refused() {
+    fn a_kubelet_too_far_behind_is_refused() -> Result<(), String> {
         let mut old = seen("1.36.4");
         old.hosts[2]
             .versions
             .insert("kubelet".into(), "1.33.0".into());
-        let r = plan(&old, &wanted("1.37.2", 1)).refusals;
+        let r = plan(&old, &wanted("1.37.2", 1)?).refusals;
         assert!(
             r.iter()
                 .any(|x| x.starts_with("w1: kubelet 1.33.0 would be 4 minors behind")),
@@ -481,7 +487,8 @@ mod tests {
         old.hosts[2]
             .versions
             .insert("kubelet".into(), "1.34.0".into());
-        assert!(plan(&old, &wanted("1.37.2", 1)).refusals.is_empty());
+        assert!(plan(&old, &wanted("1.37.2", 1)?).refusals.is_empty());
+        Ok(())
     }
 
     #[test]
