@@ -102,6 +102,24 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
             "{n}: {cri}"
         );
     }
+    // every kubelet runs with the inventory's eviction thresholds, the others kept at their defaults
+    for n in &names {
+        let config = tb.ssh(
+            0,
+            &format!("{kubectl} get --raw /api/v1/nodes/{n}/proxy/configz"),
+        );
+        let config: serde_json::Value = serde_json::from_str(&config).unwrap();
+        let hard = &config["kubeletconfig"]["evictionHard"];
+        assert_eq!(
+            (
+                &hard["imagefs.available"],
+                &hard["nodefs.available"],
+                &hard["memory.available"]
+            ),
+            (&"2Gi".into(), &"1Gi".into(), &"100Mi".into()),
+            "{n}: {hard}"
+        );
+    }
     let roles = tb.ssh(0, &format!("{kubectl} get node {} --show-labels", names[0]));
     assert!(
         roles.contains("node-role.kubernetes.io/control-plane"),

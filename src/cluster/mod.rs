@@ -9,7 +9,10 @@ use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::path::PathBuf;
 
+mod eviction;
 mod resolve;
+
+pub use eviction::{Eviction, Threshold};
 
 use resolve::overlaps;
 pub use resolve::{is_dns_label, is_dns_subdomain, is_host_name, resolve};
@@ -49,6 +52,8 @@ pub struct Cluster {
     pub pki: Pki,
     /// Scheduled etcd snapshots on the control planes, when asked for.
     pub etcd_snapshots: Option<SnapshotSchedule>,
+    /// The kubelets' hard eviction thresholds.
+    pub eviction: Eviction,
     pub hosts: Vec<Host>,
     /// The control plane this run reads the cluster's material from and the others join
     /// through: chosen once per run among the hosts (`crate::settle::seed`); None until then, which

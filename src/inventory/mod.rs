@@ -53,6 +53,8 @@ pub struct Spec {
     pub pki: PkiSpec,
     #[serde(default)]
     pub etcd: EtcdSpec,
+    #[serde(default)]
+    pub kubelet: KubeletSpec,
     pub hosts: Vec<HostSpec>,
 }
 
@@ -98,6 +100,16 @@ impl<'de> Deserialize<'de> for EndpointSpec {
         }
         d.deserialize_any(Visit)
     }
+}
+
+/// The kubelet on every node.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "camelCase")]
+pub struct KubeletSpec {
+    /// Hard eviction thresholds (`nodefs.available: 2Gi`, `imagefs.available: 10%`), each over
+    /// the kubelet's default for that signal.
+    #[serde(default)]
+    pub eviction_hard: BTreeMap<String, String>,
 }
 
 /// etcd on the control planes.

@@ -247,6 +247,24 @@ pub(super) fn pending_reason(pod: &Pod) -> String {
     status.phase.unwrap_or_else(|| "Pending".into())
 }
 
+fn failed(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .is_some_and(|s| s.phase.as_deref() == Some("Failed"))
+}
+
+/// What to look at when a test pod does not run on `node`.
+fn likely_cause(pod: Option<&Pod>, node: &str) -> String {
+    let evicted = pod.and_then(|p| p.status.as_ref()?.reason.as_deref()) == Some("Evicted");
+    if evicted {
+        format!(
+            "{node} is short of disk or memory and the kubelet evicts pods: `kubectl describe node {node}`; free space, or lower spec.kubelet.evictionHard"
+        )
+    } else {
+        format!("the runtime or CNI on {node}: `journalctl -u kubelet`")
+    }
+}
+
 /// Waits for the test pods; a row per node. Returns those running, with their addresses.
 pub(super) async fn wait_running(
     pods: &Api<Pod>,
@@ -267,8 +285,9 @@ pub(super) async fn wait_running(
                 .as_ref()
                 .is_some_and(|s| s.phase.as_deref() == Some("Running") && s.pod_ip.is_some())
         };
-        if last.iter().filter(|p| running(p)).count() == nodes.len() || started.elapsed() > POD_WAIT
-        {
+        // a failed pod (evicted, rejected at admission) never runs: no use waiting for it
+        let settled = last.iter().filter(|p| running(p) || failed(p)).count();
+        if settled == nodes.len() || started.elapsed() > POD_WAIT {
             break;
         }
         tokio::time::sleep(Duration::from_secs(1)).await;
@@ -297,15 +316,12 @@ pub(super) async fn wait_running(
                     &h.name,
                     format!(
                         "{name} not running after {} s: {}",
-                        POD_WAIT.as_secs(),
+                        started.elapsed().as_secs().min(POD_WAIT.as_secs()),
                         pod.map(pending_reason)
                             .unwrap_or_else(|| "not created".into())
                     ),
                 )
-                .with_cause(Some(format!(
-                    "the runtime or CNI on {}: `journalctl -u kubelet`",
-                    h.name
-                ))),
+                .with_cause(Some(likely_cause(pod, &h.name))),
             ),
         }
     }
@@ -323,6 +339,23 @@ pub(super) async fn in_parallel<F: std::future::Future<Output = Row>>(checks: Ve
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn an_evicted_pod_points_at_the_node_s_resources() {
+        let pod: Pod = serde_json::from_value(serde_json::json!({
+            "metadata": {"name": "verify-n1"},
+            "status": {"phase": "Failed", "reason": "Evicted",
+                       "message": "Pod was rejected: The node had condition: [DiskPressure]. "}
+        }))
+        .unwrap();
+        assert!(failed(&pod));
+        let cause = likely_cause(Some(&pod), "n1");
+        assert!(
+            cause.contains("kubectl describe node n1") && cause.contains("evictionHard"),
+            "{cause}"
+        );
+        assert!(likely_cause(None, "n1").contains("runtime or CNI on n1"));
+    }
 
     #[test]
     fn pod_names_are_dns_labels() {

@@ -17,6 +17,11 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 pub const PREFIX: &str = "pt";
 /// Test machines use indexes from here on; the demo uses 1-3.
 const FIRST_INDEX: usize = 20;
+
+/// The test machines share the host's disk, whose use is not theirs: the kubelet's default
+/// thresholds (15% free for images) would evict every pod on a host filled by other work.
+pub const TESTBED_EVICTION: &str =
+    "  kubelet:\n    evictionHard: {imagefs.available: 2Gi, nodefs.available: 1Gi}\n";
 static NEXT_INDEX: AtomicUsize = AtomicUsize::new(FIRST_INDEX);
 static SETUP: Once = Once::new();
 
@@ -193,7 +198,8 @@ impl Testbed {
         self.inventory_of(extra_spec, host_extra, &roles)
     }
 
-    /// An inventory of the machines `hosts` names (index, role), in that order.
+    /// An inventory of the machines `hosts` names (index, role), in that order. Its kubelets
+    /// evict pods only when the disk is nearly full ([`TESTBED_EVICTION`]).
     pub fn inventory_of(
         &self,
         extra_spec: &str,
@@ -211,7 +217,7 @@ impl Testbed {
             ));
         }
         let text = format!(
-            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: test\nspec:\n  networking:\n    podSubnet: 10.88.0.0/16\n  ssh:\n    identityFile: {}\n    knownHostsFile: {}\n{extra_spec}  hosts:\n{hosts}",
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata:\n  name: test\nspec:\n  networking:\n    podSubnet: 10.88.0.0/16\n{TESTBED_EVICTION}  ssh:\n    identityFile: {}\n    knownHostsFile: {}\n{extra_spec}  hosts:\n{hosts}",
             self.key().display(),
             self.known_hosts().display()
         );

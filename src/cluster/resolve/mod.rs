@@ -142,6 +142,7 @@ impl Resolver<'_> {
             bundle_versions: self.bundle_versions(),
             pki: pki?,
             etcd_snapshots: self.etcd_snapshots(),
+            eviction: self.eviction(),
             hosts: hosts.into_iter().map(|(_, h)| h).collect(),
             seed: None,
         })
@@ -167,6 +168,22 @@ impl Resolver<'_> {
             return false;
         }
         asked.unwrap_or(name == inventory::CniName::Builtin)
+    }
+
+    /// `spec.kubelet.evictionHard` over the kubelet's defaults.
+    fn eviction(&mut self) -> crate::cluster::Eviction {
+        let asked = &self.loaded.inventory.spec.kubelet.eviction_hard;
+        match crate::cluster::Eviction::with(asked) {
+            Ok(e) => e,
+            Err((signal, message)) => {
+                self.error(
+                    &format!("spec.kubelet.evictionHard.{signal}"),
+                    message,
+                    "name signals like nodefs.available or imagefs.available, with a quantity (2Gi) or a percentage (10%)",
+                );
+                crate::cluster::Eviction::default()
+            }
+        }
     }
 
     /// `spec.etcd.snapshots`: checked enough that the unit files it becomes are well-formed.

@@ -20,6 +20,7 @@ use k8s_openapi::api::certificates::v1::CertificateSigningRequest;
 use k8s_openapi::api::core::v1::{Node, Secret};
 use kube::api::{Api, ListParams, Patch, PatchParams, PostParams};
 use serde::Serialize;
+use std::collections::BTreeMap;
 use std::time::{Duration, Instant, SystemTime};
 
 pub use proxy::{PROXY_UNIT, kube_proxy_phase};
@@ -93,6 +94,8 @@ struct KubeletConfig<'a> {
     runtime_endpoint: &'a str,
     fail_swap_on: bool,
     allow_cgroup_v1: bool,
+    /// signal -> threshold; empty when the kubelet keeps its defaults
+    eviction_hard: BTreeMap<&'a str, &'a str>,
 }
 
 /// The cluster CA on a node.
@@ -165,6 +168,15 @@ impl Step for Kubelet {
             fail_swap_on: !cond.swap_on,
             // the preflight warns about cgroup v1; a kubelet that would refuse it is told not to
             allow_cgroup_v1: cond.cgroup_v1,
+            eviction_hard: if c.eviction.customized {
+                c.eviction
+                    .hard
+                    .iter()
+                    .map(|(k, v)| (k.as_str(), v.as_str()))
+                    .collect()
+            } else {
+                BTreeMap::new()
+            },
         };
         let mut args = vec![
             format!("--config={CONFIG}"),

@@ -76,6 +76,7 @@ const HOST_CHECKS: &[HostCheck] = &[
     architecture,
     cpus,
     memory,
+    disk_space,
     swap,
     ports_free,
     oom_score_adj,
@@ -194,6 +195,42 @@ fn memory(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
             format!(
                 "{mem_mb} MB of memory leaves little for pods (at least {MIN_WORKER_MEM_MB} MB advised)"
             ),
+        )]
+    } else {
+        Vec::new()
+    }
+}
+
+/// Free space above the kubelet's eviction floor below which a warning says pods will soon be
+/// evicted (the bundle and images take about this much).
+pub(super) const DISK_MARGIN: u64 = 1 << 30;
+
+/// A kubelet on a disk below its eviction threshold evicts every pod it runs (DiskPressure):
+/// refused here rather than found by `verify` minutes later.
+fn disk_space(c: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    let mut numbers = f.get("disk").split_whitespace().map(str::parse::<u64>);
+    let (Some(Ok(size)), Some(Ok(free))) = (numbers.next(), numbers.next()) else {
+        return Vec::new();
+    };
+    let Some((signal, floor)) = c.eviction.disk_floor(size) else {
+        return Vec::new();
+    };
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / (1u64 << 30) as f64);
+    let said = format!(
+        "/var/lib has {} free of {} ({:.0}%); the kubelet evicts pods below {signal} {} ({})",
+        gib(free),
+        gib(size),
+        free as f64 * 100.0 / size.max(1) as f64,
+        c.eviction.hard[signal],
+        gib(floor)
+    );
+    let fix = "free disk space, or set spec.kubelet.evictionHard (e.g. imagefs.available: 2Gi, nodefs.available: 1Gi)";
+    if free < floor {
+        vec![error("DiskSpace", format!("{said}: {fix}"))]
+    } else if free < floor + DISK_MARGIN {
+        vec![warning(
+            "DiskSpace",
+            format!("{said}, little above it: {fix}"),
         )]
     } else {
         Vec::new()
@@ -505,7 +542,7 @@ pub fn cluster_checks(facts: &[(&Host, &Facts)]) -> Vec<(String, Finding)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::cluster::SshTarget;
+    use crate::cluster::{Eviction, SshTarget};
     use crate::version::Version;
 
     fn host(name: &str, cp: bool) -> Host {
@@ -575,6 +612,42 @@ mod tests {
         );
         let other = GOOD.to_string() + "listen=10257 kube-controlled\n";
         assert_eq!(checks(&other, true), ["Port-10257"]);
+    }
+
+    #[test]
+    fn a_disk_below_the_eviction_threshold_is_refused() {
+        let gib = 1u64 << 30;
+        let with_disk = |free: u64| GOOD.to_string() + &format!("disk={} {free}\n", 100 * gib);
+        let found = |c: &Cluster, free: u64| {
+            host_checks(c, &host("n1", false), &Facts::parse(&with_disk(free)))
+        };
+        // the kubelet's default: 15% for images
+        let low = found(&cluster(), 14 * gib);
+        assert_eq!(low.len(), 1, "{low:?}");
+        assert_eq!(
+            (low[0].check.as_str(), low[0].level),
+            ("DiskSpace", Level::Error)
+        );
+        assert!(
+            low[0].message.contains("14.0 GiB free of 100.0 GiB")
+                && low[0].message.contains("imagefs.available 15%")
+                && low[0].message.contains("spec.kubelet.evictionHard"),
+            "{}",
+            low[0].message
+        );
+        let near = found(&cluster(), 15 * gib + gib / 2);
+        assert_eq!((near.len(), near[0].level), (1, Level::Warning));
+        assert!(found(&cluster(), 40 * gib).is_empty());
+        // lower thresholds in the inventory make the same disk fine
+        let mut c = cluster();
+        c.eviction = Eviction::with(
+            &[("imagefs.available", "2Gi"), ("nodefs.available", "1Gi")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        )
+        .unwrap();
+        assert!(found(&c, 14 * gib).is_empty());
     }
 
     #[test]

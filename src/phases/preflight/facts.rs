@@ -13,6 +13,8 @@ echo "arch=$(uname -m)"
 echo "kernel=$(uname -r)"
 echo "cpus=$(getconf _NPROCESSORS_ONLN)"
 echo "mem_kb=$(awk '/^MemTotal:/ {print $2}' /proc/meminfo)"
+# where the kubelet and the runtime keep their files: total and free bytes
+echo "disk=$(df -PB1 /var/lib 2>/dev/null | awk 'NR==2 {print $2, $4}')"
 echo "swaps=$(tail -n +2 /proc/swaps | grep -c .)"
 echo "cgroup_fs=$(stat -fc %T /sys/fs/cgroup 2>/dev/null)"
 echo "cgroup_controllers=$(awk 'NR>1 && $4==1 {printf "%s ", $1}' /proc/cgroups 2>/dev/null)$(cat /sys/fs/cgroup/cgroup.controllers 2>/dev/null)"
