@@ -202,6 +202,7 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                     exists,
                     enabled,
                     active,
+                    stale,
                 },
             ) => {
                 if unit_files_changed && !changes.iter().any(|c| c.step == Step::DaemonReload) {
@@ -238,6 +239,13 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                         i,
                         Step::Restart,
                         format!("restart {} ({} changed)", u.name, inputs.join(", ")),
+                    );
+                } else if let (true, Some(old)) = (u.active && *active, stale) {
+                    push(
+                        &mut changes,
+                        i,
+                        Step::Restart,
+                        format!("restart {} (it runs {old}, no longer its binary)", u.name),
                     );
                 }
             }
@@ -316,6 +324,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                stale: None,
             },
         ];
         assert!(diff(&actions, &facts).unwrap().is_empty());
@@ -337,6 +346,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                stale: None,
             },
         ];
         let steps: Vec<Step> = diff(&actions, &facts)
@@ -347,6 +357,39 @@ mod tests {
         assert_eq!(
             steps,
             vec![Step::WriteFile, Step::DaemonReload, Step::Restart]
+        );
+    }
+
+    #[test]
+    fn a_unit_running_a_switched_binary_restarts() {
+        let old = "/opt/provision/kubelet/1.36.4/kubelet";
+        let changes = diff(
+            &[unit("/etc/a")],
+            &[Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+                stale: Some(old.into()),
+            }],
+        )
+        .unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].step, Step::Restart);
+        assert!(changes[0].summary.contains(old), "{}", changes[0].summary);
+        // a stopped unit starts (on its new binary): no restart on top
+        let stopped = diff(
+            &[unit("/etc/a")],
+            &[Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: false,
+                stale: Some(old.into()),
+            }],
+        )
+        .unwrap();
+        assert_eq!(
+            stopped.into_iter().map(|c| c.step).collect::<Vec<_>>(),
+            [Step::Start]
         );
     }
 
@@ -363,6 +406,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                stale: None,
             },
         ];
         let changes = diff(&actions, &facts).unwrap();
@@ -395,6 +439,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                stale: None,
             },
             Fact::OtherType("regular file".into()),
             Fact::OtherType("directory".into()),
@@ -419,6 +464,7 @@ mod tests {
                 exists: false,
                 enabled: false,
                 active: false,
+                stale: None,
             },
             Fact::Absent,
             Fact::Absent,

@@ -24,6 +24,9 @@ pub enum Fact {
         exists: bool,
         enabled: bool,
         active: bool,
+        /// The executable its main process runs when that is no longer the file its ExecStart
+        /// names (a version switched behind a symlink, a binary replaced): it needs a restart.
+        stale: Option<String>,
     },
     /// Whether the `unless` check of an Exec succeeded.
     Done(bool),
@@ -43,10 +46,22 @@ pub fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
+/// Prints the executable a unit's main process runs when it is not the file the unit's
+/// ExecStart names now (symlinks resolved; a replaced file shows as "(deleted)"), else nothing.
+const STALE_EXE: &str = r#"stale_exe() {
+  pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null)
+  [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
+  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0
+  path=$(systemctl show -p ExecStart --value "$1" 2>/dev/null | sed -n 's/^{ path=\([^ ;]*\).*/\1/p' | head -n 1)
+  [ -n "$path" ] || return 0
+  [ "$exe" = "$(readlink -f "$path")" ] || echo "$exe"
+}
+"#;
+
 /// One shell script that prints a line `<index> <fact...>` for each action.
 pub fn probe_script(actions: &[Action]) -> String {
     let mut s = format!(
-        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n",
+        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n{STALE_EXE}",
         actions.len()
     );
     for (i, a) in actions.iter().enumerate() {
@@ -93,7 +108,7 @@ pub fn probe_script(actions: &[Action]) -> String {
             Action::Unit(u) => {
                 let n = shell_quote(&u.name);
                 format!(
-                    "echo \"{i} unit $(systemctl show -p LoadState --value {n} 2>/dev/null) $(systemctl is-enabled {n} 2>/dev/null || true) $(systemctl is-active {n} 2>/dev/null || true)\""
+                    "echo \"{i} unit $(systemctl show -p LoadState --value {n} 2>/dev/null) $(systemctl is-enabled {n} 2>/dev/null || true) $(systemctl is-active {n} 2>/dev/null || true) $(stale_exe {n})\""
                 )
             }
             Action::Exec { unless, .. } => format!(
@@ -142,6 +157,7 @@ pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
                     exists: load == "loaded",
                     enabled: matches!(enabled, "enabled" | "enabled-runtime" | "static" | "alias"),
                     active: matches!(active, "active" | "activating" | "reloading"),
+                    stale: (f.len() > 3).then(|| f[3..].join(" ")),
                 }
             }
             ("done", _) => Fact::Done(true),
