@@ -216,6 +216,30 @@ pub enum UpgradeCommand {
         #[arg(long)]
         detailed_exitcode: bool,
     },
+    /// Upgrade to the inventory's kubernetesVersion, in the plan's order: an etcd snapshot
+    /// beside the inventory, the new files shipped to every host, the control planes one at a
+    /// time, the add-ons, then the nodes (drained, switched, Ready, uncordoned; workers in
+    /// batches). A host that does not come back is rolled back and the run stops; running it
+    /// again continues where it stopped. Asks first (--yes without a terminal)
+    Apply {
+        #[command(flatten)]
+        run: RunArgs,
+        /// Workers upgraded at once: a number, or a percentage of the workers (25%)
+        #[arg(long, value_name = "N|P%", default_value = "1")]
+        max_unavailable: String,
+        /// How long a drain waits for evictions a PodDisruptionBudget refuses, then stops
+        /// naming the pods (e.g. 5m, 90s)
+        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = drain_timeout)]
+        drain_timeout: std::time::Duration,
+        /// Go ahead without asking
+        #[arg(long, short = 'y')]
+        yes: bool,
+    },
+}
+
+fn drain_timeout(text: &str) -> Result<std::time::Duration, String> {
+    crate::phases::expiration::parse_duration(text)
+        .map(|s| std::time::Duration::from_secs(s as u64))
 }
 
 #[derive(Subcommand)]

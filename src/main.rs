@@ -83,7 +83,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 .as_deref()
                 .map(phases::expiration::parse_duration)
                 .transpose()
-                .map_err(fail_with(EXIT_BAD_INPUT))?;
+                .map_err(|e| fail_with(EXIT_BAD_INPUT)(format!("--warn-within {e}")))?;
             let cluster = load_for(&run)?;
             let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
             let result = phases::expiration::report(&ctx, warn_within).await;
@@ -221,6 +221,57 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 (false, _, _) => Err(error_code),
                 (true, true, false) => Err(EXIT_CHANGES_PENDING),
                 _ => Ok(()),
+            }
+        }
+        Command::Upgrade {
+            command:
+                UpgradeCommand::Apply {
+                    run,
+                    max_unavailable,
+                    drain_timeout,
+                    yes,
+                },
+        } => {
+            use provision::upgrade::apply::{self, Stop};
+            let cluster = load_for(&run)?;
+            let snapshot = beside_inventory(
+                &run,
+                &format!(
+                    "{}-etcd-before-{}-{}.db",
+                    cluster.name,
+                    cluster.version,
+                    provision::snapshot::stamp()
+                ),
+            );
+            let to = cluster.version;
+            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
+            let opts = apply::Options {
+                max_unavailable,
+                drain_timeout,
+            };
+            let result = apply::apply(&ctx, &opts, &snapshot, || {
+                yes || ask(&format!(
+                    "the cluster is upgraded to Kubernetes {to} in the order above (nodes are drained one batch at a time)"
+                ))
+            })
+            .await;
+            ctx.close().await;
+            match result {
+                Ok(plan) if plan.nothing_to_do() => Ok(()),
+                Ok(_) if run.dry_run => Ok(()),
+                Ok(_) => {
+                    println!("the cluster runs Kubernetes {to}");
+                    Ok(())
+                }
+                Err(Stop::Refused) => Err(EXIT_BAD_INPUT),
+                Err(Stop::NotConfirmed) => Err(EXIT_BAD_INPUT),
+                Err(Stop::Failed) => {
+                    eprintln!(
+                        "the upgrade stopped; fix what is named above and run the same command again: it continues where it stopped"
+                    );
+                    Err(EXIT_PHASE_FAILED)
+                }
+                Err(Stop::Error(e)) => Err(fail_with(EXIT_PHASE_FAILED)(e)),
             }
         }
         Command::Restore { run, from, yes } => {

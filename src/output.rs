@@ -350,7 +350,7 @@ impl Reporter {
     }
 }
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Default, Serialize)]
 pub struct RunSummary {
     pub command: String,
     pub phases_run: usize,
@@ -358,6 +358,9 @@ pub struct RunSummary {
     pub hosts: usize,
     pub seconds: f64,
     pub failed_phase: Option<String>,
+    /// The hosts the failed phase failed on.
+    #[serde(skip_serializing_if = "Vec::is_empty", default)]
+    pub failed_hosts: Vec<String>,
     pub next_steps: Vec<String>,
 }
 
@@ -443,6 +446,7 @@ mod tests {
             hosts: 2,
             seconds: 3.0,
             failed_phase: Some(path.into()),
+            failed_hosts: vec!["cp2".into()],
             next_steps: vec![],
         });
     }

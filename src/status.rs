@@ -187,11 +187,14 @@ pub(crate) async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
         ..Default::default()
     };
     let units = units_of(ctx, host);
-    // kube-router says its version on stderr, the others on stdout
+    // what runs: the executable of the component's unit (the old one until it restarts after
+    // a version switch), else the one on PATH; kube-router says its version on stderr
     let mut script = String::from(
-        "v() { if ! command -v \"$1\" >/dev/null 2>&1; then echo -; \
-         elif [ \"$1\" = kube-router ]; then \"$1\" --version 2>&1 | head -n 1; \
-         else \"$1\" --version 2>/dev/null | head -n 1; fi; }\n",
+        "v() { pid=$(systemctl show -p MainPID --value \"$1\" 2>/dev/null); \
+         if [ -n \"$pid\" ] && [ \"$pid\" != 0 ] && [ -e /proc/$pid/exe ]; then b=/proc/$pid/exe; \
+         elif command -v \"$1\" >/dev/null 2>&1; then b=$1; else echo -; return; fi; \
+         if [ \"$1\" = kube-router ]; then \"$b\" --version 2>&1 | head -n 1; \
+         else \"$b\" --version 2>/dev/null | head -n 1; fi; }\n",
     );
     // etcd is ours on control planes only (a worker may have another one installed)
     let control_plane = CONTROL_PLANE_COMPONENTS

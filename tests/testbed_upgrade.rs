@@ -143,3 +143,105 @@ fn upgrade_plan_lists_the_next_minor_in_order_and_refuses_a_downgrade_and_a_node
     let version = tb.ssh(0, "kube-apiserver --version");
     assert!(version.contains(OLD), "{version}");
 }
+
+/// The executable the unit runs on machine `i` (its version's directory names the version).
+fn running(tb: &Testbed, i: usize, unit: &str) -> String {
+    tb.ssh(
+        i,
+        &format!("readlink /proc/$(systemctl show -p MainPID --value {unit})/exe"),
+    )
+    .trim()
+    .to_string()
+}
+
+#[test]
+fn upgrade_apply_goes_a_minor_up_rolls_a_failing_node_back_and_continues_when_run_again() {
+    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
+        return;
+    };
+    if !upstream.join("kubernetes").join(OLD).is_dir() {
+        eprintln!(
+            "SKIPPED: upgrade apply: Kubernetes {OLD} is not built (scripts/build-upstream all)"
+        );
+        return;
+    }
+    let tb = Testbed::up_for_kubelet(2);
+    let old = support::testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, OLD);
+    let new = support::testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, NEW);
+    let worker = tb.machines[1].name.as_str();
+    let inv = tb.inventory(&support::bundle_spec(&old), &[]);
+    let inv_s = inv.to_str().expect("a UTF-8 path").to_string();
+    provision_ok(&["init", "-i", &inv_s]);
+    provision_ok(&["join", "-i", &inv_s]);
+    let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
+
+    // the worker's kubelet refuses to start on anything but the old version: its upgrade fails
+    tb.ssh(
+        1,
+        &format!(
+            "mkdir -p /etc/systemd/system/kubelet.service.d && printf '[Service]\\nExecStartPre=/bin/sh -c \"readlink -f /usr/local/bin/kubelet | grep -q /{OLD}/\"\\n' > /etc/systemd/system/kubelet.service.d/50-old-only.conf && systemctl daemon-reload"
+        ),
+    );
+    tb.inventory(&support::bundle_spec(&new), &[]);
+    let failed = provision(&["upgrade", "apply", "-i", &inv_s, "--yes"]);
+    assert_eq!(failed.code, 1, "{}", failed.text());
+    assert!(
+        failed.stdout.contains("etcd snapshot before the upgrade"),
+        "{}",
+        failed.text()
+    );
+    assert!(
+        failed.stderr.contains(&format!(
+            "{worker} rolled back to the versions it ran before"
+        )),
+        "{}",
+        failed.text()
+    );
+    // the control plane went up; the worker runs the old kubelet again, schedulable
+    assert!(running(&tb, 0, "kube-apiserver").contains(&format!("/{NEW}/")));
+    assert!(running(&tb, 0, "kubelet").contains(&format!("/{NEW}/")));
+    assert!(running(&tb, 1, "kubelet").contains(&format!("/{OLD}/")));
+    let cordon = tb.ssh(
+        0,
+        &format!("{kubectl} get node {worker} -o jsonpath='{{.spec.unschedulable}}'"),
+    );
+    assert_eq!(cordon.trim(), "", "{worker} left cordoned");
+    let snapshots: Vec<_> = std::fs::read_dir(tb.dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains("-etcd-before-"))
+        .collect();
+    assert!(!snapshots.is_empty(), "no snapshot beside the inventory");
+
+    // the cause removed, the same command continues with what is left: the worker
+    tb.ssh(
+        1,
+        "rm /etc/systemd/system/kubelet.service.d/50-old-only.conf && systemctl daemon-reload",
+    );
+    let apiserver_pid = tb.ssh(0, "systemctl show -p MainPID --value kube-apiserver");
+    let done = provision(&["upgrade", "apply", "-i", &inv_s, "--yes"]);
+    assert_eq!(done.code, 0, "{}", done.text());
+    assert_eq!(
+        tb.ssh(0, "systemctl show -p MainPID --value kube-apiserver"),
+        apiserver_pid,
+        "the upgraded API server was restarted again: {}",
+        done.text()
+    );
+    assert!(running(&tb, 1, "kubelet").contains(&format!("/{NEW}/")));
+    assert!(running(&tb, 1, "kube-proxy").contains(&format!("/{NEW}/")));
+    let versions = tb.ssh(
+        0,
+        &format!("{kubectl} get nodes -o jsonpath='{{.items[*].status.nodeInfo.kubeletVersion}}'"),
+    );
+    assert_eq!(versions.trim(), format!("v{NEW} v{NEW}"));
+
+    // nothing left: the plan says so, and init and join change nothing
+    let again = provision_ok(&["upgrade", "apply", "-i", &inv_s, "--yes"]);
+    assert!(
+        again.stdout.contains("nothing to upgrade"),
+        "{}",
+        again.stdout
+    );
+    let rejoin = provision_ok(&["join", "-i", &inv_s, "--output", "json"]);
+    assert_eq!(rejoin.changes(), 0, "{}", rejoin.text());
+}

@@ -10,8 +10,26 @@ use crate::output::HostOutcome;
 use crate::run::Ctx;
 use std::collections::{BTreeMap, BTreeSet};
 
-pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
-    let prepared = prepare(ctx, hosts).await;
+/// What an artifacts phase puts in place.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Ship {
+    /// Every component's files, then the symlinks that make them current.
+    All,
+    /// The files only: a new version waits beside the running one (an upgrade's first step).
+    FilesOnly,
+    /// These components' files and symlinks (an upgrade switching a host's control plane).
+    Components(&'static [&'static str]),
+}
+
+pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host], what: Ship) -> Vec<HostOutcome> {
+    let prepared = prepare(ctx, hosts).await.map(|(mut wants, p)| {
+        if let Ship::Components(only) = what {
+            for list in wants.values_mut() {
+                list.retain(|w| only.contains(&w.component.as_str()));
+            }
+        }
+        (wants, p)
+    });
     fan_out(ctx, path, hosts, |h| {
         let prepared = &prepared;
         async move {
@@ -22,6 +40,7 @@ pub async fn run(ctx: &Ctx, path: &str, hosts: &[Host]) -> Vec<HostOutcome> {
                         h,
                         wants.get(&h.name).map(Vec::as_slice).unwrap_or_default(),
                         p,
+                        what,
                     )
                     .await
                 }
@@ -58,7 +77,13 @@ async fn prepare(ctx: &Ctx, hosts: &[Host]) -> Result<(Wants, bundle::Prepared),
     Ok((wants, prepared))
 }
 
-async fn ship(ctx: &Ctx, host: &Host, wants: &[Want], prepared: &bundle::Prepared) -> HostOutcome {
+async fn ship(
+    ctx: &Ctx,
+    host: &Host,
+    wants: &[Want],
+    prepared: &bundle::Prepared,
+    what: Ship,
+) -> HostOutcome {
     let result = async {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let machine = session.run("uname -m").await.map_err(|e| e.to_string())?;
@@ -69,7 +94,10 @@ async fn ship(ctx: &Ctx, host: &Host, wants: &[Want], prepared: &bundle::Prepare
                 host.arch
             ));
         }
-        let actions = bundle::host_actions(wants, prepared);
+        let mut actions = bundle::host_actions(wants, prepared);
+        if what == Ship::FilesOnly {
+            actions.retain(|a| !matches!(a, crate::host::Action::Symlink { .. }));
+        }
         let mut o = converge(ctx, host, &actions).await?;
         if !o.changes.is_empty() || ctx.out.verbose {
             let names: Vec<String> = wants

@@ -80,7 +80,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
     match number.parse::<i64>() {
         Ok(n) if scale > 0 && n >= 0 => Ok(n * scale),
         _ => Err(format!(
-            "--warn-within {text:?} is not a duration: write a number and a unit, e.g. 30d, 72h, 90m"
+            "{text:?} is not a duration: write a number and a unit, e.g. 30d, 72h, 90m"
         )),
     }
 }

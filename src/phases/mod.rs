@@ -41,7 +41,7 @@ pub enum Work {
     /// Checks that change nothing.
     Preflight,
     /// Components from the bundle: fetched once for all hosts, then shipped to each.
-    Artifacts,
+    Artifacts(artifacts::Ship),
     /// Every state-changing phase: probes, shared inputs, pure desired state, then `after`.
     Step(Box<dyn step::Runnable>),
 }
@@ -132,7 +132,7 @@ fn artifacts_phase() -> Phase {
     Phase::leaf(
         "artifacts",
         "ship the pinned components each host's roles need from the bundle",
-        Work::Artifacts,
+        Work::Artifacts(artifacts::Ship::All),
     )
 }
 
@@ -293,6 +293,7 @@ pub async fn run(ctx: &Ctx, command: &str, selected: &[Selected<'_>], scope: &Sc
             hosts: 0,
             seconds: 0.0,
             failed_phase: None,
+            failed_hosts: Vec::new(),
             next_steps: Vec::new(),
         },
         touched: BTreeSet::new(),
@@ -353,7 +354,7 @@ async fn run_phase(
     let outcomes = match &leaf.phase.work {
         Work::Group | Work::Rolling { .. } => return true,
         Work::Preflight => preflight::run(ctx, path, &scope.preflight_hosts).await,
-        Work::Artifacts => artifacts::run(ctx, path, hosts).await,
+        Work::Artifacts(what) => artifacts::run(ctx, path, hosts, *what).await,
         Work::Step(step) => {
             let on_join = run.summary.command.starts_with("join");
             match step.run(ctx, path, hosts, on_join, progress).await {
@@ -367,6 +368,11 @@ async fn run_phase(
     run.summary.changes += outcomes.iter().map(|o| o.changes.len()).sum::<usize>();
     if step::failed(&outcomes) {
         run.summary.failed_phase = Some(path.clone());
+        run.summary.failed_hosts = outcomes
+            .iter()
+            .filter(|o| o.status == Status::Failed)
+            .map(|o| o.host.clone())
+            .collect();
         return false;
     }
     true

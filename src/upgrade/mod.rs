@@ -2,7 +2,10 @@
 //! it), what the inventory wants (its `kubernetesVersion` and the bundle's components for it),
 //! and the plan between them (`plan`), printed as a table or JSON. Reads only.
 
+pub mod apply;
 pub mod plan;
+mod rollback;
+mod uncordon;
 
 use crate::api;
 use crate::output::Format;

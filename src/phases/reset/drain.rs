@@ -6,9 +6,17 @@ use super::*;
 /// How long evicted pods may take to go (their grace periods included).
 pub(super) const DRAIN_WAIT: Duration = Duration::from_secs(180);
 
+/// The annotation a drain that cordoned a node for a while (an upgrade) leaves on it, so that
+/// only what it cordoned is uncordoned (a node the operator cordoned stays so).
+pub const CORDONED_BY: &str = "provision.io/cordoned-by";
+
 /// Cordons the node and evicts its pods (DaemonSet and static pods stay: they go with the host).
-pub(super) struct Drain {
-    pub(super) cluster_stays: bool,
+pub struct Drain {
+    pub cluster_stays: bool,
+    /// How long evictions refused by a PodDisruptionBudget are retried.
+    pub wait: Duration,
+    /// Mark the cordon as provision's ([`CORDONED_BY`]), to be undone after the work.
+    pub mark: bool,
 }
 
 /// The pods a drain evicts from `node` (those already terminating included: it waits for them).
@@ -127,7 +135,10 @@ impl Step for Drain {
             .and_then(|s| s.unschedulable)
             .unwrap_or(false)
         {
-            let patch = serde_json::json!({"spec": {"unschedulable": true}});
+            let mut patch = serde_json::json!({"spec": {"unschedulable": true}});
+            if self.mark {
+                patch["metadata"] = serde_json::json!({"annotations": {CORDONED_BY: "upgrade"}});
+            }
             nodes
                 .patch(&host.name, &PatchParams::default(), &Patch::Merge(&patch))
                 .await
@@ -171,12 +182,12 @@ impl Step for Drain {
                     Err(e) => return Err(api_error(&host.name, e)),
                 }
             }
-            if started.elapsed() > DRAIN_WAIT {
+            if started.elapsed() > self.wait {
                 let names: Vec<String> = left.iter().map(pod_name).collect();
                 return Err(format!(
                     "{} still has pods after {} s: {}{}\n{} stays cordoned; see `kubectl describe pod` for each, then run the same command again",
                     host.name,
-                    DRAIN_WAIT.as_secs(),
+                    self.wait.as_secs(),
                     names.join(", "),
                     if refused.is_empty() {
                         String::new()

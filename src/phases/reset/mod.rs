@@ -24,7 +24,7 @@ use kube::api::{Api, DeleteParams, EvictParams, ListParams, Patch, PatchParams};
 use std::time::{Duration, Instant};
 
 pub use cleanup::{cleanup, cleanup_of};
-use drain::Drain;
+pub use drain::{CORDONED_BY, Drain};
 
 mod cleanup;
 mod drain;
@@ -42,7 +42,11 @@ pub fn tree(cluster_stays: bool) -> Vec<Phase> {
         Phase::leaf(
             "drain",
             "cordon each leaving node and evict its pods (when the cluster stays)",
-            Work::Step(Box::new(Drain { cluster_stays })),
+            Work::Step(Box::new(Drain {
+                cluster_stays,
+                wait: drain::DRAIN_WAIT,
+                mark: false,
+            })),
         ),
         Phase::leaf(
             "remove-etcd-member",

@@ -1,0 +1,89 @@
+//! Putting a host back on the versions it ran before an upgrade that failed on it: each
+//! component's files of the old version are still in place, so a rollback is a symlink switch
+//! and a restart of the units that then run another binary.
+
+use super::plan::Step;
+use crate::bundle::HOST_ROOT;
+use crate::cluster::Host;
+use crate::run::Ctx;
+use crate::ssh::shell_quote;
+
+/// The units a rollback restarts when their binary switched back (those an upgrade changes).
+const UNITS: [&str; 8] = [
+    "etcd",
+    "kube-apiserver",
+    "kube-controller-manager",
+    "kube-scheduler",
+    "containerd",
+    "kubelet",
+    "kube-proxy",
+    "kube-router",
+];
+
+/// The shell that points every link into a component's new version back at its old one, then
+/// restarts each unit whose main process no longer runs its ExecStart's file.
+pub fn script(steps: &[&Step]) -> String {
+    let mut s = String::from(
+        "set -e\nrelink() { for l in /usr/local/bin/* /opt/cni/bin/*; do [ -L \"$l\" ] || continue; t=$(readlink \"$l\"); case $t in \"$1\"/*) o=\"$2/${t#\"$1\"/}\"; [ -e \"$o\" ] && ln -sfn \"$o\" \"$l\" && echo \"$l -> $o\";; esac; done; }\n",
+    );
+    for st in steps {
+        if st.from == "-" || st.from == st.to {
+            continue;
+        }
+        let dir = |v: &str| shell_quote(&format!("{HOST_ROOT}/{}/{v}", st.component));
+        s.push_str(&format!("relink {} {}\n", dir(&st.to), dir(&st.from)));
+    }
+    s.push_str("for u in");
+    for u in UNITS {
+        s.push_str(&format!(" {u}"));
+    }
+    // a unit that failed on the new version is started again too
+    s.push_str(
+        "; do systemctl is-enabled -q $u 2>/dev/null || continue; pid=$(systemctl show -p MainPID --value $u); \
+         if [ -n \"$pid\" ] && [ \"$pid\" != 0 ]; then p=$(systemctl show -p ExecStart --value $u | sed -n 's/^{ path=\\([^ ;]*\\).*/\\1/p'); \
+         [ \"$(readlink /proc/$pid/exe)\" = \"$(readlink -f \"$p\")\" ] && continue; fi; \
+         systemctl restart $u && echo \"restarted $u\"; done\n",
+    );
+    s
+}
+
+/// Rolls `host` back over SSH: the lines it printed (links switched, units restarted).
+pub async fn run(ctx: &Ctx, host: &Host, steps: &[&Step]) -> Result<Vec<String>, String> {
+    let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+    let out = session
+        .run(&script(steps))
+        .await
+        .map_err(|e| format!("rolling {} back: {e}", host.name))?;
+    Ok(out.lines().map(str::to_string).collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn step(component: &str, from: &str, to: &str) -> Step {
+        Step {
+            order: 1,
+            stage: "control-plane".into(),
+            host: "n1".into(),
+            component: component.into(),
+            from: from.into(),
+            to: to.into(),
+        }
+    }
+
+    #[test]
+    fn links_go_back_to_the_old_version_and_new_components_stay() {
+        let api = step("kube-apiserver", "1.36.4", "1.37.2");
+        let fresh = step("kube-router", "-", "2.1.0");
+        let s = script(&[&api, &fresh]);
+        assert!(
+            s.contains(
+                "relink '/opt/provision/kube-apiserver/1.37.2' '/opt/provision/kube-apiserver/1.36.4'"
+            ),
+            "{s}"
+        );
+        assert!(!s.contains("kube-router/2.1.0"), "{s}");
+        assert!(s.contains("systemctl restart $u"), "{s}");
+    }
+}
