@@ -40,6 +40,15 @@ pub enum Command {
     Init(InitArgs),
     /// Add hosts of the inventory to the cluster
     Join(JoinArgs),
+    /// Converge the cluster on the inventory: init when there is none, the upgrade when
+    /// kubernetesVersion moved (its plan shown, then asked; --yes), join the hosts that are
+    /// not Nodes, re-apply everything else; no change when nothing moved
+    Apply {
+        #[command(flatten)]
+        run: RunArgs,
+        #[command(flatten)]
+        upgrade: UpgradeArgs,
+    },
     /// Take Kubernetes off hosts: the named hosts leave the cluster (drained, etcd member
     /// removed, Node deleted), or, without --hosts, the whole cluster goes
     Reset(ResetArgs),
@@ -211,10 +220,6 @@ pub enum UpgradeCommand {
         /// Workers upgraded at once: a number, or a percentage of the workers (25%)
         #[arg(long, value_name = "N|P%", default_value = "1")]
         max_unavailable: String,
-        /// Exit 0 when nothing is to be done, 2 when changes are pending, 1 when refused or
-        /// on an error
-        #[arg(long)]
-        detailed_exitcode: bool,
     },
     /// Upgrade to the inventory's kubernetesVersion, in the plan's order: an etcd snapshot
     /// beside the inventory, the new files shipped to every host, the control planes one at a
@@ -224,17 +229,24 @@ pub enum UpgradeCommand {
     Apply {
         #[command(flatten)]
         run: RunArgs,
-        /// Workers upgraded at once: a number, or a percentage of the workers (25%)
-        #[arg(long, value_name = "N|P%", default_value = "1")]
-        max_unavailable: String,
-        /// How long a drain waits for evictions a PodDisruptionBudget refuses, then stops
-        /// naming the pods (e.g. 5m, 90s)
-        #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = drain_timeout)]
-        drain_timeout: std::time::Duration,
-        /// Go ahead without asking
-        #[arg(long, short = 'y')]
-        yes: bool,
+        #[command(flatten)]
+        upgrade: UpgradeArgs,
     },
+}
+
+/// How an upgrade goes.
+#[derive(Args, Clone)]
+pub struct UpgradeArgs {
+    /// Workers upgraded at once: a number, or a percentage of the workers (25%)
+    #[arg(long, value_name = "N|P%", default_value = "1")]
+    pub max_unavailable: String,
+    /// How long a drain waits for evictions a PodDisruptionBudget refuses, then stops
+    /// naming the pods (e.g. 5m, 90s)
+    #[arg(long, value_name = "DURATION", default_value = "5m", value_parser = drain_timeout)]
+    pub drain_timeout: std::time::Duration,
+    /// Go ahead with an upgrade without asking
+    #[arg(long, short = 'y')]
+    pub yes: bool,
 }
 
 fn drain_timeout(text: &str) -> Result<std::time::Duration, String> {
@@ -352,6 +364,10 @@ pub struct RunArgs {
     /// Record the host keys of hosts not yet in known_hosts (changed keys are still refused)
     #[arg(long, global = true)]
     pub accept_new_host_keys: bool,
+    /// For plans (--dry-run, `upgrade plan`): exit 0 when nothing is to be done, 2 when
+    /// changes are pending, 1 on an error
+    #[arg(long, global = true)]
+    pub detailed_exitcode: bool,
 }
 
 #[cfg(test)]

@@ -18,6 +18,7 @@ pub mod cli;
 pub mod cluster;
 pub mod cni;
 pub mod completion;
+pub mod converge;
 pub mod ha;
 pub mod host;
 pub mod inventory;

@@ -5,7 +5,7 @@ use clap::{CommandFactory, Parser};
 use provision::bundle;
 use provision::cli::{
     BundleCommand, CertsCommand, Cli, Command, EtcdCommand, InitPhase, KubeconfigArgs, RunArgs,
-    SnapshotCommand, UpgradeCommand,
+    SnapshotCommand, UpgradeArgs, UpgradeCommand,
 };
 use provision::cluster::{self, Cluster, Host};
 use provision::output::{Format, Reporter};
@@ -198,9 +198,9 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 UpgradeCommand::Plan {
                     run,
                     max_unavailable,
-                    detailed_exitcode,
                 },
         } => {
+            let detailed_exitcode = run.detailed_exitcode;
             let cluster = load_for(&run)?;
             let name = cluster.name.clone();
             let error_code = if detailed_exitcode {
@@ -209,7 +209,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 EXIT_BAD_INPUT
             };
             let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
-            let plan = provision::upgrade::plan_for(&ctx, &max_unavailable).await;
+            let plan = provision::upgrade::plan_for(&ctx, &max_unavailable, false).await;
             ctx.close().await;
             let plan = plan.map_err(fail_with(error_code))?;
             provision::upgrade::print(&name, &plan, cli.output);
@@ -224,55 +224,10 @@ async fn run(cli: Cli) -> Result<(), u8> {
             }
         }
         Command::Upgrade {
-            command:
-                UpgradeCommand::Apply {
-                    run,
-                    max_unavailable,
-                    drain_timeout,
-                    yes,
-                },
-        } => {
-            use provision::upgrade::apply::{self, Stop};
-            let cluster = load_for(&run)?;
-            let snapshot = beside_inventory(
-                &run,
-                &format!(
-                    "{}-etcd-before-{}-{}.db",
-                    cluster.name,
-                    cluster.version,
-                    provision::snapshot::stamp()
-                ),
-            );
-            let to = cluster.version;
-            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
-            let opts = apply::Options {
-                max_unavailable,
-                drain_timeout,
-            };
-            let result = apply::apply(&ctx, &opts, &snapshot, || {
-                yes || ask(&format!(
-                    "the cluster is upgraded to Kubernetes {to} in the order above (nodes are drained one batch at a time)"
-                ))
-            })
-            .await;
-            ctx.close().await;
-            match result {
-                Ok(plan) if plan.nothing_to_do() => Ok(()),
-                Ok(_) if run.dry_run => Ok(()),
-                Ok(_) => {
-                    println!("the cluster runs Kubernetes {to}");
-                    Ok(())
-                }
-                Err(Stop::Refused) => Err(EXIT_BAD_INPUT),
-                Err(Stop::NotConfirmed) => Err(EXIT_BAD_INPUT),
-                Err(Stop::Failed) => {
-                    eprintln!(
-                        "the upgrade stopped; fix what is named above and run the same command again: it continues where it stopped"
-                    );
-                    Err(EXIT_PHASE_FAILED)
-                }
-                Err(Stop::Error(e)) => Err(fail_with(EXIT_PHASE_FAILED)(e)),
-            }
+            command: UpgradeCommand::Apply { run, upgrade },
+        } => converge(cli.verbose, cli.output, run, upgrade, false).await,
+        Command::Apply { run, upgrade } => {
+            converge(cli.verbose, cli.output, run, upgrade, true).await
         }
         Command::Restore { run, from, yes } => {
             restore_backup(cli.verbose, cli.output, run, from, yes).await
@@ -650,6 +605,75 @@ async fn restore_backup(
     result
 }
 
+/// `upgrade apply` (the upgrade only), or `apply` (`whole`: the cluster converged on the
+/// inventory, the upgrade included).
+async fn converge(
+    verbose: bool,
+    format: Format,
+    run: RunArgs,
+    upgrade: UpgradeArgs,
+    whole: bool,
+) -> Result<(), u8> {
+    use provision::upgrade::apply::{self, Stop};
+    let cluster = load_for(&run)?;
+    let snapshot = beside_inventory(
+        &run,
+        &format!(
+            "{}-etcd-before-{}-{}.db",
+            cluster.name,
+            cluster.version,
+            provision::snapshot::stamp()
+        ),
+    );
+    let to = cluster.version;
+    let ctx = command_context(verbose, format, &run, cluster).await?;
+    let opts = apply::Options {
+        max_unavailable: upgrade.max_unavailable,
+        drain_timeout: upgrade.drain_timeout,
+        joined_only: whole,
+    };
+    let yes = upgrade.yes;
+    let confirm = || {
+        yes || ask(&format!(
+            "the cluster is upgraded to Kubernetes {to} in the order above (nodes are drained one batch at a time)"
+        ))
+    };
+    // whether there was anything to do
+    let result = if whole {
+        provision::converge::apply(&ctx, &opts, &run.skip_phases, &snapshot, confirm)
+            .await
+            .map(|c| c.upgraded || c.summary.changes > 0)
+    } else {
+        apply::apply(&ctx, &opts, &snapshot, confirm)
+            .await
+            .map(|plan| !plan.nothing_to_do())
+    };
+    ctx.close().await;
+    match result {
+        Ok(pending) if run.dry_run => {
+            if pending && run.detailed_exitcode {
+                Err(EXIT_CHANGES_PENDING)
+            } else {
+                Ok(())
+            }
+        }
+        Ok(true) if !whole => {
+            println!("the cluster runs Kubernetes {to}");
+            Ok(())
+        }
+        Ok(_) => Ok(()),
+        Err(Stop::Refused) => Err(EXIT_BAD_INPUT),
+        Err(Stop::NotConfirmed) => Err(EXIT_BAD_INPUT),
+        Err(Stop::Failed) => {
+            eprintln!(
+                "the run stopped; fix what is named above and run the same command again: it continues where it stopped"
+            );
+            Err(EXIT_PHASE_FAILED)
+        }
+        Err(Stop::Error(e)) => Err(fail_with(EXIT_PHASE_FAILED)(e)),
+    }
+}
+
 /// A private directory of this run for unpacked files, removed by the caller.
 fn tempfile_dir() -> Result<std::path::PathBuf, String> {
     let dir = std::env::temp_dir().join(format!(
@@ -982,6 +1006,8 @@ async fn execute_with(
     ctx.close().await;
     if failed {
         Err(EXIT_PHASE_FAILED)
+    } else if run.dry_run && run.detailed_exitcode && summary.changes > 0 {
+        Err(EXIT_CHANGES_PENDING)
     } else {
         Ok(())
     }

@@ -300,6 +300,15 @@ impl Reporter {
         }
     }
 
+    /// A structured result in JSON (one event named `event` with `value` under `key`), or
+    /// `text` as it is.
+    pub fn record(&self, event: &str, key: &str, value: serde_json::Value, text: &str) {
+        match self.format {
+            Format::Json => self.event(json!({"event": event, key: value})),
+            Format::Text => print!("{text}"),
+        }
+    }
+
     pub fn note(&self, text: &str) {
         match self.format {
             Format::Json => self.event(json!({"event": "note", "text": text})),

@@ -30,6 +30,8 @@ pub struct Options {
     pub max_unavailable: String,
     /// How long a drain waits on PodDisruptionBudgets.
     pub drain_timeout: Duration,
+    /// Leave out hosts that are not Nodes yet (they join afterwards, at the new version).
+    pub joined_only: bool,
 }
 
 /// Why an upgrade stopped (what was said already is not repeated).
@@ -192,8 +194,13 @@ pub async fn apply(
     snapshot: &Path,
     confirm: impl Fn() -> bool,
 ) -> Result<Plan, Stop> {
-    let plan = super::plan_for(ctx, &opts.max_unavailable).await?;
-    super::print(&ctx.cluster.name, &plan, crate::output::Format::Text);
+    let plan = super::plan_for(ctx, &opts.max_unavailable, opts.joined_only).await?;
+    ctx.out.record(
+        "upgrade-plan",
+        "plan",
+        serde_json::to_value(&plan).unwrap_or_default(),
+        &super::table(&ctx.cluster.name, &plan),
+    );
     if !plan.refusals.is_empty() {
         return Err(Stop::Refused);
     }
@@ -213,15 +220,18 @@ pub async fn apply(
             .count(),
     )?;
     if ctx.dry_run() {
-        println!("would save an etcd snapshot to {}", snapshot.display());
+        ctx.out.note(&format!(
+            "would save an etcd snapshot to {}",
+            snapshot.display()
+        ));
     } else {
         let saved = crate::snapshot::save(ctx, snapshot, false).await?;
-        println!(
+        ctx.out.note(&format!(
             "etcd snapshot before the upgrade: {} (revision {}, from {})",
             saved.path.display(),
             saved.status.revision,
             saved.host
-        );
+        ));
     }
     let all = ctx.cluster.hosts.clone();
     let mut total = stage(
@@ -311,7 +321,12 @@ pub async fn apply(
     ctx.out.summary(&total);
     if !ctx.dry_run() {
         let report = crate::verify::run(ctx, crate::verify::Expect::All).await?;
-        print!("{}", report.table());
+        ctx.out.record(
+            "verify",
+            "report",
+            serde_json::from_str(&report.json()).unwrap_or_default(),
+            &report.table(),
+        );
         if !report.passed() {
             return Err(Stop::Failed);
         }
@@ -319,7 +334,8 @@ pub async fn apply(
     Ok(plan)
 }
 
-fn add(total: &mut RunSummary, part: &RunSummary) {
+/// Adds `part`'s counts to `total`.
+pub fn add(total: &mut RunSummary, part: &RunSummary) {
     total.phases_run += part.phases_run;
     total.changes += part.changes;
     total.hosts = total.hosts.max(part.hosts);

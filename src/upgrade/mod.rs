@@ -110,7 +110,9 @@ async fn wanted(ctx: &Ctx, batch: usize) -> Result<Wanted, String> {
 
 /// The plan for this cluster, workers `max_unavailable` at a time. A version the bundle cannot
 /// give is an error, unless the plan is refused already for what runs.
-pub async fn plan_for(ctx: &Ctx, max_unavailable: &str) -> Result<Plan, String> {
+/// With `joined_only`, hosts that are not Nodes yet are left out (`provision apply` joins them
+/// after the upgrade, at the new version).
+pub async fn plan_for(ctx: &Ctx, max_unavailable: &str, joined_only: bool) -> Result<Plan, String> {
     let workers = ctx
         .cluster
         .hosts
@@ -118,7 +120,10 @@ pub async fn plan_for(ctx: &Ctx, max_unavailable: &str) -> Result<Plan, String> 
         .filter(|h| !h.control_plane)
         .count();
     let batch = plan::batch_size(max_unavailable, workers)?;
-    let seen = observe(ctx).await;
+    let mut seen = observe(ctx).await;
+    if joined_only {
+        seen.hosts.retain(|h| h.ready.is_some());
+    }
     match wanted(ctx, batch).await {
         Ok(w) => {
             let mut p = plan::plan(&seen, &w);
@@ -169,31 +174,45 @@ async fn verify_refusal(ctx: &Ctx) -> Option<String> {
 pub fn print(cluster: &str, p: &Plan, format: Format) {
     if format == Format::Json {
         println!("{}", serde_json::to_string_pretty(p).unwrap_or_default());
-        return;
+    } else {
+        print!("{}", table(cluster, p));
     }
-    println!(
+}
+
+/// The plan as a table, with its refusals.
+pub fn table(cluster: &str, p: &Plan) -> String {
+    use std::fmt::Write;
+    let mut s = String::new();
+    let _ = writeln!(
+        s,
         "upgrade plan for {cluster}: Kubernetes {} → {}",
         p.from.as_deref().unwrap_or("unknown"),
         p.to
     );
     if p.steps.is_empty() {
-        println!("  nothing to upgrade: every component runs what the inventory says");
+        let _ = writeln!(
+            s,
+            "  nothing to upgrade: every component runs what the inventory says"
+        );
     } else {
-        println!(
+        let _ = writeln!(
+            s,
             "\n  {:<5} {:<20} {:<10} {:<24} {:<10} TO",
             "ORDER", "STAGE", "HOST", "COMPONENT", "FROM"
         );
-        for s in &p.steps {
-            println!(
+        for st in &p.steps {
+            let _ = writeln!(
+                s,
                 "  {:<5} {:<20} {:<10} {:<24} {:<10} {}",
-                s.order, s.stage, s.host, s.component, s.from, s.to
+                st.order, st.stage, st.host, st.component, st.from, st.to
             );
         }
     }
     if !p.refusals.is_empty() {
-        println!("\nrefused, before anything changes:");
+        let _ = writeln!(s, "\nrefused, before anything changes:");
         for r in &p.refusals {
-            println!("  - {r}");
+            let _ = writeln!(s, "  - {r}");
         }
     }
+    s
 }
