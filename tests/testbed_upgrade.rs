@@ -218,6 +218,8 @@ fn upgrade_apply_goes_a_minor_up_rolls_a_failing_node_back_and_continues_when_ru
         1,
         "rm /etc/systemd/system/kubelet.service.d/50-old-only.conf && systemctl daemon-reload",
     );
+    // a version older than the previous one, left by an earlier upgrade: removed at the end
+    tb.ssh(1, "mkdir -p /opt/provision/kubelet/1.35.8");
     let apiserver_pid = tb.ssh(0, "systemctl show -p MainPID --value kube-apiserver");
     let done = provision(&["upgrade", "apply", "-i", &inv_s, "--yes"]);
     assert_eq!(done.code, 0, "{}", done.text());
@@ -229,6 +231,12 @@ fn upgrade_apply_goes_a_minor_up_rolls_a_failing_node_back_and_continues_when_ru
     );
     assert!(running(&tb, 1, "kubelet").contains(&format!("/{NEW}/")));
     assert!(running(&tb, 1, "kube-proxy").contains(&format!("/{NEW}/")));
+    let kept = tb.ssh(1, "ls /opt/provision/kubelet");
+    assert_eq!(
+        kept.split_whitespace().collect::<Vec<_>>(),
+        [OLD, NEW],
+        "the current and the previous version only"
+    );
     let versions = tb.ssh(
         0,
         &format!("{kubectl} get nodes -o jsonpath='{{.items[*].status.nodeInfo.kubeletVersion}}'"),

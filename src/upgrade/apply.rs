@@ -7,7 +7,7 @@
 //! stops there; running it again continues where it stopped.
 
 use super::plan::{Plan, Step};
-use super::{rollback, uncordon};
+use super::{prune, rollback, uncordon};
 use crate::cluster::Host;
 use crate::output::RunSummary;
 use crate::phases::artifacts::Ship;
@@ -160,7 +160,8 @@ async fn stage(
         return Ok(summary);
     }
     ctx.out.summary(&summary);
-    let rolling_back = !ctx.dry_run() && name != "upgrade apply (stage)";
+    let rolling_back =
+        !ctx.dry_run() && name != "upgrade apply (stage)" && name != "upgrade apply (prune)";
     for host in summary
         .failed_hosts
         .iter()
@@ -316,6 +317,16 @@ pub async fn apply(
             Vec::new(),
         )
         .await?,
+    );
+    let prune = vec![Phase::step(
+        "prune",
+        "remove each component's versions older than the previous one (kept for a rollback)",
+        prune::Prune,
+    )];
+    let all = ctx.cluster.hosts.clone();
+    add(
+        &mut total,
+        &stage(ctx, &plan, "upgrade apply (prune)", &prune, all, Vec::new()).await?,
     );
     total.command = "upgrade apply".into();
     ctx.out.summary(&total);

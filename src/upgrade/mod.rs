@@ -4,6 +4,7 @@
 
 pub mod apply;
 pub mod plan;
+mod prune;
 mod rollback;
 mod uncordon;
 
