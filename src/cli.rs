@@ -220,6 +220,10 @@ pub enum UpgradeCommand {
         /// Workers upgraded at once: a number, or a percentage of the workers (25%)
         #[arg(long, value_name = "N|P%", default_value = "1")]
         max_unavailable: String,
+        /// Do not refuse for objects of API versions the new release no longer serves (they
+        /// are listed either way)
+        #[arg(long)]
+        ignore_deprecated_apis: bool,
     },
     /// Upgrade to the inventory's kubernetesVersion, in the plan's order: an etcd snapshot
     /// beside the inventory, the new files shipped to every host, the control planes one at a
@@ -247,6 +251,10 @@ pub struct UpgradeArgs {
     /// Go ahead with an upgrade without asking
     #[arg(long, short = 'y')]
     pub yes: bool,
+    /// Upgrade although objects are reached through API versions the new release no longer
+    /// serves (they are listed either way)
+    #[arg(long)]
+    pub ignore_deprecated_apis: bool,
 }
 
 fn drain_timeout(text: &str) -> Result<std::time::Duration, String> {

@@ -198,6 +198,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 UpgradeCommand::Plan {
                     run,
                     max_unavailable,
+                    ignore_deprecated_apis,
                 },
         } => {
             let detailed_exitcode = run.detailed_exitcode;
@@ -209,7 +210,9 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 EXIT_BAD_INPUT
             };
             let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
-            let plan = provision::upgrade::plan_for(&ctx, &max_unavailable, false).await;
+            let plan =
+                provision::upgrade::plan_for(&ctx, &max_unavailable, false, ignore_deprecated_apis)
+                    .await;
             ctx.close().await;
             let plan = plan.map_err(fail_with(error_code))?;
             provision::upgrade::print(&name, &plan, cli.output);
@@ -631,6 +634,7 @@ async fn converge(
         max_unavailable: upgrade.max_unavailable,
         drain_timeout: upgrade.drain_timeout,
         joined_only: whole,
+        ignore_deprecated: upgrade.ignore_deprecated_apis,
     };
     let yes = upgrade.yes;
     let confirm = || {

@@ -85,6 +85,54 @@ fn upgrade_plan_lists_the_next_minor_in_order_and_refuses_a_downgrade_and_a_node
     assert_eq!(steps[apiserver]["from"], OLD);
     let orders: Vec<u64> = steps.iter().filter_map(|s| s["order"].as_u64()).collect();
     assert!(orders.windows(2).all(|w| w[0] <= w[1]), "{orders:?}");
+    // objects of an API version the target no longer serves refuse it, named, unless ignored
+    // (a CRD whose old version the API server says is unavailable in the target minor)
+    let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
+    let schema =
+        r#"{"openAPIV3Schema": {"type": "object", "x-kubernetes-preserve-unknown-fields": true}}"#;
+    let crd = format!(
+        r#"{{"apiVersion": "apiextensions.k8s.io/v1", "kind": "CustomResourceDefinition",
+  "metadata": {{"name": "widgets.example.com"}},
+  "spec": {{"group": "example.com", "scope": "Namespaced",
+    "names": {{"plural": "widgets", "singular": "widget", "kind": "Widget"}},
+    "versions": [
+      {{"name": "v1", "served": true, "storage": true, "schema": {schema}}},
+      {{"name": "v1beta1", "served": true, "storage": false, "schema": {schema}, "deprecated": true,
+        "deprecationWarning": "example.com/v1beta1 Widget is deprecated in v1.35+, unavailable in v1.37+; use example.com/v1"}}]}}}}"#
+    );
+    tb.ssh(
+        0,
+        &format!(
+            "echo '{crd}' | {kubectl} apply -f - && {kubectl} wait --for=condition=Established crd/widgets.example.com --timeout=60s && echo '{{\"apiVersion\": \"example.com/v1\", \"kind\": \"Widget\", \"metadata\": {{\"name\": \"w1\", \"namespace\": \"default\"}}}}' | {kubectl} apply -f -"
+        ),
+    );
+    let removed = provision(&["upgrade", "plan", "-i", &inv_s]);
+    assert_eq!(removed.code, 2, "{}", removed.text());
+    assert!(
+        removed
+            .stdout
+            .contains("example.com/v1beta1 widgets (1): default/w1")
+            && removed.stdout.contains("--ignore-deprecated-apis"),
+        "{}",
+        removed.stdout
+    );
+    let ignored = provision(&[
+        "upgrade",
+        "plan",
+        "-i",
+        &inv_s,
+        "--ignore-deprecated-apis",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(ignored.code, 0, "{}", ignored.text());
+    let listed: serde_json::Value = serde_json::from_str(&ignored.stdout).expect("the plan's JSON");
+    assert_eq!(
+        listed["removed_apis"][0]["objects"][0], "default/w1",
+        "{listed:#}"
+    );
+    tb.ssh(0, &format!("{kubectl} delete crd widgets.example.com"));
+
     let text = provision(&["upgrade", "plan", "-i", &inv_s]);
     assert_eq!(text.code, 0, "{}", text.text());
     assert!(

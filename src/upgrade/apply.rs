@@ -32,6 +32,8 @@ pub struct Options {
     pub drain_timeout: Duration,
     /// Leave out hosts that are not Nodes yet (they join afterwards, at the new version).
     pub joined_only: bool,
+    /// Go ahead although objects use API versions the target removes.
+    pub ignore_deprecated: bool,
 }
 
 /// Why an upgrade stopped (what was said already is not repeated).
@@ -195,7 +197,13 @@ pub async fn apply(
     snapshot: &Path,
     confirm: impl Fn() -> bool,
 ) -> Result<Plan, Stop> {
-    let plan = super::plan_for(ctx, &opts.max_unavailable, opts.joined_only).await?;
+    let plan = super::plan_for(
+        ctx,
+        &opts.max_unavailable,
+        opts.joined_only,
+        opts.ignore_deprecated,
+    )
+    .await?;
     ctx.out.record(
         "upgrade-plan",
         "plan",

@@ -3,6 +3,7 @@
 //! and the plan between them (`plan`), printed as a table or JSON. Reads only.
 
 pub mod apply;
+pub mod deprecated;
 pub mod plan;
 mod prune;
 mod rollback;
@@ -113,7 +114,13 @@ async fn wanted(ctx: &Ctx, batch: usize) -> Result<Wanted, String> {
 /// give is an error, unless the plan is refused already for what runs.
 /// With `joined_only`, hosts that are not Nodes yet are left out (`provision apply` joins them
 /// after the upgrade, at the new version).
-pub async fn plan_for(ctx: &Ctx, max_unavailable: &str, joined_only: bool) -> Result<Plan, String> {
+/// Objects of API versions the target removes refuse it unless `ignore_deprecated`.
+pub async fn plan_for(
+    ctx: &Ctx,
+    max_unavailable: &str,
+    joined_only: bool,
+    ignore_deprecated: bool,
+) -> Result<Plan, String> {
     let workers = ctx
         .cluster
         .hosts
@@ -132,6 +139,20 @@ pub async fn plan_for(ctx: &Ctx, max_unavailable: &str, joined_only: bool) -> Re
             // only when there is an upgrade to make and nothing refused it already
             if !p.nothing_to_do() && p.refusals.is_empty() {
                 p.refusals.extend(verify_refusal(ctx).await);
+            }
+            // only a new minor stops serving API versions
+            let new_minor = p
+                .from
+                .as_deref()
+                .and_then(|f| crate::version::Version::parse(f).ok())
+                .is_some_and(|f| f.minor < ctx.cluster.version.minor);
+            if new_minor {
+                let client = api::client(ctx, "admin").await?;
+                p.removed_apis = deprecated::removed_by(&client, ctx.cluster.version).await?;
+                if !ignore_deprecated {
+                    p.refusals
+                        .extend(deprecated::refusal(&p.removed_apis, ctx.cluster.version));
+                }
             }
             Ok(p)
         }
@@ -206,6 +227,23 @@ pub fn table(cluster: &str, p: &Plan) -> String {
                 s,
                 "  {:<5} {:<20} {:<10} {:<24} {:<10} {}",
                 st.order, st.stage, st.host, st.component, st.from, st.to
+            );
+        }
+    }
+    if !p.removed_apis.is_empty() {
+        let _ = writeln!(
+            s,
+            "\nobjects of API versions Kubernetes {} no longer serves:",
+            p.to
+        );
+        for r in &p.removed_apis {
+            let _ = writeln!(
+                s,
+                "  {} {} (unavailable in {}): {}",
+                r.group_version,
+                r.resource,
+                r.unavailable_in,
+                r.objects.join(", ")
             );
         }
     }

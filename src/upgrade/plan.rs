@@ -69,6 +69,8 @@ pub struct Plan {
     pub steps: Vec<Step>,
     /// Why the upgrade may not start, each naming what and what to do; empty when it may.
     pub refusals: Vec<String>,
+    /// Objects reached through API versions the target no longer serves.
+    pub removed_apis: Vec<super::deprecated::Removed>,
 }
 
 impl Plan {
@@ -114,6 +116,7 @@ pub fn plan(seen: &Seen, wanted: &Wanted) -> Plan {
         to: to.to_string(),
         steps,
         refusals,
+        removed_apis: Vec::new(),
     }
 }
 
