@@ -1,6 +1,7 @@
 //! `provision apply`: one command from bare machines to a verified cluster, no change when run
-//! again, and, when the inventory adds a host and moves the version, the upgrade (asked first)
-//! then the new host's join at the new version. Real-cluster tier: the upgrade part needs the
+//! again, and, when the inventory adds a host and moves the version, the upgrade (asked first;
+//! a drain a PodDisruptionBudget blocks stops it, named) then the new host's join at the new
+//! version. Real-cluster tier: the upgrade part needs the
 //! upstream builds of both minors (`scripts/build-upstream all`).
 
 mod support;
@@ -65,6 +66,36 @@ fn apply_builds_the_cluster_then_upgrades_it_and_joins_a_new_host() {
         .trim(),
         "bare"
     );
+
+    // a PodDisruptionBudget that allows no eviction stops the worker's drain after the drain
+    // timeout, naming the pod and the budget; the worker is not left cordoned
+    let web = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
+  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
+    "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 1,
+      "containers": [{"name": "web", "image": "registry.k8s.io/e2e-test-images/busybox:1.35.0",
+        "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}}}}"#;
+    let pdb = r#"{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web", "namespace": "default"},
+  "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}"#;
+    tb.ssh(
+        0,
+        &format!(
+            "echo '{web}' | {kubectl} apply -f - && echo '{pdb}' | {kubectl} apply -f - && {kubectl} rollout status deployment/web --timeout=120s"
+        ),
+    );
+    let blocked = provision(&["apply", "-i", &inv_s, "--yes", "--drain-timeout", "15s"]);
+    assert_eq!(blocked.code, 1, "{}", blocked.text());
+    assert!(
+        blocked.text().contains("by default/web") && blocked.text().contains("after 15 s"),
+        "{}",
+        blocked.text()
+    );
+    let worker = &tb.machines[1].name;
+    let cordon = tb.ssh(
+        0,
+        &format!("{kubectl} get node {worker} -o jsonpath='{{.spec.unschedulable}}'"),
+    );
+    assert_eq!(cordon.trim(), "", "{worker} left cordoned");
+    tb.ssh(0, &format!("{kubectl} delete pdb web"));
 
     let upgraded = provision_ok(&["apply", "-i", &inv_s, "--yes"]);
     assert!(

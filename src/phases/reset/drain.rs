@@ -53,6 +53,52 @@ pub(super) fn namespace_terminating(s: &kube::core::Status) -> bool {
             .any(|c| c.reason == "NamespaceTerminating")
 }
 
+/// The PodDisruptionBudgets (`namespace/name`) whose selector picks `pod`.
+async fn budgets_of(client: &kube::Client, pod: &Pod) -> Vec<String> {
+    use k8s_openapi::api::policy::v1::PodDisruptionBudget;
+    let Some(ns) = pod.metadata.namespace.as_deref() else {
+        return Vec::new();
+    };
+    let labels = pod.metadata.labels.clone().unwrap_or_default();
+    let budgets: Api<PodDisruptionBudget> = Api::namespaced(client.clone(), ns);
+    let Ok(list) = budgets.list(&ListParams::default()).await else {
+        return Vec::new();
+    };
+    list.items
+        .iter()
+        .filter(|b| {
+            b.spec
+                .as_ref()
+                .and_then(|s| s.selector.as_ref())
+                .is_some_and(|sel| selects(sel, &labels))
+        })
+        .map(|b| format!("{ns}/{}", b.metadata.name.as_deref().unwrap_or("")))
+        .collect()
+}
+
+/// Whether a label selector picks an object with `labels` (an empty selector picks all).
+fn selects(
+    sel: &k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector,
+    labels: &std::collections::BTreeMap<String, String>,
+) -> bool {
+    let by_label = sel
+        .match_labels
+        .iter()
+        .flatten()
+        .all(|(k, v)| labels.get(k) == Some(v));
+    let by_expression = sel.match_expressions.iter().flatten().all(|e| {
+        let values = e.values.clone().unwrap_or_default();
+        match e.operator.as_str() {
+            "In" => labels.get(&e.key).is_some_and(|v| values.contains(v)),
+            "NotIn" => labels.get(&e.key).is_none_or(|v| !values.contains(v)),
+            "Exists" => labels.contains_key(&e.key),
+            "DoesNotExist" => !labels.contains_key(&e.key),
+            _ => false,
+        }
+    });
+    by_label && by_expression
+}
+
 pub(super) fn pod_name(p: &Pod) -> String {
     format!(
         "{}/{}",
@@ -167,7 +213,14 @@ impl Step for Drain {
                         evicted.insert(pod_name(p));
                     }
                     // a PodDisruptionBudget says not now: try again until the wait ends
-                    Err(kube::Error::Api(s)) if s.code == 429 => refused.push(pod_name(p)),
+                    Err(kube::Error::Api(s)) if s.code == 429 => {
+                        let budgets = budgets_of(&client, p).await;
+                        refused.push(if budgets.is_empty() {
+                            pod_name(p)
+                        } else {
+                            format!("{} by {}", pod_name(p), budgets.join(", "))
+                        })
+                    }
                     Err(kube::Error::Api(s)) if s.code == 404 => {}
                     // its namespace is being deleted (no eviction can be created there): the
                     // pod goes with it anyway, so delete it now rather than wait for the
@@ -193,8 +246,8 @@ impl Step for Drain {
                         String::new()
                     } else {
                         format!(
-                            " (evicting {} is refused by a PodDisruptionBudget)",
-                            refused.join(", ")
+                            " (evicting {} is refused by a PodDisruptionBudget: `kubectl get pdb -A` shows how many may go)",
+                            refused.join("; ")
                         )
                     },
                     host.name
@@ -211,5 +264,30 @@ impl Step for Drain {
             ));
         }
         Ok(after)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn selectors_pick_by_labels_and_expressions() {
+        let sel: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
+            serde_json::from_value(serde_json::json!({
+                "matchLabels": {"app": "web"},
+                "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}]
+            }))
+            .unwrap();
+        let labels = |pairs: &[(&str, &str)]| {
+            pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect()
+        };
+        assert!(selects(&sel, &labels(&[("app", "web"), ("tier", "front")])));
+        assert!(!selects(&sel, &labels(&[("app", "web"), ("tier", "back")])));
+        assert!(!selects(&sel, &labels(&[("tier", "front")])));
+        assert!(selects(&Default::default(), &labels(&[])));
     }
 }
