@@ -105,6 +105,16 @@ pub async fn collect(ctx: &Ctx) -> Status {
     status.problems.extend(unreadable);
     let problems = problems_of(&status, &cluster.version.to_string());
     status.problems.extend(problems);
+    if status.api == "ok" {
+        for n in crate::upgrade::cordoned_by_upgrade(ctx)
+            .await
+            .unwrap_or_default()
+        {
+            status.problems.push(format!(
+                "{n}: left cordoned by an upgrade that did not finish: run `provision upgrade apply -i FILE` again (it continues where it stopped)"
+            ));
+        }
+    }
     status
 }
 

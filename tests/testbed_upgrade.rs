@@ -300,4 +300,28 @@ fn upgrade_apply_goes_a_minor_up_rolls_a_failing_node_back_and_continues_when_ru
     );
     let rejoin = provision_ok(&["join", "-i", &inv_s, "--output", "json"]);
     assert_eq!(rejoin.changes(), 0, "{}", rejoin.text());
+
+    // a run cut after a drain leaves its mark: status names the node, and the next run
+    // uncordons it
+    tb.ssh(
+        0,
+        &format!(
+            "{kubectl} cordon {worker} && {kubectl} annotate node {worker} provision.io/cordoned-by=upgrade"
+        ),
+    );
+    let status = provision(&["status", "-i", &inv_s]);
+    assert_eq!(status.code, 1, "{}", status.text());
+    assert!(
+        status.text().contains(&format!(
+            "{worker}: left cordoned by an upgrade that did not finish"
+        )),
+        "{}",
+        status.text()
+    );
+    provision_ok(&["upgrade", "apply", "-i", &inv_s, "--yes"]);
+    let cordon = tb.ssh(
+        0,
+        &format!("{kubectl} get node {worker} -o jsonpath='{{.spec.unschedulable}}'"),
+    );
+    assert_eq!(cordon.trim(), "", "{worker} still cordoned");
 }

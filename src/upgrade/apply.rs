@@ -214,6 +214,11 @@ pub async fn apply(
         return Err(Stop::Refused);
     }
     let cordoned = uncordon::cordoned_nodes(ctx).await?;
+    for n in &cordoned {
+        ctx.out.note(&format!(
+            "{n} was left cordoned by an upgrade that did not finish: it goes through its steps again"
+        ));
+    }
     if plan.nothing_to_do() && cordoned.is_empty() {
         return Ok(plan);
     }

@@ -29,6 +29,11 @@ const COMPARED: [&str; 8] = [
     "kube-router",
 ];
 
+/// The Nodes an upgrade's drain cordoned and nothing uncordoned yet (an interrupted run).
+pub async fn cordoned_by_upgrade(ctx: &Ctx) -> Result<Vec<String>, String> {
+    uncordon::cordoned_nodes(ctx).await
+}
+
 /// What runs: every host's versions, Node readiness, etcd's health, CoreDNS, the certificates.
 async fn observe(ctx: &Ctx) -> Seen {
     let cluster = &ctx.cluster;
