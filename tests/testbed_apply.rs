@@ -1,17 +1,67 @@
-//! `provision apply`: one command from bare machines to a verified cluster, no change when run
-//! again, and, when the inventory adds a host and moves the version, the upgrade (asked first;
-//! a drain a PodDisruptionBudget blocks stops it, named) then the new host's join at the new
-//! version. Real-cluster tier: the upgrade part needs the
-//! upstream builds of both minors (`scripts/build-upstream all`).
+//! `provision apply`, and the upgrade it runs, as an operator sees them: bare machines to a
+//! verified cluster in one command, no change when run again; then, with a workload behind a
+//! NodePort and a PodDisruptionBudget and a client outside the cluster sending requests all
+//! along, the next minor and a new host in the inventory: a drain the budget blocks stops the
+//! upgrade (named, nothing left cordoned), and once the budget allows it the upgrade goes node
+//! by node in kubeadm's order, every request answered, and the new host joins at the new
+//! version. Real-cluster tier: needs the upstream builds of both minors
+//! (`scripts/build-upstream all`).
 
 mod support;
+use std::io::{Read, Write};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
 use support::{Testbed, provision, provision_ok};
 
 const OLD: &str = "1.36.4";
 const NEW: &str = "1.37.2";
+const NODE_PORT: u16 = 30080;
+
+/// Requests to `address:NODE_PORT` every 100 ms until `stop`: (answered, failed with why).
+fn client(address: String, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<(u32, Vec<String>)> {
+    std::thread::spawn(move || {
+        let (mut ok, mut failed) = (0, Vec::new());
+        let target = format!("{address}:{NODE_PORT}")
+            .parse()
+            .expect("an address");
+        while !stop.load(Ordering::SeqCst) {
+            let started = std::time::SystemTime::now();
+            let result = (|| -> std::io::Result<String> {
+                let mut s = std::net::TcpStream::connect_timeout(&target, Duration::from_secs(2))?;
+                s.set_read_timeout(Some(Duration::from_secs(2)))?;
+                s.write_all(b"GET / HTTP/1.0\r\n\r\n")?;
+                let mut answer = String::new();
+                s.read_to_string(&mut answer)?;
+                Ok(answer)
+            })();
+            match result {
+                Ok(a) if a.starts_with("HTTP/1.") && a.contains(" 200 ") => ok += 1,
+                Ok(a) => failed.push(format!("{started:?}: {}", a.lines().next().unwrap_or(""))),
+                Err(e) => failed.push(format!("{started:?}: {e}")),
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        (ok, failed)
+    })
+}
+
+/// The (phase, host) of every host event of a JSON run, in order.
+fn host_events(run: &support::Run) -> Vec<(String, String)> {
+    run.events()
+        .iter()
+        .filter(|e| e["event"] == "host")
+        .map(|e| {
+            (
+                e["phase"].as_str().unwrap_or_default().to_string(),
+                e["result"]["host"].as_str().unwrap_or_default().to_string(),
+            )
+        })
+        .collect()
+}
 
 #[test]
-fn apply_builds_the_cluster_then_upgrades_it_and_joins_a_new_host() {
+fn apply_builds_the_cluster_then_upgrades_it_losing_no_request_and_joins_a_new_host() {
     let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
         return;
     };
@@ -19,11 +69,12 @@ fn apply_builds_the_cluster_then_upgrades_it_and_joins_a_new_host() {
         eprintln!("SKIPPED: apply: Kubernetes {OLD} is not built (scripts/build-upstream all)");
         return;
     }
-    let tb = Testbed::up_for_kubelet(3);
+    let tb = Testbed::up_for_kubelet(4);
     let old = support::testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, OLD);
     let new = support::testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, NEW);
-    let two = [(0, "control-plane"), (1, "worker")];
-    let inv = tb.inventory_of(&support::bundle_spec(&old), &[], &two);
+    let names: Vec<&str> = tb.machines.iter().map(|m| m.name.as_str()).collect();
+    let three = [(0, "control-plane"), (1, "worker"), (2, "worker")];
+    let inv = tb.inventory_of(&support::bundle_spec(&old), &[], &three);
     let inv_s = inv.to_str().expect("a UTF-8 path").to_string();
     let kubectl = "kubectl --kubeconfig=/etc/kubernetes/admin.conf";
 
@@ -37,7 +88,7 @@ fn apply_builds_the_cluster_then_upgrades_it_and_joins_a_new_host() {
     let nodes = tb.ssh(0, &format!("{kubectl} get nodes --no-headers"));
     assert_eq!(
         nodes.lines().filter(|l| l.contains(" Ready ")).count(),
-        2,
+        3,
         "{nodes}"
     );
 
@@ -47,9 +98,40 @@ fn apply_builds_the_cluster_then_upgrades_it_and_joins_a_new_host() {
     let plan = provision(&["apply", "-i", &inv_s, "--dry-run", "--detailed-exitcode"]);
     assert_eq!(plan.code, 0, "{}", plan.text());
 
-    // a third host and the next minor
-    let three = [(0, "control-plane"), (1, "worker"), (2, "worker")];
-    tb.inventory_of(&support::bundle_spec(&new), &[], &three);
+    // 3 replicas behind a NodePort, at most one away at a time, each finishing its requests
+    // before it goes (preStop), and a client outside the cluster from now on
+    let web = format!(
+        r#"{{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {{"name": "web", "namespace": "default"}},
+  "spec": {{"replicas": 3, "selector": {{"matchLabels": {{"app": "web"}}}},
+    "template": {{"metadata": {{"labels": {{"app": "web"}}}}, "spec": {{"terminationGracePeriodSeconds": 15,
+      "containers": [{{"name": "web", "image": "registry.k8s.io/e2e-test-images/busybox:1.35.0",
+        "imagePullPolicy": "Never", "command": ["sh", "-c", "mkdir -p /w && hostname > /w/index.html && exec httpd -f -p 8080 -h /w"],
+        "readinessProbe": {{"httpGet": {{"path": "/", "port": 8080}}, "periodSeconds": 1}},
+        "lifecycle": {{"preStop": {{"exec": {{"command": ["sleep", "5"]}}}}}}}}]}}}}}}}}
+---
+{{"apiVersion": "v1", "kind": "Service", "metadata": {{"name": "web", "namespace": "default"}},
+  "spec": {{"type": "NodePort", "selector": {{"app": "web"}}, "ports": [{{"port": 80, "targetPort": 8080, "nodePort": {NODE_PORT}}}]}}}}
+---
+{{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {{"name": "web", "namespace": "default"}},
+  "spec": {{"minAvailable": 3, "selector": {{"matchLabels": {{"app": "web"}}}}}}}}"#
+    );
+    tb.ssh(
+        0,
+        &format!(
+            "cat > /tmp/web.yaml <<'EOF'\n{web}\nEOF\n{kubectl} apply -f /tmp/web.yaml && {kubectl} rollout status deployment/web --timeout=120s"
+        ),
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let requests = client(tb.machines[0].address.clone(), stop.clone());
+
+    // the next minor, and a fourth host
+    let four = [
+        (0, "control-plane"),
+        (1, "worker"),
+        (2, "worker"),
+        (3, "worker"),
+    ];
+    tb.inventory_of(&support::bundle_spec(&new), &[], &four);
     let pending = provision(&["apply", "-i", &inv_s, "--dry-run", "--detailed-exitcode"]);
     assert_eq!(pending.code, 2, "{}", pending.text());
     // without a terminal and without --yes the upgrade is not made, and nothing changed
@@ -60,69 +142,98 @@ fn apply_builds_the_cluster_then_upgrades_it_and_joins_a_new_host() {
     assert!(server.contains(OLD), "changed without asking: {server}");
     assert_eq!(
         tb.ssh(
-            2,
+            3,
             "test -e /etc/kubernetes/kubelet.conf && echo joined || echo bare"
         )
         .trim(),
         "bare"
     );
 
-    // a PodDisruptionBudget that allows no eviction stops the worker's drain after the drain
-    // timeout, naming the pod and the budget; the worker is not left cordoned
-    let web = r#"{"apiVersion": "apps/v1", "kind": "Deployment", "metadata": {"name": "web", "namespace": "default"},
-  "spec": {"replicas": 1, "selector": {"matchLabels": {"app": "web"}},
-    "template": {"metadata": {"labels": {"app": "web"}}, "spec": {"terminationGracePeriodSeconds": 1,
-      "containers": [{"name": "web", "image": "registry.k8s.io/e2e-test-images/busybox:1.35.0",
-        "imagePullPolicy": "Never", "command": ["sleep", "3600"]}]}}}}"#;
-    let pdb = r#"{"apiVersion": "policy/v1", "kind": "PodDisruptionBudget", "metadata": {"name": "web", "namespace": "default"},
-  "spec": {"minAvailable": 1, "selector": {"matchLabels": {"app": "web"}}}}"#;
-    tb.ssh(
-        0,
-        &format!(
-            "echo '{web}' | {kubectl} apply -f - && echo '{pdb}' | {kubectl} apply -f - && {kubectl} rollout status deployment/web --timeout=120s"
-        ),
-    );
-    let blocked = provision(&["apply", "-i", &inv_s, "--yes", "--drain-timeout", "15s"]);
+    // a budget that allows no eviction stops the first worker's drain after the drain timeout,
+    // naming the pod and the budget; the worker is not left cordoned
+    let blocked = provision(&[
+        "apply",
+        "-i",
+        &inv_s,
+        "--yes",
+        "--drain-timeout",
+        "15s",
+        "--output",
+        "json",
+    ]);
     assert_eq!(blocked.code, 1, "{}", blocked.text());
+    // kubeadm's order: the control plane, then its node through all of its steps, then the
+    // first worker's drain
+    let events = host_events(&blocked);
+    let at = |phase: &str, host: &str| {
+        events
+            .iter()
+            .position(|(p, h)| p == phase && h == host)
+            .unwrap_or_else(|| panic!("no {phase} on {host}: {events:?}"))
+    };
+    assert!(at("control-planes/control-plane", names[0]) < at("nodes/drain", names[0]));
+    assert!(at("nodes/uncordon", names[0]) < at("nodes/drain", names[1]));
     assert!(
         blocked.text().contains("by default/web") && blocked.text().contains("after 15 s"),
         "{}",
         blocked.text()
     );
-    let worker = &tb.machines[1].name;
-    let cordon = tb.ssh(
+    let cordoned = tb.ssh(
         0,
-        &format!("{kubectl} get node {worker} -o jsonpath='{{.spec.unschedulable}}'"),
+        &format!("{kubectl} get nodes -o jsonpath='{{.items[*].spec.unschedulable}}'"),
     );
-    assert_eq!(cordon.trim(), "", "{worker} left cordoned");
-    tb.ssh(0, &format!("{kubectl} delete pdb web"));
+    assert_eq!(cordoned.trim(), "", "a node left cordoned");
 
-    let upgraded = provision_ok(&["apply", "-i", &inv_s, "--yes"]);
-    assert!(
-        upgraded
-            .stdout
-            .contains(&format!("Kubernetes {OLD} → {NEW}")),
-        "{}",
-        upgraded.stdout
+    // the budget lets one replica go at a time: the upgrade goes through
+    tb.ssh(
+        0,
+        &format!("{kubectl} patch pdb web --type=merge -p '{{\"spec\": {{\"minAvailable\": 2}}}}'"),
     );
+    let upgraded = provision_ok(&["apply", "-i", &inv_s, "--yes", "--output", "json"]);
+    stop.store(true, Ordering::SeqCst);
+    let (answered, failed) = requests.join().expect("the client");
+
+    // the run went on where the last stopped: each worker through all of its steps before the
+    // next is drained; then the new host joins
+    let events = host_events(&upgraded);
+    let at = |phase: &str, host: &str| {
+        events
+            .iter()
+            .position(|(p, h)| p == phase && h == host)
+            .unwrap_or_else(|| panic!("no {phase} on {host}: {events:?}"))
+    };
+    assert!(
+        !events.iter().any(|(p, _)| p.starts_with("control-planes/")),
+        "the control plane was upgraded again: {events:?}"
+    );
+    assert!(at("nodes/drain", names[1]) < at("nodes/uncordon", names[1]));
+    assert!(at("nodes/uncordon", names[1]) < at("nodes/drain", names[2]));
+    assert!(at("nodes/uncordon", names[2]) < at("kubelet", names[3]));
     let versions = tb.ssh(
         0,
         &format!(
             "{kubectl} get nodes -o jsonpath='{{range .items[*]}}{{.metadata.name}}={{.status.nodeInfo.kubeletVersion}} {{end}}'"
         ),
     );
-    for m in &tb.machines {
-        assert!(
-            versions.contains(&format!("{}=v{NEW}", m.name)),
-            "{}: {versions}",
-            m.name
-        );
+    for n in &names {
+        assert!(versions.contains(&format!("{n}=v{NEW}")), "{n}: {versions}");
     }
     let cordoned = tb.ssh(
         0,
         &format!("{kubectl} get nodes -o jsonpath='{{.items[*].spec.unschedulable}}'"),
     );
     assert_eq!(cordoned.trim(), "", "a node left cordoned");
+    assert!(
+        answered > 100,
+        "the client was answered {answered} times only"
+    );
+    assert!(
+        failed.is_empty(),
+        "{} of {} requests failed during the upgrade: {failed:#?}",
+        failed.len(),
+        answered as usize + failed.len()
+    );
+
     let again = provision_ok(&["apply", "-i", &inv_s, "--output", "json"]);
     assert_eq!(again.changes(), 0, "{}", again.text());
 }
