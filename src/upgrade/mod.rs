@@ -18,7 +18,7 @@ use plan::{HostSeen, Plan, Seen, Wanted};
 use std::collections::BTreeMap;
 
 /// The components a plan compares, per host (those the host's roles run).
-const COMPARED: [&str; 8] = [
+pub(super) const COMPARED: [&str; 8] = [
     "etcd",
     "kube-apiserver",
     "kube-controller-manager",

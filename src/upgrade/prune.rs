@@ -3,7 +3,7 @@
 //! newer than the current version is touched (a staged version an interrupted run left).
 
 use crate::bundle::HOST_ROOT;
-use crate::cluster::{Cluster, Host};
+use crate::cluster::Host;
 use crate::phases::step::{self, Applied, Step};
 use crate::run::Ctx;
 
@@ -34,10 +34,6 @@ true
 #[async_trait::async_trait]
 impl Step for Prune {
     type Shared = ();
-
-    fn applies_to(&self, _: &Cluster, _: &Host) -> bool {
-        true
-    }
 
     async fn dry_run(
         &self,

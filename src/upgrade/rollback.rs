@@ -8,18 +8,6 @@ use crate::cluster::Host;
 use crate::run::Ctx;
 use crate::ssh::shell_quote;
 
-/// The units a rollback restarts when their binary switched back (those an upgrade changes).
-const UNITS: [&str; 8] = [
-    "etcd",
-    "kube-apiserver",
-    "kube-controller-manager",
-    "kube-scheduler",
-    "containerd",
-    "kubelet",
-    "kube-proxy",
-    "kube-router",
-];
-
 /// The shell that points every link into a component's new version back at its old one, then
 /// restarts each unit whose main process no longer runs its ExecStart's file.
 pub fn script(steps: &[&Step]) -> String {
@@ -34,7 +22,8 @@ pub fn script(steps: &[&Step]) -> String {
         s.push_str(&format!("relink {} {}\n", dir(&st.to), dir(&st.from)));
     }
     s.push_str("for u in");
-    for u in UNITS {
+    // each compared component runs as a unit of its name
+    for u in super::COMPARED {
         s.push_str(&format!(" {u}"));
     }
     // a unit that failed on the new version is started again too

@@ -2,7 +2,7 @@
 //! the upgrade's drain cordoned is uncordoned (a node the operator cordoned stays so).
 
 use crate::api::client;
-use crate::cluster::{Cluster, Host};
+use crate::cluster::Host;
 use crate::phases::reset::CORDONED_BY;
 use crate::phases::step::{self, Applied, Step};
 use crate::run::Ctx;
@@ -75,10 +75,6 @@ pub async fn undo_cordon(ctx: &Ctx, host: &Host) -> Result<bool, String> {
 #[async_trait::async_trait]
 impl Step for Uncordon {
     type Shared = ();
-
-    fn applies_to(&self, _: &Cluster, _: &Host) -> bool {
-        true
-    }
 
     async fn dry_run(
         &self,
