@@ -31,7 +31,8 @@ async fn serving(ctx: &Ctx) -> Result<bool, String> {
     Ok(out.trim() == "serving")
 }
 
-/// Runs `tree` (minus `skip`) on `scope` under `command`; stops the apply when it fails.
+/// Runs `tree` (minus `skip`) on `scope` under `command` (`join` makes the steps that act on
+/// every node on a join do so); stops the apply when it fails.
 async fn run_tree(
     ctx: &Ctx,
     command: &str,
@@ -86,7 +87,7 @@ pub async fn apply(
     no_verify.push("verify".into());
     let init = run_tree(
         ctx,
-        "apply (init)",
+        "init",
         &phases::init_tree(),
         &no_verify,
         Scope {
@@ -98,7 +99,7 @@ pub async fn apply(
     upgrade::add(&mut total, &init);
     let join = run_tree(
         ctx,
-        "apply (join)",
+        "join",
         &phases::join_tree(),
         &[no_verify.as_slice(), &["preflight".to_string()]].concat(),
         Scope {
