@@ -666,6 +666,8 @@ async fn converge(
             Ok(())
         }
         Ok(_) => Ok(()),
+        // a plan for machines says "error" (1) rather than "changes pending" (2)
+        Err(Stop::Refused) if run.detailed_exitcode => Err(EXIT_PHASE_FAILED),
         Err(Stop::Refused) => Err(EXIT_BAD_INPUT),
         Err(Stop::NotConfirmed) => Err(EXIT_BAD_INPUT),
         Err(Stop::Failed) => {

@@ -344,7 +344,7 @@ pub async fn apply(
     total.command = "upgrade apply".into();
     ctx.out.summary(&total);
     if !ctx.dry_run() {
-        let report = crate::verify::run(ctx, crate::verify::Expect::All).await?;
+        let report = crate::verify::run(ctx, super::verify_expects(opts.joined_only)).await?;
         ctx.out.record(
             "verify",
             "report",

@@ -143,7 +143,7 @@ pub async fn plan_for(
             // an upgrade starts from a cluster whose network works: verify's every row, run
             // only when there is an upgrade to make and nothing refused it already
             if !p.nothing_to_do() && p.refusals.is_empty() {
-                p.refusals.extend(verify_refusal(ctx).await);
+                p.refusals.extend(verify_refusal(ctx, joined_only).await);
             }
             // only a new minor stops serving API versions
             let new_minor = p
@@ -179,9 +179,18 @@ pub async fn plan_for(
     }
 }
 
+/// What verify covers: every host, or (`joined_only`) the Nodes so far.
+pub(crate) fn verify_expects(joined_only: bool) -> crate::verify::Expect {
+    if joined_only {
+        crate::verify::Expect::Registered
+    } else {
+        crate::verify::Expect::All
+    }
+}
+
 /// Why `verify` refuses the upgrade, if it does: its failing rows, named.
-async fn verify_refusal(ctx: &Ctx) -> Option<String> {
-    match crate::verify::run(ctx, crate::verify::Expect::All).await {
+async fn verify_refusal(ctx: &Ctx, joined_only: bool) -> Option<String> {
+    match crate::verify::run(ctx, verify_expects(joined_only)).await {
         Ok(report) if report.passed() => None,
         Ok(report) => {
             let failing: Vec<String> = report
