@@ -33,9 +33,14 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
     })?;
     let text = String::from_utf8_lossy(text);
     let kubeconfig = Kubeconfig::from_yaml(&text).map_err(|e| format!("{path}: {e}"))?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
-        .await
-        .map_err(|e| format!("{path}: {e}"))?;
+    let mut config =
+        kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
+            .await
+            .map_err(|e| format!("{path}: {e}"))?;
+    // the client's own retries of 429 back off for up to minutes: an eviction a
+    // PodDisruptionBudget refuses must come back at once, to be retried within our own
+    // deadlines (every wait here polls with its own timeout)
+    config.default_retry = false;
     let client = Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
     cache.insert(which.to_string(), client.clone());
     Ok(client)
