@@ -14,9 +14,27 @@ use std::fmt::Debug;
 pub const FIELD_MANAGER: &str = "provision";
 
 /// A client with the credentials of `/etc/kubernetes/<which>.conf` on the seed control plane.
+/// It retries answers of 429, 503 and 504 itself (an API server starting, a proxy without a
+/// backend for a moment).
 pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
+    client_with(ctx, which, true).await
+}
+
+/// The same without retries of its own: for requests whose 429 is an answer, not a load
+/// signal (an eviction a PodDisruptionBudget refuses is retried by the drain within its
+/// deadline; the client's backoff grows to minutes).
+pub async fn client_without_retries(ctx: &Ctx, which: &str) -> Result<Client, String> {
+    client_with(ctx, which, false).await
+}
+
+async fn client_with(ctx: &Ctx, which: &str, retries: bool) -> Result<Client, String> {
+    let key = if retries {
+        which.to_string()
+    } else {
+        format!("{which} (no retries)")
+    };
     let mut cache = ctx.api_clients.lock().await;
-    if let Some(c) = cache.get(which) {
+    if let Some(c) = cache.get(&key) {
         return Ok(c.clone());
     }
     let first = ctx.cluster.seed_control_plane().ok_or("no control plane")?;
@@ -37,12 +55,9 @@ pub async fn client(ctx: &Ctx, which: &str) -> Result<Client, String> {
         kube::Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
             .await
             .map_err(|e| format!("{path}: {e}"))?;
-    // the client's own retries of 429 back off for up to minutes: an eviction a
-    // PodDisruptionBudget refuses must come back at once, to be retried within our own
-    // deadlines (every wait here polls with its own timeout)
-    config.default_retry = false;
+    config.default_retry = retries;
     let client = Client::try_from(config).map_err(|e| format!("API client: {e}"))?;
-    cache.insert(which.to_string(), client.clone());
+    cache.insert(key, client.clone());
     Ok(client)
 }
 

@@ -119,7 +119,8 @@ pub(super) async fn leaving_node(
     host: &Host,
     after: &mut step::After,
 ) -> Result<Option<(kube::Client, Node)>, String> {
-    let client = crate::api::client(ctx, "admin").await?;
+    // evictions refused by a budget come back at once, to be retried within the drain's wait
+    let client = crate::api::client_without_retries(ctx, "admin").await?;
     let nodes: Api<Node> = Api::all(client.clone());
     match nodes
         .get_opt(&host.name)
