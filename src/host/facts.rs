@@ -48,7 +48,7 @@ pub fn sysctl_path(key: &str) -> String {
 
 /// Prints the executable a unit's main process runs when it is not the file the unit's
 /// ExecStart names now (symlinks resolved; a replaced file shows as "(deleted)"), else nothing.
-const STALE_EXE: &str = r#"stale_exe() {
+pub(crate) const STALE_EXE: &str = r#"stale_exe() {
   pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null)
   [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
   exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0

@@ -11,8 +11,10 @@ use crate::ssh::shell_quote;
 /// The shell that points every link into a component's new version back at its old one, then
 /// restarts each unit whose main process no longer runs its ExecStart's file.
 pub fn script(steps: &[&Step]) -> String {
-    let mut s = String::from(
-        "set -e\nrelink() { for l in /usr/local/bin/* /opt/cni/bin/*; do [ -L \"$l\" ] || continue; t=$(readlink \"$l\"); case $t in \"$1\"/*) o=\"$2/${t#\"$1\"/}\"; [ -e \"$o\" ] && ln -sfn \"$o\" \"$l\" && echo \"$l -> $o\";; esac; done; }\n",
+    // no `set -e`: a link left as it was must not stop the restarts below
+    let mut s = crate::host::facts::STALE_EXE.to_string();
+    s.push_str(
+        "relink() { for l in /usr/local/bin/* /opt/cni/bin/*; do [ -L \"$l\" ] || continue; t=$(readlink \"$l\"); case $t in \"$1\"/*) o=\"$2/${t#\"$1\"/}\"; [ -e \"$o\" ] && ln -sfn \"$o\" \"$l\" && echo \"$l -> $o\";; esac; done; }\n",
     );
     for st in steps {
         if st.from == "-" || st.from == st.to {
@@ -26,11 +28,11 @@ pub fn script(steps: &[&Step]) -> String {
     for u in super::COMPARED {
         s.push_str(&format!(" {u}"));
     }
-    // a unit that failed on the new version is started again too
+    // a unit that runs its binary stays; one that runs a stale one, or failed on the new
+    // version, (re)starts (`stale_exe`: the executor's own test)
     s.push_str(
-        "; do systemctl is-enabled -q $u 2>/dev/null || continue; pid=$(systemctl show -p MainPID --value $u); \
-         if [ -n \"$pid\" ] && [ \"$pid\" != 0 ]; then p=$(systemctl show -p ExecStart --value $u | sed -n 's/^{ path=\\([^ ;]*\\).*/\\1/p'); \
-         [ \"$(readlink /proc/$pid/exe)\" = \"$(readlink -f \"$p\")\" ] && continue; fi; \
+        "; do systemctl is-enabled -q $u 2>/dev/null || continue; \
+         systemctl is-active -q $u && [ -z \"$(stale_exe $u)\" ] && continue; \
          systemctl restart $u && echo \"restarted $u\"; done\n",
     );
     s
@@ -74,5 +76,7 @@ mod tests {
         );
         assert!(!s.contains("kube-router/2.1.0"), "{s}");
         assert!(s.contains("systemctl restart $u"), "{s}");
+        // the executor's own stale-binary test, and nothing that stops the script half-way
+        assert!(s.contains("stale_exe() {") && !s.contains("set -e"), "{s}");
     }
 }
