@@ -41,6 +41,14 @@ fn the_demo_runs_twice_in_a_row_with_a_teardown_between() {
         assert!(ok, "demo run {round} failed:\n{report}");
         assert!(text.contains("\ninit done in "), "run {round}:\n{report}");
         assert!(text.contains("\njoin done in "), "run {round}:\n{report}");
+        // the verify table closes the demo: its header, and a DNS row that passed
+        assert!(
+            text.contains("CHECK ")
+                && text
+                    .lines()
+                    .any(|l| l.starts_with("dns ") && l.contains(" ok ")),
+            "run {round}:\n{report}"
+        );
         // join ends with verify on all three nodes, DNS included
         assert!(
             text.contains("verify") && !text.contains("FAILED"),
