@@ -12,7 +12,7 @@ use std::io::{Read, Write};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
-use support::{Testbed, provision, provision_ok};
+use support::{provision, provision_ok};
 
 const OLD: &str = "1.36.4";
 const NEW: &str = "1.37.2";
@@ -62,16 +62,9 @@ fn host_events(run: &support::Run) -> Vec<(String, String)> {
 
 #[test]
 fn apply_builds_the_cluster_then_upgrades_it_losing_no_request_and_joins_a_new_host() {
-    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
+    let Some((tb, old, new)) = support::two_minors_or_skip("apply", 4, OLD, NEW) else {
         return;
     };
-    if !upstream.join("kubernetes").join(OLD).is_dir() {
-        eprintln!("SKIPPED: apply: Kubernetes {OLD} is not built (scripts/build-upstream all)");
-        return;
-    }
-    let tb = Testbed::up_for_kubelet(4);
-    let old = support::testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, OLD);
-    let new = support::testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, NEW);
     let names: Vec<&str> = tb.machines.iter().map(|m| m.name.as_str()).collect();
     let three = [(0, "control-plane"), (1, "worker"), (2, "worker")];
     let inv = tb.inventory_of(&support::bundle_spec(&old), &[], &three);

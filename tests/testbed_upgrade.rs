@@ -12,18 +12,9 @@ const NEW: &str = "1.37.2";
 
 #[test]
 fn upgrade_plan_lists_the_next_minor_in_order_and_refuses_a_downgrade_and_a_node_not_ready() {
-    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
+    let Some((tb, old, new)) = support::two_minors_or_skip("upgrade plan", 2, OLD, NEW) else {
         return;
     };
-    if !upstream.join("kubernetes").join(OLD).is_dir() {
-        eprintln!(
-            "SKIPPED: upgrade plan: Kubernetes {OLD} is not built (scripts/build-upstream all)"
-        );
-        return;
-    }
-    let tb = Testbed::up_for_kubelet(2);
-    let old = support::testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, OLD);
-    let new = support::testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, NEW);
     let (cp, worker) = (tb.machines[0].name.as_str(), tb.machines[1].name.as_str());
     let inv = tb.inventory(&support::bundle_spec(&old), &[]);
     let inv_s = inv.to_str().expect("a UTF-8 path").to_string();
@@ -204,18 +195,9 @@ fn running(tb: &Testbed, i: usize, unit: &str) -> String {
 
 #[test]
 fn upgrade_apply_goes_a_minor_up_rolls_a_failing_node_back_and_continues_when_run_again() {
-    let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
+    let Some((tb, old, new)) = support::two_minors_or_skip("upgrade apply", 2, OLD, NEW) else {
         return;
     };
-    if !upstream.join("kubernetes").join(OLD).is_dir() {
-        eprintln!(
-            "SKIPPED: upgrade apply: Kubernetes {OLD} is not built (scripts/build-upstream all)"
-        );
-        return;
-    }
-    let tb = Testbed::up_for_kubelet(2);
-    let old = support::testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, OLD);
-    let new = support::testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, NEW);
     let worker = tb.machines[1].name.as_str();
     let inv = tb.inventory(&support::bundle_spec(&old), &[]);
     let inv_s = inv.to_str().expect("a UTF-8 path").to_string();

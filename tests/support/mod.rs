@@ -326,6 +326,25 @@ pub fn upstream_or_skip(what: &str) -> Option<PathBuf> {
     up
 }
 
+/// For upgrade tests: `n` machines and the bundles of Kubernetes `old` and `new` (both built by
+/// `scripts/build-upstream all`), or None, said, when either is not built.
+pub fn two_minors_or_skip(
+    what: &str,
+    n: usize,
+    old: &str,
+    new: &str,
+) -> Option<(Testbed, PathBuf, PathBuf)> {
+    let upstream = upstream_or_skip(what)?;
+    if !upstream.join("kubernetes").join(old).is_dir() {
+        eprintln!("SKIPPED: {what}: Kubernetes {old} is not built (scripts/build-upstream all)");
+        return None;
+    }
+    let tb = Testbed::up_for_kubelet(n);
+    let old = testbed_bundle_of(tb.dir.path(), "bundle-old", &upstream, old);
+    let new = testbed_bundle_of(tb.dir.path(), "bundle-new", &upstream, new);
+    Some((tb, old, new))
+}
+
 /// The test bed's bundle directory (scripts/testbed-bundle) under `dir`: the upstream builds
 /// at `upstream`, or stand-ins for the Kubernetes binaries (fast to ship) without them.
 pub fn testbed_bundle(dir: &Path, upstream: Option<&Path>) -> PathBuf {
