@@ -224,6 +224,10 @@ pub enum UpgradeCommand {
         /// are listed either way)
         #[arg(long)]
         ignore_deprecated_apis: bool,
+        /// Plan an upgrade over several minors as a chain of one-minor upgrades (its first
+        /// step in full)
+        #[arg(long)]
+        chain: bool,
     },
     /// Upgrade to the inventory's kubernetesVersion, in the plan's order: an etcd snapshot
     /// beside the inventory, the new files shipped to every host, the control planes one at a
@@ -255,6 +259,14 @@ pub struct UpgradeArgs {
     /// serves (they are listed either way)
     #[arg(long)]
     pub ignore_deprecated_apis: bool,
+    /// When the drain's wait is over, delete the pods a PodDisruptionBudget still protects
+    /// (instead of stopping)
+    #[arg(long)]
+    pub force: bool,
+    /// Go up several minors: one whole upgrade per minor (the catalog's release of each minor
+    /// between), each verified before the next
+    #[arg(long)]
+    pub chain: bool,
 }
 
 fn drain_timeout(text: &str) -> Result<std::time::Duration, String> {

@@ -21,6 +21,8 @@ const EXIT_PHASE_FAILED: u8 = 1;
 const EXIT_BAD_INPUT: u8 = 2;
 /// With --detailed-exitcode: the plan has changes to make.
 const EXIT_CHANGES_PENDING: u8 = 2;
+/// Stopped by Ctrl-C or SIGTERM (128 + SIGINT, as shells report it).
+const EXIT_INTERRUPTED: u8 = 130;
 
 fn main() -> ExitCode {
     // a completion request from the shell script of `provision completion`: answered, then exit
@@ -199,6 +201,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                     run,
                     max_unavailable,
                     ignore_deprecated_apis,
+                    chain,
                 },
         } => {
             let detailed_exitcode = run.detailed_exitcode;
@@ -209,12 +212,20 @@ async fn run(cli: Cli) -> Result<(), u8> {
             } else {
                 EXIT_BAD_INPUT
             };
-            let ctx = command_context(cli.verbose, cli.output, &run, cluster).await?;
+            let chain = chain_of(cli.verbose, cli.output, &run, &cluster, chain).await?;
+            let first = Cluster {
+                version: chain[0],
+                ..cluster
+            };
+            let ctx = command_context(cli.verbose, cli.output, &run, first).await?;
             let plan =
                 provision::upgrade::plan_for(&ctx, &max_unavailable, false, ignore_deprecated_apis)
                     .await;
             ctx.close().await;
-            let plan = plan.map_err(fail_with(error_code))?;
+            let mut plan = plan.map_err(fail_with(error_code))?;
+            if chain.len() > 1 {
+                plan.chain = chain.iter().map(|v| v.to_string()).collect();
+            }
             provision::upgrade::print(&name, &plan, cli.output);
             match (
                 plan.refusals.is_empty(),
@@ -608,8 +619,31 @@ async fn restore_backup(
     result
 }
 
+/// The versions an upgrade goes through: with `--chain`, one per minor from the oldest
+/// Kubernetes component running up to the inventory's; else the inventory's alone.
+async fn chain_of(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    cluster: &Cluster,
+    chain: bool,
+) -> Result<Vec<provision::version::Version>, u8> {
+    if !chain {
+        return Ok(vec![cluster.version]);
+    }
+    let ctx = command_context(verbose, format, run, cluster.clone()).await?;
+    let oldest = provision::upgrade::chain::oldest_running(&ctx).await;
+    ctx.close().await;
+    match oldest {
+        Some(oldest) => provision::upgrade::chain::versions(oldest, cluster.version)
+            .map_err(fail_with(EXIT_BAD_INPUT)),
+        None => Ok(vec![cluster.version]),
+    }
+}
+
 /// `upgrade apply` (the upgrade only), or `apply` (`whole`: the cluster converged on the
-/// inventory, the upgrade included).
+/// inventory, the upgrade included). With `--chain`, one upgrade per minor, each verified
+/// before the next. Interrupted (Ctrl-C, SIGTERM), it names the nodes it left cordoned.
 async fn converge(
     verbose: bool,
     format: Format,
@@ -617,10 +651,126 @@ async fn converge(
     upgrade: UpgradeArgs,
     whole: bool,
 ) -> Result<(), u8> {
-    use provision::upgrade::apply::{self, Stop};
     let cluster = load_for(&run)?;
+    let chain = chain_of(verbose, format, &run, &cluster, upgrade.chain).await?;
+    let steps = converge_chain(verbose, format, &run, &upgrade, whole, &cluster, &chain);
+    tokio::select! {
+        result = steps => result,
+        signal = interrupted() => {
+            eprintln!("\ninterrupted ({signal}): the run stopped where it was");
+            let ctx = command_context(verbose, format, &run, cluster).await?;
+            let cordoned = tokio::time::timeout(
+                std::time::Duration::from_secs(20),
+                provision::upgrade::cordoned_by_upgrade(&ctx),
+            )
+            .await;
+            ctx.close().await;
+            match cordoned {
+                Ok(Ok(nodes)) => {
+                    for n in nodes {
+                        eprintln!(
+                            "{n} is left cordoned by this upgrade (`provision status` names it too): the same command, run again, takes it through its steps and uncordons it"
+                        );
+                    }
+                }
+                Ok(Err(e)) => eprintln!("cannot tell which nodes are left cordoned ({e}): `provision status -i FILE` names them"),
+                Err(_) => eprintln!("cannot tell which nodes are left cordoned (no answer within 20 s): `provision status -i FILE` names them"),
+            }
+            eprintln!("run the same command again: it continues where it stopped");
+            Err(EXIT_INTERRUPTED)
+        }
+    }
+}
+
+/// Ctrl-C or SIGTERM, by name.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{SignalKind, signal};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => tokio::select! {
+            _ = tokio::signal::ctrl_c() => "SIGINT",
+            _ = term.recv() => "SIGTERM",
+        },
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+            "SIGINT"
+        }
+    }
+}
+
+/// Every step of the chain; `provision apply`'s configuration and joins with the last one.
+async fn converge_chain(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    upgrade: &UpgradeArgs,
+    whole: bool,
+    cluster: &Cluster,
+    chain: &[provision::version::Version],
+) -> Result<(), u8> {
+    // asked once, for the whole chain
+    let confirmed = std::cell::Cell::new(upgrade.yes);
+    let through = provision::upgrade::chain::arrows(None, chain);
+    let out = Reporter::new(format, verbose, run.dry_run);
+    for (i, version) in chain.iter().enumerate() {
+        let last = i + 1 == chain.len();
+        if chain.len() > 1 {
+            out.record(
+                "chain-step",
+                "step",
+                serde_json::json!({"step": i + 1, "of": chain.len(), "version": version.to_string()}),
+                &format!(
+                    "==> chain step {} of {}: Kubernetes {version} ({through})\n",
+                    i + 1,
+                    chain.len()
+                ),
+            );
+        }
+        let step = Cluster {
+            version: *version,
+            ..cluster.clone()
+        };
+        let confirm = || {
+            let yes = confirmed.get()
+                || ask(&format!(
+                    "the cluster is upgraded to Kubernetes {through}, one minor at a time, in the order above (nodes are drained one batch at a time)"
+                ));
+            confirmed.set(yes);
+            yes
+        };
+        let pending =
+            converge_to(verbose, format, run, upgrade, (whole, last), step, confirm).await?;
+        // a dry run plans the first step only: the next ones start from what it would leave
+        if run.dry_run {
+            if !last {
+                out.note(&format!(
+                    "then {}: planned once Kubernetes {version} is verified",
+                    provision::upgrade::chain::arrows(None, &chain[i + 1..])
+                ));
+            }
+            return match pending && run.detailed_exitcode {
+                true => Err(EXIT_CHANGES_PENDING),
+                false => Ok(()),
+            };
+        }
+    }
+    Ok(())
+}
+
+/// One upgrade to `cluster`'s version; for `provision apply` (`whole`) on the hosts that are
+/// Nodes, and with its configuration and joins on the `last` step. Whether there was anything
+/// to do, or the exit code.
+async fn converge_to(
+    verbose: bool,
+    format: Format,
+    run: &RunArgs,
+    upgrade: &UpgradeArgs,
+    (whole, last): (bool, bool),
+    cluster: Cluster,
+    confirm: impl Fn() -> bool,
+) -> Result<bool, u8> {
+    use provision::upgrade::apply::{self, Stop};
     let snapshot = beside_inventory(
-        &run,
+        run,
         &format!(
             "{}-etcd-before-{}-{}.db",
             cluster.name,
@@ -629,21 +779,16 @@ async fn converge(
         ),
     );
     let to = cluster.version;
-    let ctx = command_context(verbose, format, &run, cluster).await?;
+    let ctx = command_context(verbose, format, run, cluster).await?;
     let opts = apply::Options {
-        max_unavailable: upgrade.max_unavailable,
+        max_unavailable: upgrade.max_unavailable.clone(),
         drain_timeout: upgrade.drain_timeout,
         joined_only: whole,
         ignore_deprecated: upgrade.ignore_deprecated_apis,
-    };
-    let yes = upgrade.yes;
-    let confirm = || {
-        yes || ask(&format!(
-            "the cluster is upgraded to Kubernetes {to} in the order above (nodes are drained one batch at a time)"
-        ))
+        force: upgrade.force,
     };
     // whether there was anything to do
-    let result = if whole {
+    let result = if whole && last {
         provision::converge::apply(&ctx, &opts, &run.skip_phases, &snapshot, confirm)
             .await
             .map(|c| c.upgraded || c.summary.changes > 0)
@@ -654,18 +799,12 @@ async fn converge(
     };
     ctx.close().await;
     match result {
-        Ok(pending) if run.dry_run => {
-            if pending && run.detailed_exitcode {
-                Err(EXIT_CHANGES_PENDING)
-            } else {
-                Ok(())
-            }
-        }
-        Ok(true) if !whole => {
+        Ok(pending) if run.dry_run => Ok(pending),
+        Ok(true) if !(whole && last) => {
             println!("the cluster runs Kubernetes {to}");
-            Ok(())
+            Ok(true)
         }
-        Ok(_) => Ok(()),
+        Ok(pending) => Ok(pending),
         // a plan for machines says "error" (1) rather than "changes pending" (2)
         Err(Stop::Refused) if run.detailed_exitcode => Err(EXIT_PHASE_FAILED),
         Err(Stop::Refused) => Err(EXIT_BAD_INPUT),

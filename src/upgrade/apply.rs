@@ -34,6 +34,8 @@ pub struct Options {
     pub joined_only: bool,
     /// Go ahead although objects use API versions the target removes.
     pub ignore_deprecated: bool,
+    /// Delete the pods a PodDisruptionBudget still protects once the drain's wait is over.
+    pub force: bool,
 }
 
 /// Why an upgrade stopped (what was said already is not repeated).
@@ -75,6 +77,9 @@ fn control_plane_tree() -> Vec<Phase> {
         summary: "one control plane after the other: etcd, then the API server, controller manager and scheduler",
         work: Work::Rolling { batch: 1 },
         children: vec![
+            // certificates close to expiry are renewed on the way (kubeadm does so too)
+            phases::certs::certs_phase(),
+            phases::certs::kubeconfig_phase(),
             Phase::leaf(
                 "switch",
                 "point the control plane's binaries at the new version",
@@ -86,7 +91,7 @@ fn control_plane_tree() -> Vec<Phase> {
     }]
 }
 
-fn nodes_tree(batch: usize, drain_wait: Duration) -> Vec<Phase> {
+fn nodes_tree(batch: usize, drain_wait: Duration, force: bool) -> Vec<Phase> {
     vec![Phase {
         name: "nodes",
         summary: "node by node (workers in batches): drain, switch, restart, Ready, uncordon",
@@ -99,8 +104,10 @@ fn nodes_tree(batch: usize, drain_wait: Duration) -> Vec<Phase> {
                     cluster_stays: true,
                     wait: drain_wait,
                     mark: true,
+                    force,
                 },
             ),
+            phases::certs::kubeconfig_phase(),
             Phase::leaf(
                 "switch",
                 "point the node's binaries at the new version",
@@ -304,7 +311,7 @@ pub async fn apply(
         hosts_in(ctx, &plan, &["control-plane node"], Some(true)),
         true,
     );
-    let tree = nodes_tree(1, opts.drain_timeout);
+    let tree = nodes_tree(1, opts.drain_timeout, opts.force);
     add(
         &mut total,
         &stage(
@@ -318,7 +325,7 @@ pub async fn apply(
         .await?,
     );
     let workers = with_cordoned(hosts_in(ctx, &plan, &["workers"], Some(false)), false);
-    let tree = nodes_tree(batch, opts.drain_timeout);
+    let tree = nodes_tree(batch, opts.drain_timeout, opts.force);
     add(
         &mut total,
         &stage(

@@ -3,6 +3,7 @@
 //! and the plan between them (`plan`), printed as a table or JSON. Reads only.
 
 pub mod apply;
+pub mod chain;
 pub mod deprecated;
 pub mod plan;
 mod prune;
@@ -225,6 +226,16 @@ pub fn table(cluster: &str, p: &Plan) -> String {
         p.from.as_deref().unwrap_or("unknown"),
         p.to
     );
+    if !p.chain.is_empty() {
+        let _ = writeln!(
+            s,
+            "  a chain of one-minor upgrades: {}; this plan is its first step, each next one is planned once the one before passed verify",
+            std::iter::once(p.from.as_deref().unwrap_or("unknown"))
+                .chain(p.chain.iter().map(String::as_str))
+                .collect::<Vec<_>>()
+                .join(" → ")
+        );
+    }
     if p.steps.is_empty() {
         let _ = writeln!(
             s,
@@ -242,6 +253,16 @@ pub fn table(cluster: &str, p: &Plan) -> String {
                 "  {:<5} {:<20} {:<10} {:<24} {:<10} {}",
                 st.order, st.stage, st.host, st.component, st.from, st.to
             );
+        }
+    }
+    if !p.renewals.is_empty() && !p.steps.is_empty() {
+        let _ = writeln!(
+            s,
+            "\ncertificates renewed on the way (they expire within {} days):",
+            crate::x509::RENEW_BEFORE_DAYS
+        );
+        for (host, cert, days) in &p.renewals {
+            let _ = writeln!(s, "  {host}: {cert} ({days} days left)");
         }
     }
     if !p.removed_apis.is_empty() {

@@ -71,6 +71,12 @@ pub struct Plan {
     pub refusals: Vec<String>,
     /// Objects reached through API versions the target no longer serves.
     pub removed_apis: Vec<super::deprecated::Removed>,
+    /// Certificates renewed on the way (they expire within the renewal window): host, name,
+    /// days left.
+    pub renewals: Vec<(String, String, i64)>,
+    /// With `--chain`: every version the chain goes through, this plan being its first step's.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub chain: Vec<String>,
 }
 
 impl Plan {
@@ -87,7 +93,7 @@ const CONTROL_PLANE: [&str; 3] = [
 ];
 /// A node's own, in the order a node goes: the runtime, then the agents.
 const NODE: [&str; 4] = ["containerd", "kubelet", "kube-proxy", "kube-router"];
-const KUBERNETES: [&str; 5] = [
+pub(super) const KUBERNETES: [&str; 5] = [
     "kube-apiserver",
     "kube-controller-manager",
     "kube-scheduler",
@@ -117,7 +123,24 @@ pub fn plan(seen: &Seen, wanted: &Wanted) -> Plan {
         steps,
         refusals,
         removed_apis: Vec::new(),
+        renewals: renewals(seen),
+        chain: Vec::new(),
     }
+}
+
+/// The certificates the upgrade's certs phases re-issue: provision's leaves and kubeconfigs
+/// within the renewal window (CAs are not renewed; kubelets renew their own).
+fn renewals(seen: &Seen) -> Vec<(String, String, i64)> {
+    let window = crate::x509::RENEW_BEFORE_DAYS as i64 * 86_400;
+    let renewable = crate::phases::certs::renewable();
+    seen.certificates
+        .iter()
+        .filter(|(_, cert, _)| renewable.contains(cert.trim_end_matches(".conf")))
+        .filter_map(|(host, cert, left)| match left {
+            Some(s) if *s < window => Some((host.clone(), cert.clone(), s / 86_400)),
+            _ => None,
+        })
+        .collect()
 }
 
 /// An upgrade starts from a healthy cluster: every host answers, every Node is Ready, every etcd
@@ -171,8 +194,15 @@ fn version_refusals(seen: &Seen, from: Option<Version>, to: Version) -> Vec<Stri
     }
     if to.major != from.major || to.minor > from.minor + 1 {
         let next = from.minor + 1;
+        let through = match super::chain::versions(from, to) {
+            Ok(chain) => format!(
+                ", or go through every minor with --chain ({}, verify between steps)",
+                super::chain::arrows(Some(from), &chain)
+            ),
+            Err(_) => String::new(),
+        };
         r.push(format!(
-            "{from} → {to} skips a minor: Kubernetes is upgraded one minor at a time; set kubernetesVersion to 1.{next}, upgrade, then to {to}"
+            "{from} → {to} skips a minor: Kubernetes is upgraded one minor at a time; set kubernetesVersion to 1.{next}, upgrade, then to {to}{through}"
         ));
     }
     for h in &seen.hosts {
@@ -446,7 +476,9 @@ mod tests {
         assert_eq!(skip.refusals.len(), 1, "{:?}", skip.refusals);
         assert!(
             skip.refusals[0].contains("1.35.8 → 1.37.2 skips a minor")
-                && skip.refusals[0].contains("set kubernetesVersion to 1.36"),
+                && skip.refusals[0].contains("set kubernetesVersion to 1.36")
+                && skip.refusals[0]
+                    .contains("--chain (1.35.8 → 1.36.4 → 1.37.2, verify between steps)"),
             "{}",
             skip.refusals[0]
         );
@@ -472,6 +504,32 @@ mod tests {
         ] {
             assert!(r.iter().any(|x| x.starts_with(want)), "{want}: {r:?}");
         }
+        Ok(())
+    }
+
+    #[test]
+    fn leaves_and_kubeconfigs_within_the_renewal_window_are_renewed_on_the_way()
+    -> Result<(), String> {
+        let mut s = seen("1.36.4");
+        let day = 86_400;
+        s.certificates = vec![
+            ("cp1".into(), "apiserver".into(), Some(10 * day + 5)),
+            ("cp1".into(), "admin.conf".into(), Some(29 * day)),
+            ("cp2".into(), "apiserver".into(), Some(200 * day)),
+            // CAs are not renewed so, kubelets renew their own
+            ("cp1".into(), "ca".into(), Some(5 * day)),
+            ("w1".into(), "kubelet-client".into(), Some(5 * day)),
+            ("w1".into(), "kube-proxy.conf".into(), None),
+        ];
+        let p = plan(&s, &wanted("1.37.2", 1)?);
+        assert_eq!(
+            p.renewals,
+            [
+                ("cp1".to_string(), "apiserver".to_string(), 10),
+                ("cp1".to_string(), "admin.conf".to_string(), 29)
+            ]
+        );
+        assert!(p.refusals.is_empty(), "{:?}", p.refusals);
         Ok(())
     }
 

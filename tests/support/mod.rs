@@ -8,6 +8,7 @@
 #![allow(dead_code)]
 
 pub mod https;
+pub mod traffic;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -367,12 +368,23 @@ pub fn testbed_bundle(dir: &Path, upstream: Option<&Path>) -> PathBuf {
 /// The test bed's bundle directory `name` under `dir`, of Kubernetes `version` from the
 /// upstream builds at `upstream`.
 pub fn testbed_bundle_of(dir: &Path, name: &str, upstream: &Path, version: &str) -> PathBuf {
+    testbed_bundle_of_versions(dir, name, upstream, &[version])
+}
+
+/// The test bed's bundle directory `name` under `dir`, with every Kubernetes version of
+/// `versions` from the upstream builds at `upstream`.
+pub fn testbed_bundle_of_versions(
+    dir: &Path,
+    name: &str,
+    upstream: &Path,
+    versions: &[&str],
+) -> PathBuf {
     let out = dir.join(name);
     let run = Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/testbed-bundle"))
         .arg(&out)
         .arg("--upstream")
         .arg(upstream)
-        .args(["--kubernetes", version])
+        .args(versions.iter().flat_map(|v| ["--kubernetes", v]))
         .env_remove("PROVISION_UPSTREAM")
         .output()
         .expect("run scripts/testbed-bundle");

@@ -17,7 +17,13 @@ pub struct Drain {
     pub wait: Duration,
     /// Mark the cordon as provision's ([`CORDONED_BY`]), to be undone after the work.
     pub mark: bool,
+    /// Once `wait` is over, delete the pods still there (a budget protects them) instead of
+    /// stopping: `kubectl drain --disable-eviction`'s way past a PodDisruptionBudget.
+    pub force: bool,
 }
+
+/// How long pods deleted past their budget get to terminate.
+const FORCED_GRACE: Duration = Duration::from_secs(120);
 
 /// The pods a drain evicts from `node` (those already terminating included: it waits for them).
 pub(super) async fn pods_to_evict(pods: &Api<Pod>, node: &str) -> Result<Vec<Pod>, String> {
@@ -194,7 +200,9 @@ impl Step for Drain {
         }
         let pods: Api<Pod> = Api::all(client.clone());
         let started = Instant::now();
+        let mut deadline = self.wait;
         let mut evicted = std::collections::BTreeSet::new();
+        let mut forced = std::collections::BTreeSet::new();
         loop {
             let left = pods_to_evict(&pods, &host.name).await?;
             if left.is_empty() {
@@ -236,7 +244,25 @@ impl Step for Drain {
                     Err(e) => return Err(api_error(&host.name, e)),
                 }
             }
-            if started.elapsed() > self.wait {
+            if started.elapsed() > deadline && self.force && forced.is_empty() {
+                for p in left
+                    .iter()
+                    .filter(|p| p.metadata.deletion_timestamp.is_none())
+                {
+                    let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
+                        continue;
+                    };
+                    let in_ns: Api<Pod> = Api::namespaced(client.clone(), ns);
+                    match in_ns.delete(name, &DeleteParams::default()).await {
+                        Ok(_) => {
+                            forced.insert(pod_name(p));
+                        }
+                        Err(kube::Error::Api(s)) if s.code == 404 => {}
+                        Err(e) => return Err(api_error(&host.name, e)),
+                    }
+                }
+                deadline += FORCED_GRACE;
+            } else if started.elapsed() > deadline {
                 let names: Vec<String> = left.iter().map(pod_name).collect();
                 return Err(format!(
                     "{} still has pods after {} s: {}{}\n{} stays cordoned; see `kubectl describe pod` for each, then run the same command again",
@@ -255,6 +281,14 @@ impl Step for Drain {
                 ));
             }
             tokio::time::sleep(Duration::from_secs(2)).await;
+        }
+        if !forced.is_empty() {
+            after.changes.push(format!(
+                "delete {} pod(s) from {} past their PodDisruptionBudget (--force): {}",
+                forced.len(),
+                host.name,
+                forced.into_iter().collect::<Vec<_>>().join(", ")
+            ));
         }
         if !evicted.is_empty() {
             after.changes.push(format!(

@@ -46,6 +46,7 @@ pub fn tree(cluster_stays: bool) -> Vec<Phase> {
                 cluster_stays,
                 wait: drain::DRAIN_WAIT,
                 mark: false,
+                force: false,
             })),
         ),
         Phase::leaf(
