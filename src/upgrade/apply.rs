@@ -190,7 +190,10 @@ async fn stage(
                     Err(e) => eprintln!("  {} stays cordoned: {e}", host.name),
                 }
             }
-            Err(e) => eprintln!("{} could not be rolled back: {e}", host.name),
+            Err(e) => eprintln!(
+                "{} could not be rolled back ({e}); it stays cordoned if its drain cordoned it: run the same command again once it answers",
+                host.name
+            ),
         }
     }
     Err(Stop::Failed)
