@@ -108,11 +108,8 @@ async fn run(cli: Cli) -> Result<(), u8> {
                 );
                 return Err(EXIT_BAD_INPUT);
             };
-            let tree = vec![
-                phases::certs::certs_phase(),
-                phases::certs::kubeconfig_phase(),
-            ];
-            let hosts: Vec<Host> = cluster.control_planes().cloned().collect();
+            let tree = phases::certs::renew_tree();
+            let hosts: Vec<Host> = cluster.hosts.clone();
             let job = Job {
                 command: format!("certs renew {name}"),
                 tree: &tree,
@@ -128,6 +125,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
                     .into_iter()
                     .filter(|(p, ph)| {
                         ph.children.is_empty()
+                            && (p.starts_with("certs/") || p.starts_with("kubeconfig/"))
                             && !names.iter().any(|n| p.ends_with(&format!("/{n}")))
                     })
                     .map(|(p, _)| p),

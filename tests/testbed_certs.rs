@@ -1,7 +1,9 @@
 //! Certificates that never expire silently: `certs check-expiration` covers every node's
 //! kubelet certificates and warns before expiry, and a kubelet that rotates its serving
 //! certificate gets the new one approved on the control plane without any provision run, and
-//! serves with it (`kubectl logs` works). Real-cluster tier: needs the upstream builds.
+//! serves with it (`kubectl logs` works). Then the whole cluster is shut down past the expiry
+//! of every certificate but the CAs: `certs renew all` brings it back offline, from the CA.
+//! Real-cluster tier: needs the upstream builds.
 
 mod support;
 use std::time::{Duration, Instant};
@@ -231,4 +233,136 @@ fn kubelet_serving_certificates_rotate_approved_without_provision_and_expiry_is_
     );
     let logs = tb.ssh(0, &format!("{ADMIN} logs talker"));
     assert!(logs.contains("said-before"), "{logs}");
+
+    // the whole cluster shut down past the expiry of every certificate but the CAs, then
+    // powered on: nothing can talk to anything; `certs renew all` brings it back from the CA
+    tb.ssh(
+        0,
+        "systemctl stop kubelet kube-proxy kube-scheduler kube-controller-manager kube-apiserver etcd",
+    );
+    tb.ssh(1, "systemctl stop kubelet kube-proxy");
+    let ca_crt = tb.ssh(0, "cat /etc/kubernetes/pki/ca.crt");
+    let ca_key = tb.ssh(0, "cat /etc/kubernetes/pki/ca.key");
+    tb.ssh(0, EXPIRE_ALL);
+    // the worker's own certificates are signed by the cluster CA, brought for the occasion
+    tb.ssh(
+        1,
+        &format!(
+            "mkdir -p /tmp/ca && cat > /tmp/ca/ca.crt <<'EOF'\n{ca_crt}\nEOF\ncat > /tmp/ca/ca.key <<'EOF'\n{ca_key}\nEOF\nCAS=/tmp/ca/ca {EXPIRE_ALL}; rm -r /tmp/ca"
+        ),
+    );
+    tb.ssh(
+        0,
+        "systemctl start etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy",
+    );
+    tb.ssh(1, "systemctl start kubelet kube-proxy");
+    let expired = provision(&[
+        "certs",
+        "check-expiration",
+        "-i",
+        inv_s,
+        "--warn-within",
+        "1d",
+    ]);
+    assert_eq!(expired.code, 1, "{}", expired.text());
+    for (host, leaf) in [
+        (cp, "apiserver"),
+        (cp, "etcd-server"),
+        (worker, "kubelet-client"),
+        (worker, "kube-proxy.conf"),
+    ] {
+        assert!(
+            expired
+                .stderr
+                .contains(&format!("warning: {host}: {leaf} expired")),
+            "{host} {leaf}:\n{}",
+            expired.stderr
+        );
+    }
+    let refused = tb.ssh_output(0, &format!("{ADMIN} get nodes"));
+    assert!(
+        !refused.status.success(),
+        "the API answered with expired certificates"
+    );
+
+    let renewed = provision(&["certs", "renew", "all", "-i", inv_s]);
+    assert_eq!(renewed.code, 0, "{}", renewed.text());
+    let nodes = within(120, || {
+        let out = tb.ssh_output(0, &format!("{ADMIN} get nodes --no-headers"));
+        let text = String::from_utf8_lossy(&out.stdout).to_string();
+        (text.lines().filter(|l| l.contains(" Ready ")).count() == 2).then_some(text)
+    });
+    assert!(
+        nodes.is_some(),
+        "the nodes are not Ready after the renewal:\n{}",
+        renewed.text()
+    );
+    // the API server reaches the worker's kubelet with its renewed client certificate
+    let logs = tb.ssh(0, &format!("{ADMIN} logs talker"));
+    assert!(logs.contains("said-before"), "{logs}");
+    let fresh = provision(&[
+        "certs",
+        "check-expiration",
+        "-i",
+        inv_s,
+        "--warn-within",
+        "1d",
+    ]);
+    for leaf in ["apiserver", "etcd-server", "admin.conf", "kube-proxy.conf"] {
+        assert!(
+            !fresh.stderr.contains(&format!(": {leaf} expired")),
+            "{leaf}:\n{}",
+            fresh.stderr
+        );
+    }
+    // renewed and restarted: a second run restarts nothing
+    let again = provision_ok(&[
+        "certs",
+        "renew",
+        "apiserver",
+        "-i",
+        inv_s,
+        "--output",
+        "json",
+    ]);
+    assert!(
+        !again.stdout.contains("changed since it started"),
+        "{}",
+        again.text()
+    );
 }
+
+/// Shell that re-signs every certificate of a stopped host to expire at once (`-days 0`): the
+/// leaves under /etc/kubernetes/pki (each by the CA that issued it), the client certificates in
+/// /etc/kubernetes/*.conf and the kubelet's own. `$CAS` lists the CAs (path without .crt/.key).
+const EXPIRE_ALL: &str = r#"CAS=${CAS:-"/etc/kubernetes/pki/ca /etc/kubernetes/pki/front-proxy-ca /etc/kubernetes/pki/etcd/ca"}
+subject() { openssl x509 -noout -subject -in "$1" | sed 's/^subject=//'; }
+issuer() { openssl x509 -noout -issuer -in "$1" | sed 's/^issuer=//'; }
+# re-sign certificate $1 (key $2) by the CA that issued it, into $3
+resign() {
+  for ca in $CAS; do
+    if [ "$(issuer "$1")" = "$(subject "$ca.crt")" ]; then
+      openssl x509 -x509toreq -copy_extensions copyall -in "$1" -signkey "$2" -out /tmp/r.csr 2>/dev/null
+      openssl x509 -req -days 0 -copy_extensions copyall -in /tmp/r.csr -CA "$ca.crt" -CAkey "$ca.key" -set_serial "0x$(openssl rand -hex 8)" -out "$3" 2>/dev/null
+      return 0
+    fi
+  done
+  echo "no CA for $1" >&2; return 1
+}
+for crt in $(find /etc/kubernetes/pki -name '*.crt' 2>/dev/null); do
+  [ "$(subject "$crt")" = "$(issuer "$crt")" ] && continue
+  resign "$crt" "${crt%.crt}.key" "$crt"
+done
+for conf in /etc/kubernetes/*.conf; do
+  grep -q client-certificate-data "$conf" || continue
+  old=$(awk '/client-certificate-data/ {print $2}' "$conf")
+  echo "$old" | base64 -d > /tmp/c.crt
+  awk '/client-key-data/ {print $2}' "$conf" | base64 -d > /tmp/c.key
+  resign /tmp/c.crt /tmp/c.key /tmp/n.crt
+  sed -i "s|$old|$(base64 -w0 /tmp/n.crt)|" "$conf"
+done
+pem=$(readlink -f /var/lib/kubelet/pki/kubelet-client-current.pem)
+resign "$pem" "$pem" /tmp/n.crt
+{ cat /tmp/n.crt; sed -n '/PRIVATE KEY-----/,$p' "$pem"; } > /tmp/n.pem && cat /tmp/n.pem > "$pem"
+rm -f /tmp/r.csr /tmp/c.crt /tmp/c.key /tmp/n.crt /tmp/n.pem
+sleep 1"#;

@@ -203,6 +203,7 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                     enabled,
                     active,
                     stale,
+                    changed_since_start,
                 },
             ) => {
                 if unit_files_changed && !changes.iter().any(|c| c.step == Step::DaemonReload) {
@@ -239,6 +240,17 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                         i,
                         Step::Restart,
                         format!("restart {} ({} changed)", u.name, inputs.join(", ")),
+                    );
+                } else if u.active && *active && !changed_since_start.is_empty() {
+                    push(
+                        &mut changes,
+                        i,
+                        Step::Restart,
+                        format!(
+                            "restart {} ({} changed since it started)",
+                            u.name,
+                            changed_since_start.join(", ")
+                        ),
                     );
                 } else if let (true, Some(old)) = (u.active && *active, stale) {
                     push(
@@ -325,6 +337,7 @@ mod tests {
                 enabled: true,
                 active: true,
                 stale: None,
+                changed_since_start: Vec::new(),
             },
         ];
         assert!(diff(&actions, &facts).unwrap().is_empty());
@@ -347,6 +360,7 @@ mod tests {
                 enabled: true,
                 active: true,
                 stale: None,
+                changed_since_start: Vec::new(),
             },
         ];
         let steps: Vec<Step> = diff(&actions, &facts)
@@ -370,6 +384,7 @@ mod tests {
                 enabled: true,
                 active: true,
                 stale: Some(old.into()),
+                changed_since_start: Vec::new(),
             }],
         )
         .unwrap();
@@ -384,12 +399,37 @@ mod tests {
                 enabled: true,
                 active: false,
                 stale: Some(old.into()),
+                changed_since_start: Vec::new(),
             }],
         )
         .unwrap();
         assert_eq!(
             stopped.into_iter().map(|c| c.step).collect::<Vec<_>>(),
             [Step::Start]
+        );
+    }
+
+    #[test]
+    fn a_unit_whose_inputs_were_written_after_it_started_restarts_once() {
+        let renewed = |changed: &[&str]| Fact::Unit {
+            exists: true,
+            enabled: true,
+            active: true,
+            stale: None,
+            changed_since_start: changed.iter().map(|c| c.to_string()).collect(),
+        };
+        let changes = diff(&[unit("/etc/a.crt")], &[renewed(&["/etc/a.crt"])]).unwrap();
+        assert_eq!(changes.len(), 1, "{changes:?}");
+        assert_eq!(changes[0].step, Step::Restart);
+        assert_eq!(
+            changes[0].summary,
+            "restart demo.service (/etc/a.crt changed since it started)"
+        );
+        // restarted, it started after the write: nothing more
+        assert!(
+            diff(&[unit("/etc/a.crt")], &[renewed(&[])])
+                .unwrap()
+                .is_empty()
         );
     }
 
@@ -407,6 +447,7 @@ mod tests {
                 enabled: true,
                 active: true,
                 stale: None,
+                changed_since_start: Vec::new(),
             },
         ];
         let changes = diff(&actions, &facts).unwrap();
@@ -440,6 +481,7 @@ mod tests {
                 enabled: true,
                 active: true,
                 stale: None,
+                changed_since_start: Vec::new(),
             },
             Fact::OtherType("regular file".into()),
             Fact::OtherType("directory".into()),
@@ -465,6 +507,7 @@ mod tests {
                 enabled: false,
                 active: false,
                 stale: None,
+                changed_since_start: Vec::new(),
             },
             Fact::Absent,
             Fact::Absent,

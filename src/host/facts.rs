@@ -27,6 +27,9 @@ pub enum Fact {
         /// The executable its main process runs when that is no longer the file its ExecStart
         /// names (a version switched behind a symlink, a binary replaced): it needs a restart.
         stale: Option<String>,
+        /// Its inputs (`restart_when_changed`) written since its main process started (a
+        /// certificate renewed by another phase or command): it needs a restart to load them.
+        changed_since_start: Vec<String>,
     },
     /// Whether the `unless` check of an Exec succeeded.
     Done(bool),
@@ -58,10 +61,27 @@ pub(crate) const STALE_EXE: &str = r#"stale_exe() {
 }
 "#;
 
+/// Prints, comma-separated, the files among its arguments after the first (a unit) modified
+/// after the unit's main process started; `-` when none (or when it does not run).
+const CHANGED_SINCE_START: &str = r#"changed_since_start() {
+  u=$1; shift; out=
+  pid=$(systemctl show -p MainPID --value "$u" 2>/dev/null)
+  if [ -n "$pid" ] && [ "$pid" != 0 ]; then
+    started=$(date -d "$(systemctl show -p ExecMainStartTimestamp --value "$u")" +%s 2>/dev/null)
+    if [ -n "$started" ]; then
+      for f in "$@"; do
+        if [ -e "$f" ] && [ "$(stat -L -c %Y "$f")" -gt "$started" ]; then out="$out,$f"; fi
+      done
+    fi
+  fi
+  out=${out#,}; echo "${out:--}"
+}
+"#;
+
 /// One shell script that prints a line `<index> <fact...>` for each action.
 pub fn probe_script(actions: &[Action]) -> String {
     let mut s = format!(
-        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n{STALE_EXE}",
+        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n{STALE_EXE}{CHANGED_SINCE_START}",
         actions.len()
     );
     for (i, a) in actions.iter().enumerate() {
@@ -107,8 +127,14 @@ pub fn probe_script(actions: &[Action]) -> String {
             }
             Action::Unit(u) => {
                 let n = shell_quote(&u.name);
+                let inputs: Vec<String> = u
+                    .restart_when_changed
+                    .iter()
+                    .map(|p| shell_quote(p))
+                    .collect();
                 format!(
-                    "echo \"{i} unit $(systemctl show -p LoadState --value {n} 2>/dev/null) $(systemctl is-enabled {n} 2>/dev/null || true) $(systemctl is-active {n} 2>/dev/null || true) $(stale_exe {n})\""
+                    "echo \"{i} unit $(systemctl show -p LoadState --value {n} 2>/dev/null) $(systemctl is-enabled {n} 2>/dev/null || true) $(systemctl is-active {n} 2>/dev/null || true) $(changed_since_start {n} {}) $(stale_exe {n})\"",
+                    inputs.join(" ")
                 )
             }
             Action::Exec { unless, .. } => format!(
@@ -157,7 +183,12 @@ pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
                     exists: load == "loaded",
                     enabled: matches!(enabled, "enabled" | "enabled-runtime" | "static" | "alias"),
                     active: matches!(active, "active" | "activating" | "reloading"),
-                    stale: (f.len() > 3).then(|| f[3..].join(" ")),
+                    changed_since_start: f
+                        .get(3)
+                        .filter(|c| **c != "-")
+                        .map(|c| c.split(',').map(String::from).collect())
+                        .unwrap_or_default(),
+                    stale: (f.len() > 4).then(|| f[4..].join(" ")),
                 }
             }
             ("done", _) => Fact::Done(true),
@@ -184,4 +215,60 @@ pub async fn gather(session: &Session, actions: &[Action]) -> Result<Vec<Fact>, 
         host: session.host().to_string(),
         detail,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::host::action::UnitSpec;
+
+    #[test]
+    fn a_unit_line_tells_its_states_the_inputs_written_since_it_started_and_a_stale_binary() {
+        let unit = Action::Unit(UnitSpec {
+            name: "kube-proxy.service".into(),
+            enabled: true,
+            active: true,
+            restart_when_changed: vec!["/etc/kubernetes/kube-proxy.conf".into()],
+        });
+        let script = probe_script(std::slice::from_ref(&unit));
+        assert!(
+            script.contains(
+                "$(changed_since_start 'kube-proxy.service' '/etc/kubernetes/kube-proxy.conf')"
+            ),
+            "{script}"
+        );
+        let facts = parse(
+            std::slice::from_ref(&unit),
+            "0 unit loaded enabled active /etc/kubernetes/kube-proxy.conf,/etc/b /opt/x (deleted)\n",
+        )
+        .unwrap();
+        assert_eq!(
+            facts[0],
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+                stale: Some("/opt/x (deleted)".into()),
+                changed_since_start: vec![
+                    "/etc/kubernetes/kube-proxy.conf".into(),
+                    "/etc/b".into()
+                ],
+            }
+        );
+        let quiet = parse(
+            std::slice::from_ref(&unit),
+            "0 unit loaded enabled active -\n",
+        )
+        .unwrap();
+        assert_eq!(
+            quiet[0],
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: true,
+                stale: None,
+                changed_since_start: Vec::new(),
+            }
+        );
+    }
 }

@@ -103,6 +103,28 @@ pub fn certs_phase() -> Phase {
     }
 }
 
+/// What `certs renew` runs: the certificates and kubeconfigs on every host, then host after
+/// host the units that read them restart (those whose files were written since they started),
+/// and a kubelet whose own certificate expired (a cluster shut down past it) bootstraps again.
+/// Needs nothing of the API until the control planes run on their new certificates: it renews
+/// a cluster whose certificates all expired (offline, from the CA).
+pub fn renew_tree() -> Vec<Phase> {
+    vec![
+        certs_phase(),
+        kubeconfig_phase(),
+        Phase {
+            name: "restart",
+            summary: "host after host: the control plane, kubelet and kube-proxy on their renewed credentials",
+            work: Work::Rolling { batch: 1 },
+            children: vec![
+                super::control_plane::phase(),
+                super::kubelet::kubelet_phase(),
+                super::kubelet::kube_proxy_phase(),
+            ],
+        },
+    ]
+}
+
 pub fn kubeconfig_phase() -> Phase {
     let kc = |k: KubeconfigKind, summary| pki_phase(k.name(), summary, Item::Kubeconfig(k));
     Phase {
@@ -314,6 +336,17 @@ impl Step for Pki {
         applied: &Applied<'_, Inputs>,
     ) -> Result<After, String> {
         let mut after = After::default();
+        // API clients made earlier in this run hold the old credentials (`certs renew` of a
+        // cluster whose admin certificate expired): the next use reads the new ones
+        if applied.changed
+            && matches!(
+                self.0,
+                Item::Kubeconfig(KubeconfigKind::Admin | KubeconfigKind::SuperAdmin)
+            )
+            && ctx.cluster.is_seed_control_plane(host)
+        {
+            ctx.api_clients.lock().await.clear();
+        }
         if self.0 == Item::Kubeconfig(KubeconfigKind::Admin)
             && ctx.cluster.is_seed_control_plane(host)
             && let Some(path) = &ctx.options.local_kubeconfig

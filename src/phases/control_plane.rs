@@ -161,6 +161,21 @@ impl Encryption {
     }
 }
 
+/// The certificates, keys and kubeconfigs a component's `--flag=/etc/kubernetes/...` arguments
+/// name.
+fn credential_files(args: &[String]) -> Vec<String> {
+    args.iter()
+        .filter_map(|a| a.split_once('=').map(|(_, v)| v))
+        .filter(|v| {
+            v.starts_with("/etc/kubernetes/")
+                && [".crt", ".key", ".pub", ".conf"]
+                    .iter()
+                    .any(|ext| v.ends_with(ext))
+        })
+        .map(String::from)
+        .collect()
+}
+
 fn new_encryption_config() -> Result<String, String> {
     let key: [u8; 32] = rand::random();
     encryption_config(
@@ -209,22 +224,27 @@ impl Step for ControlPlane {
         _: &Observed,
         encryption: &Encryption,
     ) -> Result<Desired, String> {
+        let (apiserver_args, cm_args, scheduler_args) = (
+            apiserver_args(cluster, host),
+            controller_manager_args(cluster),
+            scheduler_args(),
+        );
         let apiserver = unit(
             "kube-apiserver",
             "Kubernetes API server",
-            &apiserver_args(cluster, host),
+            &apiserver_args,
             "etcd.service",
         )?;
         let cm = unit(
             "kube-controller-manager",
             "Kubernetes controller manager",
-            &controller_manager_args(cluster),
+            &cm_args,
             "kube-apiserver.service",
         )?;
         let scheduler = unit(
             "kube-scheduler",
             "Kubernetes scheduler",
-            &scheduler_args(),
+            &scheduler_args,
             "kube-apiserver.service",
         )?;
         let mut actions = vec![
@@ -237,14 +257,17 @@ impl Step for ControlPlane {
             Action::dir("/var/log/kubernetes", 0o700),
             Action::dir("/var/log/kubernetes/audit", 0o700),
         ];
-        for (component, text) in [
-            ("kube-apiserver", apiserver),
-            ("kube-controller-manager", cm),
-            ("kube-scheduler", scheduler),
+        for (component, text, args) in [
+            ("kube-apiserver", apiserver, &apiserver_args),
+            ("kube-controller-manager", cm, &cm_args),
+            ("kube-scheduler", scheduler, &scheduler_args),
         ] {
             let path = unit_path(component);
             actions.push(Action::file(&path, text, 0o644));
             let mut inputs = vec![path];
+            // certificates and kubeconfigs renewed by `certs renew` (or an upgrade) after the
+            // process started are loaded by a restart
+            inputs.extend(credential_files(args));
             if component == "kube-apiserver" {
                 inputs.extend([ENCRYPTION_CONFIG.to_string(), AUDIT_POLICY.to_string()]);
             }

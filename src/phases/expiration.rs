@@ -52,11 +52,14 @@ pub fn warnings(rows: &[Row], seconds: i64) -> Vec<String> {
     rows.iter()
         .filter_map(|r| {
             let what = match r.residual_seconds {
+                Some(s) if s < 0 => format!("expired on {}", r.expires),
                 Some(s) if s <= seconds => format!("expires {} ({})", r.expires, residual(r.residual_days)),
                 Some(_) => return None,
                 None => r.expires.clone(),
             };
-            let fix = if r.certificate.starts_with("kubelet-") {
+            let fix = if r.certificate == "kubelet-client" && r.residual_seconds.is_some_and(|s| s < 0) {
+                "the kubelet cannot renew an expired one itself: `provision certs renew all` (or `provision join --hosts HOST`) has it bootstrap again".to_string()
+            } else if r.certificate.starts_with("kubelet-") {
                 "the kubelet renews it itself while it runs and its requests are approved (`provision join --hosts HOST` repairs a node)".to_string()
             } else {
                 format!("`provision certs renew {}`", r.certificate)
@@ -87,10 +90,7 @@ pub fn parse_duration(text: &str) -> Result<i64, String> {
 
 /// The kubelet's own files, which it rotates: (row name, path).
 const KUBELET_CERTS: [(&str, &str); 2] = [
-    (
-        "kubelet-client",
-        "/var/lib/kubelet/pki/kubelet-client-current.pem",
-    ),
+    ("kubelet-client", crate::phases::kubelet::CLIENT_CERT),
     (
         "kubelet-serving",
         "/var/lib/kubelet/pki/kubelet-server-current.pem",
@@ -98,7 +98,7 @@ const KUBELET_CERTS: [(&str, &str); 2] = [
 ];
 
 /// The first certificate of a PEM text (the kubelet's files hold the key too).
-fn first_certificate(pem: &str) -> Option<String> {
+pub(crate) fn first_certificate(pem: &str) -> Option<String> {
     const END: &str = "-----END CERTIFICATE-----";
     let start = pem.find("-----BEGIN CERTIFICATE-----")?;
     let end = pem[start..].find(END)? + start + END.len();
@@ -290,6 +290,25 @@ mod tests {
         assert!(w[1].contains("the kubelet renews it itself"), "{}", w[1]);
         assert!(w[2].starts_with("w1: kubelet-client missing"), "{}", w[2]);
         assert!(warnings(&rows[..1], 30 * 86_400).is_empty());
+        // past expiry: said so, and the kubelet's own cannot be renewed by the kubelet
+        let past = [
+            row("apiserver", Some(-60), "Dec  4 2026"),
+            row("kubelet-client", Some(-60), "Dec  4 2026"),
+        ];
+        let w = warnings(&past, 86_400);
+        assert!(
+            w[0].starts_with(
+                "w1: apiserver expired on Dec  4 2026: `provision certs renew apiserver`"
+            ),
+            "{}",
+            w[0]
+        );
+        assert!(
+            w[1].contains("kubelet-client expired on")
+                && w[1].contains("`provision certs renew all`"),
+            "{}",
+            w[1]
+        );
     }
 
     #[test]

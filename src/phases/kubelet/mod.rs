@@ -33,6 +33,8 @@ pub const STATE_DIR: &str = "/var/lib/kubelet";
 pub const CONFIG: &str = "/var/lib/kubelet/config.yaml";
 pub const UNIT: &str = "/etc/systemd/system/kubelet.service";
 pub use crate::paths::{BOOTSTRAP_KUBECONFIG, KUBELET_KUBECONFIG as KUBECONFIG};
+/// The kubelet's client certificate (and key), which it rotates itself while it can.
+pub const CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 const READY_WAIT: Duration = Duration::from_secs(180);
 const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 
@@ -98,6 +100,22 @@ struct KubeletConfig<'a> {
     eviction_hard: BTreeMap<&'a str, &'a str>,
 }
 
+/// Whether the node has credentials of its own that still work: its kubeconfig, and the
+/// client certificate the kubelet rotates not expired. An expired one the kubelet cannot renew
+/// (a node shut down past its expiry): it bootstraps again with a token, as when it joined.
+fn has_credentials(observed: &Observed) -> Result<bool, String> {
+    if !observed.non_empty(KUBECONFIG)? {
+        return Ok(false);
+    }
+    let Some(pem) = observed.file_text(CLIENT_CERT)? else {
+        return Ok(true);
+    };
+    let left = super::expiration::first_certificate(&pem)
+        .and_then(|c| crate::pki::expiry(&c).ok())
+        .map(|(seconds, _, _)| seconds);
+    Ok(left.is_some_and(|s| s > 0))
+}
+
 /// The cluster CA on a node.
 use crate::paths::CA_CERT as NODE_CA;
 
@@ -110,6 +128,7 @@ impl Step for Kubelet {
             Probe::Conditions,
             Probe::NonEmpty(KUBECONFIG.into()),
             Probe::File(NODE_CA.into()),
+            Probe::File(CLIENT_CERT.into()),
         ]
     }
 
@@ -123,7 +142,7 @@ impl Step for Kubelet {
         let mut needs_token = false;
         let mut needs_ca = false;
         for (_, o) in observed {
-            if !o.non_empty(KUBECONFIG)? {
+            if !has_credentials(o)? {
                 needs_token = true;
                 needs_ca |= o.file(NODE_CA)?.is_none();
             }
@@ -213,7 +232,7 @@ impl Step for Kubelet {
             Action::file(UNIT, unit, 0o644),
         ];
         // a node without credentials of its own joins with a token (TLS bootstrap)
-        if !observed.non_empty(KUBECONFIG)? {
+        if !has_credentials(observed)? {
             let ca = match observed.file_text(NODE_CA)? {
                 Some(ca) => ca,
                 None => bootstrap
@@ -235,7 +254,8 @@ impl Step for Kubelet {
             name: "kubelet.service".into(),
             enabled: true,
             active: true,
-            restart_when_changed: vec![CONFIG.into(), UNIT.into()],
+            // a new bootstrap kubeconfig: the kubelet bootstraps again (its certificate expired)
+            restart_when_changed: vec![CONFIG.into(), UNIT.into(), BOOTSTRAP_KUBECONFIG.into()],
         }));
         Ok(actions.into())
     }
