@@ -105,6 +105,15 @@ fn selects(
     by_label && by_expression
 }
 
+/// Deletes a pod (its grace period and preStop hooks still run); false when it was gone.
+async fn delete(pods: &Api<Pod>, name: &str) -> Result<bool, kube::Error> {
+    match pods.delete(name, &DeleteParams::default()).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.code == 404 => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 pub(super) fn pod_name(p: &Pod) -> String {
     format!(
         "{}/{}",
@@ -235,11 +244,9 @@ impl Step for Drain {
                     // pod goes with it anyway, so delete it now rather than wait for the
                     // namespace controller
                     Err(kube::Error::Api(s)) if namespace_terminating(&s) => {
-                        match in_ns.delete(name, &DeleteParams::default()).await {
-                            Ok(_) => {}
-                            Err(kube::Error::Api(s)) if s.code == 404 => {}
-                            Err(e) => return Err(api_error(&host.name, e)),
-                        }
+                        delete(&in_ns, name)
+                            .await
+                            .map_err(|e| api_error(&host.name, e))?;
                     }
                     Err(e) => return Err(api_error(&host.name, e)),
                 }
@@ -253,12 +260,11 @@ impl Step for Drain {
                         continue;
                     };
                     let in_ns: Api<Pod> = Api::namespaced(client.clone(), ns);
-                    match in_ns.delete(name, &DeleteParams::default()).await {
-                        Ok(_) => {
-                            forced.insert(pod_name(p));
-                        }
-                        Err(kube::Error::Api(s)) if s.code == 404 => {}
-                        Err(e) => return Err(api_error(&host.name, e)),
+                    if delete(&in_ns, name)
+                        .await
+                        .map_err(|e| api_error(&host.name, e))?
+                    {
+                        forced.insert(pod_name(p));
                     }
                 }
                 deadline += FORCED_GRACE;
