@@ -364,7 +364,7 @@ pub struct ResetArgs {
     pub yes: bool,
 }
 
-#[derive(Args)]
+#[derive(Args, Clone)]
 pub struct RunArgs {
     /// The inventory file
     #[arg(short, long, value_name = "FILE", global = true)]

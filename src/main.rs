@@ -94,56 +94,7 @@ async fn run(cli: Cli) -> Result<(), u8> {
         }
         Command::Certs {
             command: CertsCommand::Renew { name, run },
-        } => {
-            let cluster = load_for(&run)?;
-            let renewable = phases::certs::renewable();
-            let names: Vec<String> = if name == "all" {
-                renewable.iter().cloned().collect()
-            } else if renewable.contains(&name) {
-                vec![name.clone()]
-            } else {
-                eprintln!(
-                    "error: cannot renew {name:?}: renew one of {}, or all (CAs are not renewed this way)",
-                    renewable.iter().cloned().collect::<Vec<_>>().join(", ")
-                );
-                return Err(EXIT_BAD_INPUT);
-            };
-            let tree = phases::certs::renew_tree();
-            let hosts: Vec<Host> = cluster.hosts.clone();
-            let job = Job {
-                command: format!("certs renew {name}"),
-                tree: &tree,
-                only: None,
-                scope: Targets::Fixed(Scope {
-                    hosts,
-                    preflight_hosts: Vec::new(),
-                }),
-            };
-            let mut skip = run.skip_phases.clone();
-            skip.extend(
-                phases::paths(&tree)
-                    .into_iter()
-                    .filter(|(p, ph)| {
-                        ph.children.is_empty()
-                            && (p.starts_with("certs/") || p.starts_with("kubeconfig/"))
-                            && !names.iter().any(|n| p.ends_with(&format!("/{n}")))
-                    })
-                    .map(|(p, _)| p),
-            );
-            let run = RunArgs {
-                skip_phases: skip,
-                ..run
-            };
-            execute_with(
-                cli.verbose,
-                cli.output,
-                &run,
-                cluster,
-                job,
-                names.into_iter().collect(),
-            )
-            .await
-        }
+        } => certs_renew(cli.verbose, cli.output, run, name).await,
         Command::Bundle { command } => run_bundle(command, cli.output).await,
         Command::Status { run } => {
             let cluster = load_for(&run)?;
@@ -615,6 +566,82 @@ async fn restore_backup(
     .await;
     ctx.close().await;
     result
+}
+
+/// `certs renew NAME|all`: the certificates and kubeconfigs on every host; then, on the hosts
+/// that run a kubelet (a cluster made, not only its PKI), host after host, the units that read a
+/// renewed file restart and an expired kubelet certificate bootstraps again.
+async fn certs_renew(verbose: bool, format: Format, run: RunArgs, name: String) -> Result<(), u8> {
+    let cluster = load_for(&run)?;
+    let renewable = phases::certs::renewable();
+    let names: Vec<String> = if name == "all" {
+        renewable.iter().cloned().collect()
+    } else if renewable.contains(&name) {
+        vec![name.clone()]
+    } else {
+        eprintln!(
+            "error: cannot renew {name:?}: renew one of {}, or all (CAs are not renewed this way)",
+            renewable.iter().cloned().collect::<Vec<_>>().join(", ")
+        );
+        return Err(EXIT_BAD_INPUT);
+    };
+    let ctx = command_context(verbose, format, &run, cluster.clone()).await?;
+    let running = futures::future::join_all(cluster.hosts.iter().map(|h| async {
+        let session = ctx.session(h).await.ok()?;
+        let out = session
+            .run("test -e /etc/systemd/system/kubelet.service && echo yes; true")
+            .await
+            .ok()?;
+        (out.trim() == "yes").then(|| h.clone())
+    }))
+    .await;
+    ctx.close().await;
+    let running: Vec<Host> = running.into_iter().flatten().collect();
+    let (pki, restart) = phases::certs::renew_trees();
+    let mut skip = run.skip_phases.clone();
+    skip.extend(
+        phases::paths(&pki)
+            .into_iter()
+            .filter(|(p, ph)| {
+                ph.children.is_empty() && !names.iter().any(|n| p.ends_with(&format!("/{n}")))
+            })
+            .map(|(p, _)| p),
+    );
+    let fixed = |hosts: Vec<Host>| {
+        Targets::Fixed(Scope {
+            hosts,
+            preflight_hosts: Vec::new(),
+        })
+    };
+    let renewing = RunArgs {
+        skip_phases: skip,
+        ..run.clone()
+    };
+    let job = Job {
+        command: format!("certs renew {name}"),
+        tree: &pki,
+        only: None,
+        scope: fixed(cluster.hosts.clone()),
+    };
+    execute_with(
+        verbose,
+        format,
+        &renewing,
+        cluster.clone(),
+        job,
+        names.into_iter().collect(),
+    )
+    .await?;
+    if running.is_empty() {
+        return Ok(());
+    }
+    let job = Job {
+        command: format!("certs renew {name} (restart)"),
+        tree: &restart,
+        only: None,
+        scope: fixed(running),
+    };
+    execute_with(verbose, format, &run, cluster, job, Default::default()).await
 }
 
 /// The versions an upgrade goes through: with `--chain`, one per minor from the oldest

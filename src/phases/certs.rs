@@ -103,26 +103,24 @@ pub fn certs_phase() -> Phase {
     }
 }
 
-/// What `certs renew` runs: the certificates and kubeconfigs on every host, then host after
-/// host the units that read them restart (those whose files were written since they started),
-/// and a kubelet whose own certificate expired (a cluster shut down past it) bootstraps again.
-/// Needs nothing of the API until the control planes run on their new certificates: it renews
-/// a cluster whose certificates all expired (offline, from the CA).
-pub fn renew_tree() -> Vec<Phase> {
-    vec![
-        certs_phase(),
-        kubeconfig_phase(),
-        Phase {
-            name: "restart",
-            summary: "host after host: the control plane, kubelet and kube-proxy on their renewed credentials",
-            work: Work::Rolling { batch: 1 },
-            children: vec![
-                super::control_plane::phase(),
-                super::kubelet::kubelet_phase(),
-                super::kubelet::kube_proxy_phase(),
-            ],
-        },
-    ]
+/// What `certs renew` runs: the certificates and kubeconfigs on every host; then, on the hosts
+/// that run a cluster, host after host the units that read them restart (those whose files were
+/// written since they started), and a kubelet whose own certificate expired (a cluster shut
+/// down past it) bootstraps again. Needs nothing of the API until the control planes run on
+/// their new certificates: it renews a cluster whose certificates all expired (offline, from
+/// the CA).
+pub fn renew_trees() -> (Vec<Phase>, Vec<Phase>) {
+    let restart = Phase {
+        name: "restart",
+        summary: "host after host: the control plane, kubelet and kube-proxy on their renewed credentials",
+        work: Work::Rolling { batch: 1 },
+        children: vec![
+            super::control_plane::phase(),
+            super::kubelet::kubelet_phase(),
+            super::kubelet::kube_proxy_phase(),
+        ],
+    };
+    (vec![certs_phase(), kubeconfig_phase()], vec![restart])
 }
 
 pub fn kubeconfig_phase() -> Phase {
