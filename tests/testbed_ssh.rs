@@ -199,7 +199,9 @@ fn a_bastion_reaches_hosts_the_operator_cannot() {
     std::fs::write(
         &inv,
         format!(
-            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec:\n  networking: {{podSubnet: 10.88.0.0/16}}\n  ssh:\n    identityFile: {}\n    knownHostsFile: {}\n    bastion: {{address: {}}}\n  hosts:\n  - {{name: {}, address: {}, roles: [control-plane]}}\n",
+            "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {{name: b}}\nspec:\n  networking: {{podSubnet: 10.88.0.0/16}}\n{}  ssh:\n    identityFile: {}\n    knownHostsFile: {}\n    bastion: {{address: {}}}\n  hosts:\n  - {{name: {}, address: {}, roles: [control-plane]}}\n",
+            // the test machines share this machine's disk: the kubelet's thresholds of the test bed
+            support::TESTBED_EVICTION,
             tb.key().display(),
             tb.known_hosts().display(),
             bastion.address,
