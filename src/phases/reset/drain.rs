@@ -105,6 +105,22 @@ fn selects(
     by_label && by_expression
 }
 
+/// The pods of `pods` not terminating yet, each with the API of its namespace and its name.
+fn not_terminating<'a>(
+    client: &'a kube::Client,
+    pods: &'a [Pod],
+) -> impl Iterator<Item = (&'a Pod, Api<Pod>, &'a str)> + 'a {
+    pods.iter()
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
+        .filter_map(|p| {
+            let (ns, name) = (
+                p.metadata.namespace.as_deref()?,
+                p.metadata.name.as_deref()?,
+            );
+            Some((p, Api::namespaced(client.clone(), ns), name))
+        })
+}
+
 /// Deletes a pod (its grace period and preStop hooks still run); false when it was gone.
 async fn delete(pods: &Api<Pod>, name: &str) -> Result<bool, kube::Error> {
     match pods.delete(name, &DeleteParams::default()).await {
@@ -218,14 +234,7 @@ impl Step for Drain {
                 break;
             }
             let mut refused = Vec::new();
-            for p in left
-                .iter()
-                .filter(|p| p.metadata.deletion_timestamp.is_none())
-            {
-                let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
-                    continue;
-                };
-                let in_ns: Api<Pod> = Api::namespaced(client.clone(), ns);
+            for (p, in_ns, name) in not_terminating(&client, &left) {
                 match in_ns.evict(name, &EvictParams::default()).await {
                     Ok(_) => {
                         evicted.insert(pod_name(p));
@@ -252,14 +261,7 @@ impl Step for Drain {
                 }
             }
             if started.elapsed() > deadline && self.force && forced.is_empty() {
-                for p in left
-                    .iter()
-                    .filter(|p| p.metadata.deletion_timestamp.is_none())
-                {
-                    let (Some(ns), Some(name)) = (&p.metadata.namespace, &p.metadata.name) else {
-                        continue;
-                    };
-                    let in_ns: Api<Pod> = Api::namespaced(client.clone(), ns);
+                for (p, in_ns, name) in not_terminating(&client, &left) {
                     if delete(&in_ns, name)
                         .await
                         .map_err(|e| api_error(&host.name, e))?
