@@ -508,8 +508,8 @@ async fn restore_backup(
         let stamp = provision::snapshot::stamp();
         let targets = restore::Targets {
             members: vec![&seed],
-            nodes: vec![&seed],
-            restart_workloads: false,
+            nodes: ctx.cluster.hosts.iter().collect(),
+            wait_for_workloads: false,
         };
         let p = &backup.provenance;
         let mut steps = vec![

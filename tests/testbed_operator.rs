@@ -2,7 +2,8 @@
 //! kubeconfig merged into a file of other clusters and used by kubectl, a person's certificate
 //! that RBAC refuses until it is bound, and `status` on a healthy cluster, with a stopped
 //! kubelet and with a changed file, an etcd snapshot checked here by etcdutl, and the backup
-//! archive. One control plane and one worker.
+//! archive, restored on the same machines and onto another. One control plane and one worker;
+//! a third machine takes the control plane's place at the end.
 
 mod support;
 use std::path::{Path, PathBuf};
@@ -124,14 +125,14 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
     let Some(upstream) = support::upstream_or_skip("real-cluster test") else {
         return;
     };
-    let tb = Testbed::up_for_kubelet(2);
+    let tb = Testbed::up_for_kubelet(3);
     let bundle = support::testbed_bundle(tb.dir.path(), Some(&upstream));
     let version = support::bundle_kube_version(&bundle);
     let spec = format!(
         "{}  etcd:\n    snapshots: {{schedule: hourly, keep: 2}}\n",
         support::bundle_spec(&bundle)
     );
-    let inv = tb.inventory(&spec, &[]);
+    let inv = tb.inventory_of(&spec, &[], &[(0, "control-plane"), (1, "worker")]);
     let inv_s = inv.to_str().unwrap();
     let (cp, worker) = (&tb.machines[0].name, &tb.machines[1].name);
 
@@ -637,4 +638,57 @@ fn an_operator_reads_grouped_output_merges_kubeconfigs_issues_users_asks_for_sta
         "{}",
         again.text()
     );
+
+    // the control plane's machine is lost: the archive restored onto a third machine (another
+    // name and address) as the control plane, and the worker, never reset, pointed at it by
+    // `join`: Ready again, what the archive held is there, the lost machine's Node gone and
+    // the `kubernetes` Service listing only the new API server
+    tb.power_off(0);
+    let (new_cp, new_address) = (&tb.machines[2].name, &tb.machines[2].address);
+    let moved = tb.inventory_of(&spec, &[], &[(2, "control-plane"), (1, "worker")]);
+    let moved_s = moved.to_str().unwrap();
+    let restored = provision_ok(&["restore", "-i", moved_s, "--from", archive2_s, "--yes"]);
+    assert!(
+        restored.stdout.contains(&format!(
+            "deleted Node {cp}: a control plane of the snapshot"
+        )),
+        "{}",
+        restored.text()
+    );
+    provision_ok(&["join", "-i", moved_s]);
+    let server = tb.ssh(1, "grep 'server:' /etc/kubernetes/kubelet.conf");
+    assert!(
+        server.contains(&format!("https://{new_address}:6443")),
+        "{server}"
+    );
+    let new_admin = tb.dir.path().join("test-admin.conf");
+    let new_kubectl = |args: &[&str]| kubectl(&upstream, &version, &new_admin, args);
+    let (ok, said) = new_kubectl(&[
+        "wait",
+        "--for=condition=Ready",
+        &format!("node/{worker}"),
+        &format!("node/{new_cp}"),
+        "--timeout=120s",
+    ]);
+    assert!(ok, "{said}");
+    let (_, nodes) = new_kubectl(&["get", "nodes", "-o", "name"]);
+    let mut listed: Vec<&str> = nodes.split_whitespace().collect();
+    listed.sort_unstable();
+    let mut expected = [format!("node/{worker}"), format!("node/{new_cp}")];
+    expected.sort_unstable();
+    assert_eq!(listed, expected, "{nodes}");
+    let (ok, endpoints) = new_kubectl(&[
+        "-n",
+        "default",
+        "get",
+        "endpointslice",
+        "-l",
+        "kubernetes.io/service-name=kubernetes",
+        "-o",
+        "jsonpath={.items[*].endpoints[*].addresses[*]}",
+    ]);
+    assert!(ok && endpoints.trim() == new_address, "{endpoints}");
+    assert_kept(&new_kubectl);
+    let (ok, logs) = new_kubectl(&["-n", "keep", "logs", "deployment/web", "--tail=1"]);
+    assert!(ok, "kubectl logs through the worker's kubelet: {logs}");
 }

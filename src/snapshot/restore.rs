@@ -98,14 +98,14 @@ pub async fn check(ctx: &Ctx, path: &Path, force: bool) -> Result<Provenance, St
 }
 
 /// Which hosts a restore acts on: etcd's members (they become the restored cluster's), and the
-/// nodes whose agents restart.
+/// nodes whose agents restart where they run (kube-system's Deployments and DaemonSets restart
+/// too: their pods watched revisions the snapshot lacks).
 pub struct Targets<'a> {
     pub members: Vec<&'a Host>,
     pub nodes: Vec<&'a Host>,
-    /// Restart kube-system's Deployments and DaemonSets and wait for them: their pods watched
-    /// revisions the snapshot lacks. Not when the nodes come back later (a restore from a
-    /// backup): their pods start afresh then, and a rollout would wait for absent nodes.
-    pub restart_workloads: bool,
+    /// Wait until kube-system's workloads rolled out again. Not when the nodes come back
+    /// later (a restore from a backup): a rollout would wait for absent nodes.
+    pub wait_for_workloads: bool,
 }
 
 impl<'a> Targets<'a> {
@@ -114,7 +114,7 @@ impl<'a> Targets<'a> {
         Targets {
             members: cluster.control_planes().collect(),
             nodes: cluster.hosts.iter().collect(),
-            restart_workloads: true,
+            wait_for_workloads: true,
         }
     }
 }
@@ -144,16 +144,17 @@ pub fn plan(ctx: &Ctx, path: &Path, p: &Provenance, stamp: &str, t: &Targets) ->
             "start {} on {on} and wait for /readyz",
             COMPONENTS.join(", ")
         ),
+        "remove the Nodes of control planes the inventory does not name (a restore onto other machines), and their addresses from the `kubernetes` Service".into(),
         format!(
-            "restart {} on {}{}",
+            "restart {} where they run on {}, and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's){}",
             node_agents(&ctx.cluster).join(", "),
             t.nodes
                 .iter()
                 .map(|h| h.name.as_str())
                 .collect::<Vec<_>>()
                 .join(", "),
-            if t.restart_workloads {
-                ", and kube-system's Deployments and DaemonSets (they watched later revisions than the snapshot's)"
+            if t.wait_for_workloads {
+                ", and wait for their rollout"
             } else {
                 ""
             }
@@ -307,29 +308,31 @@ pub async fn run(
             })?;
     }
     done.push("the API servers are ready".into());
+    let first = *cps.first().ok_or("no control plane")?;
+    done.extend(forget_departed(ctx, first, &cps).await?);
     // every watcher of the API saw later revisions than the snapshot's and would wait for them:
     // the node agents restart, and so do the cluster's own pods that watch (CoreDNS, a CNI's)
-    let agents = node_agents(&ctx.cluster);
-    on_all(
-        ctx,
-        &t.nodes,
-        &format!("systemctl restart {}", agents.join(" ")),
-    )
-    .await?;
-    done.push(format!("restarted {} on every node", agents.join(", ")));
-    let first = *cps.first().ok_or("no control plane")?;
+    done.extend(restart_agents(ctx, &t.nodes).await);
     let session = ctx.session(first).await.map_err(|e| e.to_string())?;
-    // rollout status watches: without the 5 s request limit
-    let watch = format!("kubectl --kubeconfig={}", kubeconfig("admin"));
-    if t.restart_workloads {
-        session
-        .run(&format!(
-            "set -e; for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {kubectl} -n kube-system rollout restart $r >/dev/null; done; done\n\
-             for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {watch} -n kube-system rollout status $r --timeout=180s >/dev/null; done; done"
-        ))
+    let restart = format!(
+        "set -e; for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {kubectl} -n kube-system rollout restart $r >/dev/null; done; done"
+    );
+    session
+        .run(&restart)
         .await
         .map_err(|e| format!("{}: restarting kube-system's workloads: {e}", first.name))?;
+    if t.wait_for_workloads {
+        // rollout status watches: without the 5 s request limit
+        let watch = format!("kubectl --kubeconfig={}", kubeconfig("admin"));
+        session
+            .run(&format!(
+                "set -e; for kind in deployment daemonset; do for r in $({kubectl} -n kube-system get $kind -o name); do {watch} -n kube-system rollout status $r --timeout=180s >/dev/null; done; done"
+            ))
+            .await
+            .map_err(|e| format!("{}: kube-system's workloads rolling out again: {e}", first.name))?;
         done.push("restarted kube-system's Deployments and DaemonSets, and they rolled out".into());
+    } else {
+        done.push("restarted kube-system's Deployments and DaemonSets: their pods start as nodes come back".into());
     }
     // the controller manager and the scheduler take their leases over once the snapshot's
     // holders expire: the cluster schedules again from then on
@@ -344,6 +347,120 @@ pub async fn run(
     on_all(ctx, &cps, &format!("rm -rf {kept} {q} {STARTED}")).await?;
     done.push(format!("removed {kept}"));
     Ok(done)
+}
+
+/// What the snapshot knew of control planes the inventory no longer names (a restore onto
+/// other machines or addresses): their Nodes are deleted (their pods go with them), and their
+/// API-server leases in etcd, so that the `kubernetes` Service lists only the members' API
+/// servers once the API servers reconcile it (every 10 s). Other Nodes the inventory does not
+/// name are only reported: a worker may come back by `join`.
+async fn forget_departed(
+    ctx: &Ctx,
+    first: &Host,
+    members: &[&Host],
+) -> Result<Vec<String>, String> {
+    let names: Vec<&str> = ctx.cluster.hosts.iter().map(|h| h.name.as_str()).collect();
+    let mut addresses: Vec<&str> = members.iter().map(|h| h.address.as_str()).collect();
+    addresses.sort_unstable();
+    let kubectl = format!(
+        "kubectl --kubeconfig={} --request-timeout=5s",
+        kubeconfig("admin")
+    );
+    let leases = "/registry/masterleases/";
+    let script = format!(
+        "set -e\n\
+         keep=' {names} '; addresses=' {addrs} '\n\
+         for n in $({kubectl} get nodes -o name -l {role}); do\n\
+           case \"$keep\" in *\" ${{n#node/}} \"*) ;; *) {kubectl} delete \"$n\" --wait=false >/dev/null; echo \"node ${{n#node/}}\";; esac\n\
+         done\n\
+         for n in $({kubectl} get nodes -o name -l '!{role}'); do\n\
+           case \"$keep\" in *\" ${{n#node/}} \"*) ;; *) echo \"other ${{n#node/}}\";; esac\n\
+         done\n\
+         for k in $({get}); do\n\
+           a=${{k#{leases}}}\n\
+           case \"$addresses\" in *\" $a \"*) ;; *) {del} \"$k\" >/dev/null; echo \"lease $a\";; esac\n\
+         done",
+        names = names.join(" "),
+        role = crate::phases::kubelet::CONTROL_PLANE_ROLE,
+        addrs = addresses.join(" "),
+        get = etcdctl(&format!("get --prefix --keys-only {leases}")),
+        del = etcdctl("del"),
+    );
+    let session = ctx.session(first).await.map_err(|e| e.to_string())?;
+    let said = session.run(&script).await.map_err(|e| {
+        format!(
+            "{}: removing what the snapshot knew of other control planes: {e}",
+            first.name
+        )
+    })?;
+    let mut done = Vec::new();
+    let mut others = Vec::new();
+    for line in said.lines() {
+        match line.split_once(' ') {
+            Some(("node", n)) => done.push(format!(
+                "deleted Node {n}: a control plane of the snapshot the inventory does not name"
+            )),
+            Some(("lease", a)) => done.push(format!(
+                "took {a} out of the `kubernetes` Service: no control plane of the inventory has that address"
+            )),
+            Some(("other", n)) => others.push(n.to_string()),
+            _ => {}
+        }
+    }
+    if !others.is_empty() {
+        done.push(format!(
+            "Nodes the inventory does not name: {} (`provision join` with them in the inventory brings them back; `kubectl delete node NAME` for those that are gone)",
+            others.join(", ")
+        ));
+    }
+    // the API servers rewrite the Service's endpoints from the leases every 10 s
+    let wanted = addresses.join(" ");
+    let listed = format!(
+        "[ \"$({kubectl} -n default get endpointslice -l kubernetes.io/service-name=kubernetes -o jsonpath='{{.items[*].endpoints[*].addresses[*]}}' | tr ' ' '\\n' | LC_ALL=C sort | tr '\\n' ' ' | sed 's/ $//')\" = '{wanted}' ]"
+    );
+    let wait = systemd::wait_for(&listed, 60, 1.0);
+    systemd::wait_or_journal(&session, &wait, None, "kube-apiserver", 10)
+        .await
+        .map_err(|why| {
+            format!(
+                "{}: the `kubernetes` Service does not list exactly the control planes' addresses ({wanted}) within 60 s:\n{why}",
+                first.name
+            )
+        })?;
+    Ok(done)
+}
+
+/// Restarts the node agents that run on each of `nodes`, all at once: their watches saw later
+/// revisions than the snapshot's. A node not reached is named, not an error: the restore is
+/// done, and its agents need the same restart once it is back.
+async fn restart_agents(ctx: &Ctx, nodes: &[&Host]) -> Vec<String> {
+    let agents = node_agents(&ctx.cluster);
+    let script = format!(
+        "for u in {}; do if systemctl is-active -q $u; then systemctl restart $u; echo $u; fi; done",
+        agents.join(" ")
+    );
+    let results = futures::future::join_all(nodes.iter().map(|h| async {
+        let session = ctx.session(h).await.map_err(|e| e.to_string())?;
+        session.run(&script).await.map_err(|e| e.to_string())
+    }))
+    .await;
+    nodes
+        .iter()
+        .zip(results)
+        .map(|(h, r)| match r {
+            Ok(said) if said.trim().is_empty() => format!("{}: no node agent runs there", h.name),
+            Ok(said) => format!(
+                "{}: restarted {}",
+                h.name,
+                said.split_whitespace().collect::<Vec<_>>().join(", ")
+            ),
+            Err(e) => format!(
+                "{}: not reached ({e}): restart {} there once it is back",
+                h.name,
+                agents.join(", ")
+            ),
+        })
+        .collect()
 }
 
 /// Runs `script` on every host at once; the first failure, named.

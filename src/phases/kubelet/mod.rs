@@ -36,7 +36,7 @@ pub use crate::paths::{BOOTSTRAP_KUBECONFIG, KUBELET_KUBECONFIG as KUBECONFIG};
 /// The kubelet's client certificate (and key), which it rotates itself while it can.
 pub const CLIENT_CERT: &str = "/var/lib/kubelet/pki/kubelet-client-current.pem";
 const READY_WAIT: Duration = Duration::from_secs(180);
-const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
+pub const CONTROL_PLANE_ROLE: &str = "node-role.kubernetes.io/control-plane";
 
 pub fn kubelet_phase() -> Phase {
     Phase {
@@ -104,7 +104,10 @@ struct KubeletConfig<'a> {
 /// client certificate the kubelet rotates not expired. An expired one the kubelet cannot renew
 /// (a node shut down past its expiry): it bootstraps again with a token, as when it joined.
 fn has_credentials(observed: &Observed) -> Result<bool, String> {
-    if !observed.non_empty(KUBECONFIG)? {
+    if observed
+        .file(KUBECONFIG)?
+        .is_none_or(|k| k.iter().all(u8::is_ascii_whitespace))
+    {
         return Ok(false);
     }
     let Some(pem) = observed.file_text(CLIENT_CERT)? else {
@@ -114,6 +117,34 @@ fn has_credentials(observed: &Observed) -> Result<bool, String> {
         .and_then(|c| crate::pki::expiry(&c).ok())
         .map(|(seconds, _, _)| seconds);
     Ok(left.is_some_and(|s| s > 0))
+}
+
+/// `kubeconfig` with every cluster's server set to `server`; None when each names it already.
+fn with_server(kubeconfig: &str, server: &str) -> Result<Option<String>, String> {
+    let mut config: serde_yaml::Value = serde_yaml::from_str(kubeconfig)
+        .map_err(|e| format!("{KUBECONFIG} is not a kubeconfig ({e}): remove it, and this run bootstraps the kubelet again"))?;
+    let mut moved = false;
+    if let Some(clusters) = config
+        .get_mut("clusters")
+        .and_then(serde_yaml::Value::as_sequence_mut)
+    {
+        for c in clusters {
+            if let Some(cluster) = c
+                .get_mut("cluster")
+                .and_then(serde_yaml::Value::as_mapping_mut)
+                && cluster.get("server").and_then(serde_yaml::Value::as_str) != Some(server)
+            {
+                cluster.insert("server".into(), server.into());
+                moved = true;
+            }
+        }
+    }
+    if !moved {
+        return Ok(None);
+    }
+    serde_yaml::to_string(&config)
+        .map(Some)
+        .map_err(|e| format!("writing {KUBECONFIG}: {e}"))
 }
 
 /// The cluster CA on a node.
@@ -126,7 +157,7 @@ impl Step for Kubelet {
     fn probes(&self, _: &Cluster, _: &Host) -> Vec<Probe> {
         vec![
             Probe::Conditions,
-            Probe::NonEmpty(KUBECONFIG.into()),
+            Probe::File(KUBECONFIG.into()),
             Probe::File(NODE_CA.into()),
             Probe::File(CLIENT_CERT.into()),
         ]
@@ -250,12 +281,25 @@ impl Step for Kubelet {
                 bootstrap_kubeconfig(c, &ca, token)?,
             ));
         }
+        // a new bootstrap kubeconfig: the kubelet bootstraps again (its certificate expired)
+        let mut restart_when_changed =
+            vec![CONFIG.into(), UNIT.into(), BOOTSTRAP_KUBECONFIG.into()];
+        // the kubeconfig a worker's kubelet wrote when it bootstrapped names the API server of
+        // that day: it follows the cluster's endpoint (a control plane restored elsewhere). The
+        // kubelet writes that file after it starts, so it is an input only when rewritten here.
+        if !host.control_plane
+            && has_credentials(observed)?
+            && let Some(text) = observed.file_text(KUBECONFIG)?
+            && let Some(moved) = with_server(&text, &c.node_api_url())?
+        {
+            actions.push(Action::secret_file(KUBECONFIG, moved));
+            restart_when_changed.push(KUBECONFIG.into());
+        }
         actions.push(Action::Unit(UnitSpec {
             name: "kubelet.service".into(),
             enabled: true,
             active: true,
-            // a new bootstrap kubeconfig: the kubelet bootstraps again (its certificate expired)
-            restart_when_changed: vec![CONFIG.into(), UNIT.into(), BOOTSTRAP_KUBECONFIG.into()],
+            restart_when_changed,
         }));
         Ok(actions.into())
     }
@@ -358,5 +402,60 @@ async fn set_pod_cidr(nodes: &Api<Node>, node: &Node, host: &Host) -> Result<(),
                 .map(|_| ())
                 .map_err(|e| format!("setting the pod CIDR of node {}: {e}", host.name))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_server;
+
+    /// As a kubelet writes it after its TLS bootstrap: the credentials are files it rotates.
+    const BOOTSTRAPPED: &str = "apiVersion: v1
+clusters:
+- cluster:
+    certificate-authority-data: Q0E=
+    server: https://10.244.0.2:6443
+  name: default-cluster
+contexts:
+- context:
+    cluster: default-cluster
+    namespace: default
+    user: default-auth
+  name: default-context
+current-context: default-context
+kind: Config
+users:
+- name: default-auth
+  user:
+    client-certificate: /var/lib/kubelet/pki/kubelet-client-current.pem
+    client-key: /var/lib/kubelet/pki/kubelet-client-current.pem
+";
+
+    #[test]
+    fn a_kubelet_kubeconfig_follows_the_endpoint_and_keeps_its_credentials() {
+        assert_eq!(
+            with_server(BOOTSTRAPPED, "https://10.244.0.2:6443").unwrap(),
+            None
+        );
+        let moved = with_server(BOOTSTRAPPED, "https://10.244.0.9:6443")
+            .unwrap()
+            .unwrap();
+        let was: serde_yaml::Value = serde_yaml::from_str(BOOTSTRAPPED).unwrap();
+        let now: serde_yaml::Value = serde_yaml::from_str(&moved).unwrap();
+        assert_eq!(
+            now["clusters"][0]["cluster"]["server"].as_str(),
+            Some("https://10.244.0.9:6443")
+        );
+        assert_eq!(
+            now["clusters"][0]["cluster"]["certificate-authority-data"],
+            was["clusters"][0]["cluster"]["certificate-authority-data"]
+        );
+        assert_eq!(now["users"], was["users"]);
+        assert_eq!(now["contexts"], was["contexts"]);
+        assert_eq!(
+            with_server(&moved, "https://10.244.0.9:6443").unwrap(),
+            None
+        );
+        assert!(with_server("clusters: [", "https://x:6443").is_err());
     }
 }
