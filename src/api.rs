@@ -13,6 +13,16 @@ use std::fmt::Debug;
 
 pub const FIELD_MANAGER: &str = "provision";
 
+/// The pause before asking the API again while waiting for a state: short at first, where
+/// most waits end (a Node turning Ready, a certificate issued), then a second.
+pub fn poll_pause(started: std::time::Instant) -> std::time::Duration {
+    if started.elapsed() < std::time::Duration::from_secs(15) {
+        std::time::Duration::from_millis(200)
+    } else {
+        std::time::Duration::from_secs(1)
+    }
+}
+
 /// A client with the credentials of `/etc/kubernetes/<which>.conf` on the seed control plane.
 /// It retries answers of 429, 503 and 504 itself (an API server starting, a proxy without a
 /// backend for a moment).

@@ -53,6 +53,14 @@ impl Unit {
         self
     }
 
+    /// Starts only once `address` is on one of the host's interfaces (past IPv6 duplicate
+    /// address detection), waiting up to a minute: what a unit that binds that address needs.
+    /// `network-online.target` waits for every link instead, seconds on a fresh machine.
+    pub fn once_address_is_up(mut self, address: &str) -> Unit {
+        self.exec_start_pre.push(address_wait(address));
+        self
+    }
+
     pub fn args<S: ToString>(mut self, args: &[S]) -> Unit {
         self.args = args.iter().map(ToString::to_string).collect();
         self
@@ -69,6 +77,13 @@ impl Unit {
     pub fn render(&self) -> Result<String, String> {
         render_typed("component.service", self)
     }
+}
+
+/// The `ExecStartPre=` of [`Unit::once_address_is_up`]; `$$` is systemd's escape for `$`.
+fn address_wait(address: &str) -> String {
+    format!(
+        "/bin/sh -c 'i=0; until [ -n \"$$(ip -o addr show to {address} -tentative)\" ]; do i=$$((i+1)); if [ $$i -ge 600 ]; then echo \"{address} is on no interface of this host after 60 s\" >&2; exit 1; fi; sleep 0.1; done'"
+    )
 }
 
 /// A shell loop: `check` every `interval_s` seconds, at most `attempts` times; exits 1 when it
@@ -167,6 +182,38 @@ mod tests {
         // settings sorted by key, so a unit file only changes when a setting does
         assert!(text.contains("Restart=always\nType=notify\n"), "{text}");
         assert!(text.contains("WantedBy=multi-user.target"), "{text}");
+    }
+
+    /// The line systemd runs: `$$` unescaped to `$`, as systemd does, then the shell.
+    #[test]
+    fn a_unit_waits_for_its_address_and_only_for_it() {
+        let text = Unit::new("etcd", "/usr/local/bin/etcd")
+            .once_address_is_up("127.0.0.1")
+            .render()
+            .unwrap();
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStartPre=/bin/sh -c '"))
+            .and_then(|l| l.strip_suffix('\''))
+            .unwrap()
+            .replace("$$", "$");
+        let run = |script: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap()
+        };
+        assert!(run(&line).status.success(), "{line}");
+        // an address on no interface: a clear failure (after 60 s; the test waits 0.3 s)
+        let absent = line
+            .replace("127.0.0.1", "192.0.2.77")
+            .replace("-ge 600", "-ge 3");
+        let out = run(&absent);
+        assert!(!out.status.success());
+        assert_eq!(
+            String::from_utf8_lossy(&out.stderr).trim(),
+            "192.0.2.77 is on no interface of this host after 60 s"
+        );
     }
 
     #[test]

@@ -39,7 +39,7 @@ pub fn unit(cluster: &Cluster, host: &Host) -> Result<String, String> {
         "kube-router: NetworkPolicy on this node (firewall controller only)",
         &format!("/usr/local/bin/{COMPONENT}"),
     )
-    .after(&["network-online.target"])
+    .after(&["network.target"])
     .args(&[
         format!("--kubeconfig={KUBECONFIG}"),
         format!("--hostname-override={}", host.name),

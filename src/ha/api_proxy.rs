@@ -54,7 +54,8 @@ pub fn unit() -> Result<String, String> {
         "haproxy: this node's way to every ready API server, on loopback",
         "/usr/sbin/haproxy",
     )
-    .after(&["network-online.target"])
+    // it binds loopback; a server not reachable yet is retried by its health checks
+    .after(&["network.target"])
     .exec_start_pre(&[&format!("/usr/sbin/haproxy -c -q -f {CONFIG}")])
     .args(&["-Ws", "-f", CONFIG, "-p", "/run/api-proxy/haproxy.pid"])
     .service(&[

@@ -61,7 +61,7 @@ pub fn unit() -> Result<String, String> {
         "keepalived: the API's VIP on a control plane whose API server is ready",
         "/usr/sbin/keepalived",
     )
-    .after(&["network-online.target", "kube-apiserver.service"])
+    .after(&["network.target", "kube-apiserver.service"])
     .exec_start_pre(&[&format!(
         "/usr/sbin/keepalived --config-test --use-file={CONFIG}"
     )])

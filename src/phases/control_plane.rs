@@ -298,8 +298,8 @@ impl Step for ControlPlane {
             &format!(
                 "{kubectl} get --raw=/livez >/dev/null 2>&1 && {kubectl} get --raw=/readyz >/dev/null 2>&1"
             ),
-            120,
-            1.0,
+            480,
+            0.25,
         );
         let out = session.exec(&wait, None).await.map_err(|e| e.to_string())?;
         if out.status == 0 {

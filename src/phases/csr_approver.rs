@@ -131,7 +131,7 @@ impl Step for CsrApprover {
             "provision: approves the kubelets' serving certificate requests",
             &path,
         )
-        .after(&["network-online.target"])
+        .after(&["network.target"])
         .args(&[format!("approve-kubelet-serving --kubeconfig={KUBECONFIG}")])
         .service(&[("Restart", "always"), ("RestartSec", "5")]);
         Ok(vec![

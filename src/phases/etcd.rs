@@ -224,7 +224,9 @@ impl Step for Etcd {
             "--cipher-suites=TLS_ECDHE_ECDSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_RSA_WITH_AES_128_GCM_SHA256,TLS_ECDHE_ECDSA_WITH_AES_256_GCM_SHA384,TLS_ECDHE_RSA_WITH_AES_256_GCM_SHA384".into(),
         ];
         let unit = Unit::new("etcd: the cluster's key-value store", "/usr/local/bin/etcd")
-            .after_and_wants(&["network-online.target"])
+            // its listen address, not every link online
+            .after(&["network.target"])
+            .once_address_is_up(&host.address)
             .args(&args)
             .service(&[
                 ("Type", "notify"),
@@ -261,7 +263,7 @@ impl Step for Etcd {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
         let health = etcdctl("endpoint health");
         let check = format!("{health} >/dev/null 2>&1");
-        let wait = systemd::wait_for(&check, 60, 0.5);
+        let wait = systemd::wait_for(&check, 150, 0.2);
         systemd::wait_or_journal(&session, &wait, Some(&health), "etcd", 15)
             .await
             .map_err(|why| {

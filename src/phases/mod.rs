@@ -92,10 +92,13 @@ pub fn init_tree() -> Vec<Phase> {
         api_endpoint::vip_phase(),
         api_endpoint::api_proxy_phase(),
         bootstrap::phase(),
-        csr_approver::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
         network_policy::phase(),
+        // its kubeconfig's token comes from the controller manager, seconds after it started:
+        // the node phases run meanwhile (each kubelet's serving request is approved by
+        // the kubelet phase itself)
+        csr_approver::phase(),
         addons::phase(),
         verify::phase(),
     ]
@@ -120,10 +123,10 @@ pub fn join_tree() -> Vec<Phase> {
         control_plane::phase(),
         api_endpoint::vip_phase(),
         api_endpoint::api_proxy_phase(),
-        csr_approver::phase(),
         kubelet::kubelet_phase(),
         kubelet::kube_proxy_phase(),
         network_policy::phase(),
+        csr_approver::phase(),
         verify::phase(),
     ]
 }

@@ -70,7 +70,7 @@ impl Runtime for CriO {
             mirrors: &cluster.registry_mirrors,
         };
         let unit = Unit::new("CRI-O container runtime", "/usr/local/bin/crio")
-            .after_and_wants(&["network-online.target"])
+            .after(&["network.target", "local-fs.target"])
             .service(&[
                 ("Type", "notify"),
                 ("Restart", "on-failure"),

@@ -49,16 +49,21 @@ pub fn kubelet_phase() -> Phase {
 
 pub(crate) struct Kubelet;
 
-/// A node component's unit: restarted whenever it exits, after (and wanting) `after`.
+/// A node component's unit: restarted whenever it exits, after `after`, and pulling it in
+/// when it is a unit (a target such as network.target is reached on its own).
 fn unit_text(
     description: &str,
     exec: &str,
     args: &[String],
     after: &str,
 ) -> Result<String, String> {
-    Unit::new(description, exec)
-        .after_and_wants(&[after])
-        .args(args)
+    let unit = Unit::new(description, exec);
+    let unit = if after.ends_with(".target") {
+        unit.after(&[after])
+    } else {
+        unit.after_and_wants(&[after])
+    };
+    unit.args(args)
         .service(&[("Restart", "always"), ("RestartSec", "2")])
         .render()
 }
@@ -354,7 +359,7 @@ impl Step for Kubelet {
                     READY_WAIT.as_secs()
                 ));
             }
-            tokio::time::sleep(Duration::from_secs(2)).await;
+            tokio::time::sleep(crate::api::poll_pause(started)).await;
         }
         let mut after = After {
             notes,

@@ -55,7 +55,8 @@ impl Step for KubeProxy {
             "kube-proxy: Services on this node",
             "/usr/local/bin/kube-proxy",
             &args,
-            "network-online.target",
+            // it binds the wildcard address and reads the node's from its Node
+            "network.target",
         )?;
         Ok(vec![
             Action::dir("/var/lib/kube-proxy", 0o755),

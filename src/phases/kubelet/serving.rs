@@ -69,7 +69,7 @@ pub(super) async fn approve_serving_certificate(
                 host.name
             ));
         }
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        tokio::time::sleep(crate::api::poll_pause(started)).await;
     }
 }
 
