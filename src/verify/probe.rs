@@ -68,7 +68,12 @@ pub async fn exec(pods: &Api<Pod>, pod: &str, script: &str) -> Reply {
 /// One HTTP GET with a time limit, as a shell command for the test image. (`timeout` rather
 /// than wget's own -T, which some static busybox builds crash on.)
 pub fn wget(url: &str) -> String {
-    format!("timeout 3 wget -q -O - {}", shell_quote(url))
+    wget_within(url, 3)
+}
+
+/// The same with a limit of `seconds`.
+pub fn wget_within(url: &str, seconds: u32) -> String {
+    format!("timeout {seconds} wget -q -O - {}", shell_quote(url))
 }
 
 /// An HTTP GET from inside `pod`, retried.
