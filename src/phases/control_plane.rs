@@ -103,6 +103,10 @@ fn controller_manager_args(c: &Cluster) -> Vec<String> {
         // the built-in network writes each node's pod CIDR from the inventory
         "--allocate-node-cidrs=false".into(),
         "--use-service-account-credentials=true".into(),
+        // a fresh control plane's controllers each make a ServiceAccount and get its token
+        // (about 120 requests at once): the default burst of 30 at 20 per second spread
+        // them over 5 s before any controller ran; the sustained rate stays the default
+        "--kube-api-burst=200".into(),
         "--profiling=false".into(),
     ]
 }
