@@ -47,7 +47,7 @@ pub(super) async fn coredns_unready(client: &Client) -> Option<(String, String)>
                 "CoreDNS pods are not ready: `kubectl -n kube-system get pods -l k8s-app=kube-dns` and their logs".into(),
             ));
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(crate::api::poll_pause(started)).await;
     }
 }
 

@@ -212,7 +212,7 @@ pub(super) async fn create_when_ready(pods: &Api<Pod>, pod: &Pod) -> Result<(), 
                 if started.elapsed() < Duration::from_secs(30)
                     && e.to_string().contains("serviceaccount") =>
             {
-                tokio::time::sleep(Duration::from_millis(500)).await;
+                tokio::time::sleep(crate::api::poll_pause(started)).await;
             }
             Err(e) => return Err(format!("creating pod {name}: {e}")),
         }
@@ -290,7 +290,7 @@ pub(super) async fn wait_running(
         if settled == nodes.len() || started.elapsed() > POD_WAIT {
             break;
         }
-        tokio::time::sleep(Duration::from_secs(1)).await;
+        tokio::time::sleep(crate::api::poll_pause(started)).await;
     }
     let mut out = Vec::new();
     for h in nodes {
