@@ -22,7 +22,32 @@ const ATTEMPTS: u32 = 3;
 /// at first, where a Service's rules, a route or CoreDNS's view of a new Service lag a moment
 /// behind (an attempt whose first SYN was dropped waits 1 s for its retransmission: cheaper
 /// started again), then longer for a slow answer.
-const ATTEMPT_LIMITS: &str = "1 1 1 2 3 3";
+const ATTEMPT_LIMITS: [u32; 6] = [1, 1, 1, 2, 3, 3];
+
+/// `for t in <limits>; do BODY; sleep 0.2; done`: BODY runs once per attempt with its limit in
+/// `$t`, and leaves the loop by itself (`exit 0`) when it got its answer.
+fn each_attempt(body: &str) -> String {
+    let limits: Vec<String> = ATTEMPT_LIMITS.iter().map(u32::to_string).collect();
+    format!("for t in {}; do {body}; sleep 0.2; done", limits.join(" "))
+}
+
+/// `command` (run under `timeout $t`) until it succeeds, or exit 1 after the last attempt.
+fn retried(command: &str) -> String {
+    format!(
+        "{}; exit 1",
+        each_attempt(&format!("timeout $t {command} && exit 0"))
+    )
+}
+
+/// What a probe that never got an answer says: its attempts and their time.
+fn no_answer() -> String {
+    let seconds: u32 = ATTEMPT_LIMITS.iter().sum();
+    format!(
+        "no answer ({} attempts in {} s)",
+        ATTEMPT_LIMITS.len(),
+        seconds as f32 + 0.2 * (ATTEMPT_LIMITS.len() - 1) as f32
+    )
+}
 
 pub fn url(ip: &str, port: u16) -> String {
     match ip.parse::<IpAddr>() {
@@ -79,27 +104,25 @@ pub fn wget(url: &str) -> String {
 
 /// The same with a limit of `seconds`.
 pub fn wget_within(url: &str, seconds: u32) -> String {
-    format!("timeout {seconds} wget -q -O - {}", shell_quote(url))
+    format!("timeout {seconds} {}", http_get(url))
+}
+
+/// An HTTP GET of `url` printing the body, without a time limit.
+fn http_get(url: &str) -> String {
+    format!("wget -q -O - {}", shell_quote(url))
 }
 
 /// An HTTP GET from inside `pod`, retried.
 pub async fn fetch_from_pod(pods: &Api<Pod>, pod: &str, url: &str) -> Reply {
-    let script = format!(
-        "for t in {ATTEMPT_LIMITS}; do timeout $t wget -q -O - {u} && exit 0; sleep 0.2; done; exit 1",
-        u = shell_quote(url)
-    );
-    exec(pods, pod, &script)
+    exec(pods, pod, &retried(&http_get(url)))
         .await
-        .map_err(|e| if e.is_empty() { "no answer".into() } else { e })
+        .map_err(|e| if e.is_empty() { no_answer() } else { e })
 }
 
 /// A DNS lookup from inside `pod`, retried; the answer's text.
 pub async fn lookup_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
-    let script = format!(
-        "for t in {ATTEMPT_LIMITS}; do timeout $t nslookup {n} && exit 0; sleep 0.2; done; exit 1",
-        n = shell_quote(name)
-    );
-    exec(pods, pod, &script).await
+    let lookup = format!("nslookup {}", shell_quote(name));
+    exec(pods, pod, &retried(&lookup)).await
 }
 
 /// Resolves `name` in `pod` through the C library's resolver, which applies the search path of
@@ -116,20 +139,18 @@ pub async fn resolve_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
 /// An HTTP GET of a pod from a node's own network namespace (bash's /dev/tcp: nothing to
 /// install on the node).
 pub async fn fetch_from_node(session: &Session, ip: &str, port: u16) -> Reply {
-    let target = format!("/dev/tcp/{ip}/{port}");
+    let attempt = format!(
+        "out=$(timeout $t bash -c 'exec 3<>/dev/tcp/{ip}/{port} && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1) && {{ printf '%s\\n' \"$out\" | tail -n 1; exit 0; }}"
+    );
     let script = format!(
-        "for t in {ATTEMPT_LIMITS}; do out=$(timeout $t bash -c 'exec 3<>{t} && printf \"GET / HTTP/1.0\\r\\n\\r\\n\" >&3 && cat <&3' 2>&1) && {{ printf '%s\\n' \"$out\" | tail -n 1; exit 0; }}; sleep 0.2; done; printf '%s\\n' \"$out\"; exit 1",
-        t = target
+        "{}; printf '%s\\n' \"$out\"; exit 1",
+        each_attempt(&attempt)
     );
     match session.exec(&script, None).await {
         Ok(o) if o.status == 0 => Ok(o.stdout_text()),
         Ok(o) => Err({
             let text = first_line(&o.stdout_text());
-            if text.is_empty() {
-                "no answer (6 attempts in 12 s)".into()
-            } else {
-                text
-            }
+            if text.is_empty() { no_answer() } else { text }
         }),
         Err(e) => Err(e.to_string()),
     }
@@ -146,6 +167,42 @@ fn first_line(s: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The retry loop as a shell runs it: every attempt until one succeeds, each under its
+    /// limit, and exit 1 after the last.
+    #[test]
+    fn retried_commands_run_until_one_succeeds_each_within_its_limit() {
+        let dir = tempfile::tempdir().unwrap();
+        let log = dir.path().join("attempts");
+        let run = |command: String| {
+            std::process::Command::new("sh")
+                .args(["-c", &retried(&command)])
+                .status()
+                .unwrap()
+        };
+        let log_s = log.display();
+        // fails every time: all six attempts, then a failure
+        let failed = run(format!("sh -c 'echo x >> {log_s}; exit 1'"));
+        assert!(!failed.success());
+        let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+        assert_eq!(lines, ATTEMPT_LIMITS.len());
+        // answers at the third attempt: stops there
+        std::fs::remove_file(&log).unwrap();
+        let third = run(format!(
+            "sh -c 'echo x >> {log_s}; [ $(wc -l < {log_s}) -ge 3 ]'"
+        ));
+        assert!(third.success());
+        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
+        // an attempt that hangs is cut at its limit (1 s) and the next one starts
+        std::fs::remove_file(&log).unwrap();
+        let started = std::time::Instant::now();
+        let hung = run(format!(
+            "sh -c 'echo x >> {log_s}; [ $(wc -l < {log_s}) -ge 2 ] || sleep 30'"
+        ));
+        assert!(hung.success());
+        assert!(started.elapsed() < Duration::from_secs(5));
+        assert_eq!(no_answer(), "no answer (6 attempts in 12 s)");
+    }
 
     #[test]
     fn urls_bracket_ipv6_addresses() {
