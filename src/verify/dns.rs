@@ -60,8 +60,7 @@ pub(super) async fn dns(
     pods: &Api<Pod>,
     running: &[TestPod],
     cluster_ip: &str,
-    report: &mut Report,
-) {
+) -> Vec<Row> {
     let ns = pods.namespace().unwrap_or_default();
     let domain = &ctx.cluster.dns_domain;
     let api_ip = ctx.cluster.api_service_ip.to_string();
@@ -79,25 +78,16 @@ pub(super) async fn dns(
     match system_services.get_opt("kube-dns").await {
         Ok(Some(_)) => {}
         Ok(None) => {
-            report.rows.push(Row::skipped(
+            return vec![Row::skipped(
                 "dns",
                 &names[0].0,
                 "not checked: CoreDNS is not deployed (no kube-dns Service; `provision init` said why)",
-            ));
-            return;
+            )];
         }
-        Err(e) => {
-            report
-                .rows
-                .push(Row::fail("dns", &names[0].0, e.to_string()));
-            return;
-        }
+        Err(e) => return vec![Row::fail("dns", &names[0].0, e.to_string())],
     }
     if let Some((detail, cause)) = coredns_unready(client).await {
-        report
-            .rows
-            .push(Row::fail("dns", &names[0].0, detail).with_cause(Some(cause)));
-        return;
+        return vec![Row::fail("dns", &names[0].0, detail).with_cause(Some(cause))];
     }
     let checks = running.iter().flat_map(|a| {
         names.iter().map(move |(name, want, search)| async move {
@@ -142,7 +132,7 @@ pub(super) async fn dns(
             }
         })
     });
-    report.rows.extend(in_parallel(checks.collect()).await);
+    in_parallel(checks.collect()).await
 }
 
 /// Whether ping's first line (`PING verify (10.96.12.7): 56 data bytes`) names `ip`.

@@ -109,9 +109,15 @@ pub async fn run(ctx: &Ctx, expect: Expect) -> Result<Report, String> {
 
     let ns = namespace_name();
     let result = workload(ctx, &client, &nodes, &ns, &mut report).await;
-    // the namespace goes whatever happened; its deletion finishes in the background
+    // the namespaces go whatever happened; their deletion finishes in the background
     let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces.delete(&ns, &DeleteParams::background()).await;
+    let gone = std::iter::once(ns.clone())
+        .chain(policy::namespaces(&ns))
+        .map(|n| {
+            let namespaces = namespaces.clone();
+            async move { namespaces.delete(&n, &DeleteParams::background()).await }
+        });
+    let _ = futures::future::join_all(gone).await;
     result?;
     Ok(report)
 }

@@ -18,7 +18,7 @@ pub(super) async fn runtime_classes(
     for rc in classes.items {
         let name = rc.metadata.name.clone().unwrap_or_default();
         let pod_name = format!("verify-rc-{name}");
-        create_when_ready(pods, &test_pod(&pod_name, image, None, false, Some(&name))?).await?;
+        create_when_ready(pods, &test_pod(&pod_name, image, None, Some(&name))?).await?;
         let started = Instant::now();
         let row = loop {
             let pod = pods.get(&pod_name).await.map_err(|e| e.to_string())?;

@@ -4,19 +4,13 @@
 use super::workload::in_parallel;
 use super::*;
 
-pub(super) async fn pod_to_pod(
-    ctx: &Ctx,
-    pods: &Api<Pod>,
-    running: &[TestPod],
-    report: &mut Report,
-) {
+pub(super) async fn pod_to_pod(ctx: &Ctx, pods: &Api<Pod>, running: &[TestPod]) -> Vec<Row> {
     if running.len() < 2 {
-        report.rows.push(Row::skipped(
+        return vec![Row::skipped(
             "pod-to-pod",
             "-",
             "needs test pods on two nodes",
-        ));
-        return;
+        )];
     }
     let mut checks = Vec::new();
     for a in running {
@@ -74,7 +68,7 @@ pub(super) async fn pod_to_pod(
             ));
         }
     }
-    report.rows.extend(rows);
+    rows
 }
 
 /// Whether busybox httpd's log (`[::ffff:10.88.0.3]:41234: url:/`) has a request from `ip`.
@@ -86,7 +80,7 @@ pub(super) fn seen_from(log: &str, ip: &str) -> bool {
     })
 }
 
-pub(super) async fn node_to_pod(ctx: &Ctx, running: &[TestPod], report: &mut Report) {
+pub(super) async fn node_to_pod(ctx: &Ctx, running: &[TestPod]) -> Vec<Row> {
     let mut checks = Vec::new();
     for a in running {
         for b in running {
@@ -112,7 +106,7 @@ pub(super) async fn node_to_pod(ctx: &Ctx, running: &[TestPod], report: &mut Rep
             });
         }
     }
-    report.rows.extend(in_parallel(checks).await);
+    in_parallel(checks).await
 }
 
 pub(super) async fn pod_to_service(
@@ -120,8 +114,7 @@ pub(super) async fn pod_to_service(
     pods: &Api<Pod>,
     running: &[TestPod],
     cluster_ip: &str,
-    report: &mut Report,
-) {
+) -> Vec<Row> {
     let u = url(cluster_ip, 80);
     let checks = running.iter().map(|a| {
         let u = u.clone();
@@ -143,7 +136,7 @@ pub(super) async fn pod_to_service(
             }
         }
     });
-    report.rows.extend(in_parallel(checks.collect()).await);
+    in_parallel(checks.collect()).await
 }
 
 #[cfg(test)]

@@ -43,16 +43,18 @@ pub(super) async fn workload(
             None => usable.push(h.clone()),
         }
     }
-    for (i, h) in usable.iter().enumerate() {
-        let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), i == 0, None)?;
+    for h in &usable {
+        let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), None)?;
         create_when_ready(&pods, &pod).await?;
     }
-    let running = wait_running(&pods, &usable, report).await;
+    // the policy matrix's pods start while the test pods' traffic is checked
+    let (running, matrix) = tokio::join!(
+        wait_running(&pods, &usable, report),
+        super::policy::start(ctx, client, ns, &usable, &image)
+    );
     if running.is_empty() {
         return Ok(());
     }
-    pod_to_pod(ctx, &pods, &running, report).await;
-    node_to_pod(ctx, &running, report).await;
     let cluster_ip = services
         .get(SERVICE)
         .await
@@ -60,9 +62,24 @@ pub(super) async fn workload(
         .spec
         .and_then(|s| s.cluster_ip)
         .unwrap_or_default();
-    pod_to_service(ctx, &pods, &running, &cluster_ip, report).await;
-    dns(ctx, client, &pods, &running, &cluster_ip, report).await;
-    network_policy(ctx, client, &pods, &running, &image, report).await?;
+    // at once, their rows in this order; but pods send to the Service only once pod-to-pod has
+    // read the receivers' logs, where an untranslated request through the Service would hide a
+    // translated direct one
+    let ((to_pods, to_service), from_nodes, names) = tokio::join!(
+        async {
+            let to_pods = pod_to_pod(ctx, &pods, &running).await;
+            (
+                to_pods,
+                pod_to_service(ctx, &pods, &running, &cluster_ip).await,
+            )
+        },
+        node_to_pod(ctx, &running),
+        dns(ctx, client, &pods, &running, &cluster_ip),
+    );
+    report
+        .rows
+        .extend([to_pods, from_nodes, to_service, names].concat());
+    network_policy(ctx, client, &pods, &running, matrix, report).await?;
     runtime_classes(
         client,
         &pods,
@@ -119,15 +136,11 @@ pub(super) fn test_pod(
     name: &str,
     image: &str,
     node: Option<&str>,
-    client_role: bool,
     runtime_class: Option<&str>,
 ) -> Result<Pod, String> {
     let mut labels = serde_json::json!({"app": APP_LABEL});
     if let Some(n) = node {
         labels["provision.io/node"] = n.into();
-    }
-    if client_role {
-        labels["provision.io/role"] = "client".into();
     }
     // a second port for the NetworkPolicy rows on ports (a named port, a range)
     let serve = format!(
@@ -366,7 +379,7 @@ mod tests {
 
     #[test]
     fn test_pods_tolerate_every_taint_and_stay_on_their_node() {
-        let p = test_pod("verify-n1", "busybox:1", Some("n1"), true, None).unwrap();
+        let p = test_pod("verify-n1", "busybox:1", Some("n1"), None).unwrap();
         let spec = p.spec.unwrap();
         assert_eq!(
             spec.tolerations.unwrap()[0].operator.as_deref(),
@@ -374,7 +387,7 @@ mod tests {
         );
         assert_eq!(spec.node_selector.unwrap()["kubernetes.io/hostname"], "n1");
         let labels = p.metadata.labels.unwrap();
-        assert_eq!(labels["provision.io/role"], "client");
+        assert_eq!(labels["provision.io/node"], "n1");
         assert_eq!(labels["app"], APP_LABEL);
     }
 }

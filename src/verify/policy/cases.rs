@@ -1,6 +1,10 @@
 //! The NetworkPolicy matrix: each case is a set of policies and what must then get through and
 //! what must not, between pods on the same node and on another node. Pure data, built from the
 //! running test pods, so what is asserted can be read (and tested) without a cluster.
+//!
+//! The cases run at the same time, so none may see another's policies: a case whose policies
+//! select its own server alone shares the clients of the verify namespace; one whose policies
+//! reach a whole namespace (every pod, every client) gets a namespace of its own.
 
 use super::super::probe::{ALT_PORT, POD_PORT};
 use crate::cluster::Host;
@@ -106,16 +110,37 @@ impl Check {
 pub struct Case {
     /// The policy's name, as the rows show it.
     pub name: &'static str,
+    /// Where its policies are created.
+    pub namespace: String,
     pub policies: Vec<Value>,
     pub checks: Vec<Check>,
-    /// After the checks: the same-node client's readiness probe (the kubelet, from its node)
-    /// still passes.
-    pub kubelet_probe: bool,
+    /// After the checks: this pod's readiness probe (the kubelet, from its node) still passes.
+    pub kubelet_probe: Option<Peer>,
 }
 
-/// The pods of the matrix. `server` and `peer` share a node; `client` and `outsider` are on
+/// How far a case's policies reach, and so which pods it may share.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scope {
+    /// They select the case's own server alone.
+    Server,
+    /// They select every pod, or every client, of their namespace.
+    Namespace,
+}
+
+/// The cases, in the order their rows are written.
+pub const CASES: [(&str, Scope); 7] = [
+    ("default-deny-ingress", Scope::Namespace),
+    ("allow-from-pod-selector", Scope::Server),
+    ("allow-from-namespace-selector", Scope::Server),
+    ("allow-from-ip-block", Scope::Server),
+    ("allow-named-port", Scope::Server),
+    ("allow-port-range", Scope::Server),
+    ("default-deny-egress-but-dns", Scope::Namespace),
+];
+
+/// The pods of a case. `server` and `peer` share a node; `client` and `outsider` are on
 /// another. `client`, `peer` and `elsewhere` carry the client label; `elsewhere` lives in the
-/// second namespace (labelled `PEER_NAMESPACE_LABEL`).
+/// peer namespace (labelled `PEER_NAMESPACE_LABEL`), shared by every case.
 pub struct Pods {
     pub server: Peer,
     pub client: Peer,
@@ -124,149 +149,273 @@ pub struct Pods {
     pub elsewhere: Peer,
 }
 
+/// A part a pod plays in a case.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Part {
+    Server,
+    Client,
+    Peer,
+    Outsider,
+    Elsewhere,
+}
+
+impl Part {
+    pub const ALL: [Part; 5] = [
+        Part::Server,
+        Part::Client,
+        Part::Peer,
+        Part::Outsider,
+        Part::Elsewhere,
+    ];
+}
+
+/// A pod of the matrix, before it runs.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Planned {
+    pub namespace: String,
+    pub name: String,
+    /// On the server's node, else on the client's.
+    pub beside_server: bool,
+    /// Carries `CLIENT_LABEL`.
+    pub client_label: bool,
+    /// The server of this case (`CASE_LABEL`).
+    pub serves: Option<&'static str>,
+    /// Has a readiness probe (the kubelet's traffic), and counts as up once Ready.
+    pub probed: bool,
+}
+
+/// The namespace of pods, policies and peers that `ns` (the verify namespace) has its matrix
+/// in, for `case` of `scope`.
+pub fn namespace_of(ns: &str, case: &str, scope: Scope) -> String {
+    match scope {
+        Scope::Server => ns.to_string(),
+        Scope::Namespace => format!("{ns}-{case}"),
+    }
+}
+
+/// The second namespace, labelled `PEER_NAMESPACE_LABEL`, where `elsewhere` lives.
+pub fn peer_namespace(ns: &str) -> String {
+    format!("{ns}-peer")
+}
+
+/// The pod that plays `part` in `case`.
+pub fn placed(ns: &str, case: &'static str, scope: Scope, part: Part) -> Planned {
+    let (namespace, name) = match part {
+        Part::Server => (namespace_of(ns, case, scope), format!("verify-np-{case}")),
+        Part::Client => (namespace_of(ns, case, scope), "verify-np-client".into()),
+        Part::Peer => (namespace_of(ns, case, scope), "verify-np-peer".into()),
+        Part::Outsider => (namespace_of(ns, case, scope), "verify-np-outsider".into()),
+        Part::Elsewhere => (peer_namespace(ns), "verify-np-elsewhere".into()),
+    };
+    Planned {
+        namespace,
+        name,
+        beside_server: matches!(part, Part::Server | Part::Peer | Part::Elsewhere),
+        client_label: matches!(part, Part::Client | Part::Peer | Part::Elsewhere),
+        serves: (part == Part::Server).then_some(case),
+        probed: part == Part::Peer,
+    }
+}
+
+/// Every pod the matrix needs, once each.
+pub fn plan(ns: &str) -> Vec<Planned> {
+    let mut all: Vec<Planned> = Vec::new();
+    for (case, scope) in CASES {
+        for part in Part::ALL {
+            let p = placed(ns, case, scope, part);
+            if !all
+                .iter()
+                .any(|q| q.namespace == p.namespace && q.name == p.name)
+            {
+                all.push(p);
+            }
+        }
+    }
+    all
+}
+
+/// The namespaces the matrix adds beside the verify namespace.
+pub fn namespaces(ns: &str) -> Vec<String> {
+    let mut all = vec![peer_namespace(ns)];
+    for (case, scope) in CASES {
+        if scope == Scope::Namespace {
+            all.push(namespace_of(ns, case, scope));
+        }
+    }
+    all
+}
+
 pub const CLIENT_LABEL: &str = "provision.io/role";
 pub const PEER_NAMESPACE_LABEL: &str = "provision.io/verify-peer";
+/// On a case's server, naming the case: what its policies select.
+pub const CASE_LABEL: &str = "provision.io/verify-case";
 
 fn policy(name: &str, spec: Value) -> Value {
     json!({"metadata": {"name": name}, "spec": spec})
 }
 
-/// The server alone (its node's test pod).
-fn server_selector(p: &Pods) -> Value {
-    json!({"matchLabels": {"provision.io/node": p.server.host.name, "app": super::super::APP_LABEL}})
+/// The server of `case` alone.
+fn server_selector(case: &str) -> Value {
+    json!({"matchLabels": {CASE_LABEL: case}})
 }
 
-/// The matrix, in order. `pod_subnet` is the cluster's; `dns_name` what a DNS check looks up
-/// (None: DNS does not answer in this cluster, so the egress case checks no lookup).
-pub fn cases(p: &Pods, pod_subnet: &str, dns_name: Option<&str>) -> Vec<Case> {
-    let (s, a, b, o, e) = (&p.server, &p.client, &p.peer, &p.outsider, &p.elsewhere);
+/// The matrix, in the order of `CASES`, each case played by its pods in `cast` (same order).
+/// `pod_subnet` is the cluster's; `dns_name` what a DNS check looks up (None: DNS does not
+/// answer in this cluster, so the egress case checks no lookup).
+pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<Case> {
+    let [
+        deny,
+        by_pod,
+        by_namespace,
+        by_ip,
+        named_port,
+        port_range,
+        egress,
+    ] = cast;
     let clients = json!({"podSelector": {"matchLabels": {CLIENT_LABEL: "client"}}});
-    let mut egress_checks = vec![
-        Check::pod(a, s, POD_PORT, false).egress(),
-        Check::pod(b, s, POD_PORT, false).egress(),
-        Check::pod(o, s, POD_PORT, true).egress(),
-    ];
-    if let Some(name) = dns_name {
-        egress_checks.push(Check {
-            from: From::Pod(a.clone()),
-            to: To::Dns(name.to_string()),
-            allowed: true,
-            egress: true,
-        });
-    }
+    let ingress = |name: &'static str, p: &Pods, rule: Value, checks: Vec<Check>| Case {
+        name,
+        namespace: p.server.namespace.clone(),
+        policies: vec![policy(
+            name,
+            json!({"podSelector": server_selector(name), "policyTypes": ["Ingress"],
+                   "ingress": [rule]}),
+        )],
+        checks,
+        kubelet_probe: None,
+    };
     vec![
-        Case {
-            name: "default-deny-ingress",
-            policies: vec![policy(
-                "default-deny-ingress",
-                json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
-            )],
-            checks: vec![
-                Check::pod(a, s, POD_PORT, false),
-                Check::pod(b, s, POD_PORT, false),
-                Check {
-                    from: From::Node(s.host.clone()),
-                    to: To::Pod {
-                        peer: Box::new(s.clone()),
-                        port: POD_PORT,
+        {
+            let (s, a, b) = (&deny.server, &deny.client, &deny.peer);
+            Case {
+                name: "default-deny-ingress",
+                namespace: s.namespace.clone(),
+                policies: vec![policy(
+                    "default-deny-ingress",
+                    json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+                )],
+                checks: vec![
+                    Check::pod(a, s, POD_PORT, false),
+                    Check::pod(b, s, POD_PORT, false),
+                    Check {
+                        from: From::Node(s.host.clone()),
+                        to: To::Pod {
+                            peer: Box::new(s.clone()),
+                            port: POD_PORT,
+                        },
+                        allowed: true,
+                        egress: false,
                     },
-                    allowed: true,
-                    egress: false,
-                },
-            ],
-            kubelet_probe: true,
+                ],
+                kubelet_probe: Some(b.clone()),
+            }
         },
-        Case {
-            name: "allow-from-pod-selector",
-            policies: vec![policy(
+        {
+            let (s, a, b, o, e) = pods(by_pod);
+            ingress(
                 "allow-from-pod-selector",
-                json!({"podSelector": server_selector(p), "policyTypes": ["Ingress"],
-                       "ingress": [{"from": [clients]}]}),
-            )],
-            checks: vec![
-                Check::pod(a, s, POD_PORT, true),
-                Check::pod(b, s, POD_PORT, true),
-                Check::pod(o, s, POD_PORT, false),
-                // the same labels in another namespace do not match a podSelector alone
-                Check::pod(e, s, POD_PORT, false),
-            ],
-            kubelet_probe: false,
+                by_pod,
+                json!({"from": [clients]}),
+                vec![
+                    Check::pod(a, s, POD_PORT, true),
+                    Check::pod(b, s, POD_PORT, true),
+                    Check::pod(o, s, POD_PORT, false),
+                    // the same labels in another namespace do not match a podSelector alone
+                    Check::pod(e, s, POD_PORT, false),
+                ],
+            )
         },
-        Case {
-            name: "allow-from-namespace-selector",
-            policies: vec![policy(
+        {
+            let (s, a, _, _, e) = pods(by_namespace);
+            ingress(
                 "allow-from-namespace-selector",
-                json!({"podSelector": server_selector(p), "policyTypes": ["Ingress"],
-                       "ingress": [{"from": [{"namespaceSelector":
-                           {"matchLabels": {PEER_NAMESPACE_LABEL: "true"}}}]}]}),
-            )],
-            checks: vec![
-                Check::pod(e, s, POD_PORT, true),
-                Check::pod(a, s, POD_PORT, false),
-            ],
-            kubelet_probe: false,
+                by_namespace,
+                json!({"from": [{"namespaceSelector":
+                          {"matchLabels": {PEER_NAMESPACE_LABEL: "true"}}}]}),
+                vec![
+                    Check::pod(e, s, POD_PORT, true),
+                    Check::pod(a, s, POD_PORT, false),
+                ],
+            )
         },
-        Case {
-            name: "allow-from-ip-block",
-            policies: vec![policy(
+        {
+            let (s, a, b, o, _) = pods(by_ip);
+            ingress(
                 "allow-from-ip-block",
-                json!({"podSelector": server_selector(p), "policyTypes": ["Ingress"],
-                       "ingress": [{"from": [{"ipBlock":
-                           {"cidr": pod_subnet, "except": [host_cidr(&o.ip)]}}]}]}),
-            )],
-            checks: vec![
-                Check::pod(a, s, POD_PORT, true),
-                Check::pod(b, s, POD_PORT, true),
-                Check::pod(o, s, POD_PORT, false),
-            ],
-            kubelet_probe: false,
+                by_ip,
+                json!({"from": [{"ipBlock": {"cidr": pod_subnet, "except": [host_cidr(&o.ip)]}}]}),
+                vec![
+                    Check::pod(a, s, POD_PORT, true),
+                    Check::pod(b, s, POD_PORT, true),
+                    Check::pod(o, s, POD_PORT, false),
+                ],
+            )
         },
-        Case {
-            name: "allow-named-port",
-            policies: vec![policy(
+        {
+            let (s, a, b, _, _) = pods(named_port);
+            ingress(
                 "allow-named-port",
-                json!({"podSelector": server_selector(p), "policyTypes": ["Ingress"],
-                       "ingress": [{"ports": [{"port": "http", "protocol": "TCP"}]}]}),
-            )],
-            checks: vec![
-                Check::pod(a, s, POD_PORT, true),
-                Check::pod(a, s, ALT_PORT, false),
-                Check::pod(b, s, ALT_PORT, false),
-            ],
-            kubelet_probe: false,
+                named_port,
+                json!({"ports": [{"port": "http", "protocol": "TCP"}]}),
+                vec![
+                    Check::pod(a, s, POD_PORT, true),
+                    Check::pod(a, s, ALT_PORT, false),
+                    Check::pod(b, s, ALT_PORT, false),
+                ],
+            )
         },
-        Case {
-            name: "allow-port-range",
-            policies: vec![policy(
+        {
+            let (s, a, b, _, _) = pods(port_range);
+            ingress(
                 "allow-port-range",
-                json!({"podSelector": server_selector(p), "policyTypes": ["Ingress"],
-                       "ingress": [{"ports": [{"port": ALT_PORT, "endPort": ALT_PORT + 9,
-                                               "protocol": "TCP"}]}]}),
-            )],
-            checks: vec![
-                Check::pod(a, s, ALT_PORT, true),
-                Check::pod(b, s, ALT_PORT, true),
-                Check::pod(a, s, POD_PORT, false),
-            ],
-            kubelet_probe: false,
+                port_range,
+                json!({"ports": [{"port": ALT_PORT, "endPort": ALT_PORT + 9, "protocol": "TCP"}]}),
+                vec![
+                    Check::pod(a, s, ALT_PORT, true),
+                    Check::pod(b, s, ALT_PORT, true),
+                    Check::pod(a, s, POD_PORT, false),
+                ],
+            )
         },
-        Case {
-            name: "default-deny-egress-but-dns",
-            policies: vec![policy(
-                "default-deny-egress-but-dns",
-                json!({"podSelector": {"matchLabels": {CLIENT_LABEL: "client"}},
-                "policyTypes": ["Egress"],
-                "egress": [{
-                    "to": [{"namespaceSelector": {"matchLabels":
-                                {"kubernetes.io/metadata.name": "kube-system"}},
-                            "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                    "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                }]}),
-            )],
-            checks: egress_checks,
-            kubelet_probe: false,
+        {
+            let (s, a, b, o, _) = pods(egress);
+            let mut checks = vec![
+                Check::pod(a, s, POD_PORT, false).egress(),
+                Check::pod(b, s, POD_PORT, false).egress(),
+                Check::pod(o, s, POD_PORT, true).egress(),
+            ];
+            if let Some(name) = dns_name {
+                checks.push(Check {
+                    from: From::Pod(a.clone()),
+                    to: To::Dns(name.to_string()),
+                    allowed: true,
+                    egress: true,
+                });
+            }
+            Case {
+                name: "default-deny-egress-but-dns",
+                namespace: a.namespace.clone(),
+                policies: vec![policy(
+                    "default-deny-egress-but-dns",
+                    json!({"podSelector": {"matchLabels": {CLIENT_LABEL: "client"}},
+                    "policyTypes": ["Egress"],
+                    "egress": [{
+                        "to": [{"namespaceSelector": {"matchLabels":
+                                    {"kubernetes.io/metadata.name": "kube-system"}},
+                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+                    }]}),
+                )],
+                checks,
+                kubelet_probe: None,
+            }
         },
     ]
+}
+
+/// Server, client, peer, outsider, elsewhere.
+fn pods(p: &Pods) -> (&Peer, &Peer, &Peer, &Peer, &Peer) {
+    (&p.server, &p.client, &p.peer, &p.outsider, &p.elsewhere)
 }
 
 /// One address as a CIDR.
@@ -283,32 +432,46 @@ mod tests {
     use super::*;
     use k8s_openapi::api::networking::v1::NetworkPolicy;
 
-    fn peer(name: &str, ns: &str, host: &Host, ip: &str) -> Peer {
-        Peer {
-            name: name.into(),
-            namespace: ns.into(),
-            host: host.clone(),
-            ip: ip.into(),
-        }
-    }
-
-    fn pods() -> Result<Pods, String> {
+    fn hosts() -> (Host, Host) {
         let c = crate::cluster::from_text(
             "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.11, roles: [control-plane]}\n  - {name: n2, address: 192.168.7.12, roles: [worker]}\n",
         );
-        let (h1, h2) = (c.hosts[0].clone(), c.hosts[1].clone());
-        Ok(Pods {
-            server: peer("verify-n2", "v", &h2, "10.88.1.2"),
-            client: peer("verify-n1", "v", &h1, "10.88.0.2"),
-            peer: peer("verify-np-peer", "v", &h2, "10.88.1.3"),
-            outsider: peer("verify-np-outsider", "v", &h1, "10.88.0.3"),
-            elsewhere: peer("verify-np-elsewhere", "v-peer", &h2, "10.88.1.4"),
+        (c.hosts[0].clone(), c.hosts[1].clone())
+    }
+
+    /// The cast as the plan places it, each pod with an address of its own.
+    fn cast() -> [Pods; 7] {
+        let (h1, h2) = hosts();
+        let all = plan("v");
+        let peer = |p: Planned| Peer {
+            ip: format!(
+                "10.88.{}.{}",
+                u8::from(p.beside_server),
+                all.iter().position(|q| *q == p).unwrap_or(99) + 2
+            ),
+            host: if p.beside_server { &h2 } else { &h1 }.clone(),
+            name: p.name,
+            namespace: p.namespace,
+        };
+        CASES.map(|(case, scope)| {
+            let [server, client, peer_, outsider, elsewhere] =
+                Part::ALL.map(|part| peer(placed("v", case, scope, part)));
+            Pods {
+                server,
+                client,
+                peer: peer_,
+                outsider,
+                elsewhere,
+            }
         })
     }
 
     #[test]
-    fn every_policy_is_a_valid_network_policy() -> Result<(), String> {
-        for case in cases(&pods()?, "10.88.0.0/16", Some("kubernetes.default")) {
+    fn every_policy_is_a_valid_network_policy_named_as_its_case() -> Result<(), String> {
+        let all = cases(&cast(), "10.88.0.0/16", Some("kubernetes.default"));
+        let names: Vec<&str> = all.iter().map(|c| c.name).collect();
+        assert_eq!(names, CASES.map(|(n, _)| n));
+        for case in all {
             for p in case.policies {
                 let np: NetworkPolicy = serde_json::from_value(p).map_err(|e| e.to_string())?;
                 assert_eq!(np.metadata.name.as_deref(), Some(case.name));
@@ -318,21 +481,8 @@ mod tests {
     }
 
     #[test]
-    fn the_matrix_covers_each_kind_of_rule_on_both_placements() -> Result<(), String> {
-        let all = cases(&pods()?, "10.88.0.0/16", Some("kubernetes.default"));
-        let names: Vec<&str> = all.iter().map(|c| c.name).collect();
-        assert_eq!(
-            names,
-            [
-                "default-deny-ingress",
-                "allow-from-pod-selector",
-                "allow-from-namespace-selector",
-                "allow-from-ip-block",
-                "allow-named-port",
-                "allow-port-range",
-                "default-deny-egress-but-dns"
-            ]
-        );
+    fn the_matrix_covers_each_kind_of_rule_on_both_placements() {
+        let all = cases(&cast(), "10.88.0.0/16", Some("kubernetes.default"));
         let checks: Vec<&Check> = all.iter().flat_map(|c| &c.checks).collect();
         for placement in ["same node", "other node", "from its node", "to DNS"] {
             for allowed in [true, false] {
@@ -353,21 +503,100 @@ mod tests {
         assert_eq!(all[0].checks[0].decided_on().name, "n2");
         // the ipBlock's except names the outsider, who is refused
         let ip_block = &all[3];
-        assert!(ip_block.policies[0].to_string().contains("10.88.0.3/32"));
-        assert!(ip_block.checks.iter().any(
-            |c| !c.allowed && matches!(&c.from, From::Pod(p) if p.name == "verify-np-outsider")
-        ));
-        Ok(())
+        let From::Pod(outsider) = &ip_block.checks[2].from else {
+            panic!("{:?}", ip_block.checks[2]);
+        };
+        assert_eq!(outsider.name, "verify-np-outsider");
+        assert!(!ip_block.checks[2].allowed);
+        assert!(
+            ip_block.policies[0]
+                .to_string()
+                .contains(&format!("{}/32", outsider.ip))
+        );
+        // the kubelet's probe is checked where every pod is denied ingress
+        assert_eq!(
+            all[0].kubelet_probe.as_ref().map(|p| p.name.as_str()),
+            Some("verify-np-peer")
+        );
+    }
+
+    /// The cases run at once: no policy may select a pod another case sends from or to.
+    #[test]
+    fn no_case_s_policies_reach_another_case_s_pods() {
+        let all = cases(&cast(), "10.88.0.0/16", Some("kubernetes.default"));
+        for (case, (name, scope)) in all.iter().zip(CASES) {
+            let selectors: Vec<&Value> = case
+                .policies
+                .iter()
+                .map(|p| &p["spec"]["podSelector"])
+                .collect();
+            match scope {
+                Scope::Server => {
+                    assert_eq!(case.namespace, "v", "{name}");
+                    assert!(
+                        selectors.iter().all(|s| **s == server_selector(name)),
+                        "{name}"
+                    );
+                }
+                Scope::Namespace => assert_eq!(case.namespace, format!("v-{name}")),
+            }
+            for other in all.iter().filter(|o| o.name != case.name) {
+                for check in &other.checks {
+                    let mut ends = vec![];
+                    if let From::Pod(p) = &check.from {
+                        ends.push(p);
+                    }
+                    if let To::Pod { peer, .. } = &check.to {
+                        ends.push(peer);
+                    }
+                    for pod in ends {
+                        let selected = pod.namespace == case.namespace
+                            && (scope == Scope::Namespace
+                                || pod.name == format!("verify-np-{}", case.name));
+                        assert!(
+                            !selected,
+                            "{} reaches {}'s {}",
+                            case.name, other.name, pod.name
+                        );
+                    }
+                }
+            }
+        }
     }
 
     #[test]
-    fn without_dns_the_egress_case_checks_no_lookup() -> Result<(), String> {
-        let all = cases(&pods()?, "10.88.0.0/16", None);
+    fn the_plan_places_each_pod_once_servers_beside_their_peers() {
+        let all = plan("provision-verify-abcdef");
+        // shared: client, peer, outsider and 5 servers; elsewhere; 2 namespaces of 4
+        assert_eq!(all.len(), 8 + 1 + 2 * 4);
+        for p in &all {
+            let same = all
+                .iter()
+                .filter(|q| q.namespace == p.namespace && q.name == p.name)
+                .count();
+            assert_eq!(same, 1, "{p:?}");
+            assert!(p.name.len() <= 63 && p.namespace.len() <= 63, "{p:?}");
+        }
+        let servers: Vec<&Planned> = all.iter().filter(|p| p.serves.is_some()).collect();
+        assert_eq!(servers.len(), 7);
+        assert!(servers.iter().all(|p| p.beside_server && !p.client_label));
+        assert_eq!(
+            namespaces("v"),
+            [
+                "v-peer",
+                "v-default-deny-ingress",
+                "v-default-deny-egress-but-dns"
+            ]
+        );
+    }
+
+    #[test]
+    fn without_dns_the_egress_case_checks_no_lookup() {
+        let all = cases(&cast(), "10.88.0.0/16", None);
         assert!(
             all.iter()
                 .flat_map(|c| &c.checks)
                 .all(|c| !matches!(c.to, To::Dns(_)))
         );
-        Ok(())
     }
 }

@@ -7,7 +7,13 @@ mod cases;
 
 use super::workload::{create_when_ready, object, test_pod};
 use super::*;
-use cases::{CLIENT_LABEL, Case, Check, From, PEER_NAMESPACE_LABEL, Peer, Pods, To};
+use cases::{
+    CASE_LABEL, CASES, CLIENT_LABEL, Case, Check, From, PEER_NAMESPACE_LABEL, Part, Peer, Planned,
+    Pods, To,
+};
+
+/// The `app` label of the matrix's pods (not the test Service's).
+const MATRIX_APP_LABEL: &str = "provision-verify-policy";
 
 /// How long a policy may take to apply: an enforcing network programs it within seconds; one
 /// that does not enforce policies is given a moment, then reported as such.
@@ -74,73 +80,133 @@ pub(super) async fn until(
     }
 }
 
-/// The policy rows, between the test pods on the first two nodes.
+/// The matrix's pods, created and starting: on which nodes.
+pub(super) struct Started {
+    /// The verify namespace.
+    ns: String,
+    client_node: Host,
+    server_node: Host,
+    plan: Vec<Planned>,
+}
+
+/// The namespaces the matrix adds beside the verify namespace `ns`.
+pub(super) fn namespaces(ns: &str) -> Vec<String> {
+    cases::namespaces(ns)
+}
+
+/// Creates the matrix's namespaces and pods on the first two of `nodes` without waiting for
+/// them, so they start while the other rows are checked. None where no matrix runs: the network
+/// does not enforce policies, or there are fewer than two nodes.
+pub(super) async fn start(
+    ctx: &Ctx,
+    client: &Client,
+    ns: &str,
+    nodes: &[Host],
+    image: &str,
+) -> Result<Option<Started>, String> {
+    let (Some(a), Some(b)) = (nodes.first(), nodes.get(1)) else {
+        return Ok(None);
+    };
+    if !crate::cni::enforced(&ctx.cluster) {
+        return Ok(None);
+    }
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    let made = cases::namespaces(ns).into_iter().map(|name| {
+        let namespaces = namespaces.clone();
+        async move {
+            let mut labels = serde_json::json!({
+                "app.kubernetes.io/managed-by": "provision",
+                NAMESPACE_LABEL: "true",
+            });
+            if name == cases::peer_namespace(ns) {
+                labels[PEER_NAMESPACE_LABEL] = "true".into();
+            }
+            let namespace: Namespace = object(
+                "Namespace",
+                serde_json::json!({"metadata": {"name": name, "labels": labels}}),
+            )?;
+            namespaces
+                .create(&PostParams::default(), &namespace)
+                .await
+                .map(|_| ())
+                .map_err(|e| format!("creating namespace {name}: {e}"))
+        }
+    });
+    futures::future::try_join_all(made).await?;
+    let plan = cases::plan(ns);
+    let created = plan.iter().map(|p| async move {
+        let host = if p.beside_server { b } else { a };
+        let mut pod = test_pod(&p.name, image, Some(&host.name), None)?;
+        let labels = pod.metadata.labels.get_or_insert_default();
+        labels.insert("app".into(), MATRIX_APP_LABEL.into());
+        // not a test pod of its node: those are listed by this label
+        labels.remove("provision.io/node");
+        if p.client_label {
+            labels.insert(CLIENT_LABEL.into(), "client".into());
+        }
+        if let Some(case) = p.serves {
+            labels.insert(CASE_LABEL.into(), case.into());
+        }
+        if p.probed
+            && let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut())
+        {
+            c.readiness_probe = Some(object(
+                "Probe",
+                serde_json::json!({"httpGet": {"port": POD_PORT, "path": "/"},
+                                   "periodSeconds": 1, "failureThreshold": 1}),
+            )?);
+        }
+        create_when_ready(&Api::namespaced(client.clone(), &p.namespace), &pod).await
+    });
+    futures::future::try_join_all(created).await?;
+    Ok(Some(Started {
+        ns: ns.to_string(),
+        client_node: a.clone(),
+        server_node: b.clone(),
+        plan,
+    }))
+}
+
+/// The policy rows: the matrix where the network enforces policies (between the pods `start`
+/// made), else one default-deny try between the test pods on the first two nodes.
 pub(super) async fn network_policy(
     ctx: &Ctx,
     client: &Client,
     pods: &Api<Pod>,
     running: &[TestPod],
-    image: &str,
+    matrix: Result<Option<Started>, String>,
     report: &mut Report,
 ) -> Result<(), String> {
-    let (Some(a), Some(b)) = (running.first(), running.get(1)) else {
-        report.rows.push(Row::skipped(
-            "network-policy",
-            "-",
-            "needs test pods on two nodes",
-        ));
-        return Ok(());
-    };
-    let subject = format!("{} → {}", a.host.name, b.host.name);
-    let baseline = report
-        .rows
-        .iter()
-        .any(|r| r.check == "pod-to-pod" && r.subject == subject && r.outcome == Outcome::Pass);
-    if !baseline {
-        report.rows.push(Row::skipped(
-            "network-policy",
-            subject,
-            "not checked: the pods do not reach each other without a policy",
-        ));
-        return Ok(());
-    }
-    let ns = pods.namespace().unwrap_or_default();
-    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
     if !crate::cni::enforced(&ctx.cluster) {
-        let cni = crate::cni::of(ctx.cluster.cni);
-        let deny: NetworkPolicy = object(
-            "NetworkPolicy",
-            serde_json::json!({
-                "metadata": {"name": "default-deny-ingress"},
-                "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
-            }),
-        )?;
-        create(&policies, &deny).await?;
-        let u = url(&b.ip, POD_PORT);
-        if !until(pods, &a.name, &u, false, policy_wait(false)).await {
-            report.rows.push(policy_not_applied(
-                cni,
-                &crate::cni::ALL,
-                subject,
-                &u,
-                &b.host,
-            ));
-        } else {
-            report.rows.push(Row::pass(
+        return default_deny_not_enforced(ctx, client, pods, running, report).await;
+    }
+    let started = match matrix {
+        Ok(Some(s)) => s,
+        Ok(None) => {
+            report.rows.push(Row::skipped(
                 "network-policy",
-                subject,
-                format!("default-deny blocked {u}"),
+                "-",
+                "needs test pods on two nodes",
             ));
+            return Ok(());
         }
+        Err(e) => {
+            report.rows.push(Row::fail("network-policy", "-", e));
+            return Ok(());
+        }
+    };
+    let (a, b) = (&started.client_node, &started.server_node);
+    let subject = format!("{} → {}", a.name, b.name);
+    if !baseline(report, &subject) {
         return Ok(());
     }
-    let matrix = match matrix_pods(client, pods, a, b, image).await {
-        Ok(p) => p,
+    let cast = match wait_matrix(client, &started).await {
+        Ok(c) => c,
         Err(e) => {
             report.rows.push(
                 Row::fail("network-policy", subject, e).with_cause(Some(format!(
                     "the runtime on {} or {}: `journalctl -u kubelet`",
-                    a.host.name, b.host.name
+                    a.name, b.name
                 ))),
             );
             return Ok(());
@@ -156,17 +222,83 @@ pub(super) async fn network_policy(
             .any(|r| r.check == "dns" && r.outcome == Outcome::Fail);
     let dns_name = format!("kubernetes.default.svc.{}", ctx.cluster.dns_domain);
     let all = cases::cases(
-        &matrix,
+        &cast,
         &ctx.cluster.pod_subnet.to_string(),
         dns_works.then_some(dns_name.as_str()),
     );
-    for case in all {
-        run_case(ctx, client, &policies, &matrix, &case, report).await?;
+    // at once: no case's policies reach another's pods (cases.rs)
+    let done = futures::future::join_all(all.iter().map(|c| run_case(ctx, client, c))).await;
+    for rows in done {
+        report.rows.extend(rows?);
     }
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let _ = namespaces
-        .delete(&matrix.elsewhere.namespace, &DeleteParams::background())
-        .await;
+    Ok(())
+}
+
+/// Whether the test pods on the two nodes of `subject` reach each other without a policy; if
+/// not, a row saying the policies were not checked.
+fn baseline(report: &mut Report, subject: &str) -> bool {
+    let reached = report
+        .rows
+        .iter()
+        .any(|r| r.check == "pod-to-pod" && r.subject == subject && r.outcome == Outcome::Pass);
+    if !reached {
+        report.rows.push(Row::skipped(
+            "network-policy",
+            subject,
+            "not checked: the pods do not reach each other without a policy",
+        ));
+    }
+    reached
+}
+
+/// A network that does not enforce policies: one default-deny policy between the test pods on
+/// the first two nodes, and a row saying whether it held.
+async fn default_deny_not_enforced(
+    ctx: &Ctx,
+    client: &Client,
+    pods: &Api<Pod>,
+    running: &[TestPod],
+    report: &mut Report,
+) -> Result<(), String> {
+    let (Some(a), Some(b)) = (running.first(), running.get(1)) else {
+        report.rows.push(Row::skipped(
+            "network-policy",
+            "-",
+            "needs test pods on two nodes",
+        ));
+        return Ok(());
+    };
+    let subject = format!("{} → {}", a.host.name, b.host.name);
+    if !baseline(report, &subject) {
+        return Ok(());
+    }
+    let ns = pods.namespace().unwrap_or_default();
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), ns);
+    let cni = crate::cni::of(ctx.cluster.cni);
+    let deny: NetworkPolicy = object(
+        "NetworkPolicy",
+        serde_json::json!({
+            "metadata": {"name": "default-deny-ingress"},
+            "spec": {"podSelector": {}, "policyTypes": ["Ingress"]}
+        }),
+    )?;
+    create(&policies, &deny).await?;
+    let u = url(&b.ip, POD_PORT);
+    if !until(pods, &a.name, &u, false, policy_wait(false)).await {
+        report.rows.push(policy_not_applied(
+            cni,
+            &crate::cni::ALL,
+            subject,
+            &u,
+            &b.host,
+        ));
+    } else {
+        report.rows.push(Row::pass(
+            "network-policy",
+            subject,
+            format!("default-deny blocked {u}"),
+        ));
+    }
     Ok(())
 }
 
@@ -183,107 +315,102 @@ async fn create(policies: &Api<NetworkPolicy>, p: &NetworkPolicy) -> Result<(), 
         })
 }
 
-/// The matrix's extra pods: a labelled client beside the server (with a readiness probe, the
-/// kubelet's traffic), an unlabelled one on the client's node, and a labelled one in a second
-/// namespace. Waited for until they run.
-async fn matrix_pods(
-    client: &Client,
-    pods: &Api<Pod>,
-    a: &TestPod,
-    b: &TestPod,
-    image: &str,
-) -> Result<Pods, String> {
-    let ns = pods.namespace().unwrap_or_default();
-    let other_ns = format!("{ns}-peer");
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    let namespace: Namespace = object(
-        "Namespace",
-        serde_json::json!({"metadata": {"name": other_ns, "labels": {
-            "app.kubernetes.io/managed-by": "provision",
-            NAMESPACE_LABEL: "true",
-            PEER_NAMESPACE_LABEL: "true",
-        }}}),
-    )?;
-    namespaces
-        .create(&PostParams::default(), &namespace)
-        .await
-        .map_err(|e| format!("creating namespace {other_ns}: {e}"))?;
-    let others: Api<Pod> = Api::namespaced(client.clone(), &other_ns);
-    let made = [
-        ("verify-np-peer", &b.host, true, pods, true),
-        ("verify-np-outsider", &a.host, false, pods, false),
-        ("verify-np-elsewhere", &b.host, true, &others, false),
-    ];
-    for (name, host, labelled, api, probed) in &made {
-        let mut pod = test_pod(name, image, Some(&host.name), false, None)?;
-        let labels = pod.metadata.labels.get_or_insert_default();
-        labels.insert("app".into(), "provision-verify-policy".into());
-        labels.remove("provision.io/node");
-        if *labelled {
-            labels.insert(CLIENT_LABEL.into(), "client".into());
-        }
-        if *probed && let Some(c) = pod.spec.as_mut().and_then(|s| s.containers.first_mut()) {
-            c.readiness_probe = Some(object(
-                "Probe",
-                serde_json::json!({"httpGet": {"port": POD_PORT, "path": "/"},
-                                   "periodSeconds": 1, "failureThreshold": 1}),
-            )?);
-        }
-        create_when_ready(api, &pod).await?;
-    }
-    let started = Instant::now();
-    let mut found = Vec::new();
-    for (name, host, _, api, probed) in &made {
-        loop {
-            let pod = api
-                .get(name)
-                .await
-                .map_err(|e| format!("reading {name}: {e}"))?;
-            let ip = pod.status.as_ref().and_then(|s| s.pod_ip.clone());
-            let up = if *probed {
-                is_ready(&pod)
-            } else {
-                pod.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running")
-            };
-            match ip {
-                Some(ip) if up => {
-                    found.push(Peer {
-                        name: name.to_string(),
-                        namespace: api.namespace().unwrap_or_default().to_string(),
-                        host: (*host).clone(),
-                        ip,
-                    });
-                    break;
-                }
-                _ if started.elapsed() > POD_WAIT => {
-                    return Err(format!(
-                        "the policy test pod {name} is not running after {} s: {}",
-                        POD_WAIT.as_secs(),
-                        super::workload::pending_reason(&pod)
-                    ));
-                }
-                _ => tokio::time::sleep(Duration::from_millis(500)).await,
-            }
-        }
-    }
-    let peer = |p: &TestPod| Peer {
-        name: p.name.clone(),
-        namespace: ns.to_string(),
-        host: p.host.clone(),
-        ip: p.ip.clone(),
+/// Waits until every pod of the matrix runs (a probed one: is Ready); each case's cast, in
+/// the order of `CASES`.
+async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], String> {
+    let all: Api<Pod> = Api::all(client.clone());
+    let listing = ListParams::default().labels(&format!("app={MATRIX_APP_LABEL}"));
+    let begun = Instant::now();
+    let up = |pod: &Pod, planned: &Planned| {
+        let status = pod.status.as_ref();
+        let running = status.and_then(|s| s.phase.as_deref()) == Some("Running")
+            && status.and_then(|s| s.pod_ip.as_ref()).is_some();
+        running && (!planned.probed || is_ready(pod))
     };
-    let mut found = found.into_iter();
-    let (Some(same), Some(outsider), Some(elsewhere)) = (found.next(), found.next(), found.next())
-    else {
-        return Err("internal: a policy test pod went missing".into());
+    let found = loop {
+        let items = all
+            .list(&listing)
+            .await
+            .map_err(|e| format!("listing the policy test pods: {e}"))?
+            .items;
+        let find = |p: &Planned| {
+            items.iter().find(|pod| {
+                pod.metadata.namespace.as_deref() == Some(p.namespace.as_str())
+                    && pod.metadata.name.as_deref() == Some(p.name.as_str())
+            })
+        };
+        let waiting = started
+            .plan
+            .iter()
+            .find(|p| !find(p).is_some_and(|pod| up(pod, p)));
+        let Some(w) = waiting else {
+            break items;
+        };
+        let pod = find(w);
+        let failed = pod.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Failed");
+        if failed || begun.elapsed() > POD_WAIT {
+            return Err(format!(
+                "the policy test pod {}/{} is not running after {} s: {}",
+                w.namespace,
+                w.name,
+                begun.elapsed().as_secs(),
+                pod.map(super::workload::pending_reason)
+                    .unwrap_or_else(|| "not created".into())
+            ));
+        }
+        tokio::time::sleep(crate::api::poll_pause(begun)).await;
     };
-    Ok(Pods {
-        server: peer(b),
-        client: peer(a),
-        peer: same,
-        outsider,
-        elsewhere,
-    })
+    let peer = |p: Planned| -> Result<Peer, String> {
+        let ip = found
+            .iter()
+            .find(|pod| {
+                pod.metadata.namespace.as_deref() == Some(p.namespace.as_str())
+                    && pod.metadata.name.as_deref() == Some(p.name.as_str())
+            })
+            .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
+            .ok_or_else(|| format!("internal: the policy test pod {} went missing", p.name))?;
+        let host = if p.beside_server {
+            &started.server_node
+        } else {
+            &started.client_node
+        };
+        Ok(Peer {
+            name: p.name,
+            namespace: p.namespace,
+            host: host.clone(),
+            ip,
+        })
+    };
+    let mut cast = Vec::new();
+    for (case, scope) in CASES {
+        let [server, client, peer_, outsider, elsewhere] =
+            Part::ALL.map(|part| peer(cases::placed(&started.ns, case, scope, part)));
+        cast.push(Pods {
+            server: server?,
+            client: client?,
+            peer: peer_?,
+            outsider: outsider?,
+            elsewhere: elsewhere?,
+        });
+    }
+    cast.try_into()
+        .map_err(|_| "internal: a policy case has no pods".to_string())
+}
+
+/// When `peer` last became Ready, if it is Ready.
+async fn ready_since(client: &Client, peer: &Peer) -> Option<String> {
+    let api: Api<Pod> = Api::namespaced(client.clone(), &peer.namespace);
+    let pod = api.get(&peer.name).await.ok()?;
+    let ready = pod
+        .status?
+        .conditions?
+        .into_iter()
+        .find(|c| c.type_ == "Ready" && c.status == "True")?;
+    Some(
+        ready
+            .last_transition_time
+            .map_or_else(String::new, |t| t.0.to_string()),
+    )
 }
 
 fn is_ready(pod: &Pod) -> bool {
@@ -318,17 +445,16 @@ async fn attempt(ctx: &Ctx, client: &Client, check: &Check) -> bool {
 }
 
 /// Applies a case's policies, waits until every check sees what it expects (or the policy
-/// wait runs out), writes a row per check, and deletes the policies again.
-async fn run_case(
-    ctx: &Ctx,
-    client: &Client,
-    policies: &Api<NetworkPolicy>,
-    pods: &Pods,
-    case: &Case,
-    report: &mut Report,
-) -> Result<(), String> {
+/// wait runs out); a row per check.
+async fn run_case(ctx: &Ctx, client: &Client, case: &Case) -> Result<Vec<Row>, String> {
+    let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &case.namespace);
+    // the probed pod's Ready condition before the policy: any flap under it changes its time
+    let ready_before = match &case.kubelet_probe {
+        Some(p) => ready_since(client, p).await,
+        None => None,
+    };
     for p in &case.policies {
-        create(policies, &object("NetworkPolicy", p.clone())?).await?;
+        create(&policies, &object("NetworkPolicy", p.clone())?).await?;
     }
     let started = Instant::now();
     let within = policy_wait(true);
@@ -358,6 +484,7 @@ async fn run_case(
         }
     }
     let took = started.elapsed().as_secs_f32();
+    let mut rows = Vec::new();
     for (check, got) in case.checks.iter().zip(&seen) {
         let word = |allowed: bool| if allowed { "allowed" } else { "refused" };
         let detail = format!(
@@ -368,45 +495,46 @@ async fn run_case(
             check.placement()
         );
         let subject = format!("{}: {}", case.name, check.subject());
-        report.rows.push(if *got == Some(check.allowed) {
+        rows.push(if *got == Some(check.allowed) {
             Row::pass("network-policy", subject, detail)
         } else {
             Row::fail("network-policy", subject, detail)
                 .with_cause(Some(why_not_enforced(ctx, check).await))
         });
     }
-    if case.kubelet_probe {
-        // a probe every second that fails once makes the pod unready: give it three
-        tokio::time::sleep(Duration::from_secs(3)).await;
-        let api: Api<Pod> = Api::namespaced(client.clone(), &pods.peer.namespace);
-        let ready = api.get(&pods.peer.name).await.is_ok_and(|p| is_ready(&p));
+    if let Some(probed) = &case.kubelet_probe {
+        // a probe every second that fails once makes the pod unready until one passes: two
+        // more probes under the policy, and Ready throughout
+        tokio::time::sleep(Duration::from_secs(2)).await;
+        let now = ready_since(client, probed).await;
         let subject = format!(
             "{}: kubelet ({}) → {} readiness probe",
-            case.name, pods.peer.host.name, pods.peer.name
+            case.name, probed.host.name, probed.name
         );
-        let detail = format!(
-            "{}: expected allowed, seen {}",
-            case.name,
-            if ready { "Ready" } else { "not Ready" }
-        );
-        report.rows.push(if ready {
-            Row::pass("network-policy", subject, detail)
-        } else {
-            Row::fail("network-policy", subject, detail).with_cause(Some(format!(
+        let seen = match (&ready_before, &now) {
+            (Some(before), Some(now)) if before == now => None,
+            (_, Some(now)) => Some(format!("not Ready for a while (Ready again since {now})")),
+            (_, None) => Some("not Ready".to_string()),
+        };
+        rows.push(match seen {
+            None => Row::pass(
+                "network-policy",
+                subject,
+                format!("{}: expected allowed, seen Ready throughout", case.name),
+            ),
+            Some(seen) => Row::fail(
+                "network-policy",
+                subject,
+                format!("{}: expected allowed, seen {seen}", case.name),
+            )
+            .with_cause(Some(format!(
                 "the policy engine drops the kubelet's own traffic on {}: {}",
-                pods.peer.host.name,
-                crate::cni::policy_suspect(&ctx.cluster, &pods.peer.host)
-            )))
+                probed.host.name,
+                crate::cni::policy_suspect(&ctx.cluster, &probed.host)
+            ))),
         });
     }
-    for p in &case.policies {
-        let name = p["metadata"]["name"].as_str().unwrap_or_default();
-        policies
-            .delete(name, &DeleteParams::default())
-            .await
-            .map_err(|e| format!("deleting NetworkPolicy {name}: {e}"))?;
-    }
-    Ok(())
+    Ok(rows)
 }
 
 /// Why a policy check saw the wrong thing: the engine's unit down on the deciding node, else
