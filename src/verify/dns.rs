@@ -89,50 +89,51 @@ pub(super) async fn dns(
     if let Some((detail, cause)) = coredns_unready(client).await {
         return vec![Row::fail("dns", &names[0].0, detail).with_cause(Some(cause))];
     }
-    let checks = running.iter().flat_map(|a| {
-        names.iter().map(move |(name, want, search)| async move {
-            let (subject, lookup) = if *search {
-                (
-                    format!("{} → {name} (search path)", a.host.name),
-                    probe::resolve_from_pod(pods, &a.name, name).await,
-                )
+    let check = async |a: &TestPod, (name, want, search): &(String, String, bool)| {
+        let (subject, lookup) = if *search {
+            (
+                format!("{} → {name} (search path)", a.host.name),
+                probe::resolve_from_pod(pods, &a.name, name).await,
+            )
+        } else {
+            (
+                format!("{} → {name}", a.host.name),
+                probe::lookup_from_pod(pods, &a.name, name).await,
+            )
+        };
+        let resolved = |text: &str| {
+            if *search {
+                ping_resolved(text, want)
             } else {
-                (
-                    format!("{} → {name}", a.host.name),
-                    probe::lookup_from_pod(pods, &a.name, name).await,
-                )
-            };
-            let resolved = |text: &str| {
-                if *search {
-                    ping_resolved(text, want)
-                } else {
-                    answers(text, want)
-                }
-            };
-            match lookup {
-                Ok(text) if resolved(&text) => {
-                    Row::pass("dns", subject, format!("resolves to {want}"))
-                }
-                Ok(text) => Row::fail(
-                    "dns",
-                    subject,
-                    format!(
-                        "resolves, but not to {want}: {}",
-                        text.split_whitespace().collect::<Vec<_>>().join(" ")
-                    ),
-                ),
-                Err(e) => Row::fail("dns", subject, format!("lookup: {e}")).with_cause(
-                    cause::unreachable_service(
-                        ctx,
-                        &a.host,
-                        &ctx.cluster.dns_service_ip.to_string(),
-                    )
-                    .await,
-                ),
+                answers(text, want)
             }
-        })
+        };
+        match lookup {
+            Ok(text) if resolved(&text) => Row::pass("dns", subject, format!("resolves to {want}")),
+            Ok(text) => Row::fail(
+                "dns",
+                subject,
+                format!(
+                    "resolves, but not to {want}: {}",
+                    text.split_whitespace().collect::<Vec<_>>().join(" ")
+                ),
+            ),
+            Err(e) => Row::fail("dns", subject, format!("lookup: {e}")).with_cause(
+                cause::unreachable_service(ctx, &a.host, &ctx.cluster.dns_service_ip.to_string())
+                    .await,
+            ),
+        }
+    };
+    // per pod, the first name before the others: kube-proxy may not have the DNS Service's
+    // rules yet when CoreDNS turns ready, and the C library's resolver (the search path) waits
+    // 5 s on a lost query where nslookup's attempt is cut after 1 s
+    let [first, others @ ..] = &names;
+    let per_pod = running.iter().map(|a| async move {
+        let mut rows = vec![check(a, first).await];
+        rows.extend(futures::future::join_all(others.iter().map(|n| check(a, n))).await);
+        rows
     });
-    in_parallel(checks.collect()).await
+    in_parallel(per_pod.collect()).await.concat()
 }
 
 /// Whether ping's first line (`PING verify (10.96.12.7): 56 data bytes`) names `ip`.

@@ -342,7 +342,7 @@ pub(super) async fn wait_running(
 }
 
 /// Runs `checks` with bounded concurrency, keeping their order.
-pub(super) async fn in_parallel<F: std::future::Future<Output = Row>>(checks: Vec<F>) -> Vec<Row> {
+pub(super) async fn in_parallel<T, F: std::future::Future<Output = T>>(checks: Vec<F>) -> Vec<T> {
     futures::stream::iter(checks)
         .buffered(PARALLEL)
         .collect()
