@@ -93,7 +93,7 @@ pub(super) async fn dns(
         let (subject, lookup) = if *search {
             (
                 format!("{} → {name} (search path)", a.host.name),
-                probe::resolve_from_pod(pods, &a.name, name).await,
+                probe::resolve_from_pod(pods, &a.name, name, SERVICE_PORT).await,
             )
         } else {
             (
@@ -103,7 +103,7 @@ pub(super) async fn dns(
         };
         let resolved = |text: &str| {
             if *search {
-                ping_resolved(text, want)
+                connected_to(text, want)
             } else {
                 answers(text, want)
             }
@@ -136,9 +136,9 @@ pub(super) async fn dns(
     in_parallel(per_pod.collect()).await.concat()
 }
 
-/// Whether ping's first line (`PING verify (10.96.12.7): 56 data bytes`) names `ip`.
-pub(super) fn ping_resolved(ping: &str, ip: &str) -> bool {
-    ping.contains(&format!("({ip})"))
+/// Whether wget's first line (`Connecting to verify (10.96.12.7:80)`) names `ip`.
+pub(super) fn connected_to(wget: &str, ip: &str) -> bool {
+    wget.contains(&format!("({ip}:")) || wget.contains(&format!("([{ip}]:"))
 }
 
 /// Whether nslookup's output gives `ip` as an answer (not only as the server it asked).
@@ -154,11 +154,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn the_search_path_lookup_counts_only_the_address_ping_resolved() {
-        let out = "PING verify (10.101.59.26): 56 data bytes";
-        assert!(ping_resolved(out, "10.101.59.26"));
-        assert!(!ping_resolved(out, "10.101.59.2"));
-        assert!(!ping_resolved("ping: bad address 'verify'", "10.101.59.26"));
+    fn the_search_path_lookup_counts_only_the_address_wget_connects_to() {
+        let out = "Connecting to verify (10.101.59.26:80)";
+        assert!(connected_to(out, "10.101.59.26"));
+        assert!(!connected_to(out, "10.101.59.2"));
+        assert!(!connected_to("wget: bad address 'verify'", "10.101.59.26"));
+        assert!(connected_to(
+            "Connecting to verify ([fd00:10::7]:80)",
+            "fd00:10::7"
+        ));
     }
 
     #[test]

@@ -41,6 +41,8 @@ use workload::{namespace_name, workload};
 pub const NAMESPACE_PREFIX: &str = "provision-verify-";
 pub const NAMESPACE_LABEL: &str = "provision.io/verify";
 const SERVICE: &str = "verify";
+/// The test Service's port (to the pods' `POD_PORT`).
+const SERVICE_PORT: u16 = 80;
 const APP_LABEL: &str = "provision-verify";
 /// How long test pods may take to run (images are local or pulled once).
 const POD_WAIT: Duration = Duration::from_secs(180);

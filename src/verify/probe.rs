@@ -126,11 +126,12 @@ pub async fn lookup_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
 }
 
 /// Resolves `name` in `pod` through the C library's resolver, which applies the search path of
-/// the pod's resolv.conf (nslookup asks for the name as given): the address ping reports,
-/// whether or not the one ICMP echo it sends is answered.
-pub async fn resolve_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
+/// the pod's resolv.conf (nslookup asks for the name as given): the address wget says it
+/// connects to on `port` (ping would wait a second for an echo a Service's address never
+/// answers).
+pub async fn resolve_from_pod(pods: &Api<Pod>, pod: &str, name: &str, port: u16) -> Reply {
     let script = format!(
-        "i=0; while [ $i -lt {ATTEMPTS} ]; do out=$(ping -c 1 -W 1 {n} 2>&1 | head -n 1); case $out in PING*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 1; done; echo \"$out\" >&2; exit 1",
+        "i=0; while [ $i -lt {ATTEMPTS} ]; do out=$(timeout 2 wget -O /dev/null http://{n}:{port}/ 2>&1 | head -n 1); case $out in Connecting*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 0.5; done; echo \"$out\" >&2; exit 1",
         n = shell_quote(name)
     );
     exec(pods, pod, &script).await

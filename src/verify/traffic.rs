@@ -115,7 +115,7 @@ pub(super) async fn pod_to_service(
     running: &[TestPod],
     cluster_ip: &str,
 ) -> Vec<Row> {
-    let u = url(cluster_ip, 80);
+    let u = url(cluster_ip, SERVICE_PORT);
     let checks = running.iter().map(|a| {
         let u = u.clone();
         async move {

@@ -125,7 +125,7 @@ pub(super) fn service() -> Result<Service, String> {
             "metadata": {"name": SERVICE},
             "spec": {
                 "selector": {"app": APP_LABEL},
-                "ports": [{"port": 80, "targetPort": POD_PORT, "protocol": "TCP"}],
+                "ports": [{"port": SERVICE_PORT, "targetPort": POD_PORT, "protocol": "TCP"}],
             }
         }),
     )
