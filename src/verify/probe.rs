@@ -125,13 +125,17 @@ pub async fn lookup_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
     exec(pods, pod, &retried(&lookup)).await
 }
 
+/// The path the search-path lookup asks for: not `/`, so that the pod-to-pod rows, reading the
+/// receivers' logs for requests of `/`, do not count it.
+pub const LOOKUP_PATH: &str = "/search-path-lookup";
+
 /// Resolves `name` in `pod` through the C library's resolver, which applies the search path of
 /// the pod's resolv.conf (nslookup asks for the name as given): the address wget says it
 /// connects to on `port` (ping would wait a second for an echo a Service's address never
-/// answers).
+/// answers). Whatever the answer (a 404), only that line counts.
 pub async fn resolve_from_pod(pods: &Api<Pod>, pod: &str, name: &str, port: u16) -> Reply {
     let script = format!(
-        "i=0; while [ $i -lt {ATTEMPTS} ]; do out=$(timeout 2 wget -O /dev/null http://{n}:{port}/ 2>&1 | head -n 1); case $out in Connecting*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 0.5; done; echo \"$out\" >&2; exit 1",
+        "i=0; while [ $i -lt {ATTEMPTS} ]; do out=$(timeout 2 wget -O /dev/null http://{n}:{port}{LOOKUP_PATH} 2>&1 | head -n 1); case $out in Connecting*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 0.5; done; echo \"$out\" >&2; exit 1",
         n = shell_quote(name)
     );
     exec(pods, pod, &script).await

@@ -71,12 +71,14 @@ pub(super) async fn pod_to_pod(ctx: &Ctx, pods: &Api<Pod>, running: &[TestPod]) 
     rows
 }
 
-/// Whether busybox httpd's log (`[::ffff:10.88.0.3]:41234: url:/`) has a request from `ip`.
+/// Whether busybox httpd's log (`[::ffff:10.88.0.3]:41234: url:/`) has a request of `/` (what
+/// pod-to-pod asks for) from `ip`.
 pub(super) fn seen_from(log: &str, ip: &str) -> bool {
     log.lines().any(|l| {
-        l.starts_with(&format!("[::ffff:{ip}]:"))
+        let from_ip = l.starts_with(&format!("[::ffff:{ip}]:"))
             || l.starts_with(&format!("[{ip}]:"))
-            || l.starts_with(&format!("{ip}:"))
+            || l.starts_with(&format!("{ip}:"));
+        from_ip && l.ends_with(": url:/")
     })
 }
 
@@ -149,5 +151,8 @@ mod tests {
         assert!(seen_from(log, "10.88.0.3"));
         assert!(!seen_from(log, "10.88.0.31"));
         assert!(!seen_from(log, "10.244.0.20"));
+        // the search-path lookup's request through the Service is not a pod-to-pod one
+        let lookup = format!("[::ffff:10.88.0.5]:41236: url:{}\n", probe::LOOKUP_PATH);
+        assert!(!seen_from(&lookup, "10.88.0.5"));
     }
 }
