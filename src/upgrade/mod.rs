@@ -196,7 +196,7 @@ async fn verify_refusal(ctx: &Ctx, joined_only: bool) -> Option<String> {
         Ok(report) => {
             let failing: Vec<String> = report
                 .failures()
-                .map(|r| format!("{} {}", r.check, r.subject))
+                .map(|r| format!("{} {}: {}", r.check, r.subject, r.detail))
                 .collect();
             Some(format!(
                 "verify fails ({}): an upgrade starts from a cluster whose network works (`provision verify -i FILE` says why)",

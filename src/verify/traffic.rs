@@ -39,14 +39,34 @@ pub(super) async fn pod_to_pod(ctx: &Ctx, pods: &Api<Pod>, running: &[TestPod]) 
         }
     }
     let mut rows = in_parallel(checks).await;
-    // no NAT: each receiver logged the sender's own pod address
+    // no NAT: each receiver logged the sender's own pod address. Its log reaches the API a
+    // moment after the answer did: read again, for up to 3 s, until every sender is in it.
     let mut logs = std::collections::HashMap::new();
-    for p in running {
-        let text = pods
-            .logs(&p.name, &LogParams::default())
-            .await
-            .unwrap_or_default();
-        logs.insert(p.host.name.clone(), text);
+    let sender_of = |row: &Row| {
+        let (from, to) = row.subject.split_once(" → ").unwrap_or_default();
+        running
+            .iter()
+            .find(|p| p.host.name == from)
+            .map(|a| (a.ip.clone(), to.to_string()))
+    };
+    let started = Instant::now();
+    loop {
+        for p in running {
+            let text = pods
+                .logs(&p.name, &LogParams::default())
+                .await
+                .unwrap_or_default();
+            logs.insert(p.host.name.clone(), text);
+        }
+        let all_seen = rows
+            .iter()
+            .filter(|r| r.outcome == Outcome::Pass)
+            .filter_map(sender_of)
+            .all(|(ip, to)| logs.get(&to).is_some_and(|log| seen_from(log, &ip)));
+        if all_seen || started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
     for row in rows.iter_mut().filter(|r| r.outcome == Outcome::Pass) {
         let (from, to) = row.subject.split_once(" → ").unwrap_or_default();
