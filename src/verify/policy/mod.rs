@@ -89,10 +89,7 @@ pub(super) struct Started {
     plan: Vec<Planned>,
 }
 
-/// The namespaces the matrix adds beside the verify namespace `ns`.
-pub(super) fn namespaces(ns: &str) -> Vec<String> {
-    cases::namespaces(ns)
-}
+pub(super) use cases::namespaces;
 
 /// Creates the matrix's namespaces and pods on the first two of `nodes` without waiting for
 /// them, so they start while the other rows are checked. None where no matrix runs: the network
@@ -333,12 +330,7 @@ async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], St
             .await
             .map_err(|e| format!("listing the policy test pods: {e}"))?
             .items;
-        let find = |p: &Planned| {
-            items.iter().find(|pod| {
-                pod.metadata.namespace.as_deref() == Some(p.namespace.as_str())
-                    && pod.metadata.name.as_deref() == Some(p.name.as_str())
-            })
-        };
+        let find = |p: &Planned| find_pod(&items, p);
         let waiting = started
             .plan
             .iter()
@@ -361,12 +353,7 @@ async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], St
         tokio::time::sleep(crate::api::poll_pause(begun)).await;
     };
     let peer = |p: Planned| -> Result<Peer, String> {
-        let ip = found
-            .iter()
-            .find(|pod| {
-                pod.metadata.namespace.as_deref() == Some(p.namespace.as_str())
-                    && pod.metadata.name.as_deref() == Some(p.name.as_str())
-            })
+        let ip = find_pod(&found, &p)
             .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
             .ok_or_else(|| format!("internal: the policy test pod {} went missing", p.name))?;
         let host = if p.beside_server {
@@ -411,6 +398,14 @@ async fn ready_since(client: &Client, peer: &Peer) -> Option<String> {
             .last_transition_time
             .map_or_else(String::new, |t| t.0.to_string()),
     )
+}
+
+/// The planned pod `p` among `pods`.
+fn find_pod<'a>(pods: &'a [Pod], p: &Planned) -> Option<&'a Pod> {
+    pods.iter().find(|pod| {
+        pod.metadata.namespace.as_deref() == Some(p.namespace.as_str())
+            && pod.metadata.name.as_deref() == Some(p.name.as_str())
+    })
 }
 
 fn is_ready(pod: &Pod) -> bool {
