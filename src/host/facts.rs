@@ -61,27 +61,42 @@ pub(crate) const STALE_EXE: &str = r#"stale_exe() {
 }
 "#;
 
-/// Prints, comma-separated, the files among its arguments after the first (a unit) modified
-/// after the unit's main process started; `-` when none (or when it does not run).
-const CHANGED_SINCE_START: &str = r#"changed_since_start() {
-  u=$1; shift; out=
-  pid=$(systemctl show -p MainPID --value "$u" 2>/dev/null)
-  if [ -n "$pid" ] && [ "$pid" != 0 ]; then
-    started=$(date -d "$(systemctl show -p ExecMainStartTimestamp --value "$u")" +%s 2>/dev/null)
-    if [ -n "$started" ]; then
-      for f in "$@"; do
-        if [ -e "$f" ] && [ "$(stat -L -c %Y "$f")" -gt "$started" ]; then out="$out,$f"; fi
-      done
+/// `unit_state UNIT INPUT...` prints `<load> <enablement> <activity> <inputs> <stale exe>`: the
+/// inputs (comma-separated, `-` for none) are the files written after the unit's main process
+/// started; the stale exe (else nothing) is what that process runs when it is no longer the file
+/// ExecStart names (see `STALE_EXE`). One `systemctl show` per unit: a call costs milliseconds,
+/// and a no-op run reads every unit of every phase.
+const UNIT_STATE: &str = r#"unit_state() {
+  u=$1; shift
+  load=- file=- active=- pid=0 start= path=
+  while IFS='=' read -r k v; do
+    case $k in
+      LoadState) load=${v:--} ;;
+      UnitFileState) file=${v:--} ;;
+      ActiveState) active=${v:--} ;;
+      MainPID) pid=${v:-0} ;;
+      ExecMainStartTimestamp) start=$v ;;
+      ExecStart) case $v in *path=*) path=${v#*path=}; path=${path%% *} ;; esac ;;
+    esac
+  done <<UNIT
+$(systemctl show -p LoadState -p UnitFileState -p ActiveState -p MainPID -p ExecMainStartTimestamp -p ExecStart "$u" 2>/dev/null)
+UNIT
+  changed= stale=
+  if [ "$pid" != 0 ]; then
+    if [ $# -gt 0 ] && started=$(date -d "$start" +%s 2>/dev/null); then
+      changed=$(stat -L -c '%Y %n' -- "$@" 2>/dev/null | while read -r m f; do [ "$m" -gt "$started" ] && printf ',%s' "$f"; done)
     fi
+    if [ -n "$path" ] && exe=$(readlink "/proc/$pid/exe" 2>/dev/null) && [ "$exe" != "$(readlink -f "$path")" ]; then stale=$exe; fi
   fi
-  out=${out#,}; echo "${out:--}"
+  changed=${changed#,}
+  echo "$load $file $active ${changed:--} $stale"
 }
 "#;
 
 /// One shell script that prints a line `<index> <fact...>` for each action.
 pub fn probe_script(actions: &[Action]) -> String {
     let mut s = format!(
-        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n{STALE_EXE}{CHANGED_SINCE_START}",
+        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n{UNIT_STATE}",
         actions.len()
     );
     for (i, a) in actions.iter().enumerate() {
@@ -132,10 +147,7 @@ pub fn probe_script(actions: &[Action]) -> String {
                     .iter()
                     .map(|p| shell_quote(p))
                     .collect();
-                format!(
-                    "echo \"{i} unit $(systemctl show -p LoadState --value {n} 2>/dev/null) $(systemctl is-enabled {n} 2>/dev/null || true) $(systemctl is-active {n} 2>/dev/null || true) $(changed_since_start {n} {}) $(stale_exe {n})\"",
-                    inputs.join(" ")
-                )
+                format!("echo \"{i} unit $(unit_state {n} {})\"", inputs.join(" "))
             }
             Action::Exec { unless, .. } => format!(
                 "if ( {unless} ) >/dev/null 2>&1; then echo \"{i} done\"; else echo \"{i} todo\"; fi"
@@ -222,6 +234,70 @@ mod tests {
     use super::*;
     use crate::host::action::UnitSpec;
 
+    /// `unit_state` run by `sh` against a stand-in `systemctl` (this test has no systemd; the
+    /// test bed runs the real one) that reports a real process: a copy of `sleep`, started
+    /// before one input was written and then replaced on disk.
+    #[test]
+    fn unit_state_reads_one_systemctl_show_and_finds_later_inputs_and_a_replaced_binary() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let bin = format!("{d}/sleeper");
+        std::fs::copy("/bin/sleep", &bin).unwrap();
+        let old = format!("{d}/old.conf");
+        std::fs::write(&old, "x").unwrap();
+        let mut child = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+        // the start time systemd would report: a second after the old input's mtime
+        let started = std::fs::metadata(&old).unwrap().modified().unwrap()
+            + std::time::Duration::from_secs(1);
+        let epoch = started
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let new = format!("{d}/new.conf");
+        std::fs::write(&new, "y").unwrap();
+        let later = std::fs::File::options().write(true).open(&new).unwrap();
+        later
+            .set_modified(started + std::time::Duration::from_secs(5))
+            .unwrap();
+        let systemctl = format!("{d}/systemctl");
+        std::fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\necho LoadState=loaded\necho UnitFileState=\necho ActiveState=active\necho MainPID={}\necho ExecMainStartTimestamp=@{epoch}\necho 'ExecStart={{ path={bin} ; argv[]={bin} 30 ; ignore_errors=no }}'\n",
+                child.id()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &systemctl,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let state = |replace: bool| {
+            if replace {
+                std::fs::remove_file(&bin).unwrap();
+                std::fs::copy("/bin/sleep", &bin).unwrap();
+            }
+            let script = format!("{UNIT_STATE}unit_state x.service {old} {new} {d}/absent");
+            let out = std::process::Command::new("sh")
+                .args(["-c", &script])
+                .env("PATH", format!("{d}:/usr/bin:/bin"))
+                .output()
+                .unwrap();
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let running = state(false);
+        let replaced = state(true);
+        child.kill().unwrap();
+        child.wait().unwrap();
+        // an empty enablement still takes its place, so the fields after it keep theirs
+        assert_eq!(running.trim_end(), format!("loaded - active {new}"));
+        assert_eq!(
+            replaced.trim_end(),
+            format!("loaded - active {new} {bin} (deleted)")
+        );
+    }
+
     #[test]
     fn a_unit_line_tells_its_states_the_inputs_written_since_it_started_and_a_stale_binary() {
         let unit = Action::Unit(UnitSpec {
@@ -232,9 +308,7 @@ mod tests {
         });
         let script = probe_script(std::slice::from_ref(&unit));
         assert!(
-            script.contains(
-                "$(changed_since_start 'kube-proxy.service' '/etc/kubernetes/kube-proxy.conf')"
-            ),
+            script.contains("$(unit_state 'kube-proxy.service' '/etc/kubernetes/kube-proxy.conf')"),
             "{script}"
         );
         let facts = parse(

@@ -33,8 +33,8 @@ pub enum HostKeyPolicy {
 
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
 
-/// With `-v`: print each remote command (its first line) to stderr. Commands carry no secrets:
-/// file contents travel on stdin.
+/// With `-v`: print each remote command (its first line) to stderr, and how it ended and when.
+/// Commands carry no secrets: file contents travel on stdin.
 pub fn trace_commands(on: bool) {
     TRACE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
@@ -161,7 +161,9 @@ impl Session {
     }
 
     async fn exec_input(&self, script: &str, stdin: Option<Input<'_>>) -> Result<Output, SshError> {
-        if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
+        let started = std::time::Instant::now();
+        let traced = TRACE.load(std::sync::atomic::Ordering::Relaxed);
+        if traced {
             let lines = script.trim().lines().count();
             let more = if lines > 1 {
                 format!(" (+{} lines)", lines - 1)
@@ -268,6 +270,14 @@ impl Session {
             what: format!("`{}`", summarize(script)),
             seconds: limit.as_secs(),
         })??;
+        if traced {
+            eprintln!(
+                "    [{}] exit {} after {:.3}s",
+                self.host,
+                out.status,
+                started.elapsed().as_secs_f64()
+            );
+        }
         if self.sudo && out.status == 1 && is_sudo_password_prompt(&out.stderr) {
             return Err(SshError::SudoPassword {
                 host: self.host.clone(),
