@@ -197,15 +197,6 @@ pub(crate) async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
         ..Default::default()
     };
     let units = units_of(ctx, host);
-    // what runs: the executable of the component's unit (the old one until it restarts after
-    // a version switch), else the one on PATH; kube-router says its version on stderr
-    let mut script = String::from(
-        "v() { pid=$(systemctl show -p MainPID --value \"$1\" 2>/dev/null); \
-         if [ -n \"$pid\" ] && [ \"$pid\" != 0 ] && [ -e /proc/$pid/exe ]; then b=/proc/$pid/exe; \
-         elif command -v \"$1\" >/dev/null 2>&1; then b=$1; else echo -; return; fi; \
-         if [ \"$1\" = kube-router ]; then \"$b\" --version 2>&1 | head -n 1; \
-         else \"$b\" --version 2>/dev/null | head -n 1; fi; }\n",
-    );
     // etcd is ours on control planes only (a worker may have another one installed)
     let control_plane = CONTROL_PLANE_COMPONENTS
         .iter()
@@ -213,44 +204,79 @@ pub(crate) async fn host_status(ctx: &Ctx, host: &Host) -> HostStatus {
     let policy_engine = ["kube-router"]
         .into_iter()
         .filter(|_| crate::cni::policy_engine::enabled(&ctx.cluster));
-    for c in COMPONENTS
+    let components: Vec<&str> = COMPONENTS
         .iter()
         .copied()
         .filter(|c| host.control_plane || *c != "etcd")
         .chain(control_plane.copied())
         .chain(policy_engine)
-    {
-        script.push_str(&format!("echo \"version {c} $(v {c})\"\n"));
-    }
-    for u in &units {
-        script.push_str(&format!(
-            "echo \"unit {u} $(systemctl is-active {u} 2>/dev/null)\"\n"
-        ));
-    }
+        .collect();
     let out = match ctx.session(host).await {
-        Ok(s) => s.run(&script).await.map_err(|e| e.to_string()),
+        Ok(s) => s
+            .run(&what_runs_script(&components, &units))
+            .await
+            .map_err(|e| e.to_string()),
         Err(e) => Err(e.to_string()),
     };
     let Ok(out) = out else {
         return h;
     };
     h.reachable = true;
+    (h.versions, h.units) = parse_what_runs(&out, &units);
+    h
+}
+
+/// What runs: the executable of each component's unit (the old one until it restarts after a
+/// version switch), else the one on PATH. One the bundle shipped is named by its versioned
+/// directory (asking a binary costs a process start of tens of milliseconds, and an upgrade
+/// check reads every component); others are asked, and kube-router says its version on
+/// stderr. Then each unit's state. Two `systemctl` calls in all: each costs milliseconds.
+fn what_runs_script(components: &[&str], units: &[String]) -> String {
+    let mut script = format!(
+        "v() {{ if [ \"${{2:-0}}\" != 0 ] && exe=$(readlink /proc/$2/exe 2>/dev/null); then \
+         case $exe in {root}/$1/*/$1|\"{root}/$1/\"*\"/$1 (deleted)\") \
+         ver=${{exe#{root}/$1/}}; echo \"${{ver%%/*}}\"; return ;; esac; b=/proc/$2/exe; \
+         elif command -v \"$1\" >/dev/null 2>&1; then b=$1; else echo -; return; fi; \
+         if [ \"$1\" = kube-router ]; then \"$b\" --version 2>&1 | head -n 1; \
+         else \"$b\" --version 2>/dev/null | head -n 1; fi; }}\n\
+         set -- $(systemctl show -p MainPID --value {} 2>/dev/null)\n",
+        components.join(" "),
+        root = crate::bundle::HOST_ROOT
+    );
+    for c in components {
+        script.push_str(&format!(
+            "echo \"version {c} $(v {c} \"$1\")\"; [ $# -gt 0 ] && shift\n"
+        ));
+    }
+    script.push_str(&format!(
+        "echo \"units $(systemctl is-active {} 2>/dev/null | tr '\\n' ' ')\"\n",
+        units.join(" ")
+    ));
+    script
+}
+
+/// The versions and unit states `what_runs_script` printed; a unit it did not tell is `unknown`.
+fn parse_what_runs(
+    out: &str,
+    units: &[String],
+) -> (BTreeMap<String, String>, BTreeMap<String, String>) {
+    let (mut versions, mut states) = (BTreeMap::new(), BTreeMap::new());
     for line in out.lines() {
-        let mut words = line.splitn(3, ' ');
-        match (words.next(), words.next(), words.next()) {
-            (Some("version"), Some(c), rest) => {
-                h.versions
-                    .insert(c.to_string(), version_in(rest.unwrap_or("-")));
+        if let Some(told) = line.strip_prefix("units ") {
+            for (u, state) in units.iter().zip(told.split_whitespace()) {
+                states.insert(u.clone(), state.to_string());
             }
-            (Some("unit"), Some(u), state) => {
-                let state = state.map(str::trim).filter(|s| !s.is_empty());
-                h.units
-                    .insert(u.to_string(), state.unwrap_or("unknown").to_string());
-            }
-            _ => {}
+        } else if let Some(rest) = line.strip_prefix("version ") {
+            let (c, said) = rest.split_once(' ').unwrap_or((rest, "-"));
+            versions.insert(c.to_string(), version_in(said));
         }
     }
-    h
+    for u in units {
+        states
+            .entry(u.clone())
+            .or_insert_with(|| "unknown".to_string());
+    }
+    (versions, states)
 }
 
 /// The version in a `--version` line: `Kubernetes v1.37.2` → 1.37.2, `containerd
@@ -514,6 +540,30 @@ pub fn print(s: &Status, format: Format) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn what_runs_is_one_line_per_component_then_the_units_states_in_their_order() {
+        let units = [
+            "kubelet.service".to_string(),
+            "etcd.service".into(),
+            "x.service".into(),
+        ];
+        let script = super::what_runs_script(&["kubelet", "etcd"], &units);
+        assert!(
+            script.contains("systemctl show -p MainPID --value kubelet etcd")
+                && script.contains("systemctl is-active kubelet.service etcd.service x.service"),
+            "{script}"
+        );
+        let (versions, states) = super::parse_what_runs(
+            "version kubelet 1.37.2\nversion etcd etcd Version: 3.6.14\nunits active failed \n",
+            &units,
+        );
+        assert_eq!(versions["kubelet"], "1.37.2");
+        assert_eq!(versions["etcd"], "3.6.14");
+        assert_eq!(states["kubelet.service"], "active");
+        assert_eq!(states["etcd.service"], "failed");
+        assert_eq!(states["x.service"], "unknown");
+    }
+
     use super::*;
 
     #[test]
