@@ -1,9 +1,9 @@
 //! `provision apply`: the cluster converged on its inventory in one command, k0sctl's way. No
 //! cluster yet: `init` on the seed, then `join` of the others. A cluster whose version is not
 //! the inventory's: the upgrade (its plan shown and confirmed), on the hosts that are Nodes.
-//! Then `init`'s phases on the seed and `join`'s on every other host re-apply the
-//! configuration and bring in hosts that are not Nodes yet, and `verify` proves the network
-//! when anything changed. Nothing moved: no change, said so.
+//! Then `init`'s phases, each on every host at once (the seed as `init` does, the others as
+//! `join` does), re-apply the configuration and bring in hosts that are not Nodes yet, and
+//! `verify` proves the network when anything changed. Nothing moved: no change, said so.
 
 use crate::output::RunSummary;
 use crate::phases::{self, Scope};
@@ -75,40 +75,37 @@ pub async fn apply(
         .cloned()
         .into_iter()
         .collect();
-    let others: Vec<_> = ctx
-        .cluster
-        .hosts
+    // the seed first (etcd members join one at a time, after it), then the inventory's order
+    let hosts: Vec<_> = seed
         .iter()
-        .filter(|h| !seed.iter().any(|s| s.name == h.name))
+        .chain(
+            ctx.cluster
+                .hosts
+                .iter()
+                .filter(|h| !seed.iter().any(|s| s.name == h.name)),
+        )
         .cloned()
         .collect();
-    // verify once, at the end, for both trees (an upgrade verified its own work)
+    // verify once, at the end (an upgrade verified its own work)
     let mut no_verify = skip.to_vec();
     no_verify.push("verify".into());
-    let init = run_tree(
+    // one pass of init's phases over every host, k0sctl's way: each phase runs on the seed
+    // and on the joining hosts at once. join's phases are init's, less the seed's own
+    // (bootstrap and addons act on the seed only), and each step tells the seed from the
+    // others, so this is init on the seed then join on the others, with the hosts of each
+    // phase in parallel.
+    let converged = run_tree(
         ctx,
-        "init",
+        "apply",
         &phases::init_tree(),
         &no_verify,
         Scope {
-            hosts: seed.clone(),
+            hosts,
             preflight_hosts: ctx.cluster.hosts.clone(),
         },
     )
     .await?;
-    upgrade::add(&mut total, &init);
-    let join = run_tree(
-        ctx,
-        "join",
-        &phases::join_tree(),
-        &[no_verify.as_slice(), &["preflight".to_string()]].concat(),
-        Scope {
-            hosts: others.clone(),
-            preflight_hosts: Vec::new(),
-        },
-    )
-    .await?;
-    upgrade::add(&mut total, &join);
+    upgrade::add(&mut total, &converged);
     total.hosts = ctx.cluster.hosts.len();
     let skipped_verify = skip.iter().any(|s| s == "verify");
     if total.changes > 0 && !skipped_verify && !ctx.dry_run() {

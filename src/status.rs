@@ -327,9 +327,23 @@ async fn pending_changes(ctx: &Ctx, hosts: &mut [HostStatus]) {
         };
         phases::run(ctx, command, &selected, &scope).await;
     }
+    let (mut changes, mut failed) = pending_by_host(&ctx.out.captured());
+    for h in hosts.iter_mut().filter(|h| h.reachable) {
+        h.dry_run_error = failed.remove(&h.name);
+        if h.dry_run_error.is_none() {
+            h.pending_changes = Some(changes.remove(&h.name).unwrap_or_default());
+        }
+    }
+}
+
+type ByHost<T> = BTreeMap<String, T>;
+
+/// Per host, from the dry runs' JSON events: the changes each phase would make (once each),
+/// and the first phase that failed.
+fn pending_by_host(captured: &str) -> (ByHost<Vec<String>>, ByHost<String>) {
     let mut changes: BTreeMap<String, Vec<String>> = BTreeMap::new();
     let mut failed: BTreeMap<String, String> = BTreeMap::new();
-    for line in ctx.out.captured().lines() {
+    for line in captured.lines() {
         let Ok(event) = serde_json::from_str::<serde_json::Value>(line) else {
             continue;
         };
@@ -348,19 +362,19 @@ async fn pending_changes(ctx: &Ctx, hosts: &mut [HostStatus]) {
         }
         let list = changes.entry(host).or_default();
         for c in result["changes"].as_array().into_iter().flatten() {
-            list.push(format!(
+            let change = format!(
                 "{}: {}",
                 event["phase"].as_str().unwrap_or(""),
                 c.as_str().unwrap_or_default()
-            ));
+            );
+            // join's run acts on the seed too where a step acts on every node on join: the
+            // same change, seen twice
+            if !list.contains(&change) {
+                list.push(change);
+            }
         }
     }
-    for h in hosts.iter_mut().filter(|h| h.reachable) {
-        h.dry_run_error = failed.remove(&h.name);
-        if h.dry_run_error.is_none() {
-            h.pending_changes = Some(changes.remove(&h.name).unwrap_or_default());
-        }
-    }
+    (changes, failed)
 }
 
 pub(crate) async fn etcd_member(ctx: &Ctx, host: &Host) -> EtcdMember {
@@ -540,6 +554,25 @@ pub fn print(s: &Status, format: Format) {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_change_both_dry_runs_saw_on_the_seed_is_pending_once() {
+        let event = |host: &str, change: &str| {
+            format!(
+                r#"{{"event":"host","phase":"csr-approver","result":{{"host":"{host}","status":"ok","changes":["{change}"]}}}}"#
+            )
+        };
+        let captured = [
+            event("cp", "restart a.service"),
+            event("w1", "restart a.service"),
+            event("cp", "restart a.service"),
+        ]
+        .join("\n");
+        let (changes, failed) = super::pending_by_host(&captured);
+        assert_eq!(changes["cp"], ["csr-approver: restart a.service"]);
+        assert_eq!(changes["w1"], ["csr-approver: restart a.service"]);
+        assert!(failed.is_empty());
+    }
+
     #[test]
     fn what_runs_is_one_line_per_component_then_the_units_states_in_their_order() {
         let units = [

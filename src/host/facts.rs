@@ -101,15 +101,8 @@ pub fn probe_script(actions: &[Action]) -> String {
     );
     for (i, a) in actions.iter().enumerate() {
         let line = match a {
-            Action::File(f) if f.local.is_some() => {
-                let p = shell_quote(&f.path);
-                let memo = shell_quote(&format!("{}{DIGEST_MEMO}", f.path));
-                // the digest recorded at upload counts while size, inode and ctime are those
-                // recorded with it (no write, rename or chmod since; ctime cannot be set back)
-                format!(
-                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -f {p} ]; then m=$(stat -c '%a %U:%G|%s %i %z' {p}); h=; if [ -f {memo} ]; then {{ read -r mh; read -r mst; }} < {memo}; [ \"$mst\" = \"${{m#*|}}\" ] && h=$mh; fi; [ -n \"$h\" ] || h=$(sha256sum < {p} | cut -c1-64); echo \"{i} file $h ${{m%%|*}}\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
-                )
-            }
+            // shipped files: one `stat` for all of them, below
+            Action::File(f) if f.local.is_some() => continue,
             Action::File(f) => {
                 let p = shell_quote(&f.path);
                 format!(
@@ -156,6 +149,50 @@ pub fn probe_script(actions: &[Action]) -> String {
         s.push_str(&line);
         s.push('\n');
     }
+    s.push_str(&shipped_files_script(actions));
+    s
+}
+
+/// The facts of the files shipped from the bundle (tens per phase): those absent, then one
+/// `stat` of all of them (a `stat` per file costs a process each), trusting the digest
+/// recorded at upload while size, inode and ctime are those recorded with it (no write,
+/// rename or chmod since; ctime cannot be set back), else hashing the file.
+fn shipped_files_script(actions: &[Action]) -> String {
+    let shipped: Vec<(usize, String)> = actions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, a)| match a {
+            Action::File(f) if f.local.is_some() => Some((i, shell_quote(&f.path))),
+            _ => None,
+        })
+        .collect();
+    if shipped.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    for (i, p) in &shipped {
+        s.push_str(&format!(
+            "[ -e {p} ] || [ -L {p} ] || echo \"{i} absent\"\n"
+        ));
+    }
+    let paths: Vec<&str> = shipped.iter().map(|(_, p)| p.as_str()).collect();
+    let cases: Vec<String> = shipped
+        .iter()
+        .map(|(i, p)| format!("{p}) i={i} ;;"))
+        .collect();
+    s.push_str(&format!(
+        "stat -c '%n|%F|%a %U:%G|%s %i %z' -- {} 2>/dev/null | while IFS='|' read -r n t m st; do\n\
+         \x20 case $n in {} esac\n\
+         \x20 case $t in\n\
+         \x20   'symbolic link') echo \"$i other link\" ;;\n\
+         \x20   regular*) h=; if [ -f \"$n{DIGEST_MEMO}\" ]; then {{ read -r mh; read -r mst; }} < \"$n{DIGEST_MEMO}\"; [ \"$mst\" = \"$st\" ] && h=$mh; fi\n\
+         \x20     [ -n \"$h\" ] || h=$(sha256sum < \"$n\" | cut -c1-64); echo \"$i file $h $m\" ;;\n\
+         \x20   *) echo \"$i other $t\" ;;\n\
+         \x20 esac\n\
+         done\n",
+        paths.join(" "),
+        cases.join(" ")
+    ));
     s
 }
 
@@ -232,7 +269,61 @@ pub async fn gather(session: &Session, actions: &[Action]) -> Result<Vec<Fact>, 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::host::action::UnitSpec;
+    use crate::host::action::{LocalContent, UnitSpec};
+
+    /// The shipped files' script run by `sh` on a directory here (plain shell and coreutils):
+    /// a recorded digest is trusted only while the file is as it was recorded.
+    #[test]
+    fn shipped_files_trust_their_recorded_digest_until_the_file_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let shipped = |name: &str| {
+            Action::local_file(
+                &format!("{d}/{name}"),
+                LocalContent {
+                    path: "/nonexistent".into(),
+                    sha256: "0".repeat(64),
+                    size: 1,
+                },
+                0o755,
+            )
+        };
+        let names = ["kept", "edited", "absent", "a-dir", "a-link", "unrecorded"];
+        let actions: Vec<Action> = names.iter().map(|n| shipped(n)).collect();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+        };
+        for (name, content) in [("kept", "a"), ("edited", "b"), ("unrecorded", "c")] {
+            std::fs::write(format!("{d}/{name}"), content).unwrap();
+        }
+        // recorded as the upload does, with a digest that is not the content's: only the
+        // record can have said it
+        sh(&record_digest(&format!("{d}/kept"), &"1".repeat(64)));
+        sh(&record_digest(&format!("{d}/edited"), &"2".repeat(64)));
+        std::fs::write(format!("{d}/edited"), "changed").unwrap();
+        std::fs::create_dir(format!("{d}/a-dir")).unwrap();
+        std::os::unix::fs::symlink("/bin/true", format!("{d}/a-link")).unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &probe_script(&actions)])
+            .output()
+            .unwrap();
+        let facts = parse(&actions, &String::from_utf8(out.stdout).unwrap()).unwrap();
+        let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
+        let digest = |f: &Fact| match f {
+            Fact::File { sha256, .. } => sha256.clone(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(digest(&facts[0]), "1".repeat(64));
+        assert_eq!(digest(&facts[1]), sha("changed"));
+        assert_eq!(facts[2], Fact::Absent);
+        assert_eq!(facts[3], Fact::OtherType("directory".into()));
+        assert_eq!(facts[4], Fact::OtherType("link".into()));
+        assert_eq!(digest(&facts[5]), sha("c"));
+    }
 
     /// `unit_state` run by `sh` against a stand-in `systemctl` (this test has no systemd; the
     /// test bed runs the real one) that reports a real process: a copy of `sleep`, started

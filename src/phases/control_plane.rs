@@ -140,12 +140,15 @@ fn unit(
         .render()
 }
 
-/// The Secrets encryption configuration, the same on every control plane: the first control
-/// plane's, else (on the first, once) a new random key. Memory only.
+/// The Secrets encryption configuration, the same on every control plane: the seed control
+/// plane's, else a new random key for the seed and the control planes that get theirs in the
+/// same run (`apply` of a new cluster). Memory only.
 #[derive(Default)]
 pub(crate) struct Encryption {
     pub(crate) existing: Option<String>,
     pub(crate) fresh: String,
+    /// The seed is among the hosts of this run of the phase.
+    pub(crate) with_seed: bool,
 }
 
 impl Encryption {
@@ -153,7 +156,7 @@ impl Encryption {
         match &self.existing {
             // keep the key the cluster's Secrets are encrypted with
             Some(text) => Ok(text.clone()),
-            None if cluster.is_seed_control_plane(host) => Ok(self.fresh.clone()),
+            None if self.with_seed || cluster.is_seed_control_plane(host) => Ok(self.fresh.clone()),
             None => Err(format!(
                 "{} has no {ENCRYPTION_CONFIG} yet: run `provision init` first",
                 cluster
@@ -206,7 +209,7 @@ impl Step for ControlPlane {
         host.control_plane
     }
 
-    async fn prepare(&self, ctx: &Ctx, _: &[(&Host, &Observed)]) -> Result<Encryption, String> {
+    async fn prepare(&self, ctx: &Ctx, hosts: &[(&Host, &Observed)]) -> Result<Encryption, String> {
         let (first, files) = ctx.read_seed(&[ENCRYPTION_CONFIG.to_string()]).await?;
         let existing = match files.get(ENCRYPTION_CONFIG) {
             Some(bytes) => Some(
@@ -218,6 +221,9 @@ impl Step for ControlPlane {
         Ok(Encryption {
             existing,
             fresh: new_encryption_config()?,
+            with_seed: hosts
+                .iter()
+                .any(|(h, _)| ctx.cluster.is_seed_control_plane(h)),
         })
     }
 
@@ -298,10 +304,9 @@ impl Step for ControlPlane {
             paths::kubeconfig("admin"),
             crate::cluster::https_url(&host.address, crate::cluster::API_PORT)
         );
+        // /readyz runs every /livez check and more: one kubectl start, not two
         let wait = systemd::wait_for(
-            &format!(
-                "{kubectl} get --raw=/livez >/dev/null 2>&1 && {kubectl} get --raw=/readyz >/dev/null 2>&1"
-            ),
+            &format!("{kubectl} get --raw=/readyz >/dev/null 2>&1"),
             480,
             0.25,
         );

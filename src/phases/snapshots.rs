@@ -93,6 +93,7 @@ fn control_plane_files() {
     let encryption = control_plane::Encryption {
         existing: Some("(the cluster's encryption configuration)\n".into()),
         fresh: String::new(),
+        with_seed: true,
     };
     let cp = desired(&control_plane::ControlPlane, &c, &c.hosts[0], &encryption);
     // the encryption configuration is a secret: kept as the cluster has it, never rendered here

@@ -116,27 +116,14 @@ impl Runtime for Containerd {
                 restart_when_changed: vec![CONFIG.into(), UNIT.into()],
             }),
         ];
-        for (archive, image_ref) in &images.archives {
-            let r = shell_quote(image_ref);
-            actions.push(Action::Exec {
-                label: format!("import image {image_ref}"),
-                // pinned: the kubelet's image garbage collection (disk above 85 %) would delete
-                // an image no pod uses, and a bundle's image may have no registry to come back from
-                cmd: format!(
-                    "{WAIT_FOR_CONTAINERD} && ctr -n k8s.io images import {} >/dev/null && ctr -n k8s.io images label {r} {PINNED}=pinned >/dev/null",
-                    shell_quote(archive)
-                ),
-                // ctr waits ~10 s for a containerd that is not running: ask only a live socket
-                unless: format!(
-                    "[ -S /run/containerd/containerd.sock ] && timeout 5 ctr -n k8s.io images ls -q 'labels.\"{PINNED}\"==pinned' | grep -Fqx {r}"
-                ),
-            });
-        }
+        actions.extend(import_images(&images.archives));
         Ok(actions)
     }
 
+    /// One `crictl info` when the CRI answers already (a re-run); else wait for containerd,
+    /// then ask the CRI.
     fn health_check(&self) -> String {
-        format!("{WAIT_FOR_CONTAINERD} && {CRI_CHECK}")
+        format!("crictl info >/dev/null 2>&1 || {{ {WAIT_FOR_CONTAINERD} && {CRI_CHECK}; }}")
     }
 
     fn leftovers(&self) -> Leftovers {
@@ -155,6 +142,47 @@ impl Runtime for Containerd {
 }
 
 /// containerd answers on its socket within 30 s of a (re)start.
+/// The bundle's images imported and pinned, as one action: the list of pinned images is asked
+/// once (a `ctr` call costs tens of milliseconds), and only the images it lacks are imported.
+/// Pinned: the kubelet's image garbage collection (disk above 85 %) would delete an image no
+/// pod uses, and a bundle's image may have no registry to come back from.
+fn import_images(archives: &[(String, String)]) -> Option<Action> {
+    if archives.is_empty() {
+        return None;
+    }
+    let list = format!("ctr -n k8s.io images ls -q 'labels.\"{PINNED}\"==pinned'");
+    let refs: Vec<&str> = archives.iter().map(|(_, r)| r.as_str()).collect();
+    let has = |r: &str| format!("printf '%s\\n' \"$pinned\" | grep -Fqx {}", shell_quote(r));
+    let imports: Vec<String> = archives
+        .iter()
+        .map(|(archive, r)| {
+            format!(
+                "{{ {} || {{ ctr -n k8s.io images import {} >/dev/null && ctr -n k8s.io images label {} {PINNED}=pinned >/dev/null; }}; }}",
+                has(r),
+                shell_quote(archive),
+                shell_quote(r)
+            )
+        })
+        .collect();
+    let present: Vec<String> = refs.iter().map(|r| has(r)).collect();
+    Some(Action::Exec {
+        label: format!(
+            "import image{} {}",
+            if refs.len() > 1 { "s" } else { "" },
+            refs.join(", ")
+        ),
+        cmd: format!(
+            "{WAIT_FOR_CONTAINERD} && pinned=$({list}) && {}",
+            imports.join(" && ")
+        ),
+        // ctr waits ~10 s for a containerd that is not running: ask only a live socket
+        unless: format!(
+            "[ -S /run/containerd/containerd.sock ] && pinned=$(timeout 5 {list}) && {}",
+            present.join(" && ")
+        ),
+    })
+}
+
 const WAIT_FOR_CONTAINERD: &str = "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && { echo 'containerd does not answer on its socket' >&2; exit 1; }; sleep 0.5; done";
 
 /// Through crictl when it is a working binary, else the CRI plugin's status as containerd
