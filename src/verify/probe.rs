@@ -15,8 +15,11 @@ pub const POD_PORT: u16 = 8080;
 /// Their second port (named `alt`; `POD_PORT` is named `http`).
 pub const ALT_PORT: u16 = 8081;
 
-/// Attempts each probe makes before it counts as failed (a new route or rule may lag a moment).
-const ATTEMPTS: u32 = 3;
+/// Attempts of the search-path lookup, 2 s each, before it counts as failed. The C library's
+/// resolver waits 5 s before it asks again, so a lost query is asked again sooner by a new
+/// attempt: a new process, a new source port, so the DNS Service may pick another CoreDNS (one
+/// that moved a moment ago, in an upgrade's drain, may still be in the rules of a node).
+const LOOKUP_ATTEMPTS: u32 = 6;
 
 /// The time limit of each attempt of an HTTP probe or DNS lookup, in seconds, 0.2 s apart: short
 /// at first, where a Service's rules, a route or CoreDNS's view of a new Service lag a moment
@@ -135,7 +138,7 @@ pub const LOOKUP_PATH: &str = "/search-path-lookup";
 /// answers). Whatever the answer (a 404), only that line counts.
 pub async fn resolve_from_pod(pods: &Api<Pod>, pod: &str, name: &str, port: u16) -> Reply {
     let script = format!(
-        "i=0; while [ $i -lt {ATTEMPTS} ]; do out=$(timeout 2 wget -O /dev/null http://{n}:{port}{LOOKUP_PATH} 2>&1 | head -n 1); case $out in Connecting*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 0.5; done; echo \"$out\" >&2; exit 1",
+        "i=0; while [ $i -lt {LOOKUP_ATTEMPTS} ]; do out=$(timeout 2 wget -O /dev/null http://{n}:{port}{LOOKUP_PATH} 2>&1 | head -n 1); case $out in Connecting*'('*) echo \"$out\"; exit 0;; esac; i=$((i+1)); sleep 0.5; done; echo \"$out\" >&2; exit 1",
         n = shell_quote(name)
     );
     exec(pods, pod, &script).await
