@@ -32,10 +32,14 @@ pub enum HostKeyPolicy {
 }
 
 static TRACE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// When tracing began: each command's end is printed as seconds since.
+static TRACE_START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
 
-/// With `-v`: print each remote command (its first line) to stderr, and how it ended and when.
+/// With `-v`: print each remote command (its first line) to stderr, then its exit status, how
+/// long it took and when it ended (seconds since the run began).
 /// Commands carry no secrets: file contents travel on stdin.
 pub fn trace_commands(on: bool) {
+    TRACE_START.get_or_init(std::time::Instant::now);
     TRACE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
@@ -272,10 +276,11 @@ impl Session {
         })??;
         if traced {
             eprintln!(
-                "    [{}] exit {} after {:.3}s",
+                "    [{}] exit {} after {:.3}s (at {:.3}s)",
                 self.host,
                 out.status,
-                started.elapsed().as_secs_f64()
+                started.elapsed().as_secs_f64(),
+                TRACE_START.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
             );
         }
         if self.sudo && out.status == 1 && is_sudo_password_prompt(&out.stderr) {
