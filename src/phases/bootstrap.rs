@@ -12,6 +12,7 @@ use crate::inventory::RuntimeClass as SandboxClass;
 use crate::pki::CaKind;
 use crate::pki::token::NODE_BOOTSTRAP_GROUP;
 use crate::run::Ctx;
+use futures::future::BoxFuture;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::node::v1::RuntimeClass;
 use k8s_openapi::api::rbac::v1::{
@@ -110,6 +111,16 @@ fn rule(group: &str, resources: &[&str], verbs: &[&str]) -> PolicyRule {
         verbs: verbs.iter().map(|v| v.to_string()).collect(),
         ..Default::default()
     }
+}
+
+/// `ensure` of an object as a future that owns what it needs, its change as a list.
+fn ensured<K>(api: Api<K>, obj: K) -> BoxFuture<'static, Result<Vec<String>, String>>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + serde::Serialize + std::fmt::Debug,
+    K: Send + Sync + 'static,
+    K::DynamicType: Default,
+{
+    Box::pin(async move { ensure(&api, &obj).await.map(|c| c.into_iter().collect()) })
 }
 
 async fn ensure_identity(admin: &kube::Client, id: Identity<'_>) -> Result<Vec<String>, String> {
@@ -230,6 +241,9 @@ impl Step for Bootstrap {
             .await?,
         );
         let admin = client(ctx, "admin").await?;
+        // the rest at once: a server-side apply is a round trip each, and these are
+        // independent (an identity's objects stay in order inside `ensure_identity`)
+        let mut work: Vec<BoxFuture<'_, Result<Vec<String>, String>>> = Vec::new();
         let crbs: Api<ClusterRoleBinding> = Api::all(admin.clone());
         for b in [
             binding(
@@ -251,12 +265,12 @@ impl Step for Bootstrap {
                 "system:nodes",
             ),
         ] {
-            changes.extend(ensure(&crbs, &b).await?);
+            work.push(ensured(crbs.clone(), b));
         }
         // cluster-info, readable without credentials
         let ca = ctx.ca(CaKind::Kubernetes, false).await?;
         let public: Api<ConfigMap> = Api::namespaced(admin.clone(), "kube-public");
-        changes.extend(ensure(&public, &cluster_info(ctx, &ca.cert_pem)?).await?);
+        work.push(ensured(public, cluster_info(ctx, &ca.cert_pem)?));
         let role = Role {
             metadata: ObjectMeta {
                 name: Some("provision:bootstrap-signer-clusterinfo".into()),
@@ -272,7 +286,7 @@ impl Step for Bootstrap {
             }]),
         };
         let roles: Api<Role> = Api::namespaced(admin.clone(), "kube-public");
-        changes.extend(ensure(&roles, &role).await?);
+        work.push(ensured(roles, role));
         let rb = RoleBinding {
             metadata: ObjectMeta {
                 name: Some("provision:bootstrap-signer-clusterinfo".into()),
@@ -292,12 +306,18 @@ impl Step for Bootstrap {
             }]),
         };
         let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kube-public");
-        changes.extend(ensure(&rbs, &rb).await?);
+        work.push(ensured(rbs, rb));
         // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
         if crate::cni::policy_engine::enabled(&ctx.cluster) {
-            changes.extend(ensure_identity(&admin, policy_engine_identity()).await?);
+            let admin = admin.clone();
+            work.push(Box::pin(async move {
+                ensure_identity(&admin, policy_engine_identity()).await
+            }));
         }
-        changes.extend(ensure_identity(&admin, csr_approver_identity()).await?);
+        let approver = admin.clone();
+        work.push(Box::pin(async move {
+            ensure_identity(&approver, csr_approver_identity()).await
+        }));
         let rcs: Api<RuntimeClass> = Api::all(admin);
         for class in &ctx.cluster.runtime_classes {
             let (name, handler) = match class {
@@ -312,7 +332,10 @@ impl Step for Bootstrap {
                 handler: handler.into(),
                 ..Default::default()
             };
-            changes.extend(ensure(&rcs, &rc).await?);
+            work.push(ensured(rcs.clone(), rc));
+        }
+        for done in futures::future::try_join_all(work).await? {
+            changes.extend(done);
         }
         Ok(After {
             changes,

@@ -288,6 +288,12 @@ pub struct Scope {
 /// a rolling group run as one sequence per batch of hosts.
 pub async fn run(ctx: &Ctx, command: &str, selected: &[Selected<'_>], scope: &Scope) -> RunSummary {
     let started = Instant::now();
+    if selected
+        .iter()
+        .any(|s| s.path.rsplit('/').next() == Some("csr-approver"))
+    {
+        csr_approver::prefetch();
+    }
     let mut run = Tally {
         summary: RunSummary {
             command: command.to_string(),
