@@ -307,7 +307,6 @@ impl Step for Bootstrap {
         };
         let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kube-public");
         work.push(ensured(rbs, rb));
-        // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
         if crate::cni::policy_engine::enabled(&ctx.cluster) {
             let admin = admin.clone();
             work.push(Box::pin(async move {
@@ -318,6 +317,7 @@ impl Step for Bootstrap {
         work.push(Box::pin(async move {
             ensure_identity(&approver, csr_approver_identity()).await
         }));
+        // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
         let rcs: Api<RuntimeClass> = Api::all(admin);
         for class in &ctx.cluster.runtime_classes {
             let (name, handler) = match class {

@@ -46,7 +46,6 @@ pub struct Shared {
     binary: Option<LocalContent>,
 }
 
-/// This binary, hashed to be shipped; None when it is not a Linux program.
 /// This binary, read and hashed once per process. Hashing tens of MiB costs tens of
 /// milliseconds, so a run that has this phase starts it at once, beside its other work
 /// (`prefetch`), and the phase finds it done.
@@ -62,6 +61,7 @@ fn this_binary() -> Result<Option<LocalContent>, String> {
     THIS_BINARY.clone()
 }
 
+/// This binary, hashed to be shipped; None when it is not a Linux program.
 fn read_this_binary() -> Result<Option<LocalContent>, String> {
     use sha2::{Digest, Sha256};
     if std::env::consts::OS != "linux" {

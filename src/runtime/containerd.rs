@@ -141,7 +141,6 @@ impl Runtime for Containerd {
     }
 }
 
-/// containerd answers on its socket within 30 s of a (re)start.
 /// The bundle's images imported and pinned, as one action: the list of pinned images is asked
 /// once (a `ctr` call costs tens of milliseconds), and only the images it lacks are imported.
 /// Pinned: the kubelet's image garbage collection (disk above 85 %) would delete an image no
@@ -183,6 +182,7 @@ fn import_images(archives: &[(String, String)]) -> Option<Action> {
     })
 }
 
+/// containerd answers on its socket within 30 s of a (re)start.
 const WAIT_FOR_CONTAINERD: &str = "i=0; until ctr version >/dev/null 2>&1; do i=$((i+1)); [ $i -ge 60 ] && { echo 'containerd does not answer on its socket' >&2; exit 1; }; sleep 0.5; done";
 
 /// Through crictl when it is a working binary, else the CRI plugin's status as containerd
