@@ -49,24 +49,13 @@ pub fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
-/// Prints the executable a unit's main process runs when it is not the file the unit's
-/// ExecStart names now (symlinks resolved; a replaced file shows as "(deleted)"), else nothing.
-pub(crate) const STALE_EXE: &str = r#"stale_exe() {
-  pid=$(systemctl show -p MainPID --value "$1" 2>/dev/null)
-  [ -n "$pid" ] && [ "$pid" != 0 ] || return 0
-  exe=$(readlink "/proc/$pid/exe" 2>/dev/null) || return 0
-  path=$(systemctl show -p ExecStart --value "$1" 2>/dev/null | sed -n 's/^{ path=\([^ ;]*\).*/\1/p' | head -n 1)
-  [ -n "$path" ] || return 0
-  [ "$exe" = "$(readlink -f "$path")" ] || echo "$exe"
-}
-"#;
-
 /// `unit_state UNIT INPUT...` prints `<load> <enablement> <activity> <inputs> <stale exe>`: the
 /// inputs (comma-separated, `-` for none) are the files written after the unit's main process
 /// started; the stale exe (else nothing) is what that process runs when it is no longer the file
-/// ExecStart names (see `STALE_EXE`). One `systemctl show` per unit: a call costs milliseconds,
-/// and a no-op run reads every unit of every phase.
-const UNIT_STATE: &str = r#"unit_state() {
+/// ExecStart names (symlinks resolved; a replaced file shows as "(deleted)"): it needs a
+/// restart. One `systemctl show` per unit: a call costs milliseconds, and a no-op run reads
+/// every unit of every phase. An upgrade's rollback asks it too.
+pub(crate) const UNIT_STATE: &str = r#"unit_state() {
   u=$1; shift
   load=- file=- active=- pid=0 start= path=
   while IFS='=' read -r k v; do

@@ -12,7 +12,7 @@ use crate::ssh::shell_quote;
 /// restarts each unit whose main process no longer runs its ExecStart's file.
 pub fn script(steps: &[&Step]) -> String {
     // no `set -e`: a link left as it was must not stop the restarts below
-    let mut s = crate::host::facts::STALE_EXE.to_string();
+    let mut s = crate::host::facts::UNIT_STATE.to_string();
     s.push_str(
         "relink() { for l in /usr/local/bin/* /opt/cni/bin/*; do [ -L \"$l\" ] || continue; t=$(readlink \"$l\"); case $t in \"$1\"/*) o=\"$2/${t#\"$1\"/}\"; [ -e \"$o\" ] && ln -sfn \"$o\" \"$l\" && echo \"$l -> $o\";; esac; done; }\n",
     );
@@ -29,10 +29,11 @@ pub fn script(steps: &[&Step]) -> String {
         s.push_str(&format!(" {u}"));
     }
     // a unit that runs its binary stays; one that runs a stale one, or failed on the new
-    // version, (re)starts (`stale_exe`: the executor's own test)
+    // version, (re)starts (`unit_state`: the executor's own test; its third field is the
+    // activity, its fifth the stale binary)
     s.push_str(
         "; do systemctl is-enabled -q $u 2>/dev/null || continue; \
-         systemctl is-active -q $u && [ -z \"$(stale_exe $u)\" ] && continue; \
+         set -- $(unit_state $u); [ \"$3\" = active ] && [ -z \"$5\" ] && continue; \
          systemctl restart $u && echo \"restarted $u\"; done\n",
     );
     s
@@ -77,6 +78,38 @@ mod tests {
         assert!(!s.contains("kube-router/2.1.0"), "{s}");
         assert!(s.contains("systemctl restart $u"), "{s}");
         // the executor's own stale-binary test, and nothing that stops the script half-way
-        assert!(s.contains("stale_exe() {") && !s.contains("set -e"), "{s}");
+        assert!(s.contains("unit_state() {") && !s.contains("set -e"), "{s}");
+    }
+
+    /// The restart loop run by `sh` against a stand-in `systemctl` (no systemd here; the
+    /// upgrade tests run the real one) whose units all run this test's own process: one
+    /// unit's ExecStart names another file, so only that one is stale and restarts.
+    #[test]
+    fn only_a_unit_running_another_binary_than_its_exec_start_restarts() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let me = std::env::current_exe().unwrap().display().to_string();
+        let systemctl = format!("{d}/systemctl");
+        std::fs::write(
+            &systemctl,
+            format!(
+                "#!/bin/sh\ncase $1 in\n  is-enabled) exit 0 ;;\n  restart) exit 0 ;;\nesac\n\
+                 for u; do :; done\npath={me}; [ \"$u\" = kubelet ] && path=/bin/true\n\
+                 printf 'LoadState=loaded\\nActiveState=active\\nMainPID=%s\\nExecStart={{ path=%s ; argv[]=x }}\\n' {} \"$path\"\n",
+                std::process::id()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(
+            &systemctl,
+            std::os::unix::fs::PermissionsExt::from_mode(0o755),
+        )
+        .unwrap();
+        let out = std::process::Command::new("sh")
+            .args(["-c", &script(&[])])
+            .env("PATH", format!("{d}:/usr/bin:/bin"))
+            .output()
+            .unwrap();
+        assert_eq!(String::from_utf8_lossy(&out.stdout), "restarted kubelet\n");
     }
 }

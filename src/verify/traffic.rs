@@ -39,42 +39,25 @@ pub(super) async fn pod_to_pod(ctx: &Ctx, pods: &Api<Pod>, running: &[TestPod]) 
         }
     }
     let mut rows = in_parallel(checks).await;
-    // no NAT: each receiver logged the sender's own pod address. Its log reaches the API a
-    // moment after the answer did: read again, for up to 3 s, until every sender is in it.
-    let mut logs = std::collections::HashMap::new();
-    let sender_of = |row: &Row| {
-        let (from, to) = row.subject.split_once(" → ").unwrap_or_default();
-        running
-            .iter()
-            .find(|p| p.host.name == from)
-            .map(|a| (a.ip.clone(), to.to_string()))
-    };
-    let started = Instant::now();
-    loop {
-        for p in running {
-            let text = pods
-                .logs(&p.name, &LogParams::default())
-                .await
-                .unwrap_or_default();
-            logs.insert(p.host.name.clone(), text);
-        }
-        let all_seen = rows
-            .iter()
-            .filter(|r| r.outcome == Outcome::Pass)
-            .filter_map(sender_of)
-            .all(|(ip, to)| logs.get(&to).is_some_and(|log| seen_from(log, &ip)));
-        if all_seen || started.elapsed() > Duration::from_secs(3) {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(200)).await;
-    }
-    for row in rows.iter_mut().filter(|r| r.outcome == Outcome::Pass) {
-        let (from, to) = row.subject.split_once(" → ").unwrap_or_default();
-        let (Some(a), Some(log)) = (running.iter().find(|p| p.host.name == from), logs.get(to))
-        else {
-            continue;
-        };
-        if seen_from(log, &a.ip) {
+    // no NAT: each receiver logged the sender's own pod address
+    let passed: Vec<(usize, &TestPod, String)> = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, r)| r.outcome == Outcome::Pass)
+        .filter_map(|(i, r)| {
+            let (from, to) = r.subject.split_once(" → ")?;
+            let a = running.iter().find(|p| p.host.name == from)?;
+            Some((i, a, to.to_string()))
+        })
+        .collect();
+    let expected: Vec<(String, String)> = passed
+        .iter()
+        .map(|(_, a, to)| (a.ip.clone(), to.clone()))
+        .collect();
+    let logs = receiver_logs(pods, running, &expected).await;
+    for (i, a, to) in passed {
+        let row = &mut rows[i];
+        if logs.get(&to).is_some_and(|log| seen_from(log, &a.ip)) {
             row.detail
                 .push_str(&format!(" (seen from {}: no NAT)", a.ip));
         } else {
@@ -84,11 +67,61 @@ pub(super) async fn pod_to_pod(ctx: &Ctx, pods: &Api<Pod>, running: &[TestPod]) 
                 a.ip
             ));
             row.cause = Some(format!(
-                "a masquerade rule on {from} applies to pod traffic: `iptables -t nat -S POSTROUTING` there"
+                "a masquerade rule on {} applies to pod traffic: `iptables -t nat -S POSTROUTING` there",
+                a.host.name
             ));
         }
     }
     rows
+}
+
+/// The logs of the receivers (by node) that `expected` names as (sender's address, receiver).
+/// A log reaches the API a moment after its answer did: the receivers still missing a sender
+/// are read again, at once, for up to 3 s.
+async fn receiver_logs(
+    pods: &Api<Pod>,
+    running: &[TestPod],
+    expected: &[(String, String)],
+) -> std::collections::HashMap<String, String> {
+    let mut logs = std::collections::HashMap::new();
+    let started = Instant::now();
+    let mut missing = missing_receivers(expected, &logs);
+    while !missing.is_empty() {
+        let read = running
+            .iter()
+            .filter(|p| missing.contains(&p.host.name))
+            .map(|p| async move {
+                let text = pods
+                    .logs(&p.name, &LogParams::default())
+                    .await
+                    .unwrap_or_default();
+                (p.host.name.clone(), text)
+            });
+        logs.extend(futures::future::join_all(read).await);
+        missing = missing_receivers(expected, &logs);
+        if started.elapsed() > Duration::from_secs(3) {
+            break;
+        }
+        if !missing.is_empty() {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    logs
+}
+
+/// The receivers whose log (in `logs`, by node) lacks a request from a sender `expected` names.
+fn missing_receivers(
+    expected: &[(String, String)],
+    logs: &std::collections::HashMap<String, String>,
+) -> Vec<String> {
+    let mut missing: Vec<String> = expected
+        .iter()
+        .filter(|(ip, to)| !logs.get(to).is_some_and(|log| seen_from(log, ip)))
+        .map(|(_, to)| to.clone())
+        .collect();
+    missing.sort();
+    missing.dedup();
+    missing
 }
 
 /// Whether busybox httpd's log (`[::ffff:10.88.0.3]:41234: url:/`) has a request of `/` (what
@@ -164,6 +197,32 @@ pub(super) async fn pod_to_service(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_a_receiver_still_missing_a_sender_is_read_again() {
+        let expected = [
+            ("10.88.0.3".to_string(), "n2".to_string()),
+            ("10.88.0.4".to_string(), "n1".to_string()),
+            ("10.88.0.5".to_string(), "n1".to_string()),
+        ];
+        let mut logs = std::collections::HashMap::new();
+        assert_eq!(missing_receivers(&expected, &logs), ["n1", "n2"]);
+        logs.insert(
+            "n2".to_string(),
+            "[::ffff:10.88.0.3]:41234: url:/\n".to_string(),
+        );
+        // n1 has one sender of two, the other only by its search-path lookup
+        logs.insert(
+            "n1".to_string(),
+            "[::ffff:10.88.0.4]:5: url:/\n[::ffff:10.88.0.5]:6: url:/search-path-lookup\n"
+                .to_string(),
+        );
+        assert_eq!(missing_receivers(&expected, &logs), ["n1"]);
+        logs.get_mut("n1")
+            .unwrap()
+            .push_str("[::ffff:10.88.0.5]:7: url:/\n");
+        assert!(missing_receivers(&expected, &logs).is_empty());
+    }
 
     #[test]
     fn the_sender_is_found_in_the_httpd_log_only_by_its_own_address() {
