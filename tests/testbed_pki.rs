@@ -106,6 +106,28 @@ fn certificates_are_kept_and_reissued_only_where_needed() {
     );
     assert!(v.contains("peer.crt: OK"), "{v}");
 
+    // a key made readable by all and a kubeconfig replaced by a link: the mode is set back
+    // and the link replaced by the file, with nothing re-issued, and the next run is a no-op
+    tb.ssh(
+        0,
+        "chmod 644 /etc/kubernetes/pki/apiserver.key && \
+         mv /etc/kubernetes/scheduler.conf /root/scheduler.conf && \
+         ln -s /root/scheduler.conf /etc/kubernetes/scheduler.conf",
+    );
+    let r = init(&moved, &["--output", "json"]);
+    assert_eq!(r.code, 0, "{}", r.text());
+    assert_eq!(r.changes(), 2, "{}", r.text());
+    assert_eq!(
+        tb.ssh(
+            0,
+            "stat -c '%a %U' /etc/kubernetes/pki/apiserver.key; stat -c %F /etc/kubernetes/scheduler.conf"
+        ),
+        "600 root\nregular file\n"
+    );
+    assert_eq!(snapshot(&tb), s3);
+    let again = init(&moved, &["--output", "json"]);
+    assert_eq!(again.changes(), 0, "{}", again.text());
+
     // renewal on request, of that one certificate only
     let r = provision(&["certs", "renew", "apiserver", "-i", moved.to_str().unwrap()]);
     assert_eq!(r.code, 0, "{}", r.text());

@@ -34,7 +34,16 @@ pub struct Applied {
 }
 
 pub async fn plan(session: &Session, actions: &[Action]) -> Result<Plan, ExecError> {
-    let facts = facts::gather(session, actions).await?;
+    plan_knowing(session, actions, &[]).await
+}
+
+/// `plan`, with the facts of some actions (by index) already read in this run.
+pub async fn plan_knowing(
+    session: &Session,
+    actions: &[Action],
+    known: &[Option<facts::Fact>],
+) -> Result<Plan, ExecError> {
+    let facts = facts::gather_unknown(session, actions, known).await?;
     let changes = diff::diff(actions, &facts).map_err(|u| ExecError::Unfixable {
         host: session.host().to_string(),
         detail: u.0,

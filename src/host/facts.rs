@@ -45,6 +45,21 @@ pub fn record_digest(path: &str, sha256: &str) -> String {
     format!("{{ echo {sha256}; stat -c '%s %i %z' {p}; }} > {memo}")
 }
 
+/// The name of a file type from `find`'s letter for it (`stat`'s words).
+pub fn type_name(letter: &str) -> String {
+    match letter {
+        "f" => "regular file",
+        "d" => "directory",
+        "l" => "link",
+        "p" => "fifo",
+        "s" => "socket",
+        "b" => "block special file",
+        "c" => "character special file",
+        other => other,
+    }
+    .to_string()
+}
+
 pub fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
 }
@@ -85,31 +100,13 @@ UNIT
 /// One shell script that prints a line `<index> <fact...>` for each action.
 pub fn probe_script(actions: &[Action]) -> String {
     let mut s = format!(
-        "# provision: read the state of {} item(s)\nstat_of() {{ stat -c '%a %U:%G' \"$1\"; }}\n{UNIT_STATE}",
+        "# provision: read the state of {} item(s)\n{UNIT_STATE}",
         actions.len()
     );
     for (i, a) in actions.iter().enumerate() {
         let line = match a {
-            // shipped files: one `stat` for all of them, below
-            Action::File(f) if f.local.is_some() => continue,
-            Action::File(f) => {
-                let p = shell_quote(&f.path);
-                format!(
-                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -f {p} ]; then echo \"{i} file $(sha256sum < {p} | cut -c1-64) $(stat_of {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
-                )
-            }
-            Action::Dir { path, .. } => {
-                let p = shell_quote(path);
-                format!(
-                    "if [ -L {p} ]; then echo \"{i} other link\"; elif [ -d {p} ]; then echo \"{i} dir $(stat_of {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
-                )
-            }
-            Action::Symlink { path, .. } => {
-                let p = shell_quote(path);
-                format!(
-                    "if [ -L {p} ]; then echo \"{i} link $(readlink {p})\"; elif [ -e {p} ]; then echo \"{i} other $(stat -c %F {p} | tr ' ' _)\"; else echo \"{i} absent\"; fi"
-                )
-            }
+            // files, directories and links: one `find` for all of them, below
+            Action::File(_) | Action::Dir { .. } | Action::Symlink { .. } => continue,
             Action::Absent { path } => {
                 let p = shell_quote(path);
                 format!(
@@ -138,7 +135,80 @@ pub fn probe_script(actions: &[Action]) -> String {
         s.push_str(&line);
         s.push('\n');
     }
+    s.push_str(&paths_script(actions));
     s.push_str(&shipped_files_script(actions));
+    s
+}
+
+/// The facts of the files (but those shipped from the bundle), directories and links of a
+/// phase: those absent, then one `find` that tells the type, mode, owner and link target of
+/// all of them, and one `sha256sum` of the files (a process per path costs milliseconds, and
+/// a no-op run reads every path of every phase). A file's digest comes on a line of its own
+/// (`<i> sha <digest>`), which `parse` joins to the file's line.
+fn paths_script(actions: &[Action]) -> String {
+    let mut entries: Vec<(usize, &str, String)> = Vec::new();
+    for (i, a) in actions.iter().enumerate() {
+        let (kind, path) = match a {
+            Action::File(f) if f.local.is_none() => ("file", &f.path),
+            Action::Dir { path, .. } => ("dir", path),
+            Action::Symlink { path, .. } => ("link", path),
+            _ => continue,
+        };
+        entries.push((i, kind, shell_quote(path)));
+    }
+    if entries.is_empty() {
+        return String::new();
+    }
+    let mut s = String::new();
+    for (i, _, p) in &entries {
+        s.push_str(&format!(
+            "[ -e {p} ] || [ -L {p} ] || echo \"{i} absent\"\n"
+        ));
+    }
+    // `<index>:<kind>` of every entry at a path (a path may stand in two actions)
+    let cases = |of: &dyn Fn(&str) -> bool| -> String {
+        let mut at: Vec<(&str, Vec<String>)> = Vec::new();
+        for (i, k, p) in entries.iter().filter(|(_, k, _)| of(k)) {
+            match at.iter_mut().find(|(q, _)| q == p) {
+                Some((_, ids)) => ids.push(format!("{i}:{k}")),
+                None => at.push((p, vec![format!("{i}:{k}")])),
+            }
+        }
+        at.iter()
+            .map(|(p, ids)| format!("{p}) ids='{}' ;;", ids.join(" ")))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let files: Vec<&str> = entries
+        .iter()
+        .filter(|(_, k, _)| *k == "file")
+        .map(|(_, _, p)| p.as_str())
+        .collect();
+    if !files.is_empty() {
+        // a link's target is hashed too, and ignored: the link is reported as one
+        s.push_str(&format!(
+            "sha256sum -- {} 2>/dev/null | while read -r h n; do\n\
+             \x20 case $n in {} *) continue ;; esac\n\
+             \x20 for e in $ids; do echo \"${{e%:*}} sha $h\"; done\n\
+             done\n",
+            files.join(" "),
+            cases(&|k| k == "file"),
+        ));
+    }
+    let paths: Vec<&str> = entries.iter().map(|(_, _, p)| p.as_str()).collect();
+    s.push_str(&format!(
+        "find {} -maxdepth 0 -printf '%p|%y|%m %u:%g|%l\\n' 2>/dev/null | while IFS='|' read -r n t m l; do\n\
+         \x20 case $n in {} *) continue ;; esac\n\
+         \x20 for e in $ids; do i=${{e%:*}}; case ${{e#*:}}$t in\n\
+         \x20   filef) echo \"$i file - $m\" ;;\n\
+         \x20   dird) echo \"$i dir $m\" ;;\n\
+         \x20   linkl) echo \"$i link $l\" ;;\n\
+         \x20   *) echo \"$i stands $t\" ;;\n\
+         \x20 esac; done\n\
+         done\n",
+        paths.join(" "),
+        cases(&|_| true),
+    ));
     s
 }
 
@@ -187,6 +257,7 @@ fn shipped_files_script(actions: &[Action]) -> String {
 
 pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
     let mut facts: Vec<Option<Fact>> = vec![None; actions.len()];
+    let mut digests: Vec<Option<String>> = vec![None; actions.len()];
     for line in output.lines() {
         let mut words = line.splitn(3, ' ');
         let (Some(idx), Some(kind)) = (words.next(), words.next()) else {
@@ -201,6 +272,8 @@ pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
         let fact = match (kind, fields.as_slice()) {
             ("absent", _) => Fact::Absent,
             ("other", _) => Fact::OtherType(rest.replace('_', " ")),
+            // something else than wanted, by `find`'s letter for its type
+            ("stands", [t]) => Fact::OtherType(type_name(t)),
             ("file", [sha, m, owner]) => Fact::File {
                 sha256: sha.to_string(),
                 mode: mode(m)?,
@@ -229,6 +302,12 @@ pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
                     stale: (f.len() > 4).then(|| f[4..].join(" ")),
                 }
             }
+            ("sha", [sha]) => {
+                if let Some(d) = digests.get_mut(i) {
+                    *d = Some(sha.to_string());
+                }
+                continue;
+            }
             ("done", _) => Fact::Done(true),
             ("todo", _) => Fact::Done(false),
             _ => return Err(format!("unexpected probe output `{line}`")),
@@ -239,20 +318,71 @@ pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
     }
     facts
         .into_iter()
+        .zip(digests)
         .enumerate()
-        .map(|(i, f)| f.ok_or_else(|| format!("no probe output for {}", actions[i].subject())))
+        .map(|(i, (f, digest))| match f {
+            // the digest came on its own line (`paths_script`)
+            Some(Fact::File {
+                sha256,
+                mode,
+                owner,
+            }) if sha256 == "-" => Ok(Fact::File {
+                sha256: digest.ok_or_else(|| format!("no digest of {}", actions[i].subject()))?,
+                mode,
+                owner,
+            }),
+            Some(f) => Ok(f),
+            None => Err(format!("no probe output for {}", actions[i].subject())),
+        })
         .collect()
 }
 
 pub async fn gather(session: &Session, actions: &[Action]) -> Result<Vec<Fact>, SshError> {
-    if actions.is_empty() {
-        return Ok(Vec::new());
+    gather_unknown(session, actions, &[]).await
+}
+
+/// The facts of `actions`, where `known` (by index) holds those already read in this run
+/// (a phase's probe of the same path): only the others are read, in one round trip, or none.
+pub async fn gather_unknown(
+    session: &Session,
+    actions: &[Action],
+    known: &[Option<Fact>],
+) -> Result<Vec<Fact>, SshError> {
+    let unknown: Vec<usize> = (0..actions.len())
+        .filter(|i| known.get(*i).is_none_or(Option::is_none))
+        .collect();
+    let mut read = Vec::new();
+    if !unknown.is_empty() {
+        let asked: Vec<Action> = unknown.iter().map(|i| actions[*i].clone()).collect();
+        let out = session.run(&probe_script(&asked)).await?;
+        read = parse(&asked, &out).map_err(|detail| SshError::Channel {
+            host: session.host().to_string(),
+            detail,
+        })?;
     }
-    let out = session.run(&probe_script(actions)).await?;
-    parse(actions, &out).map_err(|detail| SshError::Channel {
+    merge(actions, known, unknown.into_iter().zip(read)).map_err(|detail| SshError::Channel {
         host: session.host().to_string(),
         detail,
     })
+}
+
+/// Every action's fact: those `read` (by index, in order), else the `known` one.
+fn merge(
+    actions: &[Action],
+    known: &[Option<Fact>],
+    read: impl IntoIterator<Item = (usize, Fact)>,
+) -> Result<Vec<Fact>, String> {
+    let mut read = read.into_iter().peekable();
+    (0..actions.len())
+        .map(|i| match read.next_if(|(j, _)| *j == i) {
+            Some((_, fact)) => Ok(fact),
+            None => known
+                .get(i)
+                .cloned()
+                .flatten()
+                .ok_or_else(|| format!("no fact of {}", actions[i].subject())),
+        })
+        .collect()
 }
 
 #[cfg(test)]
@@ -312,6 +442,113 @@ mod tests {
         assert_eq!(facts[3], Fact::OtherType("directory".into()));
         assert_eq!(facts[4], Fact::OtherType("link".into()));
         assert_eq!(digest(&facts[5]), sha("c"));
+    }
+
+    /// The files', directories' and links' script run by `sh` on a directory here: one `find`
+    /// and one `sha256sum` tell each path's type, mode, owner, target and digest, whatever
+    /// stands where something else was wanted, and a path two actions name answers both.
+    #[test]
+    fn paths_are_read_with_one_find_and_one_sha256sum() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path().display().to_string();
+        let at = |name: &str| format!("{d}/{name}");
+        std::fs::write(at("file"), "a").unwrap();
+        std::fs::write(at("private file"), "b").unwrap();
+        std::fs::set_permissions(
+            at("private file"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(at("dir")).unwrap();
+        std::fs::create_dir(at("dir-not-file")).unwrap();
+        std::os::unix::fs::symlink("/some where", at("link")).unwrap();
+        std::os::unix::fs::symlink(at("file"), at("link-not-file")).unwrap();
+        std::fs::write(at("file-not-link"), "c").unwrap();
+        let actions = vec![
+            Action::file(&at("file"), "x", 0o644),
+            Action::file(&at("private file"), "x", 0o644),
+            Action::dir(&at("dir"), 0o755),
+            Action::symlink(&at("link"), "/elsewhere"),
+            Action::file(&at("absent"), "x", 0o644),
+            Action::file(&at("dir-not-file"), "x", 0o644),
+            Action::file(&at("link-not-file"), "x", 0o644),
+            Action::symlink(&at("file-not-link"), "/x"),
+            Action::dir(&at("file"), 0o755),
+            // shipped files have a script of their own, in the same probe
+            Action::local_file(
+                &at("file"),
+                LocalContent {
+                    path: "/nonexistent".into(),
+                    sha256: "0".repeat(64),
+                    size: 1,
+                },
+                0o644,
+            ),
+        ];
+        let out = std::process::Command::new("sh")
+            .args(["-c", &probe_script(&actions)])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{out:?}");
+        let facts = parse(&actions, &String::from_utf8(out.stdout).unwrap()).unwrap();
+        let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
+        let me = {
+            let o = std::process::Command::new("id")
+                .args(["-un"])
+                .output()
+                .unwrap();
+            let g = std::process::Command::new("id")
+                .args(["-gn"])
+                .output()
+                .unwrap();
+            format!(
+                "{}:{}",
+                String::from_utf8_lossy(&o.stdout).trim(),
+                String::from_utf8_lossy(&g.stdout).trim()
+            )
+        };
+        let file = |content: &str, mode: u32| Fact::File {
+            sha256: sha(content),
+            mode,
+            owner: me.clone(),
+        };
+        let dir_mode = std::os::unix::fs::PermissionsExt::mode(
+            &std::fs::metadata(at("dir")).unwrap().permissions(),
+        ) & 0o7777;
+        assert_eq!(facts[0], file("a", 0o644));
+        assert_eq!(facts[1], file("b", 0o600));
+        assert_eq!(
+            facts[2],
+            Fact::Dir {
+                mode: dir_mode,
+                owner: me.clone()
+            }
+        );
+        assert_eq!(facts[3], Fact::Link("/some where".into()));
+        assert_eq!(facts[4], Fact::Absent);
+        assert_eq!(facts[5], Fact::OtherType("directory".into()));
+        assert_eq!(facts[6], Fact::OtherType("link".into()));
+        assert_eq!(facts[7], Fact::OtherType("regular file".into()));
+        assert_eq!(facts[8], Fact::OtherType("regular file".into()));
+        assert_eq!(facts[9], file("a", 0o644));
+        // one process for the digests and one for the rest, however many paths
+        let script = probe_script(&actions);
+        assert_eq!(script.matches("sha256sum --").count(), 1, "{script}");
+        assert_eq!(script.matches("find ").count(), 1, "{script}");
+    }
+
+    #[test]
+    fn facts_read_now_and_facts_known_from_a_probe_take_their_actions_places() {
+        let actions: Vec<Action> = ["/a", "/b", "/c"]
+            .iter()
+            .map(|p| Action::file(p, "x", 0o644))
+            .collect();
+        let link = Fact::OtherType("link".into());
+        let known = [None, Some(link.clone()), None];
+        let merged = merge(&actions, &known, [(0, Fact::Absent), (2, Fact::Done(true))]).unwrap();
+        assert_eq!(merged, vec![Fact::Absent, link, Fact::Done(true)]);
+        let short = merge(&actions, &known, [(0, Fact::Absent)]).unwrap_err();
+        assert!(short.contains("/c"), "{short}");
     }
 
     /// `unit_state` run by `sh` against a stand-in `systemctl` (this test has no systemd; the

@@ -2,6 +2,7 @@
 //! probes, observed in one round trip per host and phase, then handed to the phase's pure
 //! `desired`. What is read stays in memory (it may be key material).
 
+use super::facts::{Fact, type_name};
 use crate::cluster::Host;
 use crate::ssh::{Session, SshError, shell_quote};
 use base64::Engine;
@@ -14,7 +15,8 @@ pub enum Probe {
     Conditions,
     /// Whether a file exists and is not empty.
     NonEmpty(String),
-    /// A file's content, when it exists.
+    /// A file's content, when it exists, and what stands at its path (the executor's fact of
+    /// that path when the phase writes it: no second round trip).
     File(String),
     /// The interface that holds the host's inventory address, and its MTU.
     Uplink,
@@ -39,6 +41,8 @@ pub struct Observed {
     conditions: Option<Conditions>,
     non_empty: BTreeSet<String>,
     files: BTreeMap<String, Vec<u8>>,
+    /// What stands at each File probe's path: its `find` type letter, mode and owner.
+    stands: BTreeMap<String, (String, u32, String)>,
     uplink: Option<Result<(String, u32), String>>,
     asked: Vec<Probe>,
 }
@@ -100,6 +104,25 @@ impl Observed {
             .map(|b| String::from_utf8_lossy(b).into_owned()))
     }
 
+    /// The executor's fact of a File probe's path, as the probe found it (None when the path
+    /// was not probed, or the answer cannot say).
+    pub fn fact(&self, path: &str) -> Option<Fact> {
+        if !self.asked.contains(&Probe::File(path.to_string())) {
+            return None;
+        }
+        let Some((kind, mode, owner)) = self.stands.get(path) else {
+            return Some(Fact::Absent);
+        };
+        match kind.as_str() {
+            "f" => self.files.get(path).map(|content| Fact::File {
+                sha256: crate::host::action::sha256_hex(content),
+                mode: *mode,
+                owner: owner.clone(),
+            }),
+            other => Some(Fact::OtherType(type_name(other))),
+        }
+    }
+
     pub fn uplink(&self) -> Result<(String, u32), String> {
         self.asked(&Probe::Uplink)?;
         self.uplink
@@ -137,8 +160,38 @@ fn script(host: &Host, probes: &[Probe]) -> String {
             )),
         }
     }
+    s.push_str(&file_stands_script(probes));
     s.push_str("true\n");
     s
+}
+
+/// One `find` that tells what stands at every File probe's path: `stands <i> <type> <mode>
+/// <owner>` (the type is find's letter; a link is not followed).
+fn file_stands_script(probes: &[Probe]) -> String {
+    let files: Vec<(usize, String)> = probes
+        .iter()
+        .enumerate()
+        .filter_map(|(i, p)| match p {
+            Probe::File(path) => Some((i, shell_quote(path))),
+            _ => None,
+        })
+        .collect();
+    if files.is_empty() {
+        return String::new();
+    }
+    let paths: Vec<&str> = files.iter().map(|(_, p)| p.as_str()).collect();
+    let cases: Vec<String> = files
+        .iter()
+        .map(|(i, p)| format!("{p}) i={i} ;;"))
+        .collect();
+    format!(
+        "find {} -maxdepth 0 -printf '%p|%y|%m|%u:%g\\n' 2>/dev/null | while IFS='|' read -r n t m o; do\n\
+         \x20 case $n in {} *) continue ;; esac\n\
+         \x20 echo \"stands $i $t $m $o\"\n\
+         done\n",
+        paths.join(" "),
+        cases.join(" ")
+    )
 }
 
 /// Reads the answers of `script`.
@@ -174,6 +227,17 @@ fn parse(host: &Host, probes: &[Probe], out: &str) -> Result<Observed, String> {
                         o.non_empty.insert(p.clone());
                     }
                     o.files.insert(p.clone(), bytes);
+                }
+            }
+            (Some("stands"), Some(i), Some(rest)) => {
+                if let Some(Probe::File(p)) = i.parse::<usize>().ok().and_then(|i| probes.get(i)) {
+                    let f: Vec<&str> = rest.split_whitespace().collect();
+                    let [kind, mode, owner] = f.as_slice() else {
+                        return Err(bad());
+                    };
+                    let mode = u32::from_str_radix(mode, 8).map_err(|_| bad())?;
+                    o.stands
+                        .insert(p.clone(), (kind.to_string(), mode, owner.to_string()));
                 }
             }
             (Some("uplink"), Some("-"), None) => {
@@ -251,6 +315,47 @@ mod tests {
             none.uplink().unwrap_err().contains("192.168.7.20"),
             "{none:?}"
         );
+    }
+
+    /// A File probe's answer stands as the executor's fact of that path, so the two must
+    /// agree: both scripts run by `sh` on a directory here, on each kind of thing at a path.
+    #[test]
+    fn a_file_probe_reads_the_same_fact_as_the_executor() {
+        use crate::host::{Action, facts};
+        let dir = tempfile::tempdir().unwrap();
+        let at = |name: &str| format!("{}/{name}", dir.path().display());
+        std::fs::write(at("file"), "a").unwrap();
+        std::fs::write(at("key"), "b").unwrap();
+        std::fs::set_permissions(
+            at("key"),
+            std::os::unix::fs::PermissionsExt::from_mode(0o600),
+        )
+        .unwrap();
+        std::fs::create_dir(at("dir")).unwrap();
+        std::os::unix::fs::symlink(at("file"), at("link")).unwrap();
+        let names = ["file", "key", "dir", "link", "absent"];
+        let probes: Vec<Probe> = names.iter().map(|n| Probe::File(at(n))).collect();
+        let actions: Vec<Action> = names
+            .iter()
+            .map(|n| Action::file(&at(n), "x", 0o644))
+            .collect();
+        let sh = |script: &str| {
+            let out = std::process::Command::new("sh")
+                .args(["-c", script])
+                .output()
+                .unwrap();
+            assert!(out.status.success(), "{out:?}");
+            String::from_utf8(out.stdout).unwrap()
+        };
+        let observed = parse(&host(), &probes, &sh(&script(&host(), &probes))).unwrap();
+        let read = facts::parse(&actions, &sh(&facts::probe_script(&actions))).unwrap();
+        for (i, name) in names.iter().enumerate() {
+            assert_eq!(observed.fact(&at(name)).as_ref(), Some(&read[i]), "{name}");
+        }
+        assert!(matches!(&read[1], facts::Fact::File { mode: 0o600, .. }));
+        assert_eq!(read[4], facts::Fact::Absent);
+        // a path not probed is not known
+        assert_eq!(observed.fact(&at("other")), None);
     }
 
     #[test]

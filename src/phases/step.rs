@@ -11,6 +11,7 @@ use super::fan_out;
 use crate::cluster::{Cluster, Host};
 use crate::host::Action;
 use crate::host::executor;
+use crate::host::facts::Fact;
 use crate::host::probe::{self, Observed, Probe};
 use crate::output::{HostOutcome, Status};
 use crate::run::Ctx;
@@ -252,7 +253,16 @@ async fn run_on<S: Step>(
     shared: &S::Shared,
 ) -> Result<HostOutcome, String> {
     let desired = step.desired(&ctx.cluster, host, observed, shared)?;
-    let mut o = converge(ctx, host, &desired.actions).await?;
+    // a file the step probed is known as the probe found it (nothing writes it in between)
+    let known: Vec<_> = desired
+        .actions
+        .iter()
+        .map(|a| match a {
+            Action::File(f) => observed.fact(&f.path),
+            _ => None,
+        })
+        .collect();
+    let mut o = converge_knowing(ctx, host, &desired.actions, &known).await?;
     o.notes.extend(desired.notes);
     let applied = Applied {
         changed: !o.changes.is_empty(),
@@ -275,12 +285,22 @@ pub(crate) async fn converge(
     host: &Host,
     actions: &[Action],
 ) -> Result<HostOutcome, String> {
+    converge_knowing(ctx, host, actions, &[]).await
+}
+
+/// `converge`, with the facts of some actions (by index) already read in this run.
+async fn converge_knowing(
+    ctx: &Ctx,
+    host: &Host,
+    actions: &[Action],
+    known: &[Option<Fact>],
+) -> Result<HostOutcome, String> {
     let mut o = HostOutcome::ok(&host.name);
     if actions.is_empty() {
         return Ok(o);
     }
     let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-    let plan = executor::plan(&session, actions)
+    let plan = executor::plan_knowing(&session, actions, known)
         .await
         .map_err(|e| e.to_string())?;
     if ctx.dry_run() {
