@@ -43,6 +43,17 @@ pub fn trace_commands(on: bool) {
     TRACE.store(on, std::sync::atomic::Ordering::Relaxed);
 }
 
+/// With `-v`: print that a stage of the run ended (`what`, at seconds since the run began),
+/// for the stages whose work is not a remote command (API calls, waits).
+pub fn trace_mark(what: &str) {
+    if TRACE.load(std::sync::atomic::Ordering::Relaxed) {
+        eprintln!(
+            "    {what} (at {:.3}s)",
+            TRACE_START.get().map_or(0.0, |t| t.elapsed().as_secs_f64())
+        );
+    }
+}
+
 /// What a remote command printed and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {

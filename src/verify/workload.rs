@@ -24,6 +24,7 @@ pub(super) async fn workload(
     }
     let image = test_image(ctx, &nodes[0]).await?;
     create_namespace(client, ns).await?;
+    crate::ssh::trace_mark("verify: namespace created");
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     services
@@ -47,10 +48,19 @@ pub(super) async fn workload(
         let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), None)?;
         create_when_ready(&pods, &pod).await?;
     }
+    crate::ssh::trace_mark("verify: test pods created");
     // the policy matrix's pods start while the test pods' traffic is checked
     let (running, matrix) = tokio::join!(
-        wait_running(&pods, &usable, report),
-        super::policy::start(ctx, client, ns, &usable, &image)
+        async {
+            let running = wait_running(&pods, &usable, report).await;
+            crate::ssh::trace_mark("verify: test pods running");
+            running
+        },
+        async {
+            let matrix = super::policy::start(ctx, client, ns, &usable, &image).await;
+            crate::ssh::trace_mark("verify: policy pods created");
+            matrix
+        }
     );
     if running.is_empty() {
         return Ok(());
@@ -68,18 +78,28 @@ pub(super) async fn workload(
     let ((to_pods, to_service), from_nodes, names) = tokio::join!(
         async {
             let to_pods = pod_to_pod(ctx, &pods, &running).await;
-            (
-                to_pods,
-                pod_to_service(ctx, &pods, &running, &cluster_ip).await,
-            )
+            crate::ssh::trace_mark("verify: pod-to-pod checked");
+            let to_service = pod_to_service(ctx, &pods, &running, &cluster_ip).await;
+            crate::ssh::trace_mark("verify: pod-to-Service checked");
+            (to_pods, to_service)
         },
-        node_to_pod(ctx, &running),
-        dns(ctx, client, &pods, &running, &cluster_ip),
+        async {
+            let rows = node_to_pod(ctx, &running).await;
+            crate::ssh::trace_mark("verify: node-to-pod checked");
+            rows
+        },
+        async {
+            let rows = dns(ctx, client, &pods, &running, &cluster_ip).await;
+            crate::ssh::trace_mark("verify: DNS checked");
+            rows
+        },
     );
+    crate::ssh::trace_mark("verify: traffic and DNS checked");
     report
         .rows
         .extend([to_pods, from_nodes, to_service, names].concat());
     network_policy(ctx, client, &pods, &running, matrix, report).await?;
+    crate::ssh::trace_mark("verify: NetworkPolicy checked");
     runtime_classes(
         client,
         &pods,

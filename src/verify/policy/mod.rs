@@ -209,6 +209,7 @@ pub(super) async fn network_policy(
             return Ok(());
         }
     };
+    crate::ssh::trace_mark("verify: policy pods ready");
     let dns_works = report
         .rows
         .iter()
@@ -454,6 +455,8 @@ async fn run_case(ctx: &Ctx, client: &Client, case: &Case) -> Result<Vec<Row>, S
     let started = Instant::now();
     let within = policy_wait(true);
     let mut seen: Vec<Option<bool>> = vec![None; case.checks.len()];
+    // when the round began that saw the last check as expected: the policy held from then on
+    let mut held_since = Instant::now();
     loop {
         let pending: Vec<usize> = (0..case.checks.len())
             .filter(|&i| seen[i] != Some(case.checks[i].allowed))
@@ -461,6 +464,7 @@ async fn run_case(ctx: &Ctx, client: &Client, case: &Case) -> Result<Vec<Row>, S
         if pending.is_empty() || started.elapsed() >= within {
             break;
         }
+        held_since = Instant::now();
         let got = futures::future::join_all(
             pending
                 .iter()
@@ -475,10 +479,11 @@ async fn run_case(ctx: &Ctx, client: &Client, case: &Case) -> Result<Vec<Row>, S
             .zip(&case.checks)
             .any(|(s, c)| *s != Some(c.allowed))
         {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+            tokio::time::sleep(Duration::from_millis(250)).await;
         }
     }
     let took = started.elapsed().as_secs_f32();
+    crate::ssh::trace_mark(&format!("verify: policy case {} seen", case.name));
     let mut rows = Vec::new();
     for (check, got) in case.checks.iter().zip(&seen) {
         let word = |allowed: bool| if allowed { "allowed" } else { "refused" };
@@ -499,8 +504,9 @@ async fn run_case(ctx: &Ctx, client: &Client, case: &Case) -> Result<Vec<Row>, S
     }
     if let Some(probed) = &case.kubelet_probe {
         // a probe every second that fails once makes the pod unready until one passes: two
-        // more probes under the policy, and Ready throughout
-        tokio::time::sleep(Duration::from_secs(2)).await;
+        // more probes under the policy, and Ready throughout. The policy held when the round
+        // that saw it began (its refused requests were sent then), not only when it ended.
+        tokio::time::sleep_until((held_since + Duration::from_secs(2)).into()).await;
         let now = ready_since(client, probed).await;
         let subject = format!(
             "{}: kubelet ({}) → {} readiness probe",
