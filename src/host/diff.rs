@@ -202,15 +202,26 @@ pub fn diff(actions: &[Action], facts: &[Fact]) -> Result<Vec<Change>, Unfixable
                     exists,
                     enabled,
                     active,
+                    needs_reload,
                     stale,
                     changed_since_start,
                 },
             ) => {
-                if unit_files_changed && !changes.iter().any(|c| c.step == Step::DaemonReload) {
+                // also where a run that stopped early wrote a unit file and never reloaded
+                if (unit_files_changed || *needs_reload)
+                    && !changes.iter().any(|c| c.step == Step::DaemonReload)
+                {
                     changes.push(Change {
                         action: None,
                         step: Step::DaemonReload,
-                        summary: "reload systemd (unit files changed)".into(),
+                        summary: if unit_files_changed {
+                            "reload systemd (unit files changed)".into()
+                        } else {
+                            format!(
+                                "reload systemd ({} changed on disk since it read it)",
+                                u.name
+                            )
+                        },
                     });
                 }
                 let _ = exists;
@@ -336,11 +347,43 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: false,
                 stale: None,
                 changed_since_start: Vec::new(),
             },
         ];
         assert!(diff(&actions, &facts).unwrap().is_empty());
+    }
+
+    /// A run that wrote a unit file and stopped before its daemon-reload: the next run finds
+    /// the file as wanted, and reloads systemd all the same, before it starts the unit.
+    #[test]
+    fn a_unit_systemd_read_before_its_file_changed_gets_a_reload() {
+        let actions = vec![
+            Action::file("/etc/systemd/system/demo.service", "[Service]", 0o644),
+            unit("/etc/systemd/system/demo.service"),
+        ];
+        let facts = vec![
+            Fact::File {
+                sha256: sha256_hex(b"[Service]"),
+                mode: 0o644,
+                owner: "root:root".into(),
+            },
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active: false,
+                needs_reload: true,
+                stale: None,
+                changed_since_start: Vec::new(),
+            },
+        ];
+        let steps: Vec<Step> = diff(&actions, &facts)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.step)
+            .collect();
+        assert_eq!(steps, vec![Step::DaemonReload, Step::Start]);
     }
 
     #[test]
@@ -359,6 +402,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: false,
                 stale: None,
                 changed_since_start: Vec::new(),
             },
@@ -383,6 +427,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: false,
                 stale: Some(old.into()),
                 changed_since_start: Vec::new(),
             }],
@@ -398,6 +443,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: false,
+                needs_reload: false,
                 stale: Some(old.into()),
                 changed_since_start: Vec::new(),
             }],
@@ -415,6 +461,7 @@ mod tests {
             exists: true,
             enabled: true,
             active: true,
+            needs_reload: false,
             stale: None,
             changed_since_start: changed.iter().map(|c| c.to_string()).collect(),
         };
@@ -446,6 +493,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: false,
                 stale: None,
                 changed_since_start: Vec::new(),
             },
@@ -480,6 +528,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: false,
                 stale: None,
                 changed_since_start: Vec::new(),
             },
@@ -506,6 +555,7 @@ mod tests {
                 exists: false,
                 enabled: false,
                 active: false,
+                needs_reload: false,
                 stale: None,
                 changed_since_start: Vec::new(),
             },

@@ -24,6 +24,8 @@ pub enum Fact {
         exists: bool,
         enabled: bool,
         active: bool,
+        /// systemd holds an older version of its unit files than the disk has.
+        needs_reload: bool,
         /// The executable its main process runs when that is no longer the file its ExecStart
         /// names (a version switched behind a symlink, a binary replaced): it needs a restart.
         stale: Option<String>,
@@ -64,7 +66,9 @@ pub fn sysctl_path(key: &str) -> String {
     format!("/proc/sys/{}", key.replace('.', "/"))
 }
 
-/// `unit_state UNIT INPUT...` prints `<load> <enablement> <activity> <inputs> <stale exe>`: the
+/// `unit_state UNIT INPUT...` prints `<load> <enablement> <activity> <reload> <inputs> <stale
+/// exe>`: reload is `reload` when systemd holds an older version of the unit's files than the
+/// disk (written by a run that stopped before its daemon-reload), else `-`; the
 /// inputs (comma-separated, `-` for none) are the files written after the unit's main process
 /// started; the stale exe (else nothing) is what that process runs when it is no longer the file
 /// ExecStart names (symlinks resolved; a replaced file shows as "(deleted)"): it needs a
@@ -72,18 +76,19 @@ pub fn sysctl_path(key: &str) -> String {
 /// every unit of every phase. An upgrade's rollback asks it too.
 pub(crate) const UNIT_STATE: &str = r#"unit_state() {
   u=$1; shift
-  load=- file=- active=- pid=0 start= path=
+  load=- file=- active=- reload=- pid=0 start= path=
   while IFS='=' read -r k v; do
     case $k in
       LoadState) load=${v:--} ;;
       UnitFileState) file=${v:--} ;;
       ActiveState) active=${v:--} ;;
+      NeedDaemonReload) [ "$v" = yes ] && reload=reload ;;
       MainPID) pid=${v:-0} ;;
       ExecMainStartTimestamp) start=$v ;;
       ExecStart) case $v in *path=*) path=${v#*path=}; path=${path%% *} ;; esac ;;
     esac
   done <<UNIT
-$(systemctl show -p LoadState -p UnitFileState -p ActiveState -p MainPID -p ExecMainStartTimestamp -p ExecStart "$u" 2>/dev/null)
+$(systemctl show -p LoadState -p UnitFileState -p ActiveState -p NeedDaemonReload -p MainPID -p ExecMainStartTimestamp -p ExecStart "$u" 2>/dev/null)
 UNIT
   changed= stale=
   if [ "$pid" != 0 ]; then
@@ -93,7 +98,7 @@ UNIT
     if [ -n "$path" ] && exe=$(readlink "/proc/$pid/exe" 2>/dev/null) && [ "$exe" != "$(readlink -f "$path")" ]; then stale=$exe; fi
   fi
   changed=${changed#,}
-  echo "$load $file $active ${changed:--} $stale"
+  echo "$load $file $active $reload ${changed:--} $stale"
 }
 "#;
 
@@ -294,12 +299,13 @@ pub fn parse(actions: &[Action], output: &str) -> Result<Vec<Fact>, String> {
                     exists: load == "loaded",
                     enabled: matches!(enabled, "enabled" | "enabled-runtime" | "static" | "alias"),
                     active: matches!(active, "active" | "activating" | "reloading"),
+                    needs_reload: f.get(3) == Some(&"reload"),
                     changed_since_start: f
-                        .get(3)
+                        .get(4)
                         .filter(|c| **c != "-")
                         .map(|c| c.split(',').map(String::from).collect())
                         .unwrap_or_default(),
-                    stale: (f.len() > 4).then(|| f[4..].join(" ")),
+                    stale: (f.len() > 5).then(|| f[5..].join(" ")),
                 }
             }
             ("sha", [sha]) => {
@@ -580,7 +586,7 @@ mod tests {
         std::fs::write(
             &systemctl,
             format!(
-                "#!/bin/sh\necho LoadState=loaded\necho UnitFileState=\necho ActiveState=active\necho MainPID={}\necho ExecMainStartTimestamp=@{epoch}\necho 'ExecStart={{ path={bin} ; argv[]={bin} 30 ; ignore_errors=no }}'\n",
+                "#!/bin/sh\necho LoadState=loaded\necho UnitFileState=\necho ActiveState=active\necho NeedDaemonReload=${{RELOAD:-no}}\necho MainPID={}\necho ExecMainStartTimestamp=@{epoch}\necho 'ExecStart={{ path={bin} ; argv[]={bin} 30 ; ignore_errors=no }}'\n",
                 child.id()
             ),
         )
@@ -590,7 +596,7 @@ mod tests {
             std::os::unix::fs::PermissionsExt::from_mode(0o755),
         )
         .unwrap();
-        let state = |replace: bool| {
+        let state = |replace: bool, reload: &str| {
             if replace {
                 std::fs::remove_file(&bin).unwrap();
                 std::fs::copy("/bin/sleep", &bin).unwrap();
@@ -599,19 +605,25 @@ mod tests {
             let out = std::process::Command::new("sh")
                 .args(["-c", &script])
                 .env("PATH", format!("{d}:/usr/bin:/bin"))
+                .env("RELOAD", reload)
                 .output()
                 .unwrap();
             String::from_utf8(out.stdout).unwrap()
         };
-        let running = state(false);
-        let replaced = state(true);
+        let running = state(false, "no");
+        let unit_file_newer = state(false, "yes");
+        let replaced = state(true, "no");
         child.kill().unwrap();
         child.wait().unwrap();
         // an empty enablement still takes its place, so the fields after it keep theirs
-        assert_eq!(running.trim_end(), format!("loaded - active {new}"));
+        assert_eq!(running.trim_end(), format!("loaded - active - {new}"));
+        assert_eq!(
+            unit_file_newer.trim_end(),
+            format!("loaded - active reload {new}")
+        );
         assert_eq!(
             replaced.trim_end(),
-            format!("loaded - active {new} {bin} (deleted)")
+            format!("loaded - active - {new} {bin} (deleted)")
         );
     }
 
@@ -630,7 +642,7 @@ mod tests {
         );
         let facts = parse(
             std::slice::from_ref(&unit),
-            "0 unit loaded enabled active /etc/kubernetes/kube-proxy.conf,/etc/b /opt/x (deleted)\n",
+            "0 unit loaded enabled active reload /etc/kubernetes/kube-proxy.conf,/etc/b /opt/x (deleted)\n",
         )
         .unwrap();
         assert_eq!(
@@ -639,6 +651,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: true,
                 stale: Some("/opt/x (deleted)".into()),
                 changed_since_start: vec![
                     "/etc/kubernetes/kube-proxy.conf".into(),
@@ -648,7 +661,7 @@ mod tests {
         );
         let quiet = parse(
             std::slice::from_ref(&unit),
-            "0 unit loaded enabled active -\n",
+            "0 unit loaded enabled active - -\n",
         )
         .unwrap();
         assert_eq!(
@@ -657,6 +670,7 @@ mod tests {
                 exists: true,
                 enabled: true,
                 active: true,
+                needs_reload: false,
                 stale: None,
                 changed_since_start: Vec::new(),
             }

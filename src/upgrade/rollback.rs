@@ -30,10 +30,10 @@ pub fn script(steps: &[&Step]) -> String {
     }
     // a unit that runs its binary stays; one that runs a stale one, or failed on the new
     // version, (re)starts (`unit_state`: the executor's own test; its third field is the
-    // activity, its fifth the stale binary)
+    // activity, its sixth the stale binary)
     s.push_str(
         "; do systemctl is-enabled -q $u 2>/dev/null || continue; \
-         set -- $(unit_state $u); [ \"$3\" = active ] && [ -z \"$5\" ] && continue; \
+         set -- $(unit_state $u); [ \"$3\" = active ] && [ -z \"$6\" ] && continue; \
          systemctl restart $u && echo \"restarted $u\"; done\n",
     );
     s
