@@ -415,13 +415,7 @@ mod tests {
         };
         let names = ["kept", "edited", "absent", "a-dir", "a-link", "unrecorded"];
         let actions: Vec<Action> = names.iter().map(|n| shipped(n)).collect();
-        let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .args(["-c", script])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-        };
+        let sh = crate::host::sh;
         for (name, content) in [("kept", "a"), ("edited", "b"), ("unrecorded", "c")] {
             std::fs::write(format!("{d}/{name}"), content).unwrap();
         }
@@ -432,11 +426,7 @@ mod tests {
         std::fs::write(format!("{d}/edited"), "changed").unwrap();
         std::fs::create_dir(format!("{d}/a-dir")).unwrap();
         std::os::unix::fs::symlink("/bin/true", format!("{d}/a-link")).unwrap();
-        let out = std::process::Command::new("sh")
-            .args(["-c", &probe_script(&actions)])
-            .output()
-            .unwrap();
-        let facts = parse(&actions, &String::from_utf8(out.stdout).unwrap()).unwrap();
+        let facts = parse(&actions, &sh(&probe_script(&actions))).unwrap();
         let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
         let digest = |f: &Fact| match f {
             Fact::File { sha256, .. } => sha256.clone(),
@@ -491,12 +481,7 @@ mod tests {
                 0o644,
             ),
         ];
-        let out = std::process::Command::new("sh")
-            .args(["-c", &probe_script(&actions)])
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{out:?}");
-        let facts = parse(&actions, &String::from_utf8(out.stdout).unwrap()).unwrap();
+        let facts = parse(&actions, &crate::host::sh(&probe_script(&actions))).unwrap();
         let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
         let me = {
             let o = std::process::Command::new("id")

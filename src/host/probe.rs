@@ -339,14 +339,7 @@ mod tests {
             .iter()
             .map(|n| Action::file(&at(n), "x", 0o644))
             .collect();
-        let sh = |script: &str| {
-            let out = std::process::Command::new("sh")
-                .args(["-c", script])
-                .output()
-                .unwrap();
-            assert!(out.status.success(), "{out:?}");
-            String::from_utf8(out.stdout).unwrap()
-        };
+        let sh = crate::host::sh;
         let observed = parse(&host(), &probes, &sh(&script(&host(), &probes))).unwrap();
         let read = facts::parse(&actions, &sh(&facts::probe_script(&actions))).unwrap();
         for (i, name) in names.iter().enumerate() {
