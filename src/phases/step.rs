@@ -42,7 +42,9 @@ pub trait Step: Send + Sync {
         None
     }
 
-    /// What `desired` needs to know of the host, observed in one round trip.
+    /// What `desired` needs to know of the host, observed in one round trip, before `prepare`.
+    /// A File probe of a path the step also writes stands as the executor's fact of that file
+    /// (no second read), so `prepare` must never write a probed path.
     fn probes(&self, _cluster: &Cluster, _host: &Host) -> Vec<Probe> {
         Vec::new()
     }
