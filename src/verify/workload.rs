@@ -44,10 +44,12 @@ pub(super) async fn workload(
             None => usable.push(h.clone()),
         }
     }
-    for h in &usable {
-        let pod = test_pod(&pod_name(&h.name), &image, Some(&h.name), None)?;
-        create_when_ready(&pods, &pod).await?;
-    }
+    let test_pods = usable
+        .iter()
+        .map(|h| test_pod(&pod_name(&h.name), &image, Some(&h.name), None))
+        .collect::<Result<Vec<_>, _>>()?;
+    futures::future::try_join_all(test_pods.iter().map(|pod| create_when_ready(&pods, pod)))
+        .await?;
     crate::ssh::trace_mark("verify: test pods created");
     // the policy matrix's pods start while the test pods' traffic is checked
     let (running, matrix) = tokio::join!(
