@@ -355,65 +355,53 @@ mod tests {
         assert!(diff(&actions, &facts).unwrap().is_empty());
     }
 
+    /// The steps for demo.service's unit file and unit, against the file the host has and
+    /// the unit's state.
+    fn unit_file_steps(on_host: &[u8], active: bool, needs_reload: bool) -> Vec<Step> {
+        let actions = vec![
+            Action::file("/etc/systemd/system/demo.service", "[Service]", 0o644),
+            unit("/etc/systemd/system/demo.service"),
+        ];
+        let facts = vec![
+            Fact::File {
+                sha256: sha256_hex(on_host),
+                mode: 0o644,
+                owner: "root:root".into(),
+            },
+            Fact::Unit {
+                exists: true,
+                enabled: true,
+                active,
+                needs_reload,
+                stale: None,
+                changed_since_start: Vec::new(),
+            },
+        ];
+        diff(&actions, &facts)
+            .unwrap()
+            .into_iter()
+            .map(|c| c.step)
+            .collect()
+    }
+
     /// A run that wrote a unit file and stopped before its daemon-reload: the next run finds
     /// the file as wanted, and reloads systemd all the same, before it starts the unit.
     #[test]
     fn a_unit_systemd_read_before_its_file_changed_gets_a_reload() {
-        let actions = vec![
-            Action::file("/etc/systemd/system/demo.service", "[Service]", 0o644),
-            unit("/etc/systemd/system/demo.service"),
-        ];
-        let facts = vec![
-            Fact::File {
-                sha256: sha256_hex(b"[Service]"),
-                mode: 0o644,
-                owner: "root:root".into(),
-            },
-            Fact::Unit {
-                exists: true,
-                enabled: true,
-                active: false,
-                needs_reload: true,
-                stale: None,
-                changed_since_start: Vec::new(),
-            },
-        ];
-        let steps: Vec<Step> = diff(&actions, &facts)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.step)
-            .collect();
-        assert_eq!(steps, vec![Step::DaemonReload, Step::Start]);
+        assert_eq!(
+            unit_file_steps(b"[Service]", false, true),
+            vec![Step::DaemonReload, Step::Start]
+        );
+        assert_eq!(
+            unit_file_steps(b"[Service]", false, false),
+            vec![Step::Start]
+        );
     }
 
     #[test]
     fn changed_input_restarts_its_unit_after_a_reload() {
-        let actions = vec![
-            Action::file("/etc/systemd/system/demo.service", "[Service]", 0o644),
-            unit("/etc/systemd/system/demo.service"),
-        ];
-        let facts = vec![
-            Fact::File {
-                sha256: sha256_hex(b"old"),
-                mode: 0o644,
-                owner: "root:root".into(),
-            },
-            Fact::Unit {
-                exists: true,
-                enabled: true,
-                active: true,
-                needs_reload: false,
-                stale: None,
-                changed_since_start: Vec::new(),
-            },
-        ];
-        let steps: Vec<Step> = diff(&actions, &facts)
-            .unwrap()
-            .into_iter()
-            .map(|c| c.step)
-            .collect();
         assert_eq!(
-            steps,
+            unit_file_steps(b"old", true, false),
             vec![Step::WriteFile, Step::DaemonReload, Step::Restart]
         );
     }

@@ -567,33 +567,21 @@ mod tests {
         later
             .set_modified(started + std::time::Duration::from_secs(5))
             .unwrap();
-        let systemctl = format!("{d}/systemctl");
-        std::fs::write(
-            &systemctl,
-            format!(
+        crate::host::stand_in(
+            dir.path(),
+            "systemctl",
+            &format!(
                 "#!/bin/sh\necho LoadState=loaded\necho UnitFileState=\necho ActiveState=active\necho NeedDaemonReload=${{RELOAD:-no}}\necho MainPID={}\necho ExecMainStartTimestamp=@{epoch}\necho 'ExecStart={{ path={bin} ; argv[]={bin} 30 ; ignore_errors=no }}'\n",
                 child.id()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &systemctl,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
+        );
         let state = |replace: bool, reload: &str| {
             if replace {
                 std::fs::remove_file(&bin).unwrap();
                 std::fs::copy("/bin/sleep", &bin).unwrap();
             }
             let script = format!("{UNIT_STATE}unit_state x.service {old} {new} {d}/absent");
-            let out = std::process::Command::new("sh")
-                .args(["-c", &script])
-                .env("PATH", format!("{d}:/usr/bin:/bin"))
-                .env("RELOAD", reload)
-                .output()
-                .unwrap();
-            String::from_utf8(out.stdout).unwrap()
+            crate::host::sh_with(&script, Some(dir.path()), &[("RELOAD", reload)])
         };
         let running = state(false, "no");
         let unit_file_newer = state(false, "yes");

@@ -13,12 +13,33 @@ pub use action::{Action, UnitSpec};
 /// tests run them on a directory of their own (plain shell and coreutils).
 #[cfg(test)]
 pub(crate) fn sh(script: &str) -> String {
-    let out = std::process::Command::new("sh")
-        .args(["-c", script])
-        .output()
-        .unwrap();
+    sh_with(script, None, &[])
+}
+
+/// `sh`, with the commands of `stand_ins` (a directory of `stand_in`s) found first, and `env`.
+#[cfg(test)]
+pub(crate) fn sh_with(
+    script: &str,
+    stand_ins: Option<&std::path::Path>,
+    env: &[(&str, &str)],
+) -> String {
+    let mut cmd = std::process::Command::new("sh");
+    cmd.args(["-c", script]).envs(env.iter().copied());
+    if let Some(dir) = stand_ins {
+        cmd.env("PATH", format!("{}:/usr/bin:/bin", dir.display()));
+    }
+    let out = cmd.output().unwrap();
     assert!(out.status.success(), "{out:?}");
     String::from_utf8(out.stdout).unwrap()
+}
+
+/// Writes `body` as the executable `dir/name`: a stand-in for a command this machine lacks
+/// (no systemd in a test here; the test bed runs the real one).
+#[cfg(test)]
+pub(crate) fn stand_in(dir: &std::path::Path, name: &str, body: &str) {
+    let path = dir.join(name);
+    std::fs::write(&path, body).unwrap();
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
 }
 
 /// What a component leaves on a host, for `reset` to remove: its units (stopped and disabled),

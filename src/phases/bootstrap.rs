@@ -123,6 +123,15 @@ where
     Box::pin(async move { ensure(&api, &obj).await.map(|c| c.into_iter().collect()) })
 }
 
+/// `ensure_identity` as a future that owns what it needs.
+fn ensured_identity(
+    admin: &kube::Client,
+    id: Identity<'static>,
+) -> BoxFuture<'static, Result<Vec<String>, String>> {
+    let admin = admin.clone();
+    Box::pin(async move { ensure_identity(&admin, id).await })
+}
+
 async fn ensure_identity(admin: &kube::Client, id: Identity<'_>) -> Result<Vec<String>, String> {
     let mut changes = Vec::new();
     let sas: Api<ServiceAccount> = Api::namespaced(admin.clone(), id.namespace);
@@ -308,15 +317,9 @@ impl Step for Bootstrap {
         let rbs: Api<RoleBinding> = Api::namespaced(admin.clone(), "kube-public");
         work.push(ensured(rbs, rb));
         if crate::cni::policy_engine::enabled(&ctx.cluster) {
-            let admin = admin.clone();
-            work.push(Box::pin(async move {
-                ensure_identity(&admin, policy_engine_identity()).await
-            }));
+            work.push(ensured_identity(&admin, policy_engine_identity()));
         }
-        let approver = admin.clone();
-        work.push(Box::pin(async move {
-            ensure_identity(&approver, csr_approver_identity()).await
-        }));
+        work.push(ensured_identity(&admin, csr_approver_identity()));
         // one RuntimeClass per enabled sandbox; its handler is the runtime's name for it
         let rcs: Api<RuntimeClass> = Api::all(admin);
         for class in &ctx.cluster.runtime_classes {

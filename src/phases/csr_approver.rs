@@ -48,14 +48,9 @@ pub struct Shared {
 
 /// This binary, read and hashed once per process. Hashing tens of MiB costs tens of
 /// milliseconds, so a run that has this phase starts it at once, beside its other work
-/// (`prefetch`), and the phase finds it done.
+/// (`warm_up`), and the phase finds it done.
 static THIS_BINARY: std::sync::LazyLock<Result<Option<LocalContent>, String>> =
     std::sync::LazyLock::new(read_this_binary);
-
-/// Starts reading this binary in the background.
-pub fn prefetch() {
-    std::thread::spawn(|| std::sync::LazyLock::force(&THIS_BINARY));
-}
 
 fn this_binary() -> Result<Option<LocalContent>, String> {
     THIS_BINARY.clone()
@@ -87,6 +82,11 @@ impl Step for CsrApprover {
     /// A control plane whose approver was stopped or removed gets it back on the next `join`.
     fn every_node_on_join(&self) -> bool {
         true
+    }
+
+    /// This binary is read and hashed in the background from the start of the run.
+    fn warm_up(&self) {
+        std::thread::spawn(|| std::sync::LazyLock::force(&THIS_BINARY));
     }
 
     async fn prepare(&self, ctx: &Ctx, _: &[(&Host, &Observed)]) -> Result<Shared, String> {

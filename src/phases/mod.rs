@@ -288,11 +288,11 @@ pub struct Scope {
 /// a rolling group run as one sequence per batch of hosts.
 pub async fn run(ctx: &Ctx, command: &str, selected: &[Selected<'_>], scope: &Scope) -> RunSummary {
     let started = Instant::now();
-    if selected
-        .iter()
-        .any(|s| s.path.rsplit('/').next() == Some("csr-approver"))
-    {
-        csr_approver::prefetch();
+    // slow local inputs of later phases start now, beside the earlier phases' work
+    for s in selected {
+        if let Work::Step(step) = &s.phase.work {
+            step.warm_up();
+        }
     }
     let mut run = Tally {
         summary: RunSummary {

@@ -42,6 +42,11 @@ pub trait Step: Send + Sync {
         None
     }
 
+    /// Called once when a run that includes the step begins: starts, in the background,
+    /// local work the step will need (hashing a big file), so that it is done when the step
+    /// runs. Must not touch a host.
+    fn warm_up(&self) {}
+
     /// What `desired` needs to know of the host, observed in one round trip, before `prepare`.
     /// A File probe of a path the step also writes stands as the executor's fact of that file
     /// (no second read), so `prepare` must never write a probed path.
@@ -143,6 +148,9 @@ pub struct Progress {
 /// the runner awaits phases one after the other and never spawns them.
 #[async_trait::async_trait(?Send)]
 pub trait Runnable: Send + Sync {
+    /// `Step::warm_up`.
+    fn warm_up(&self);
+
     /// Runs the step on its hosts among `hosts` (the whole inventory on join when it asks);
     /// None when it acts on none of them.
     async fn run(
@@ -157,6 +165,10 @@ pub trait Runnable: Send + Sync {
 
 #[async_trait::async_trait(?Send)]
 impl<S: Step> Runnable for S {
+    fn warm_up(&self) {
+        Step::warm_up(self)
+    }
+
     async fn run(
         &self,
         ctx: &Ctx,

@@ -54,6 +54,13 @@ pub fn trace_mark(what: &str) {
     }
 }
 
+/// `work`, then `trace_mark(what)`.
+pub async fn traced<T>(what: &str, work: impl std::future::Future<Output = T>) -> T {
+    let out = work.await;
+    trace_mark(what);
+    out
+}
+
 /// What a remote command printed and how it ended.
 #[derive(Debug, Clone)]
 pub struct Output {

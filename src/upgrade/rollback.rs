@@ -87,29 +87,18 @@ mod tests {
     #[test]
     fn only_a_unit_running_another_binary_than_its_exec_start_restarts() {
         let dir = tempfile::tempdir().unwrap();
-        let d = dir.path().display().to_string();
         let me = std::env::current_exe().unwrap().display().to_string();
-        let systemctl = format!("{d}/systemctl");
-        std::fs::write(
-            &systemctl,
-            format!(
+        crate::host::stand_in(
+            dir.path(),
+            "systemctl",
+            &format!(
                 "#!/bin/sh\ncase $1 in\n  is-enabled) exit 0 ;;\n  restart) exit 0 ;;\nesac\n\
                  for u; do :; done\npath={me}; [ \"$u\" = kubelet ] && path=/bin/true\n\
                  printf 'LoadState=loaded\\nActiveState=active\\nMainPID=%s\\nExecStart={{ path=%s ; argv[]=x }}\\n' {} \"$path\"\n",
                 std::process::id()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(
-            &systemctl,
-            std::os::unix::fs::PermissionsExt::from_mode(0o755),
-        )
-        .unwrap();
-        let out = std::process::Command::new("sh")
-            .args(["-c", &script(&[])])
-            .env("PATH", format!("{d}:/usr/bin:/bin"))
-            .output()
-            .unwrap();
-        assert_eq!(String::from_utf8_lossy(&out.stdout), "restarted kubelet\n");
+        );
+        let out = crate::host::sh_with(&script(&[]), Some(dir.path()), &[]);
+        assert_eq!(out, "restarted kubelet\n");
     }
 }

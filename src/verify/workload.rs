@@ -7,6 +7,7 @@ use super::policy::network_policy;
 use super::runtime_class::runtime_classes;
 use super::traffic::{node_to_pod, pod_to_pod, pod_to_service};
 use super::*;
+use crate::ssh::{trace_mark, traced};
 
 /// The test pods and every traffic check between them.
 pub(super) async fn workload(
@@ -24,7 +25,7 @@ pub(super) async fn workload(
     }
     let image = test_image(ctx, &nodes[0]).await?;
     create_namespace(client, ns).await?;
-    crate::ssh::trace_mark("verify: namespace created");
+    trace_mark("verify: namespace created");
     let pods: Api<Pod> = Api::namespaced(client.clone(), ns);
     let services: Api<Service> = Api::namespaced(client.clone(), ns);
     services
@@ -50,19 +51,17 @@ pub(super) async fn workload(
         .collect::<Result<Vec<_>, _>>()?;
     futures::future::try_join_all(test_pods.iter().map(|pod| create_when_ready(&pods, pod)))
         .await?;
-    crate::ssh::trace_mark("verify: test pods created");
+    trace_mark("verify: test pods created");
     // the policy matrix's pods start while the test pods' traffic is checked
     let (running, matrix) = tokio::join!(
-        async {
-            let running = wait_running(&pods, &usable, report).await;
-            crate::ssh::trace_mark("verify: test pods running");
-            running
-        },
-        async {
-            let matrix = super::policy::start(ctx, client, ns, &usable, &image).await;
-            crate::ssh::trace_mark("verify: policy pods created");
-            matrix
-        }
+        traced(
+            "verify: test pods running",
+            wait_running(&pods, &usable, report)
+        ),
+        traced(
+            "verify: policy pods created",
+            super::policy::start(ctx, client, ns, &usable, &image)
+        )
     );
     if running.is_empty() {
         return Ok(());
@@ -79,29 +78,28 @@ pub(super) async fn workload(
     // translated direct one
     let ((to_pods, to_service), from_nodes, names) = tokio::join!(
         async {
-            let to_pods = pod_to_pod(ctx, &pods, &running).await;
-            crate::ssh::trace_mark("verify: pod-to-pod checked");
-            let to_service = pod_to_service(ctx, &pods, &running, &cluster_ip).await;
-            crate::ssh::trace_mark("verify: pod-to-Service checked");
-            (to_pods, to_service)
+            let to_pods = traced(
+                "verify: pod-to-pod checked",
+                pod_to_pod(ctx, &pods, &running),
+            )
+            .await;
+            let to_service = pod_to_service(ctx, &pods, &running, &cluster_ip);
+            (
+                to_pods,
+                traced("verify: pod-to-Service checked", to_service).await,
+            )
         },
-        async {
-            let rows = node_to_pod(ctx, &running).await;
-            crate::ssh::trace_mark("verify: node-to-pod checked");
-            rows
-        },
-        async {
-            let rows = dns(ctx, client, &pods, &running, &cluster_ip).await;
-            crate::ssh::trace_mark("verify: DNS checked");
-            rows
-        },
+        traced("verify: node-to-pod checked", node_to_pod(ctx, &running)),
+        traced(
+            "verify: DNS checked",
+            dns(ctx, client, &pods, &running, &cluster_ip)
+        ),
     );
-    crate::ssh::trace_mark("verify: traffic and DNS checked");
     report
         .rows
         .extend([to_pods, from_nodes, to_service, names].concat());
     network_policy(ctx, client, &pods, &running, matrix, report).await?;
-    crate::ssh::trace_mark("verify: NetworkPolicy checked");
+    trace_mark("verify: NetworkPolicy checked");
     runtime_classes(
         client,
         &pods,
