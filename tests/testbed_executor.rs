@@ -1,6 +1,7 @@
 //! The executor against real systemd: a unit with its config file, enabled and started; a re-run
 //! changes nothing; changing the config restarts the unit (and only then); symlinks switch
-//! atomically; a secret file is 0600 and never shown in a dry-run description.
+//! atomically; a secret file is 0600 and never shown in a dry-run description. Steps sent
+//! together stop at the first that fails, whose error names it alone; a re-run completes.
 
 mod support;
 use provision::cluster::SshTarget;
@@ -38,11 +39,9 @@ fn actions(greeting: &str, link_target: &str) -> Vec<Action> {
     ]
 }
 
-#[test]
-fn units_restart_only_when_their_inputs_change() {
-    let tb = Testbed::up(1);
+fn target(tb: &Testbed) -> SshTarget {
     let m = &tb.machines[0];
-    let target = SshTarget {
+    SshTarget {
         address: m.address.clone(),
         port: 22,
         user: "root".into(),
@@ -52,7 +51,14 @@ fn units_restart_only_when_their_inputs_change() {
         sudo: false,
         connect_timeout_seconds: 10,
         command_timeout_seconds: 60,
-    };
+    }
+}
+
+#[test]
+fn units_restart_only_when_their_inputs_change() {
+    let tb = Testbed::up(1);
+    let m = &tb.machines[0];
+    let target = target(&tb);
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
         let s = Session::connect(&m.name, &target, HostKeyPolicy::Strict)
@@ -150,5 +156,68 @@ fn units_restart_only_when_their_inputs_change() {
             "GREETING=bonjour\n",
             "describe changed the host"
         );
+    });
+}
+
+/// Directories, a file, a command and a link: the command fails until its input exists.
+fn steps(fixed: bool) -> Vec<Action> {
+    let mut all = vec![
+        Action::dir("/srv/demo", 0o750),
+        Action::dir("/srv/demo/conf", 0o755),
+        Action::file("/srv/demo/conf/a.conf", "a\n", 0o644),
+        Action::Exec {
+            label: "check the demo input".into(),
+            cmd: "test -e /srv/demo/input || { echo 'no input in /srv/demo' >&2; exit 7; }; touch /srv/demo/checked".into(),
+            unless: "test -e /srv/demo/checked".into(),
+        },
+        Action::Symlink {
+            path: "/srv/demo/current".into(),
+            target: "/srv/demo/conf".into(),
+        },
+    ];
+    if fixed {
+        all.insert(3, Action::file("/srv/demo/input", "", 0o644));
+    }
+    all
+}
+
+#[test]
+fn a_failed_step_names_itself_the_rest_waits_and_a_rerun_completes() {
+    let tb = Testbed::up(1);
+    let m = &tb.machines[0];
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let s = Session::connect(&m.name, &target(&tb), HostKeyPolicy::Strict)
+            .await
+            .unwrap();
+        let broken = steps(false);
+        let plan = executor::plan(&s, &broken).await.unwrap();
+        let err = executor::apply(&s, &broken, &plan)
+            .await
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("check the demo input")
+                && err.contains("exit status 7")
+                && err.ends_with("no input in /srv/demo"),
+            "{err}"
+        );
+        // what came before the failure is done; what comes after is not
+        assert_eq!(
+            tb.ssh(0, "stat -c %a /srv/demo; cat /srv/demo/conf/a.conf"),
+            "750\na\n"
+        );
+        assert_eq!(
+            tb.ssh(0, "test -e /srv/demo/current && echo there || echo absent"),
+            "absent\n"
+        );
+
+        let fixed = steps(true);
+        let plan = executor::plan(&s, &fixed).await.unwrap();
+        let applied = executor::apply(&s, &fixed, &plan).await.unwrap().changes;
+        assert_eq!(applied.len(), 3, "{applied:?}");
+        assert_eq!(tb.ssh(0, "readlink /srv/demo/current"), "/srv/demo/conf\n");
+        let again = executor::plan(&s, &fixed).await.unwrap();
+        assert!(again.changes.is_empty(), "{:?}", again.changes);
     });
 }

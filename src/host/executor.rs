@@ -1,6 +1,7 @@
 //! Plans and applies a phase's actions on one host: probe (one round trip), diff, apply in order.
 
 use super::action::{Action, FileSpec, LocalContent};
+use super::batch::{Batch, Failed};
 use super::diff::{self, Change, Step};
 use super::facts::{self, sysctl_path};
 use crate::ssh::{Session, SshError, shell_quote};
@@ -51,123 +52,134 @@ pub async fn plan_knowing(
     Ok(Plan { changes })
 }
 
+/// Applies `plan` in order. Steps that need no input wait in a batch that goes with the next
+/// command (one round trip for many steps); a failed step's error names it alone.
 pub async fn apply(
     session: &Session,
     actions: &[Action],
     plan: &Plan,
 ) -> Result<Applied, ExecError> {
+    let fail = |f: Failed| step_failed(session, plan, f);
     let mut applied = Applied::default();
-    for change in &plan.changes {
+    let mut batch = Batch::default();
+    for (i, change) in plan.changes.iter().enumerate() {
         let action = change.action.map(|i| &actions[i]);
-        let fail = |e: SshError| ExecError::Step {
-            host: session.host().to_string(),
-            summary: change.summary.clone(),
-            detail: match e {
-                SshError::Command { status, stderr, .. } => {
-                    format!("exit status {status}: {stderr}")
-                }
-                other => other.to_string(),
-            },
-        };
         match (&change.step, action) {
             (Step::WriteFile | Step::Replace, Some(Action::File(f))) => {
                 let replace = change.step == Step::Replace;
                 match &f.local {
-                    Some(local) => upload_local(session, f, local, replace).await?,
+                    Some(local) => {
+                        upload_local(session, &mut batch, i, f, local, replace)
+                            .await
+                            .map_err(|e| match e {
+                                Upload::Failed(f) => fail(f),
+                                Upload::Damaged(detail) => ExecError::Step {
+                                    host: session.host().to_string(),
+                                    summary: change.summary.clone(),
+                                    detail,
+                                },
+                            })?;
+                    }
                     None => {
-                        session
-                            .run_with_input(&write_file_script(f, replace), Some(&f.content))
+                        let write = write_file_script(f, replace);
+                        batch
+                            .run_then(session, i, &write, &f.content)
                             .await
                             .map_err(fail)?;
                     }
                 }
                 applied.bytes_uploaded += f.size();
             }
-            (Step::FixFileMeta, Some(Action::File(f))) => {
-                let p = shell_quote(&f.path);
-                let mut script = format!("chmod {:o} {p} && chown {} {p}", f.mode, f.owner);
-                if f.local.is_some() {
-                    script.push_str(&format!(
-                        " && {}",
-                        facts::record_digest(&f.path, &f.sha256())
-                    ));
-                }
-                session.run(&script).await.map_err(fail)?;
-            }
-            (Step::MakeDir | Step::FixDirMeta, Some(Action::Dir { path, mode, owner })) => {
-                let p = shell_quote(path);
-                session
-                    .run(&format!(
-                        "mkdir -p {p} && chmod {mode:o} {p} && chown {owner} {p}"
-                    ))
-                    .await
-                    .map_err(fail)?;
-            }
-            (Step::Link, Some(Action::Symlink { path, target })) => {
-                let (p, t) = (shell_quote(path), shell_quote(target));
-                // ln into a temporary name, then rename over: the link is never missing
-                session
-                    .run(&format!(
-                        "mkdir -p \"$(dirname {p})\" && ln -sfn {t} {p}.provision-new && mv -Tf {p}.provision-new {p}"
-                    ))
-                    .await
-                    .map_err(fail)?;
-            }
-            (Step::Remove, Some(Action::Absent { path })) => {
-                // --one-file-system: a mount left under the path fails the step, never its
-                // content; a mount point itself is emptied and stays
-                let p = shell_quote(path);
-                session
-                    .run(&format!(
-                        "if mountpoint -q {p}; then find {p} -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system -- {{}} +; else rm -rf --one-file-system -- {p}; fi"
-                    ))
-                    .await
-                    .map_err(fail)?;
-            }
-            (Step::SetSysctl, Some(Action::Sysctl { key, value })) => {
-                let p = shell_quote(&sysctl_path(key));
-                session
-                    .run(&format!("printf '%s\\n' {} > {p}", shell_quote(value)))
-                    .await
-                    .map_err(fail)?;
-            }
-            (Step::DaemonReload, None) => {
-                session.run("systemctl daemon-reload").await.map_err(fail)?;
-            }
-            (step, Some(Action::Unit(u))) => {
-                let verb = match step {
-                    Step::Enable => "enable",
-                    Step::Disable => "disable",
-                    Step::Start => "start",
-                    Step::Stop => "stop",
-                    Step::Restart => "restart",
-                    other => unreachable_step(session, other)?,
-                };
-                let n = shell_quote(&u.name);
-                let script = if matches!(step, Step::Enable) {
-                    // the plan reloads systemd where a unit file changed; enable's own
-                    // reload of every unit would cost a tenth of a second more
-                    format!("systemctl enable --no-reload {n}")
-                } else if matches!(step, Step::Start | Step::Restart) {
-                    // a unit that fails to start shows why
-                    format!(
-                        "systemctl {verb} {n} || {{ systemctl status --no-pager -n 20 {n} >&2; exit 1; }}"
-                    )
-                } else if matches!(step, Step::Stop) {
-                    crate::systemd::stop(&n)
-                } else {
-                    format!("systemctl {verb} {n}")
-                };
-                session.run(&script).await.map_err(fail)?;
-            }
-            (Step::Exec, Some(Action::Exec { cmd, .. })) => {
-                session.run(cmd).await.map_err(fail)?;
-            }
-            (other, _) => unreachable_step(session, other)?,
+            (step, action) => batch.push(i, step_script(session, step, action)?),
         }
         applied.changes.push(change.summary.clone());
     }
+    batch.flush(session).await.map_err(fail)?;
     Ok(applied)
+}
+
+/// The error of a step that failed, named by its change.
+fn step_failed(session: &Session, plan: &Plan, (i, e): Failed) -> ExecError {
+    ExecError::Step {
+        host: session.host().to_string(),
+        summary: plan.changes[i].summary.clone(),
+        detail: match e {
+            SshError::Command { status, stderr, .. } => format!("exit status {status}: {stderr}"),
+            other => other.to_string(),
+        },
+    }
+}
+
+/// The script of a step that needs no input.
+fn step_script(
+    session: &Session,
+    step: &Step,
+    action: Option<&Action>,
+) -> Result<String, ExecError> {
+    Ok(match (step, action) {
+        (Step::FixFileMeta, Some(Action::File(f))) => {
+            let p = shell_quote(&f.path);
+            let mut script = format!("chmod {:o} {p} && chown {} {p}", f.mode, f.owner);
+            if f.local.is_some() {
+                script.push_str(&format!(
+                    " && {}",
+                    facts::record_digest(&f.path, &f.sha256())
+                ));
+            }
+            script
+        }
+        (Step::MakeDir | Step::FixDirMeta, Some(Action::Dir { path, mode, owner })) => {
+            let p = shell_quote(path);
+            format!("mkdir -p {p} && chmod {mode:o} {p} && chown {owner} {p}")
+        }
+        (Step::Link, Some(Action::Symlink { path, target })) => {
+            let (p, t) = (shell_quote(path), shell_quote(target));
+            // ln into a temporary name, then rename over: the link is never missing
+            format!(
+                "mkdir -p \"$(dirname {p})\" && ln -sfn {t} {p}.provision-new && mv -Tf {p}.provision-new {p}"
+            )
+        }
+        (Step::Remove, Some(Action::Absent { path })) => {
+            // --one-file-system: a mount left under the path fails the step, never its
+            // content; a mount point itself is emptied and stays
+            let p = shell_quote(path);
+            format!(
+                "if mountpoint -q {p}; then find {p} -mindepth 1 -maxdepth 1 -exec rm -rf --one-file-system -- {{}} +; else rm -rf --one-file-system -- {p}; fi"
+            )
+        }
+        (Step::SetSysctl, Some(Action::Sysctl { key, value })) => {
+            let p = shell_quote(&sysctl_path(key));
+            format!("printf '%s\\n' {} > {p}", shell_quote(value))
+        }
+        (Step::DaemonReload, None) => "systemctl daemon-reload".to_string(),
+        (step, Some(Action::Unit(u))) => {
+            let verb = match step {
+                Step::Enable => "enable",
+                Step::Disable => "disable",
+                Step::Start => "start",
+                Step::Stop => "stop",
+                Step::Restart => "restart",
+                other => unreachable_step(session, other)?,
+            };
+            let n = shell_quote(&u.name);
+            if matches!(step, Step::Enable) {
+                // the plan reloads systemd where a unit file changed; enable's own
+                // reload of every unit would cost a tenth of a second more
+                format!("systemctl enable --no-reload {n}")
+            } else if matches!(step, Step::Start | Step::Restart) {
+                // a unit that fails to start shows why
+                format!(
+                    "systemctl {verb} {n} || {{ systemctl status --no-pager -n 20 {n} >&2; exit 1; }}"
+                )
+            } else if matches!(step, Step::Stop) {
+                crate::systemd::stop(&n)
+            } else {
+                format!("systemctl {verb} {n}")
+            }
+        }
+        (Step::Exec, Some(Action::Exec { cmd, .. })) => cmd.clone(),
+        (other, _) => unreachable_step(session, other)?,
+    })
 }
 
 fn unreachable_step<T>(session: &Session, step: &Step) -> Result<T, ExecError> {
@@ -177,20 +189,24 @@ fn unreachable_step<T>(session: &Session, step: &Step) -> Result<T, ExecError> {
     })
 }
 
+/// Why an upload failed: a step (its own or one sent with it), or the bytes sent.
+enum Upload {
+    Failed(Failed),
+    Damaged(String),
+}
+
 /// Ships a big local file in two steps: stream it into a temporary file beside the target (the
 /// host checks the size; this side hashes the bytes as they go), then, only when that digest
-/// is the expected one, move it into place. The host reads the file once, when it writes it.
+/// is the expected one, move it into place (a step left in `batch`). The host reads the file
+/// once, when it writes it.
 async fn upload_local(
     session: &Session,
+    batch: &mut Batch,
+    change: usize,
     f: &FileSpec,
     local: &LocalContent,
     replace: bool,
-) -> Result<(), ExecError> {
-    let step = |detail: String| ExecError::Step {
-        host: session.host().to_string(),
-        summary: format!("upload {}", f.path),
-        detail,
-    };
+) -> Result<(), Upload> {
     let p = shell_quote(&f.path);
     let tmp = shell_quote(&format!("{}.provision-{}", f.path, &local.sha256[..16]));
     let receive = format!(
@@ -198,13 +214,13 @@ async fn upload_local(
          [ \"$(stat -c %s {tmp})\" = {size} ] || {{ rm -f {tmp}; echo 'upload incomplete: size mismatch' >&2; exit 1; }}",
         size = local.size
     );
-    let sent = session
-        .run_with_file(&receive, &local.path)
+    let sent = batch
+        .run_then_file(session, change, &receive, &local.path)
         .await
-        .map_err(|e| step(e.to_string()))?;
+        .map_err(Upload::Failed)?;
     if sent != local.sha256 {
         let _ = session.run(&format!("rm -f {tmp}")).await;
-        return Err(step(format!(
+        return Err(Upload::Damaged(format!(
             "{} has sha256 {sent}, not the {} it was verified with: it changed or is damaged; fetch again (or check the bundle with `provision bundle verify`)",
             local.path.display(),
             local.sha256
@@ -215,15 +231,15 @@ async fn upload_local(
     } else {
         String::new()
     };
-    session
-        .run(&format!(
+    batch.push(
+        change,
+        format!(
             "chmod {mode:o} {tmp} && chown {owner} {tmp} && {rm}mv -f {tmp} {p} && {record}",
             mode = f.mode,
             owner = f.owner,
             record = facts::record_digest(&f.path, &local.sha256)
-        ))
-        .await
-        .map_err(|e| step(e.to_string()))?;
+        ),
+    );
     Ok(())
 }
 

@@ -1,6 +1,7 @@
 //! Desired state on hosts: actions, facts, diff, executor (DESIGN §1).
 
 pub mod action;
+pub mod batch;
 pub mod diff;
 pub mod executor;
 pub mod facts;

@@ -182,6 +182,11 @@ impl Session {
         Ok(sent)
     }
 
+    /// `run_with_file`, returning the output whatever the exit status.
+    pub async fn exec_file(&self, script: &str, path: &Path) -> Result<Output, SshError> {
+        self.exec_input(script, Some(Input::File(path))).await
+    }
+
     async fn exec_input(&self, script: &str, stdin: Option<Input<'_>>) -> Result<Output, SshError> {
         let started = std::time::Instant::now();
         let traced = TRACE.load(std::sync::atomic::Ordering::Relaxed);
@@ -378,7 +383,7 @@ pub fn shell_quote(s: &str) -> String {
 }
 
 /// The first line of a script, for error messages.
-fn summarize(script: &str) -> String {
+pub(crate) fn summarize(script: &str) -> String {
     let first = script.trim().lines().next().unwrap_or("");
     if first.len() > 120 || script.trim().lines().count() > 1 {
         format!("{}…", &first[..first.floor_char_boundary(120)])
