@@ -272,15 +272,12 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
         port_range,
         egress,
     ] = cast;
-    let clients = json!({"podSelector": {"matchLabels": {CLIENT_LABEL: "client"}}});
-    let ingress = |name: &'static str, p: &Pods, rule: Value, checks: Vec<Check>| Case {
+    let made =
+        |name: &str| policies(name, pod_subnet, Some(&by_ip.outsider.ip)).unwrap_or_default();
+    let ingress = |name: &'static str, p: &Pods, checks: Vec<Check>| Case {
         name,
         namespace: p.server.namespace.clone(),
-        policies: vec![policy(
-            name,
-            json!({"podSelector": server_selector(name), "policyTypes": ["Ingress"],
-                   "ingress": [rule]}),
-        )],
+        policies: made(name),
         checks,
         kubelet_probe: None,
     };
@@ -290,10 +287,7 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             Case {
                 name: "default-deny-ingress",
                 namespace: s.namespace.clone(),
-                policies: vec![policy(
-                    "default-deny-ingress",
-                    json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
-                )],
+                policies: made("default-deny-ingress"),
                 checks: vec![
                     Check::pod(a, s, POD_PORT, false),
                     Check::pod(b, s, POD_PORT, false),
@@ -315,7 +309,6 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             ingress(
                 "allow-from-pod-selector",
                 by_pod,
-                json!({"from": [clients]}),
                 vec![
                     Check::pod(a, s, POD_PORT, true),
                     Check::pod(b, s, POD_PORT, true),
@@ -330,8 +323,6 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             ingress(
                 "allow-from-namespace-selector",
                 by_namespace,
-                json!({"from": [{"namespaceSelector":
-                          {"matchLabels": {PEER_NAMESPACE_LABEL: "true"}}}]}),
                 vec![
                     Check::pod(e, s, POD_PORT, true),
                     Check::pod(a, s, POD_PORT, false),
@@ -343,7 +334,6 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             ingress(
                 "allow-from-ip-block",
                 by_ip,
-                json!({"from": [{"ipBlock": {"cidr": pod_subnet, "except": [host_cidr(&o.ip)]}}]}),
                 vec![
                     Check::pod(a, s, POD_PORT, true),
                     Check::pod(b, s, POD_PORT, true),
@@ -356,7 +346,6 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             ingress(
                 "allow-named-port",
                 named_port,
-                json!({"ports": [{"port": "http", "protocol": "TCP"}]}),
                 vec![
                     Check::pod(a, s, POD_PORT, true),
                     Check::pod(a, s, ALT_PORT, false),
@@ -369,7 +358,6 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             ingress(
                 "allow-port-range",
                 port_range,
-                json!({"ports": [{"port": ALT_PORT, "endPort": ALT_PORT + 9, "protocol": "TCP"}]}),
                 vec![
                     Check::pod(a, s, ALT_PORT, true),
                     Check::pod(b, s, ALT_PORT, true),
@@ -395,22 +383,54 @@ pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<
             Case {
                 name: "default-deny-egress-but-dns",
                 namespace: a.namespace.clone(),
-                policies: vec![policy(
-                    "default-deny-egress-but-dns",
-                    json!({"podSelector": {"matchLabels": {CLIENT_LABEL: "client"}},
-                    "policyTypes": ["Egress"],
-                    "egress": [{
-                        "to": [{"namespaceSelector": {"matchLabels":
-                                    {"kubernetes.io/metadata.name": "kube-system"}},
-                                "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
-                        "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
-                    }]}),
-                )],
+                policies: made("default-deny-egress-but-dns"),
                 checks,
                 kubelet_probe: None,
             }
         },
     ]
+}
+
+/// The policies of `case` (one of `CASES`), in its namespace. `outsider` is the address of
+/// allow-from-ip-block's outsider, which its policy excepts: None while that pod has none yet,
+/// and then that case's policies are None. The others can be made before their pods run.
+pub fn policies(case: &str, pod_subnet: &str, outsider: Option<&str>) -> Option<Vec<Value>> {
+    let clients = json!({"podSelector": {"matchLabels": {CLIENT_LABEL: "client"}}});
+    let ingress = |rule: Value| {
+        vec![policy(
+            case,
+            json!({"podSelector": server_selector(case), "policyTypes": ["Ingress"],
+                   "ingress": [rule]}),
+        )]
+    };
+    Some(match case {
+        "default-deny-ingress" => vec![policy(
+            case,
+            json!({"podSelector": {}, "policyTypes": ["Ingress"]}),
+        )],
+        "allow-from-pod-selector" => ingress(json!({"from": [clients]})),
+        "allow-from-namespace-selector" => ingress(json!({"from": [{"namespaceSelector":
+            {"matchLabels": {PEER_NAMESPACE_LABEL: "true"}}}]})),
+        "allow-from-ip-block" => ingress(
+            json!({"from": [{"ipBlock": {"cidr": pod_subnet, "except": [host_cidr(outsider?)]}}]}),
+        ),
+        "allow-named-port" => ingress(json!({"ports": [{"port": "http", "protocol": "TCP"}]})),
+        "allow-port-range" => ingress(
+            json!({"ports": [{"port": ALT_PORT, "endPort": ALT_PORT + 9, "protocol": "TCP"}]}),
+        ),
+        "default-deny-egress-but-dns" => vec![policy(
+            case,
+            json!({"podSelector": clients["podSelector"],
+            "policyTypes": ["Egress"],
+            "egress": [{
+                "to": [{"namespaceSelector": {"matchLabels":
+                            {"kubernetes.io/metadata.name": "kube-system"}},
+                        "podSelector": {"matchLabels": {"k8s-app": "kube-dns"}}}],
+                "ports": [{"port": 53, "protocol": "UDP"}, {"port": 53, "protocol": "TCP"}],
+            }]}),
+        )],
+        _ => Vec::new(),
+    })
 }
 
 /// Server, client, peer, outsider, elsewhere.
@@ -588,6 +608,41 @@ mod tests {
                 "v-default-deny-egress-but-dns"
             ]
         );
+    }
+
+    /// The policies are in force before the first check: a refused check proves a policy only
+    /// where the same server is seen answering in its case.
+    #[test]
+    fn every_refused_check_has_an_allowed_one_to_the_same_server() {
+        let server = |c: &Check| match &c.to {
+            To::Pod { peer, .. } => Some(format!("{}/{}", peer.namespace, peer.name)),
+            To::Dns(_) => None,
+        };
+        for case in cases(&cast(), "10.88.0.0/16", Some("kubernetes.default")) {
+            for refused in case.checks.iter().filter(|c| !c.allowed) {
+                assert!(
+                    case.checks
+                        .iter()
+                        .any(|c| c.allowed && server(c) == server(refused)),
+                    "{}: {}",
+                    case.name,
+                    refused.subject()
+                );
+            }
+        }
+    }
+
+    /// Made before the pods run: all but the case that names a pod's address.
+    #[test]
+    fn policies_known_before_the_pods_run_are_those_the_cases_create() {
+        let all = cases(&cast(), "10.88.0.0/16", None);
+        for (case, (name, _)) in all.iter().zip(CASES) {
+            assert!(!case.policies.is_empty(), "{name}");
+            match policies(name, "10.88.0.0/16", None) {
+                Some(early) => assert_eq!(early, case.policies, "{name}"),
+                None => assert_eq!(name, "allow-from-ip-block"),
+            }
+        }
     }
 
     #[test]

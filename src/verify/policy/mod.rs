@@ -87,13 +87,17 @@ pub(super) struct Started {
     client_node: Host,
     server_node: Host,
     plan: Vec<Planned>,
+    /// The cases whose policies were made with the pods, so that they are in force by the time
+    /// the pods run (the engine programs them meanwhile).
+    early: Vec<&'static str>,
 }
 
 pub(super) use cases::namespaces;
 
-/// Creates the matrix's namespaces and pods on the first two of `nodes` without waiting for
-/// them, so they start while the other rows are checked. None where no matrix runs: the network
-/// does not enforce policies, or there are fewer than two nodes.
+/// Creates the matrix's namespaces, pods on the first two of `nodes` and the policies that name
+/// no pod's address, without waiting for them, so they start while the other rows are checked.
+/// None where no matrix runs: the network does not enforce policies, or there are fewer than two
+/// nodes.
 pub(super) async fn start(
     ctx: &Ctx,
     client: &Client,
@@ -155,12 +159,31 @@ pub(super) async fn start(
         }
         create_when_ready(&Api::namespaced(client.clone(), &p.namespace), &pod).await
     });
-    futures::future::try_join_all(created).await?;
+    let subnet = ctx.cluster.pod_subnet.to_string();
+    let early: Vec<(&'static str, String, Vec<serde_json::Value>)> = CASES
+        .iter()
+        .filter_map(|&(case, scope)| {
+            let made = cases::policies(case, &subnet, None)?;
+            Some((case, cases::namespace_of(ns, case, scope), made))
+        })
+        .collect();
+    let made = early.iter().flat_map(|(_, namespace, made)| {
+        made.iter().map(move |p| async move {
+            let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), namespace);
+            create(&policies, &object("NetworkPolicy", p.clone())?).await
+        })
+    });
+    futures::future::try_join(
+        futures::future::try_join_all(created),
+        futures::future::try_join_all(made),
+    )
+    .await?;
     Ok(Some(Started {
         ns: ns.to_string(),
         client_node: a.clone(),
         server_node: b.clone(),
         plan,
+        early: early.into_iter().map(|(case, ..)| case).collect(),
     }))
 }
 
@@ -199,13 +222,23 @@ pub(super) async fn network_policy(
     }
     let cast = match wait_matrix(client, &started).await {
         Ok(c) => c,
-        Err(e) => {
-            report.rows.push(
-                Row::fail("network-policy", subject, e).with_cause(Some(format!(
+        Err(NotUp { detail, unready }) => {
+            // a probed pod runs under default-deny-ingress from the start: if it never turns
+            // Ready, the engine drops its kubelet's probes
+            let cause = match unready {
+                Some(node) => format!(
+                    "the policy engine drops the kubelet's own traffic on {}: {}",
+                    node.name,
+                    crate::cni::policy_suspect(&ctx.cluster, &node)
+                ),
+                None => format!(
                     "the runtime on {} or {}: `journalctl -u kubelet`",
                     a.name, b.name
-                ))),
-            );
+                ),
+            };
+            report
+                .rows
+                .push(Row::fail("network-policy", subject, detail).with_cause(Some(cause)));
             return Ok(());
         }
     };
@@ -225,7 +258,11 @@ pub(super) async fn network_policy(
         dns_works.then_some(dns_name.as_str()),
     );
     // at once: no case's policies reach another's pods (cases.rs)
-    let done = futures::future::join_all(all.iter().map(|c| run_case(ctx, client, c))).await;
+    let done = futures::future::join_all(
+        all.iter()
+            .map(|c| run_case(ctx, client, c, started.early.contains(&c.name))),
+    )
+    .await;
     for rows in done {
         report.rows.extend(rows?);
     }
@@ -313,9 +350,25 @@ async fn create(policies: &Api<NetworkPolicy>, p: &NetworkPolicy) -> Result<(), 
         })
 }
 
+/// A pod of the matrix that did not come up: why, and the node of a probed pod that runs but
+/// is not Ready.
+struct NotUp {
+    detail: String,
+    unready: Option<Host>,
+}
+
+impl std::convert::From<String> for NotUp {
+    fn from(detail: String) -> Self {
+        NotUp {
+            detail,
+            unready: None,
+        }
+    }
+}
+
 /// Waits until every pod of the matrix runs (a probed one: is Ready); each case's cast, in
 /// the order of `CASES`.
-async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], String> {
+async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], NotUp> {
     let all: Api<Pod> = Api::all(client.clone());
     let listing = ListParams::default().labels(&format!("app={MATRIX_APP_LABEL}"));
     let begun = Instant::now();
@@ -342,14 +395,31 @@ async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], St
         let pod = find(w);
         let failed = pod.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Failed");
         if failed || begun.elapsed() > POD_WAIT {
-            return Err(format!(
+            let running = pod.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Running");
+            if w.probed && running {
+                let node = if w.beside_server {
+                    &started.server_node
+                } else {
+                    &started.client_node
+                };
+                return Err(NotUp {
+                    detail: format!(
+                        "the policy test pod {}/{} runs but is not Ready after {} s: its readiness probe fails",
+                        w.namespace,
+                        w.name,
+                        begun.elapsed().as_secs()
+                    ),
+                    unready: Some(node.clone()),
+                });
+            }
+            return Err(NotUp::from(format!(
                 "the policy test pod {}/{} is not running after {} s: {}",
                 w.namespace,
                 w.name,
                 begun.elapsed().as_secs(),
                 pod.map(super::workload::pending_reason)
                     .unwrap_or_else(|| "not created".into())
-            ));
+            )));
         }
         tokio::time::sleep(crate::api::poll_pause(begun)).await;
     };
@@ -382,7 +452,7 @@ async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], St
         });
     }
     cast.try_into()
-        .map_err(|_| "internal: a policy case has no pods".to_string())
+        .map_err(|_| NotUp::from("internal: a policy case has no pods".to_string()))
 }
 
 /// When `peer` last became Ready, if it is Ready.
@@ -440,17 +510,19 @@ async fn attempt(ctx: &Ctx, client: &Client, check: &Check) -> bool {
     }
 }
 
-/// Applies a case's policies, waits until every check sees what it expects (or the policy
-/// wait runs out); a row per check.
-async fn run_case(ctx: &Ctx, client: &Client, case: &Case) -> Result<Vec<Row>, String> {
+/// Applies a case's policies (unless `made` already), waits until every check sees what it
+/// expects (or the policy wait runs out); a row per check.
+async fn run_case(ctx: &Ctx, client: &Client, case: &Case, made: bool) -> Result<Vec<Row>, String> {
     let policies: Api<NetworkPolicy> = Api::namespaced(client.clone(), &case.namespace);
-    // the probed pod's Ready condition before the policy: any flap under it changes its time
+    // the probed pod's Ready condition now: any flap under the policy changes its time
     let ready_before = match &case.kubelet_probe {
         Some(p) => ready_since(client, p).await,
         None => None,
     };
-    for p in &case.policies {
-        create(&policies, &object("NetworkPolicy", p.clone())?).await?;
+    if !made {
+        for p in &case.policies {
+            create(&policies, &object("NetworkPolicy", p.clone())?).await?;
+        }
     }
     let started = Instant::now();
     let within = policy_wait(true);
