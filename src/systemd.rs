@@ -94,9 +94,16 @@ pub fn stop(units: &str) -> String {
     format!("systemctl stop {units} || {{ sleep 1; systemctl stop {units}; }}")
 }
 
+/// A shell loop that exits 0 once `check` holds, 1 when it has not within `attempts` ×
+/// `interval_s` seconds. It checks every tenth of a second for the first two seconds (most
+/// units are up by then, and a wait of `interval_s` too many cost up to that much per phase),
+/// then every `interval_s`.
 pub fn wait_for(check: &str, attempts: u32, interval_s: f32) -> String {
+    let tenths = |s: f32| (s * 10.0).round().max(1.0) as u32;
+    let (budget, step) = (tenths(attempts as f32 * interval_s), tenths(interval_s));
     format!(
-        "i=0; until {check}; do i=$((i+1)); [ $i -ge {attempts} ] && exit 1; sleep {interval_s}; done"
+        "t=0; until {check}; do [ $t -ge {budget} ] && exit 1; \
+         if [ $t -lt 20 ]; then sleep 0.1; t=$((t+1)); else sleep {interval_s}; t=$((t+{step})); fi; done"
     )
 }
 
@@ -160,6 +167,34 @@ pub async fn until_ready(
 mod tests {
     use super::*;
 
+    /// Runs a `wait_for` loop whose check counts its calls in a file; the exit status and how
+    /// many times it checked.
+    fn waited(holds_at: u32, attempts: u32, interval_s: f32) -> (bool, u32) {
+        let dir = tempfile::tempdir().unwrap();
+        let n = dir.path().join("n");
+        let n = n.display();
+        let check = format!(
+            "{{ c=$(($(cat {n} 2>/dev/null || echo 0)+1)); echo $c > {n}; [ $c -ge {holds_at} ]; }}"
+        );
+        let ok = std::process::Command::new("sh")
+            .args(["-c", &wait_for(&check, attempts, interval_s)])
+            .status()
+            .unwrap()
+            .success();
+        let calls = std::fs::read_to_string(dir.path().join("n")).unwrap();
+        (ok, calls.trim().parse().unwrap())
+    }
+
+    #[test]
+    fn a_wait_checks_often_at_first_and_gives_up_after_its_time() {
+        // a check that holds at its 4th call is found within the first half second
+        assert_eq!(waited(4, 10, 0.5), (true, 4));
+        // 0.3 s in all: three tenths, and a check after each
+        assert_eq!(waited(100, 3, 0.1), (false, 4));
+        // 2.5 s: twenty checks a tenth apart, then one more after 0.5 s
+        assert_eq!(waited(100, 5, 0.5), (false, 22));
+    }
+
     #[test]
     fn a_unit_renders_its_ordering_command_and_settings() {
         let text = Unit::new("etcd: the store", "/usr/local/bin/etcd")
@@ -213,14 +248,6 @@ mod tests {
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).trim(),
             "192.0.2.77 is on no interface of this host after 60 s"
-        );
-    }
-
-    #[test]
-    fn the_wait_loop_gives_up_after_its_attempts() {
-        assert_eq!(
-            wait_for("ctr version", 60, 0.5),
-            "i=0; until ctr version; do i=$((i+1)); [ $i -ge 60 ] && exit 1; sleep 0.5; done"
         );
     }
 }

@@ -15,6 +15,16 @@ use cases::{
 /// The `app` label of the matrix's pods (not the test Service's).
 const MATRIX_APP_LABEL: &str = "provision-verify-policy";
 
+/// Why the matrix's namespaces, pods or policies could not be made, from the error: the API
+/// server refused one (an answer of its own), or did not answer.
+fn matrix_not_made(error: &str) -> &'static str {
+    if error.contains("ApiError") {
+        "the API server refused a verify object (the error names it): an admission webhook or policy that applies to new namespaces, pods or NetworkPolicies; `kubectl get validatingwebhookconfigurations,validatingadmissionpolicies`"
+    } else {
+        "the API server did not answer while the matrix was made: see the api row, and `journalctl -u kube-apiserver` on the control planes"
+    }
+}
+
 /// How long a policy may take to apply: an enforcing network programs it within seconds; one
 /// that does not enforce policies is given a moment, then reported as such.
 pub(super) fn policy_wait(enforced: bool) -> Duration {
@@ -211,7 +221,9 @@ pub(super) async fn network_policy(
             return Ok(());
         }
         Err(e) => {
-            report.rows.push(Row::fail("network-policy", "-", e));
+            report.rows.push(
+                Row::fail("network-policy", "-", &e).with_cause(Some(matrix_not_made(&e).into())),
+            );
             return Ok(());
         }
     };
@@ -625,4 +637,22 @@ async fn why_not_enforced(ctx: &Ctx, check: &Check) -> String {
         node.name,
         crate::cni::policy_suspect(&ctx.cluster, node)
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_matrix_not_made_is_told_apart_by_whether_the_api_server_answered() {
+        let refused = kube::Error::Api(
+            kube::core::Status::failure("admission webhook \"deny.example\" denied", "Forbidden")
+                .with_code(403)
+                .boxed(),
+        );
+        let why = matrix_not_made(&format!("creating pod verify-np-client: {refused}"));
+        assert!(why.contains("admission webhook"), "{why}");
+        let silent = "creating pod verify-np-client: HyperError: connection refused";
+        assert!(matrix_not_made(silent).contains("did not answer"));
+    }
 }
