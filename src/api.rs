@@ -269,7 +269,7 @@ pub async fn service_account_token(
                     TOKEN_WAIT.as_secs()
                 ));
             }
-            (Some(_), None) => tokio::time::sleep(std::time::Duration::from_millis(500)).await,
+            (Some(_), None) => tokio::time::sleep(poll_pause(started)).await,
         }
     }
 }

@@ -12,6 +12,18 @@ use cases::{
     Pods, To,
 };
 
+/// The readiness probe of the matrix's probed pods (the kubelet's traffic): every second, one
+/// failure (a timeout, where a policy drops it) makes the pod unready.
+const PROBE_PERIOD_S: u64 = 1;
+const PROBE_TIMEOUT_S: u64 = 1;
+
+/// How long after a policy is seen in force a probed pod's Ready condition tells whether its
+/// probes got through: the first probe after it is sent within a period, a dropped one fails a
+/// timeout later, and the kubelet's status update takes a moment more to reach the API server.
+fn probe_window() -> Duration {
+    Duration::from_secs(PROBE_PERIOD_S + PROBE_TIMEOUT_S) + Duration::from_millis(300)
+}
+
 /// The `app` label of the matrix's pods (not the test Service's).
 const MATRIX_APP_LABEL: &str = "provision-verify-policy";
 
@@ -164,7 +176,8 @@ pub(super) async fn start(
             c.readiness_probe = Some(object(
                 "Probe",
                 serde_json::json!({"httpGet": {"port": POD_PORT, "path": "/"},
-                                   "periodSeconds": 1, "failureThreshold": 1}),
+                                   "periodSeconds": PROBE_PERIOD_S,
+                                   "timeoutSeconds": PROBE_TIMEOUT_S, "failureThreshold": 1}),
             )?);
         }
         create_when_ready(&Api::namespaced(client.clone(), &p.namespace), &pod).await
@@ -587,10 +600,10 @@ async fn run_case(ctx: &Ctx, client: &Client, case: &Case, made: bool) -> Result
         });
     }
     if let Some(probed) = &case.kubelet_probe {
-        // a probe every second that fails once makes the pod unready until one passes: two
-        // more probes under the policy, and Ready throughout. The policy held when the round
-        // that saw it began (its refused requests were sent then), not only when it ended.
-        tokio::time::sleep_until((held_since + Duration::from_secs(2)).into()).await;
+        // a probe that fails once makes the pod unready until one passes. The policy held when
+        // the round that saw it began (its refused requests were sent then); the first probe
+        // sent after that went out within a period, and if dropped failed a timeout later
+        tokio::time::sleep_until((held_since + probe_window()).into()).await;
         let now = ready_since(client, probed).await;
         let subject = format!(
             "{}: kubelet ({}) → {} readiness probe",
