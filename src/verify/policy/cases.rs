@@ -259,136 +259,96 @@ fn server_selector(case: &str) -> Value {
     json!({"matchLabels": {CASE_LABEL: case}})
 }
 
-/// The matrix, in the order of `CASES`, each case played by its pods in `cast` (same order).
-/// `pod_subnet` is the cluster's; `dns_name` what a DNS check looks up (None: DNS does not
-/// answer in this cluster, so the egress case checks no lookup).
+/// The whole matrix (as the tests read it), in the order of `CASES`, each case played by its
+/// pods in `cast` (same order).
+#[cfg(test)]
 pub fn cases(cast: &[Pods; 7], pod_subnet: &str, dns_name: Option<&str>) -> Vec<Case> {
-    let [
-        deny,
-        by_pod,
-        by_namespace,
-        by_ip,
-        named_port,
-        port_range,
-        egress,
-    ] = cast;
-    let made =
-        |name: &str| policies(name, pod_subnet, Some(&by_ip.outsider.ip)).unwrap_or_default();
-    let ingress = |name: &'static str, p: &Pods, checks: Vec<Check>| Case {
-        name,
-        namespace: p.server.namespace.clone(),
-        policies: made(name),
-        checks,
-        kubelet_probe: None,
-    };
-    vec![
-        {
-            let (s, a, b) = (&deny.server, &deny.client, &deny.peer);
-            Case {
-                name: "default-deny-ingress",
-                namespace: s.namespace.clone(),
-                policies: made("default-deny-ingress"),
-                checks: vec![
-                    Check::pod(a, s, POD_PORT, false),
-                    Check::pod(b, s, POD_PORT, false),
-                    Check {
-                        from: From::Node(s.host.clone()),
-                        to: To::Pod {
-                            peer: Box::new(s.clone()),
-                            port: POD_PORT,
-                        },
-                        allowed: true,
-                        egress: false,
+    CASES
+        .iter()
+        .zip(cast)
+        .map(|(&(name, _), pods)| case(name, pods, pod_subnet, dns_name))
+        .collect()
+}
+
+/// The case `name` (one of `CASES`), played by `p`. `pod_subnet` is the cluster's; `dns_name`
+/// what a DNS check looks up (None: DNS does not answer in this cluster, so the egress case
+/// checks no lookup).
+pub fn case(name: &'static str, p: &Pods, pod_subnet: &str, dns_name: Option<&str>) -> Case {
+    let (s, a, b, o, e) = (&p.server, &p.client, &p.peer, &p.outsider, &p.elsewhere);
+    let mut kubelet_probe = None;
+    let checks = match name {
+        "default-deny-ingress" => {
+            kubelet_probe = Some(b.clone());
+            vec![
+                Check::pod(a, s, POD_PORT, false),
+                Check::pod(b, s, POD_PORT, false),
+                Check {
+                    from: From::Node(s.host.clone()),
+                    to: To::Pod {
+                        peer: Box::new(s.clone()),
+                        port: POD_PORT,
                     },
-                ],
-                kubelet_probe: Some(b.clone()),
-            }
-        },
-        {
-            let (s, a, b, o, e) = pods(by_pod);
-            ingress(
-                "allow-from-pod-selector",
-                by_pod,
-                vec![
-                    Check::pod(a, s, POD_PORT, true),
-                    Check::pod(b, s, POD_PORT, true),
-                    Check::pod(o, s, POD_PORT, false),
-                    // the same labels in another namespace do not match a podSelector alone
-                    Check::pod(e, s, POD_PORT, false),
-                ],
-            )
-        },
-        {
-            let (s, a, _, _, e) = pods(by_namespace);
-            ingress(
-                "allow-from-namespace-selector",
-                by_namespace,
-                vec![
-                    Check::pod(e, s, POD_PORT, true),
-                    Check::pod(a, s, POD_PORT, false),
-                ],
-            )
-        },
-        {
-            let (s, a, b, o, _) = pods(by_ip);
-            ingress(
-                "allow-from-ip-block",
-                by_ip,
-                vec![
-                    Check::pod(a, s, POD_PORT, true),
-                    Check::pod(b, s, POD_PORT, true),
-                    Check::pod(o, s, POD_PORT, false),
-                ],
-            )
-        },
-        {
-            let (s, a, b, _, _) = pods(named_port);
-            ingress(
-                "allow-named-port",
-                named_port,
-                vec![
-                    Check::pod(a, s, POD_PORT, true),
-                    Check::pod(a, s, ALT_PORT, false),
-                    Check::pod(b, s, ALT_PORT, false),
-                ],
-            )
-        },
-        {
-            let (s, a, b, _, _) = pods(port_range);
-            ingress(
-                "allow-port-range",
-                port_range,
-                vec![
-                    Check::pod(a, s, ALT_PORT, true),
-                    Check::pod(b, s, ALT_PORT, true),
-                    Check::pod(a, s, POD_PORT, false),
-                ],
-            )
-        },
-        {
-            let (s, a, b, o, _) = pods(egress);
+                    allowed: true,
+                    egress: false,
+                },
+            ]
+        }
+        "allow-from-pod-selector" => vec![
+            Check::pod(a, s, POD_PORT, true),
+            Check::pod(b, s, POD_PORT, true),
+            Check::pod(o, s, POD_PORT, false),
+            // the same labels in another namespace do not match a podSelector alone
+            Check::pod(e, s, POD_PORT, false),
+        ],
+        "allow-from-namespace-selector" => vec![
+            Check::pod(e, s, POD_PORT, true),
+            Check::pod(a, s, POD_PORT, false),
+        ],
+        "allow-from-ip-block" => vec![
+            Check::pod(a, s, POD_PORT, true),
+            Check::pod(b, s, POD_PORT, true),
+            Check::pod(o, s, POD_PORT, false),
+        ],
+        "allow-named-port" => vec![
+            Check::pod(a, s, POD_PORT, true),
+            Check::pod(a, s, ALT_PORT, false),
+            Check::pod(b, s, ALT_PORT, false),
+        ],
+        "allow-port-range" => vec![
+            Check::pod(a, s, ALT_PORT, true),
+            Check::pod(b, s, ALT_PORT, true),
+            Check::pod(a, s, POD_PORT, false),
+        ],
+        "default-deny-egress-but-dns" => {
             let mut checks = vec![
                 Check::pod(a, s, POD_PORT, false).egress(),
                 Check::pod(b, s, POD_PORT, false).egress(),
                 Check::pod(o, s, POD_PORT, true).egress(),
             ];
-            if let Some(name) = dns_name {
+            if let Some(dns) = dns_name {
                 checks.push(Check {
                     from: From::Pod(a.clone()),
-                    to: To::Dns(name.to_string()),
+                    to: To::Dns(dns.to_string()),
                     allowed: true,
                     egress: true,
                 });
             }
-            Case {
-                name: "default-deny-egress-but-dns",
-                namespace: a.namespace.clone(),
-                policies: made("default-deny-egress-but-dns"),
-                checks,
-                kubelet_probe: None,
-            }
+            checks
+        }
+        _ => Vec::new(),
+    };
+    Case {
+        name,
+        // where the policies select: the server's namespace, or for egress the clients'
+        namespace: if name == "default-deny-egress-but-dns" {
+            a.namespace.clone()
+        } else {
+            s.namespace.clone()
         },
-    ]
+        policies: policies(name, pod_subnet, Some(&o.ip)).unwrap_or_default(),
+        checks,
+        kubelet_probe,
+    }
 }
 
 /// The policies of `case` (one of `CASES`), in its namespace. `outsider` is the address of
@@ -431,11 +391,6 @@ pub fn policies(case: &str, pod_subnet: &str, outsider: Option<&str>) -> Option<
         )],
         _ => Vec::new(),
     })
-}
-
-/// Server, client, peer, outsider, elsewhere.
-fn pods(p: &Pods) -> (&Peer, &Peer, &Peer, &Peer, &Peer) {
-    (&p.server, &p.client, &p.peer, &p.outsider, &p.elsewhere)
 }
 
 /// One address as a CIDR.

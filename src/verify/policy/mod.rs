@@ -108,7 +108,6 @@ pub(super) struct Started {
     ns: String,
     client_node: Host,
     server_node: Host,
-    plan: Vec<Planned>,
     /// The cases whose policies were made with the pods, so that they are in force by the time
     /// the pods run (the engine programs them meanwhile).
     early: Vec<&'static str>,
@@ -205,7 +204,6 @@ pub(super) async fn start(
         ns: ns.to_string(),
         client_node: a.clone(),
         server_node: b.clone(),
-        plan,
         early: early.into_iter().map(|(case, ..)| case).collect(),
     }))
 }
@@ -245,29 +243,6 @@ pub(super) async fn network_policy(
     if !baseline(report, &subject) {
         return Ok(());
     }
-    let cast = match wait_matrix(client, &started).await {
-        Ok(c) => c,
-        Err(NotUp { detail, unready }) => {
-            // a probed pod runs under default-deny-ingress from the start: if it never turns
-            // Ready, the engine drops its kubelet's probes
-            let cause = match unready {
-                Some(node) => format!(
-                    "the policy engine drops the kubelet's own traffic on {}: {}",
-                    node.name,
-                    crate::cni::policy_suspect(&ctx.cluster, &node)
-                ),
-                None => format!(
-                    "the runtime on {} or {}: `journalctl -u kubelet`",
-                    a.name, b.name
-                ),
-            };
-            report
-                .rows
-                .push(Row::fail("network-policy", subject, detail).with_cause(Some(cause)));
-            return Ok(());
-        }
-    };
-    crate::ssh::trace_mark("verify: policy pods ready");
     let dns_works = report
         .rows
         .iter()
@@ -277,19 +252,41 @@ pub(super) async fn network_policy(
             .iter()
             .any(|r| r.check == "dns" && r.outcome == Outcome::Fail);
     let dns_name = format!("kubernetes.default.svc.{}", ctx.cluster.dns_domain);
-    let all = cases::cases(
-        &cast,
-        &ctx.cluster.pod_subnet.to_string(),
-        dns_works.then_some(dns_name.as_str()),
-    );
-    // at once: no case's policies reach another's pods (cases.rs)
-    let done = futures::future::join_all(
-        all.iter()
-            .map(|c| run_case(ctx, client, c, started.early.contains(&c.name))),
-    )
-    .await;
-    for rows in done {
+    let dns = dns_works.then_some(dns_name.as_str());
+    let subnet = ctx.cluster.pod_subnet.to_string();
+    // each case runs once its own pods are up, beside the others: no case's policies reach
+    // another's pods (cases.rs)
+    let (up, up_rx) = futures::channel::mpsc::unbounded::<(usize, Pods)>();
+    let running = up_rx
+        .map(|(i, pods)| {
+            let case = cases::case(CASES[i].0, &pods, &subnet, dns);
+            let made = started.early.contains(&case.name);
+            async move { (i, run_case(ctx, client, &case, made).await) }
+        })
+        .buffer_unordered(CASES.len())
+        .collect::<Vec<_>>();
+    let (waited, mut done) = tokio::join!(wait_cases(client, &started, up), running);
+    done.sort_by_key(|(i, _)| *i);
+    for (_, rows) in done {
         report.rows.extend(rows?);
+    }
+    if let Err(NotUp { detail, unready }) = waited {
+        // a probed pod runs under default-deny-ingress from the start: if it never turns
+        // Ready, the engine drops its kubelet's probes
+        let cause = match unready {
+            Some(node) => format!(
+                "the policy engine drops the kubelet's own traffic on {}: {}",
+                node.name,
+                crate::cni::policy_suspect(&ctx.cluster, &node)
+            ),
+            None => format!(
+                "the runtime on {} or {}: `journalctl -u kubelet`",
+                a.name, b.name
+            ),
+        };
+        report
+            .rows
+            .push(Row::fail("network-policy", subject, detail).with_cause(Some(cause)));
     }
     Ok(())
 }
@@ -391,37 +388,69 @@ impl std::convert::From<String> for NotUp {
     }
 }
 
-/// Waits until every pod of the matrix runs (a probed one: is Ready); each case's cast, in
-/// the order of `CASES`.
-async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], NotUp> {
+/// Waits for the matrix's pods, and sends each case's cast on `up` (its index in `CASES`) once
+/// its five pods run (a probed one: is Ready), so that it need not wait for the others.
+async fn wait_cases(
+    client: &Client,
+    started: &Started,
+    up: futures::channel::mpsc::UnboundedSender<(usize, Pods)>,
+) -> Result<(), NotUp> {
     let all: Api<Pod> = Api::all(client.clone());
     let listing = ListParams::default().labels(&format!("app={MATRIX_APP_LABEL}"));
     let begun = Instant::now();
-    let up = |pod: &Pod, planned: &Planned| {
+    let is_up = |pod: &Pod, planned: &Planned| {
         let status = pod.status.as_ref();
         let running = status.and_then(|s| s.phase.as_deref()) == Some("Running")
             && status.and_then(|s| s.pod_ip.as_ref()).is_some();
         running && (!planned.probed || is_ready(pod))
     };
-    let found = loop {
+    let cast_of = |(case, scope): (&'static str, cases::Scope)| {
+        Part::ALL.map(|part| cases::placed(&started.ns, case, scope, part))
+    };
+    let mut sent = [false; CASES.len()];
+    loop {
         let items = all
             .list(&listing)
             .await
             .map_err(|e| format!("listing the policy test pods: {e}"))?
             .items;
-        let find = |p: &Planned| find_pod(&items, p);
-        let waiting = started
-            .plan
-            .iter()
-            .find(|p| !find(p).is_some_and(|pod| up(pod, p)));
+        let mut waiting = None;
+        for (i, &case) in CASES.iter().enumerate() {
+            if sent[i] {
+                continue;
+            }
+            let planned = cast_of(case);
+            match planned
+                .iter()
+                .find(|p| !find_pod(&items, p).is_some_and(|pod| is_up(pod, p)))
+            {
+                Some(w) => {
+                    waiting.get_or_insert(w.clone());
+                }
+                None => {
+                    let [server, client, peer, outsider, elsewhere] =
+                        planned.map(|p| as_peer(started, &items, p));
+                    let pods = Pods {
+                        server: server?,
+                        client: client?,
+                        peer: peer?,
+                        outsider: outsider?,
+                        elsewhere: elsewhere?,
+                    };
+                    sent[i] = true;
+                    // a closed receiver means the cases are no longer run: nothing to do
+                    let _ = up.unbounded_send((i, pods));
+                }
+            }
+        }
         let Some(w) = waiting else {
-            break items;
+            crate::ssh::trace_mark("verify: policy pods ready");
+            return Ok(());
         };
-        let pod = find(w);
-        let failed = pod.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Failed");
-        if failed || begun.elapsed() > POD_WAIT {
-            let running = pod.and_then(|p| p.status.as_ref()?.phase.as_deref()) == Some("Running");
-            if w.probed && running {
+        let pod = find_pod(&items, &w);
+        let phase = pod.and_then(|p| p.status.as_ref()?.phase.as_deref());
+        if phase == Some("Failed") || begun.elapsed() > POD_WAIT {
+            if w.probed && phase == Some("Running") {
                 let node = if w.beside_server {
                     &started.server_node
                 } else {
@@ -447,37 +476,25 @@ async fn wait_matrix(client: &Client, started: &Started) -> Result<[Pods; 7], No
             )));
         }
         tokio::time::sleep(crate::api::poll_pause(begun)).await;
-    };
-    let peer = |p: Planned| -> Result<Peer, String> {
-        let ip = find_pod(&found, &p)
-            .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
-            .ok_or_else(|| format!("internal: the policy test pod {} went missing", p.name))?;
-        let host = if p.beside_server {
-            &started.server_node
-        } else {
-            &started.client_node
-        };
-        Ok(Peer {
-            name: p.name,
-            namespace: p.namespace,
-            host: host.clone(),
-            ip,
-        })
-    };
-    let mut cast = Vec::new();
-    for (case, scope) in CASES {
-        let [server, client, peer_, outsider, elsewhere] =
-            Part::ALL.map(|part| peer(cases::placed(&started.ns, case, scope, part)));
-        cast.push(Pods {
-            server: server?,
-            client: client?,
-            peer: peer_?,
-            outsider: outsider?,
-            elsewhere: elsewhere?,
-        });
     }
-    cast.try_into()
-        .map_err(|_| NotUp::from("internal: a policy case has no pods".to_string()))
+}
+
+/// The running pod `p` of the matrix, among `items`, as a case's peer.
+fn as_peer(started: &Started, items: &[Pod], p: Planned) -> Result<Peer, String> {
+    let ip = find_pod(items, &p)
+        .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
+        .ok_or_else(|| format!("internal: the policy test pod {} went missing", p.name))?;
+    let host = if p.beside_server {
+        &started.server_node
+    } else {
+        &started.client_node
+    };
+    Ok(Peer {
+        name: p.name,
+        namespace: p.namespace,
+        host: host.clone(),
+        ip,
+    })
 }
 
 /// When `peer` last became Ready, if it is Ready.
