@@ -113,6 +113,17 @@ pub(super) struct Started {
     early: Vec<&'static str>,
 }
 
+impl Started {
+    /// The node a pod of the matrix runs on.
+    fn node_of(&self, p: &Planned) -> &Host {
+        if p.beside_server {
+            &self.server_node
+        } else {
+            &self.client_node
+        }
+    }
+}
+
 pub(super) use cases::namespaces;
 
 /// Creates the matrix's namespaces, pods on the first two of `nodes` and the policies that name
@@ -451,11 +462,7 @@ async fn wait_cases(
         let phase = pod.and_then(|p| p.status.as_ref()?.phase.as_deref());
         if phase == Some("Failed") || begun.elapsed() > POD_WAIT {
             if w.probed && phase == Some("Running") {
-                let node = if w.beside_server {
-                    &started.server_node
-                } else {
-                    &started.client_node
-                };
+                let node = started.node_of(&w);
                 return Err(NotUp {
                     detail: format!(
                         "the policy test pod {}/{} runs but is not Ready after {} s: its readiness probe fails",
@@ -484,15 +491,10 @@ fn as_peer(started: &Started, items: &[Pod], p: Planned) -> Result<Peer, String>
     let ip = find_pod(items, &p)
         .and_then(|pod| pod.status.as_ref()?.pod_ip.clone())
         .ok_or_else(|| format!("internal: the policy test pod {} went missing", p.name))?;
-    let host = if p.beside_server {
-        &started.server_node
-    } else {
-        &started.client_node
-    };
     Ok(Peer {
+        host: started.node_of(&p).clone(),
         name: p.name,
         namespace: p.namespace,
-        host: host.clone(),
         ip,
     })
 }
