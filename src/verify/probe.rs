@@ -124,8 +124,25 @@ pub async fn fetch_from_pod(pods: &Api<Pod>, pod: &str, url: &str) -> Reply {
 
 /// A DNS lookup from inside `pod`, retried; the answer's text.
 pub async fn lookup_from_pod(pods: &Api<Pod>, pod: &str, name: &str) -> Reply {
-    let lookup = format!("nslookup {}", shell_quote(name));
-    exec(pods, pod, &retried(&lookup)).await
+    exec(pods, pod, &lookup_script(name))
+        .await
+        .map_err(|e| if e.is_empty() { no_answer() } else { e })
+}
+
+/// nslookup of `name`, retried. When every attempt fails, stderr gets one line with each
+/// attempt's own reason, without the `Server:`/`Address:` lines nslookup prints first: a lookup
+/// answered NXDOMAIN is another fault than one that timed out, and a mix shows when it changed.
+fn lookup_script(name: &str) -> String {
+    let attempt = format!(
+        "out=$(timeout $t nslookup {} 2>&1) && {{ printf '%s\\n' \"$out\"; exit 0; }}; \
+         why=$(printf '%s\\n' \"$out\" | grep -v -e '^Server:' -e '^Address:' | grep . | tail -n 1); \
+         tried=\"$tried${{tried:+; }}${{why:-no answer in $t s}}\"",
+        shell_quote(name)
+    );
+    format!(
+        "tried=; {}; echo \"$tried\" >&2; exit 1",
+        each_attempt(&attempt)
+    )
 }
 
 /// The path the search-path lookup asks for: not `/`, so that the pod-to-pod rows, reading the
@@ -210,6 +227,38 @@ mod tests {
         assert!(hung.success());
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(no_answer(), "no answer (6 attempts in 12 s)");
+    }
+
+    /// A lookup that keeps failing reports nslookup's own reason for each attempt, not the
+    /// server it asked; an attempt cut at its limit says so.
+    #[test]
+    fn a_failed_lookup_reports_why_not_the_server_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let fake = dir.path().join("nslookup");
+        std::fs::write(
+            &fake,
+            "#!/bin/sh\n[ -e \"$0.1\" ] || { touch \"$0.1\"; sleep 30; }\nprintf 'Server:\\t\\t10.96.0.10\\nAddress:\\t10.96.0.10:53\\n\\n** server can'\\''t find %s: NXDOMAIN\\n\\n' \"$1\"\nexit 1\n",
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let run = std::process::Command::new("sh")
+            .args(["-c", &lookup_script("verify.ns.svc.cluster.local")])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        assert!(!run.status.success());
+        let stderr = String::from_utf8_lossy(&run.stderr);
+        let nx = "** server can't find verify.ns.svc.cluster.local: NXDOMAIN";
+        // the first attempt hangs and is cut after its 1 s, the others get NXDOMAIN
+        let mut reasons = vec!["no answer in 1 s"];
+        reasons.extend([nx; 5]);
+        assert_eq!(first_line(&stderr), reasons.join("; "));
     }
 
     #[test]
