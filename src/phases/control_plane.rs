@@ -79,6 +79,10 @@ fn apiserver_args(c: &Cluster, host: &Host) -> Vec<String> {
         "--audit-log-maxbackup=10".into(),
         "--audit-log-maxsize=100".into(),
         "--profiling=false".into(),
+        // stopped, it ends its watches at once: otherwise it waits out its request timeout
+        // (60 s) for them, refusing new connections all along, and its clients (CoreDNS, the
+        // kubelets, kube-proxy) back off for up to a minute more before they list again
+        "--shutdown-watch-termination-grace-period=2s".into(),
     ]
 }
 
