@@ -64,6 +64,21 @@ pub async fn unreachable_pod(ctx: &Ctx, from: &Host, to: &Host, ip: &str) -> Opt
     None
 }
 
+/// How long units that restart themselves (`activating`: systemd's `Restart=` after an exit,
+/// as the scheduler exits when the API server was away past its lease) are waited for before
+/// their states count: two of the control plane's `RestartSec=5` and a start.
+const RESTART_SETTLES_WITHIN_S: u32 = 15;
+
+/// `systemctl is-active` of `units`, once none is `activating` or after
+/// `RESTART_SETTLES_WITHIN_S`.
+pub fn settled_states(units: &[&str]) -> String {
+    let units = units.join(" ");
+    format!(
+        "i=0; while [ $i -lt {} ] && systemctl is-active {units} | grep -qx activating; do sleep 0.5; i=$((i+1)); done; systemctl is-active {units}",
+        RESTART_SETTLES_WITHIN_S * 2
+    )
+}
+
 /// The units of `units` that `systemctl is-active` (its output `states`, a line per unit) did
 /// not find active, as "<unit> is <state>".
 pub fn inactive(units: &[&str], states: &str) -> Vec<String> {
@@ -85,12 +100,7 @@ pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
 /// Those of `units` not active on `node`, with the command that starts them again; None when
 /// all run (or the node cannot be asked).
 pub async fn units_down(ctx: &Ctx, node: &Host, units: &[&str]) -> Option<String> {
-    let (_, states) = sh(
-        ctx,
-        node,
-        &format!("systemctl is-active {}", units.join(" ")),
-    )
-    .await?;
+    let (_, states) = sh(ctx, node, &settled_states(units)).await?;
     let down = inactive(units, &states);
     if down.is_empty() {
         return None;
@@ -133,5 +143,45 @@ pub async fn unreachable_service(ctx: &Ctx, node: &Host, cluster_ip: &str) -> Op
         _ => Some(
             "the Service's address is translated, but its endpoints did not answer: see the pod-to-pod rows".into(),
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A unit systemd is restarting is waited for; the states are read once it has settled.
+    #[test]
+    fn a_restarting_unit_is_waited_for_before_its_state_counts() {
+        let dir = tempfile::tempdir().unwrap();
+        let calls = dir.path().join("calls");
+        let fake = dir.path().join("systemctl");
+        std::fs::write(
+            &fake,
+            format!(
+                "#!/bin/sh\necho x >> {c}\nif [ $(wc -l < {c}) -lt 3 ]; then printf 'active\\nactivating\\n'; else printf 'active\\nactive\\n'; fi\n",
+                c = calls.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
+            .unwrap();
+        let path = format!(
+            "{}:{}",
+            dir.path().display(),
+            std::env::var("PATH").unwrap()
+        );
+        let run = std::process::Command::new("sh")
+            .args(["-c", &settled_states(&["etcd", "kube-scheduler"])])
+            .env("PATH", path)
+            .output()
+            .unwrap();
+        let states = String::from_utf8_lossy(&run.stdout);
+        assert_eq!(states, "active\nactive\n");
+        assert!(inactive(&["etcd", "kube-scheduler"], &states).is_empty());
+        assert_eq!(
+            inactive(&["etcd", "kube-scheduler"], "active\nactivating\n"),
+            ["kube-scheduler is activating"]
+        );
     }
 }

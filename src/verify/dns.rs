@@ -51,6 +51,75 @@ pub(super) async fn coredns_unready(client: &Client) -> Option<(String, String)>
     }
 }
 
+/// Waits, asking each ready CoreDNS pod directly from `from`, until none answers NXDOMAIN for
+/// `name`, the test Service just made: CoreDNS learns of it through its watch, which may lag
+/// (`WATCH_LAG`). None then, else the cause naming the pods still behind. A pod that does not
+/// answer at all is not waited for: the lookups report that path.
+async fn coredns_lags(
+    client: &Client,
+    pods: &Api<Pod>,
+    from: &TestPod,
+    name: &str,
+) -> Option<String> {
+    let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
+    let by_service = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
+    let started = Instant::now();
+    loop {
+        let servers: Vec<(String, String)> = match slices.list(&by_service).await {
+            Ok(list) => list
+                .items
+                .iter()
+                .flat_map(|s| s.endpoints.iter().flatten())
+                .filter(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
+                .filter_map(|e| {
+                    let ip = e.addresses.first()?.clone();
+                    let pod = e.target_ref.as_ref().and_then(|r| r.name.clone());
+                    Some((ip, pod.unwrap_or_default()))
+                })
+                .collect(),
+            Err(_) => return None,
+        };
+        let behind = match probe::exec(pods, &from.name, &nxdomain_from(name, &servers)).await {
+            Ok(out) => out
+                .split_whitespace()
+                .map(str::to_string)
+                .collect::<Vec<_>>(),
+            Err(_) => return None,
+        };
+        if behind.is_empty() {
+            return None;
+        }
+        if started.elapsed() > WATCH_LAG {
+            let named: Vec<String> = servers
+                .iter()
+                .filter(|(ip, _)| behind.contains(ip))
+                .map(|(ip, pod)| format!("{pod} ({ip})"))
+                .collect();
+            return Some(format!(
+                "CoreDNS {} still answers NXDOMAIN for {name}, a Service that exists, after {} s: its watch of the API server lags, as for a while after the API server restarts; `kubectl -n kube-system logs {}`, or `kubectl -n kube-system rollout restart deployment coredns`",
+                named.join(", "),
+                started.elapsed().as_secs(),
+                servers
+                    .iter()
+                    .find(|(ip, _)| behind.contains(ip))
+                    .map(|(_, pod)| pod.as_str())
+                    .unwrap_or("-l k8s-app=kube-dns"),
+            ));
+        }
+        tokio::time::sleep(crate::api::poll_pause(started)).await;
+    }
+}
+
+/// A script printing each server of `servers` that answers NXDOMAIN for `name`.
+fn nxdomain_from(name: &str, servers: &[(String, String)]) -> String {
+    let ips: Vec<&str> = servers.iter().map(|(ip, _)| ip.as_str()).collect();
+    format!(
+        "for ip in {}; do case $(timeout 1 nslookup {} $ip 2>&1) in *NXDOMAIN*) echo $ip;; esac; done; true",
+        ips.join(" "),
+        crate::ssh::shell_quote(name)
+    )
+}
+
 /// DNS through CoreDNS from every test pod: the test Service's full name, the API server's
 /// (`kubernetes.default.svc.<domain>`), and the test Service's short name through the pod's
 /// search path.
@@ -89,6 +158,10 @@ pub(super) async fn dns(
     if let Some((detail, cause)) = coredns_unready(client).await {
         return vec![Row::fail("dns", &names[0].0, detail).with_cause(Some(cause))];
     }
+    let lagging = match running.first() {
+        Some(from) => coredns_lags(client, pods, from, &names[0].0).await,
+        None => None,
+    };
     let check = async |a: &TestPod, (name, want, search): &(String, String, bool)| {
         let (subject, lookup) = if *search {
             (
@@ -118,10 +191,15 @@ pub(super) async fn dns(
                     text.split_whitespace().collect::<Vec<_>>().join(" ")
                 ),
             ),
-            Err(e) => Row::fail("dns", subject, format!("lookup: {e}")).with_cause(
-                cause::unreachable_service(ctx, &a.host, &ctx.cluster.dns_service_ip.to_string())
-                    .await,
-            ),
+            Err(e) => {
+                Row::fail("dns", subject, format!("lookup: {e}")).with_cause(match &lagging {
+                    Some(lag) => Some(lag.clone()),
+                    None => {
+                        let dns_ip = ctx.cluster.dns_service_ip.to_string();
+                        cause::unreachable_service(ctx, &a.host, &dns_ip).await
+                    }
+                })
+            }
         }
     };
     // per pod, the first name before the others: kube-proxy may not have the DNS Service's

@@ -84,7 +84,7 @@ pub(super) async fn check_control_planes(
     report: &mut Report,
 ) {
     for h in nodes.iter().filter(|h| h.control_plane) {
-        let script = format!("systemctl is-active {}", CONTROL_PLANE_UNITS.join(" "));
+        let script = cause::settled_states(&CONTROL_PLANE_UNITS);
         let states = match ctx.session(h).await {
             Ok(s) => s.exec(&script, None).await.map(|o| o.stdout_text()),
             Err(e) => Err(e),
@@ -100,10 +100,18 @@ pub(super) async fn check_control_planes(
                     )
                 } else {
                     let unit = down[0].split(' ').next().unwrap_or_default().to_string();
-                    Row::fail("control-plane", &h.name, down.join("; ")).with_cause(Some(format!(
-                        "`systemctl start {unit}` on {}, then `journalctl -u {unit}`",
-                        h.name
-                    )))
+                    let advice = if down[0].ends_with(" activating") {
+                        format!(
+                            "{unit} keeps restarting: `journalctl -u {unit}` on {} says why it exits",
+                            h.name
+                        )
+                    } else {
+                        format!(
+                            "`systemctl start {unit}` on {}, then `journalctl -u {unit}`",
+                            h.name
+                        )
+                    };
+                    Row::fail("control-plane", &h.name, down.join("; ")).with_cause(Some(advice))
                 }
             }
             Err(e) => Row::fail("control-plane", &h.name, e.to_string()),

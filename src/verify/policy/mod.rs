@@ -37,10 +37,15 @@ fn matrix_not_made(error: &str) -> &'static str {
     }
 }
 
-/// How long a policy may take to apply: an enforcing network programs it within seconds; one
+/// How long a policy may take to apply: an enforcing network programs it within seconds, but
+/// learns of it through a watch that may lag after the API server restarted (`WATCH_LAG`); one
 /// that does not enforce policies is given a moment, then reported as such.
 pub(super) fn policy_wait(enforced: bool) -> Duration {
-    Duration::from_secs(if enforced { 20 } else { 3 })
+    if enforced {
+        super::WATCH_LAG
+    } else {
+        Duration::from_secs(3)
+    }
 }
 
 /// The row when `url` on `node` still answered after a default-deny policy: a failure for a
