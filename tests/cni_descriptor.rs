@@ -30,6 +30,7 @@ impl Cni for Throwaway {
             chains: vec!["THROWAWAY-".into()],
             ipsets: vec!["THROWAWAY-SET-".into()],
             mounts: vec!["/run/throwaway".into()],
+            rule_prefs: vec![32200],
         }
     }
 
@@ -91,6 +92,12 @@ fn reset_removes_what_a_new_network_leaves() {
     for s in ["^THROWAWAY-SET-", "^KUBE-SRC-", "^KUBE-DST-"] {
         assert!(sets.contains(s), "{sets}");
     }
+    // its routing rules, beside the policy engine's
+    let rules = network
+        .lines()
+        .find(|l| l.starts_with("ip_rules()"))
+        .unwrap_or_default();
+    assert!(rules.contains(" 32200 32100;"), "{rules}");
     // the networks provision ships are still cleaned up beside it
     assert!(
         network.contains("provision-vx") && network.contains("cali-"),

@@ -200,6 +200,37 @@ fn the_builtin_network_enforces_network_policies() {
         edited_out.as_secs_f32(),
         deleted.as_secs_f32()
     );
+
+    // a Service without endpoints is refused at once from a pod, as kube-proxy means it to be
+    // (the engine accepts pods' packets before kube-proxy's refusal): nothing leaves the node
+    // for the Service's address, and no connection hangs until its client gives up
+    let empty = tb.ssh(
+        0,
+        &format!(
+            "{KUBECTL} -n shop create service clusterip empty --tcp=80:80 >/dev/null && \
+             {KUBECTL} -n shop get service empty -o jsonpath='{{.spec.clusterIP}}'"
+        ),
+    );
+    for from in ["frontend-near", "frontend-far"] {
+        let out = tb.ssh_output(
+            0,
+            &format!(
+                "{KUBECTL} -n shop exec {from} -- sh -c 'timeout 10 wget -q -O - http://{empty}/'"
+            ),
+        );
+        let said = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && said.contains("unreachable"),
+            "{from} → {empty}: {said}"
+        );
+    }
+    for (i, name) in names.iter().enumerate() {
+        let rule = tb.ssh(i, "ip rule show pref 32100");
+        assert!(
+            rule.contains("from 10.88.0.0/16 to 10.96.0.0/12 unreachable"),
+            "{name}: {rule}"
+        );
+    }
     tb.ssh(0, &format!("{KUBECTL} delete namespace shop --wait=false"));
 
     // the engine stopped on the first worker: the rows it decides fail, naming it and the

@@ -25,6 +25,15 @@ pub const HEALTH_PORT: u16 = 20244;
 /// What the host must have for it: it runs these (ipset restore, iptables-restore).
 pub const HOST_COMMANDS: [&str; 3] = ["ipset", "iptables-save", "iptables-restore"];
 
+/// The priority of the routing rule that turns away what pods send to a Service address
+/// kube-proxy did not translate: a Service without endpoints, such as the API server's own
+/// while it restarts. kube-proxy refuses those packets in FORWARD, but this engine's chain comes
+/// first there and accepts them: they would leave by the default route, to an address nothing
+/// answers, and the connection would hang until its client gives up (client-go: 30 s, so
+/// CoreDNS learnt of new Services half a minute late after each API server restart). An
+/// unreachable route refuses them at once, and nothing leaves the node.
+pub const UNTRANSLATED_SERVICE_RULE: u32 = 32100;
+
 /// Its identity and least rights: read pods, namespaces, NetworkPolicies, its Node, and what
 /// its informers list whatever controllers run (Services, Endpoints, EndpointSlices).
 pub const NAMESPACE: &str = "kube-system";
@@ -40,6 +49,7 @@ pub fn unit(cluster: &Cluster, host: &Host) -> Result<String, String> {
         &format!("/usr/local/bin/{COMPONENT}"),
     )
     .after(&["network.target"])
+    .exec_start_pre(&[&untranslated_service_rule(cluster)])
     .args(&[
         format!("--kubeconfig={KUBECONFIG}"),
         format!("--hostname-override={}", host.name),
@@ -58,6 +68,20 @@ pub fn unit(cluster: &Cluster, host: &Host) -> Result<String, String> {
     .render()
 }
 
+/// The `ExecStartPre=` that (re)makes the rule of [`UNTRANSLATED_SERVICE_RULE`] for the
+/// cluster's pod and Service ranges.
+fn untranslated_service_rule(cluster: &Cluster) -> String {
+    let family = match cluster.service_subnet {
+        ipnet::IpNet::V6(_) => "-6",
+        ipnet::IpNet::V4(_) => "-4",
+    };
+    let pref = UNTRANSLATED_SERVICE_RULE;
+    format!(
+        "/bin/sh -c 'while ip {family} rule del pref {pref} 2>/dev/null; do :; done; ip {family} rule add pref {pref} from {} to {} unreachable'",
+        cluster.pod_subnet, cluster.service_subnet
+    )
+}
+
 /// What it leaves on a host; reset removes it whichever network the cluster runs. (Its chains
 /// start with KUBE-, which reset removes anyway.)
 pub fn leftovers() -> Leftovers {
@@ -65,6 +89,7 @@ pub fn leftovers() -> Leftovers {
         units: vec![SERVICE.into()],
         paths: vec![UNIT.into(), DIR.into()],
         ipsets: IPSETS.iter().map(|s| s.to_string()).collect(),
+        rule_prefs: vec![UNTRANSLATED_SERVICE_RULE],
         ..Leftovers::default()
     }
 }

@@ -54,4 +54,6 @@ pub struct Leftovers {
     pub chains: Vec<String>,
     pub ipsets: Vec<String>,
     pub mounts: Vec<String>,
+    /// Priorities of routing rules (`ip rule`), in both families.
+    pub rule_prefs: Vec<u32>,
 }

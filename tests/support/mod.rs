@@ -517,6 +517,7 @@ pub fn leftovers(tb: &Testbed, i: usize) -> String {
          ipset list -n 2>/dev/null | grep -E '^(KUBE-|inet6:KUBE-)' | sed 's/^/ipset /'; \
          systemctl is-active -q kubepods.slice && echo 'pods running'; \
          ls /run/netns/cni-* 2>/dev/null | sed 's/^/netns /'; \
+         ip rule show pref 32100 | sed 's/^/ip rule /'; \
          findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/run/containerd|/var/lib/containerd)/|^/run/netns/cni-' | sed 's/^/mount /'; \
          true",
     )

@@ -66,6 +66,11 @@ pub(super) fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> 
                 }
             }
         }
+        for pref in l.rule_prefs {
+            if !all.rule_prefs.contains(&pref) {
+                all.rule_prefs.push(pref);
+            }
+        }
     }
     all
 }
@@ -135,11 +140,18 @@ pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Actio
         "links() {{ for l in {links}; do ip link show \"$l\" >/dev/null 2>&1 && echo \"$l\"; done; }}\n\
          rules() {{ {{ iptables-save; ip6tables-save; }} 2>/dev/null | grep -E '{rules}'; }}\n\
          nft_tables() {{ nft list tables 2>/dev/null | grep -E ' kube-proxy$'; }}\n\
-         sets() {{ ipset list -n 2>/dev/null | grep -E '{sets}'; }}",
+         sets() {{ ipset list -n 2>/dev/null | grep -E '{sets}'; }}\n\
+         ip_rules() {{ for f in -4 -6; do for p in {prefs}; do ip $f rule show pref $p 2>/dev/null | sed \"s/^/$f /\"; done; done; }}",
         links = links.join(" "),
+        prefs = left
+            .rule_prefs
+            .iter()
+            .map(u32::to_string)
+            .collect::<Vec<_>>()
+            .join(" "),
     );
     actions.push(exec(
-        "remove the pod network's links and the rules of kube-proxy, the CNI and the policy engine",
+        "remove the pod network's links, and the packet filter and routing rules of kube-proxy, the CNI and the policy engine",
         &net,
         &format!(
             "links | while read -r l; do ip link delete \"$l\"; done\n\
@@ -149,9 +161,10 @@ pub fn cleanup_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> Vec<Actio
              done\n\
              nft_tables | while read -r _ family name; do nft delete table \"$family\" \"$name\"; done\n\
              sets | while read -r s; do ipset destroy \"$s\"; done\n\
+             ip_rules | while read -r f p _; do ip $f rule del pref \"${{p%:}}\"; done\n\
              true"
         ),
-        "[ -z \"$(links)\" ] && [ -z \"$(rules)\" ] && [ -z \"$(nft_tables)\" ] && [ -z \"$(sets)\" ]",
+        "[ -z \"$(links)\" ] && [ -z \"$(rules)\" ] && [ -z \"$(nft_tables)\" ] && [ -z \"$(sets)\" ] && [ -z \"$(ip_rules)\" ]",
     ));
     actions.push(exec(
         "remove the links into the bundle's directory",
