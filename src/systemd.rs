@@ -86,8 +86,6 @@ fn address_wait(address: &str) -> String {
     )
 }
 
-/// A shell loop: `check` every `interval_s` seconds, at most `attempts` times; exits 1 when it
-/// never held.
 /// `systemctl stop UNITS`, tried once more when systemd cancels the stop job for a start that
 /// was already queued (a unit restarting itself, Restart=always): the second stop sticks.
 pub fn stop(units: &str) -> String {
