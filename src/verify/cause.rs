@@ -155,17 +155,14 @@ mod tests {
     fn a_restarting_unit_is_waited_for_before_its_state_counts() {
         let dir = tempfile::tempdir().unwrap();
         let calls = dir.path().join("calls");
-        let fake = dir.path().join("systemctl");
-        std::fs::write(
-            &fake,
-            format!(
+        crate::host::stand_in(
+            dir.path(),
+            "systemctl",
+            &format!(
                 "#!/bin/sh\necho x >> {c}\nif [ $(wc -l < {c}) -lt 3 ]; then printf 'active\\nactivating\\n'; else printf 'active\\nactive\\n'; fi\n",
                 c = calls.display()
             ),
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        );
         let path = format!(
             "{}:{}",
             dir.path().display(),

@@ -234,14 +234,11 @@ mod tests {
     #[test]
     fn a_failed_lookup_reports_why_not_the_server_line() {
         let dir = tempfile::tempdir().unwrap();
-        let fake = dir.path().join("nslookup");
-        std::fs::write(
-            &fake,
+        crate::host::stand_in(
+            dir.path(),
+            "nslookup",
             "#!/bin/sh\n[ -e \"$0.1\" ] || { touch \"$0.1\"; sleep 30; }\nprintf 'Server:\\t\\t10.96.0.10\\nAddress:\\t10.96.0.10:53\\n\\n** server can'\\''t find %s: NXDOMAIN\\n\\n' \"$1\"\nexit 1\n",
-        )
-        .unwrap();
-        std::fs::set_permissions(&fake, std::os::unix::fs::PermissionsExt::from_mode(0o755))
-            .unwrap();
+        );
         let path = format!(
             "{}:{}",
             dir.path().display(),
