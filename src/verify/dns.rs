@@ -238,6 +238,26 @@ pub(super) fn answers(nslookup: &str, ip: &str) -> bool {
 mod tests {
     use super::*;
 
+    /// The poll of each CoreDNS pod names only those answering NXDOMAIN: not one that knows
+    /// the name, nor one that does not answer (the lookups report that path).
+    #[test]
+    fn only_the_coredns_pods_answering_nxdomain_are_waited_for() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::host::stand_in(
+            dir.path(),
+            "nslookup",
+            "#!/bin/sh\necho \"Server: $2\"\ncase $2 in\n10.88.0.3) printf 'Name: %s\\nAddress: 10.96.4.4\\n' \"$1\";;\n10.88.1.3) echo \"** server can't find $1: NXDOMAIN\"; exit 1;;\n*) echo ';; connection timed out; no servers could be reached'; exit 1;;\nesac\n",
+        );
+        let servers = [
+            ("10.88.0.3".to_string(), "coredns-a".to_string()),
+            ("10.88.1.3".to_string(), "coredns-b".to_string()),
+            ("10.88.2.3".to_string(), "coredns-c".to_string()),
+        ];
+        let script = nxdomain_from("verify.ns.svc.cluster.local", &servers);
+        let behind = crate::host::sh_with(&script, Some(dir.path()), &[]);
+        assert_eq!(behind, "10.88.1.3\n");
+    }
+
     #[test]
     fn the_search_path_lookup_counts_only_the_address_wget_connects_to() {
         let out = "Connecting to verify (10.101.59.26:80)";
