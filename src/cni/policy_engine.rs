@@ -69,7 +69,8 @@ pub fn unit(cluster: &Cluster, host: &Host) -> Result<String, String> {
 }
 
 /// The `ExecStartPre=` that (re)makes the rule of [`UNTRANSLATED_SERVICE_RULE`] for the
-/// cluster's pod and Service ranges.
+/// cluster's pod and Service ranges. Its failure (a kernel without policy routing) does not
+/// keep the engine from starting (`-`): policies matter more than a quick refusal.
 fn untranslated_service_rule(cluster: &Cluster) -> String {
     let family = match cluster.service_subnet {
         ipnet::IpNet::V6(_) => "-6",
@@ -77,7 +78,7 @@ fn untranslated_service_rule(cluster: &Cluster) -> String {
     };
     let pref = UNTRANSLATED_SERVICE_RULE;
     format!(
-        "/bin/sh -c 'while ip {family} rule del pref {pref} 2>/dev/null; do :; done; ip {family} rule add pref {pref} from {} to {} unreachable'",
+        "-/bin/sh -c 'while ip {family} rule del pref {pref} 2>/dev/null; do :; done; ip {family} rule add pref {pref} from {} to {} unreachable'",
         cluster.pod_subnet, cluster.service_subnet
     )
 }
