@@ -225,7 +225,8 @@ fn the_builtin_network_enforces_network_policies() {
         );
     }
     for (i, name) in names.iter().enumerate() {
-        let rule = tb.ssh(i, "ip rule show pref 32100");
+        let pref = provision::cni::policy_engine::UNTRANSLATED_SERVICE_RULE;
+        let rule = tb.ssh(i, &format!("ip rule show pref {pref}"));
         assert!(
             rule.contains("from 10.88.0.0/16 to 10.96.0.0/12 unreachable"),
             "{name}: {rule}"

@@ -152,8 +152,8 @@ mod tests {
 
     /// A unit systemd is restarting is waited for; the states are read once it has settled.
     #[test]
-    fn a_restarting_unit_is_waited_for_before_its_state_counts() {
-        let dir = tempfile::tempdir().unwrap();
+    fn a_restarting_unit_is_waited_for_before_its_state_counts() -> Result<(), std::io::Error> {
+        let dir = tempfile::tempdir()?;
         let calls = dir.path().join("calls");
         crate::host::stand_in(
             dir.path(),
@@ -163,22 +163,14 @@ mod tests {
                 c = calls.display()
             ),
         );
-        let path = format!(
-            "{}:{}",
-            dir.path().display(),
-            std::env::var("PATH").unwrap()
-        );
-        let run = std::process::Command::new("sh")
-            .args(["-c", &settled_states(&["etcd", "kube-scheduler"])])
-            .env("PATH", path)
-            .output()
-            .unwrap();
-        let states = String::from_utf8_lossy(&run.stdout);
+        let script = settled_states(&["etcd", "kube-scheduler"]);
+        let states = crate::host::sh_with(&script, Some(dir.path()), &[]);
         assert_eq!(states, "active\nactive\n");
         assert!(inactive(&["etcd", "kube-scheduler"], &states).is_empty());
         assert_eq!(
             inactive(&["etcd", "kube-scheduler"], "active\nactivating\n"),
             ["kube-scheduler is activating"]
         );
+        Ok(())
     }
 }

@@ -7,12 +7,39 @@ use super::*;
 /// How long verify waits for CoreDNS to become ready (it may have been deployed by the same run).
 pub(super) const DNS_READY_WITHIN: Duration = Duration::from_secs(90);
 
+/// A ready CoreDNS pod behind the kube-dns Service: its address and its pod's name.
+struct CoreDns {
+    ip: String,
+    pod: String,
+}
+
+/// The ready endpoints of the kube-dns Service (from its EndpointSlices), or None when the
+/// API server does not answer.
+async fn ready_coredns(slices: &Api<EndpointSlice>) -> Option<Vec<CoreDns>> {
+    let by_service = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
+    let list = slices.list(&by_service).await.ok()?;
+    let ready = list
+        .items
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .filter(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
+        .filter_map(|e| {
+            Some(CoreDns {
+                ip: e.addresses.first()?.clone(),
+                pod: (e.target_ref.as_ref())
+                    .and_then(|r| r.name.clone())
+                    .unwrap_or_default(),
+            })
+        })
+        .collect();
+    Some(ready)
+}
+
 /// Why CoreDNS cannot answer yet, or None once the kube-dns Service has a ready endpoint.
 /// Waits while its pods are starting; a Deployment scaled to 0 is named at once.
 pub(super) async fn coredns_unready(client: &Client) -> Option<(String, String)> {
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), "kube-system");
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
-    let by_service = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
     let started = Instant::now();
     loop {
         let replicas = deployments
@@ -27,15 +54,7 @@ pub(super) async fn coredns_unready(client: &Client) -> Option<(String, String)>
                 "CoreDNS has no pods (deployment kube-system/coredns has 0 replicas): `kubectl -n kube-system scale deployment coredns --replicas=2`".into(),
             ));
         }
-        let ready = slices.list(&by_service).await.ok().is_some_and(|l| {
-            l.items.iter().any(|s| {
-                s.endpoints
-                    .iter()
-                    .flatten()
-                    .any(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
-            })
-        });
-        if ready {
+        if ready_coredns(&slices).await.is_some_and(|r| !r.is_empty()) {
             return None;
         }
         if started.elapsed() > DNS_READY_WITHIN {
@@ -69,57 +88,36 @@ async fn coredns_lags(
     name: &str,
 ) -> Option<String> {
     let slices: Api<EndpointSlice> = Api::namespaced(client.clone(), "kube-system");
-    let by_service = ListParams::default().labels("kubernetes.io/service-name=kube-dns");
     let started = Instant::now();
     loop {
-        let servers: Vec<(String, String)> = match slices.list(&by_service).await {
-            Ok(list) => list
-                .items
-                .iter()
-                .flat_map(|s| s.endpoints.iter().flatten())
-                .filter(|e| e.conditions.as_ref().is_none_or(|c| c.ready != Some(false)))
-                .filter_map(|e| {
-                    let ip = e.addresses.first()?.clone();
-                    let pod = e.target_ref.as_ref().and_then(|r| r.name.clone());
-                    Some((ip, pod.unwrap_or_default()))
-                })
-                .collect(),
-            Err(_) => return None,
-        };
-        let behind = match probe::exec(pods, &from.name, &nxdomain_from(name, &servers)).await {
-            Ok(out) => out
-                .split_whitespace()
-                .map(str::to_string)
-                .collect::<Vec<_>>(),
-            Err(_) => return None,
-        };
-        if behind.is_empty() {
-            return None;
-        }
+        let servers = ready_coredns(&slices).await?;
+        let ips: Vec<&str> = servers.iter().map(|c| c.ip.as_str()).collect();
+        let out = probe::exec(pods, &from.name, &nxdomain_from(name, &ips))
+            .await
+            .ok()?;
+        let behind: Vec<&CoreDns> = servers
+            .iter()
+            .filter(|c| out.split_whitespace().any(|ip| ip == c.ip))
+            .collect();
+        let first = behind.first()?;
         if started.elapsed() > WATCH_LAG + NEGATIVE_CACHE {
-            let named: Vec<String> = servers
+            let named: Vec<String> = behind
                 .iter()
-                .filter(|(ip, _)| behind.contains(ip))
-                .map(|(ip, pod)| format!("{pod} ({ip})"))
+                .map(|c| format!("{} ({})", c.pod, c.ip))
                 .collect();
             return Some(format!(
                 "CoreDNS {} still answers NXDOMAIN for {name}, a Service that exists, after {} s: its watch of the API server lags, as for a while after the API server restarts; `kubectl -n kube-system logs {}`, or `kubectl -n kube-system rollout restart deployment coredns`",
                 named.join(", "),
                 started.elapsed().as_secs(),
-                servers
-                    .iter()
-                    .find(|(ip, _)| behind.contains(ip))
-                    .map(|(_, pod)| pod.as_str())
-                    .unwrap_or("-l k8s-app=kube-dns"),
+                first.pod
             ));
         }
         tokio::time::sleep(crate::api::poll_pause(started)).await;
     }
 }
 
-/// A script printing each server of `servers` that answers NXDOMAIN for `name`.
-fn nxdomain_from(name: &str, servers: &[(String, String)]) -> String {
-    let ips: Vec<&str> = servers.iter().map(|(ip, _)| ip.as_str()).collect();
+/// A script printing each of the DNS servers `ips` that answers NXDOMAIN for `name`.
+fn nxdomain_from(name: &str, ips: &[&str]) -> String {
     format!(
         "for ip in {}; do case $(timeout 1 nslookup {} $ip 2>&1) in *NXDOMAIN*) echo $ip;; esac; done; true",
         ips.join(" "),
@@ -241,21 +239,20 @@ mod tests {
     /// The poll of each CoreDNS pod names only those answering NXDOMAIN: not one that knows
     /// the name, nor one that does not answer (the lookups report that path).
     #[test]
-    fn only_the_coredns_pods_answering_nxdomain_are_waited_for() {
-        let dir = tempfile::tempdir().unwrap();
+    fn only_the_coredns_pods_answering_nxdomain_are_waited_for() -> Result<(), std::io::Error> {
+        let dir = tempfile::tempdir()?;
         crate::host::stand_in(
             dir.path(),
             "nslookup",
             "#!/bin/sh\necho \"Server: $2\"\ncase $2 in\n10.88.0.3) printf 'Name: %s\\nAddress: 10.96.4.4\\n' \"$1\";;\n10.88.1.3) echo \"** server can't find $1: NXDOMAIN\"; exit 1;;\n*) echo ';; connection timed out; no servers could be reached'; exit 1;;\nesac\n",
         );
-        let servers = [
-            ("10.88.0.3".to_string(), "coredns-a".to_string()),
-            ("10.88.1.3".to_string(), "coredns-b".to_string()),
-            ("10.88.2.3".to_string(), "coredns-c".to_string()),
-        ];
-        let script = nxdomain_from("verify.ns.svc.cluster.local", &servers);
+        let script = nxdomain_from(
+            "verify.ns.svc.cluster.local",
+            &["10.88.0.3", "10.88.1.3", "10.88.2.3"],
+        );
         let behind = crate::host::sh_with(&script, Some(dir.path()), &[]);
         assert_eq!(behind, "10.88.1.3\n");
+        Ok(())
     }
 
     #[test]

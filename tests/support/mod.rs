@@ -499,7 +499,7 @@ impl Run {
 pub fn leftovers(tb: &Testbed, i: usize) -> String {
     tb.ssh(
         i,
-        "for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver kube-router api-vip api-proxy; do \
+        &format!("for u in containerd etcd provision-pod-routes kubelet kube-proxy kube-apiserver kube-router api-vip api-proxy; do \
            systemctl is-active -q $u && echo \"unit $u active\"; \
            systemctl is-enabled -q $u 2>/dev/null && echo \"unit $u enabled\"; \
            [ -e /etc/systemd/system/$u.service ] && echo \"unit file $u\"; done; \
@@ -508,7 +508,7 @@ pub fn leftovers(tb: &Testbed, i: usize) -> String {
                   /etc/kubernetes /var/lib/kubelet /var/lib/etcd /opt/provision /var/lib/provision /var/lib/containerd \
                   /etc/containerd /etc/crictl.yaml /etc/cni/net.d/10-provision.conflist /var/lib/cni \
                   /usr/local/lib/provision /etc/sysctl.d/99-provision.conf /etc/modules-load.d/provision.conf; do \
-           [ -e $p ] && ! { mountpoint -q $p && [ -z \"$(ls -A $p)\" ]; } && echo \"path $p\"; done; \
+           [ -e $p ] && ! {{ mountpoint -q $p && [ -z \"$(ls -A $p)\" ]; }} && echo \"path $p\"; done; \
          find /usr/local/bin /opt/cni/bin /opt -maxdepth 1 -type l -lname '/opt/provision/*' 2>/dev/null | sed 's/^/link /'; \
          for d in /proc/[0-9]*; do case \"$(readlink $d/exe 2>/dev/null)\" in /opt/provision/*) echo \"process $(readlink $d/exe)\";; esac; done; \
          for l in provision-vx cni0; do ip link show $l >/dev/null 2>&1 && echo \"link $l\"; done; \
@@ -517,8 +517,10 @@ pub fn leftovers(tb: &Testbed, i: usize) -> String {
          ipset list -n 2>/dev/null | grep -E '^(KUBE-|inet6:KUBE-)' | sed 's/^/ipset /'; \
          systemctl is-active -q kubepods.slice && echo 'pods running'; \
          ls /run/netns/cni-* 2>/dev/null | sed 's/^/netns /'; \
-         ip rule show pref 32100 | sed 's/^/ip rule /'; \
+         ip rule show pref {} | sed 's/^/ip rule /'; \
          findmnt -rn -o TARGET | grep -E '^(/var/lib/kubelet|/run/containerd|/var/lib/containerd)/|^/run/netns/cni-' | sed 's/^/mount /'; \
          true",
+            provision::cni::policy_engine::UNTRANSLATED_SERVICE_RULE
+        ),
     )
 }

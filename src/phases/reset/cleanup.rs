@@ -60,19 +60,20 @@ pub(super) fn leftovers_of(networks: &[&dyn Cni], runtimes: &[&dyn Runtime]) -> 
             (&mut all.ipsets, l.ipsets),
             (&mut all.mounts, l.mounts),
         ] {
-            for item in from {
-                if !to.contains(&item) {
-                    to.push(item);
-                }
-            }
+            add_new(to, from);
         }
-        for pref in l.rule_prefs {
-            if !all.rule_prefs.contains(&pref) {
-                all.rule_prefs.push(pref);
-            }
-        }
+        add_new(&mut all.rule_prefs, l.rule_prefs);
     }
     all
+}
+
+/// Appends the items of `from` that `to` does not hold yet.
+fn add_new<T: PartialEq>(to: &mut Vec<T>, from: Vec<T>) {
+    for item in from {
+        if !to.contains(&item) {
+            to.push(item);
+        }
+    }
 }
 
 /// The cleanup of a host, given the networks and runtimes whose leftovers it removes.
