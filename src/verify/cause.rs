@@ -79,15 +79,46 @@ pub fn settled_states(units: &[&str]) -> String {
     )
 }
 
+/// A unit that `systemctl is-active` did not find active, and the state it found instead.
+#[derive(Debug, PartialEq)]
+pub struct Down {
+    pub unit: String,
+    pub state: String,
+}
+
+impl Down {
+    /// systemd is restarting it (`Restart=` after an exit): it keeps failing, not stopped.
+    pub fn restarting(&self) -> bool {
+        self.state == "activating"
+    }
+}
+
+impl std::fmt::Display for Down {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{} is {}", self.unit, self.state)
+    }
+}
+
 /// The units of `units` that `systemctl is-active` (its output `states`, a line per unit) did
-/// not find active, as "<unit> is <state>".
-pub fn inactive(units: &[&str], states: &str) -> Vec<String> {
+/// not find active.
+pub fn inactive(units: &[&str], states: &str) -> Vec<Down> {
     units
         .iter()
         .zip(states.lines().chain(std::iter::repeat("unknown")))
         .filter(|(_, s)| s.trim() != "active")
-        .map(|(u, s)| format!("{u} is {}", s.trim()))
+        .map(|(u, s)| Down {
+            unit: u.to_string(),
+            state: s.trim().to_string(),
+        })
         .collect()
+}
+
+/// `down` as one line: "a is failed, b is inactive".
+pub fn listed(down: &[Down], separator: &str) -> String {
+    down.iter()
+        .map(Down::to_string)
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// Why no pod can start on `node`: its runtime or kubelet unit is not running (None when both
@@ -102,9 +133,7 @@ pub async fn node_units_down(ctx: &Ctx, node: &Host) -> Option<String> {
 pub async fn units_down(ctx: &Ctx, node: &Host, units: &[&str]) -> Option<String> {
     let (_, states) = sh(ctx, node, &settled_states(units)).await?;
     let down = inactive(units, &states);
-    if down.is_empty() {
-        return None;
-    }
+    let first = down.first()?;
     let repair = if ctx.cluster.is_seed_control_plane(node) {
         "`provision init`".to_string()
     } else {
@@ -112,9 +141,9 @@ pub async fn units_down(ctx: &Ctx, node: &Host, units: &[&str]) -> Option<String
     };
     Some(format!(
         "{} on {}: {repair} starts it again (or `journalctl -u {}` says why it stopped)",
-        down.join(", "),
+        listed(&down, ", "),
         node.name,
-        down[0].split(' ').next().unwrap_or_default()
+        first.unit
     ))
 }
 
@@ -167,10 +196,9 @@ mod tests {
         let states = crate::host::sh_with(&script, Some(dir.path()), &[]);
         assert_eq!(states, "active\nactive\n");
         assert!(inactive(&["etcd", "kube-scheduler"], &states).is_empty());
-        assert_eq!(
-            inactive(&["etcd", "kube-scheduler"], "active\nactivating\n"),
-            ["kube-scheduler is activating"]
-        );
+        let down = inactive(&["etcd", "kube-scheduler"], "active\nactivating\n");
+        assert_eq!(listed(&down, ", "), "kube-scheduler is activating");
+        assert!(down[0].restarting());
         Ok(())
     }
 }

@@ -92,26 +92,28 @@ pub(super) async fn check_control_planes(
         let row = match states {
             Ok(text) => {
                 let down = cause::inactive(&CONTROL_PLANE_UNITS, &text);
-                if down.is_empty() {
-                    Row::pass(
+                match down.first() {
+                    None => Row::pass(
                         "control-plane",
                         &h.name,
                         CONTROL_PLANE_UNITS.join(", ") + " active",
-                    )
-                } else {
-                    let unit = down[0].split(' ').next().unwrap_or_default().to_string();
-                    let advice = if down[0].ends_with(" activating") {
-                        format!(
-                            "{unit} keeps restarting: `journalctl -u {unit}` on {} says why it exits",
-                            h.name
-                        )
-                    } else {
-                        format!(
-                            "`systemctl start {unit}` on {}, then `journalctl -u {unit}`",
-                            h.name
-                        )
-                    };
-                    Row::fail("control-plane", &h.name, down.join("; ")).with_cause(Some(advice))
+                    ),
+                    Some(first) => {
+                        let unit = &first.unit;
+                        let advice = if first.restarting() {
+                            format!(
+                                "{unit} keeps restarting: `journalctl -u {unit}` on {} says why it exits",
+                                h.name
+                            )
+                        } else {
+                            format!(
+                                "`systemctl start {unit}` on {}, then `journalctl -u {unit}`",
+                                h.name
+                            )
+                        };
+                        Row::fail("control-plane", &h.name, cause::listed(&down, "; "))
+                            .with_cause(Some(advice))
+                    }
                 }
             }
             Err(e) => Row::fail("control-plane", &h.name, e.to_string()),
