@@ -16,6 +16,7 @@ pub struct Unit {
     pub env: Vec<String>,
     pub exec_start_pre: Vec<String>,
     pub exec: String,
+    pub exec_start_post: Vec<String>,
     pub args: Vec<String>,
     /// `[Service]` settings (written sorted by key).
     pub service: BTreeMap<String, String>,
@@ -30,6 +31,7 @@ impl Unit {
             env: Vec::new(),
             exec_start_pre: Vec::new(),
             exec: exec.into(),
+            exec_start_post: Vec::new(),
             args: Vec::new(),
             service: BTreeMap::new(),
         }
@@ -61,16 +63,29 @@ impl Unit {
         self
     }
 
+    /// Active (and so started, for the units ordered after it) only once `check` holds, or
+    /// after `bound_s` seconds: a process that serves seconds after it starts, whose clients
+    /// would otherwise start meanwhile, fail their first requests and back off. `check` runs
+    /// like [`wait_for`]'s, every fifth of a second after the first two; it is not fatal when it
+    /// never holds, since the unit's health wait says why. The start timeout is set past the
+    /// bound, so a host's shorter default does not stop the unit in the middle of the wait.
+    pub fn active_once(mut self, check: &str, bound_s: u32) -> Unit {
+        // `$$` is systemd's escape for `$`
+        let wait = wait_for(check, bound_s * 5, 0.2).replace('$', "$$");
+        self.exec_start_post.push(format!("-/bin/sh -c '{wait}'"));
+        self.service
+            .insert("TimeoutStartSec".into(), (bound_s + 30).to_string());
+        self
+    }
+
     pub fn args<S: ToString>(mut self, args: &[S]) -> Unit {
         self.args = args.iter().map(ToString::to_string).collect();
         self
     }
 
     pub fn service(mut self, settings: &[(&str, &str)]) -> Unit {
-        self.service = settings
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        self.service
+            .extend(settings.iter().map(|(k, v)| (k.to_string(), v.to_string())));
         self
     }
 
@@ -215,6 +230,49 @@ mod tests {
         // settings sorted by key, so a unit file only changes when a setting does
         assert!(text.contains("Restart=always\nType=notify\n"), "{text}");
         assert!(text.contains("WantedBy=multi-user.target"), "{text}");
+    }
+
+    /// The start-post line systemd runs (`$$` unescaped): it returns once the check holds; one
+    /// that never holds ends it after the bound, which the `-` prefix makes no failure of the
+    /// unit, and the start timeout lies past that bound.
+    #[test]
+    fn a_unit_is_active_once_its_check_holds_or_after_its_bound() -> Result<(), String> {
+        let dir = tempfile::tempdir().map_err(|e| e.to_string())?;
+        let n = dir.path().join("n");
+        let n = n.display();
+        let check = format!(
+            "{{ c=$(($(cat {n} 2>/dev/null || echo 0)+1)); echo $c > {n}; [ $c -ge 3 ]; }}"
+        );
+        let text = Unit::new("api", "/usr/local/bin/api")
+            .active_once(&check, 1)
+            .service(&[("Restart", "always")])
+            .render()?;
+        let line = text
+            .lines()
+            .find_map(|l| l.strip_prefix("ExecStartPost=-/bin/sh -c '"))
+            .and_then(|l| l.strip_suffix('\''))
+            .ok_or(format!("no ExecStartPost in {text}"))?
+            .replace("$$", "$");
+        assert!(
+            text.contains("Restart=always\nTimeoutStartSec=31\n"),
+            "{text}"
+        );
+        let run = |script: &str| {
+            std::process::Command::new("sh")
+                .args(["-c", script])
+                .status()
+                .map_err(|e| e.to_string())
+        };
+        assert!(run(&line)?.success(), "{line}");
+        assert_eq!(
+            std::fs::read_to_string(dir.path().join("n")).ok(),
+            Some("3\n".into())
+        );
+        // a check that never holds: given up after 1 s
+        let started = std::time::Instant::now();
+        assert!(!run(&line.replace("-ge 3", "-ge 1000"))?.success());
+        assert!(started.elapsed().as_secs_f32() >= 1.0);
+        Ok(())
     }
 
     /// The line systemd runs: `$$` unescaped to `$`, as systemd does, then the shell.

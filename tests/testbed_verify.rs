@@ -215,9 +215,17 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     let stops =
         "journalctl -u kube-apiserver --no-pager | grep -c \"stop-sigterm' timed out\" || true";
     let killed_before = tb.ssh(0, stops);
-    tb.ssh(
+    // `systemctl restart` returns once it serves (what the controller manager and the
+    // scheduler, ordered after it, start on)
+    let restart = tb.ssh_output(
         0,
-        "systemctl restart kube-apiserver && until kubectl --kubeconfig=/etc/kubernetes/admin.conf get --raw /readyz >/dev/null 2>&1; do sleep 0.2; done",
+        "systemctl restart kube-apiserver && kubectl --kubeconfig=/etc/kubernetes/admin.conf get --raw /readyz",
+    );
+    assert_eq!(
+        String::from_utf8_lossy(&restart.stdout),
+        "ok",
+        "the API server was not ready when its restart returned: {}",
+        String::from_utf8_lossy(&restart.stderr)
     );
     assert_eq!(
         tb.ssh(0, stops),

@@ -127,12 +127,7 @@ fn scheduler_args() -> Vec<String> {
     ]
 }
 
-fn unit(
-    component: &str,
-    description: &str,
-    args: &[String],
-    after: &str,
-) -> Result<String, String> {
+fn unit(component: &str, description: &str, args: &[String], after: &str) -> Unit {
     Unit::new(description, &format!("/usr/local/bin/{component}"))
         .after_and_wants(&[after])
         .args(args)
@@ -141,8 +136,26 @@ fn unit(
             ("RestartSec", "5"),
             ("LimitNOFILE", "65536"),
         ])
-        .render()
 }
+
+/// kubectl to this host's API server. Not the endpoint: a load balancer or VIP may answer from
+/// another control plane.
+fn kubectl(host: &Host) -> String {
+    format!(
+        "/usr/local/bin/kubectl --kubeconfig={} --server={} --request-timeout=5s",
+        paths::kubeconfig("admin"),
+        crate::cluster::https_url(&host.address, crate::cluster::API_PORT)
+    )
+}
+
+/// Whether this host's API server is ready: `/readyz` runs every `/livez` check and more, one
+/// kubectl start, not two.
+fn readyz(host: &Host) -> String {
+    format!("{} get --raw=/readyz >/dev/null 2>&1", kubectl(host))
+}
+
+/// How long a started API server's unit waits for `/readyz` before it counts as active.
+const READY_WITHIN_S: u32 = 60;
 
 /// The Secrets encryption configuration, the same on every control plane: the seed control
 /// plane's, else a new random key for the seed and the control planes that get theirs in the
@@ -248,19 +261,27 @@ impl Step for ControlPlane {
             "Kubernetes API server",
             &apiserver_args,
             "etcd.service",
-        )?;
+        )
+        // the controller manager and the scheduler start once it serves them: started beside
+        // it, their first lease request is refused (RBAC's roles are not in yet) and they try
+        // again 2 to 4.4 s later, holding back the node's serving certificate; restarted in an
+        // upgrade, a renewal or a reboot, they would fail the same way
+        .active_once(&readyz(host), READY_WITHIN_S)
+        .render()?;
         let cm = unit(
             "kube-controller-manager",
             "Kubernetes controller manager",
             &cm_args,
             "kube-apiserver.service",
-        )?;
+        )
+        .render()?;
         let scheduler = unit(
             "kube-scheduler",
             "Kubernetes scheduler",
             &scheduler_args,
             "kube-apiserver.service",
-        )?;
+        )
+        .render()?;
         let mut actions = vec![
             Action::secret_file(ENCRYPTION_CONFIG, encryption.for_host(cluster, host)?),
             Action::file(
@@ -302,24 +323,15 @@ impl Step for ControlPlane {
         _: &Applied<'_, Self::Shared>,
     ) -> Result<step::After, String> {
         let session = ctx.session(host).await.map_err(|e| e.to_string())?;
-        // this host's API server, not the endpoint: a load balancer or VIP may answer from another
-        let kubectl = format!(
-            "kubectl --kubeconfig={} --server={} --request-timeout=5s",
-            paths::kubeconfig("admin"),
-            crate::cluster::https_url(&host.address, crate::cluster::API_PORT)
-        );
-        // /readyz runs every /livez check and more: one kubectl start, not two
-        let wait = systemd::wait_for(
-            &format!("{kubectl} get --raw=/readyz >/dev/null 2>&1"),
-            480,
-            0.25,
-        );
+        // the unit waited for it when it started; this wait covers one not started in this run
+        let wait = systemd::wait_for(&readyz(host), 480, 0.25);
         let out = session.exec(&wait, None).await.map_err(|e| e.to_string())?;
         if out.status == 0 {
             return Ok(step::After::default());
         }
         // say which component is down and why, from its own journal
         let mut report = String::from("the API server did not become ready within 120 s.\n");
+        let kubectl = kubectl(host);
         let readyz = session
             .exec(
                 &format!("{kubectl} get --raw='/readyz?verbose' 2>&1 | grep -v ' ok$' | tail -n 8"),
