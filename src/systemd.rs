@@ -66,13 +66,15 @@ impl Unit {
     /// Active (and so started, for the units ordered after it) only once `check` holds, or
     /// after `bound_s` seconds: a process that serves seconds after it starts, whose clients
     /// would otherwise start meanwhile, fail their first requests and back off. `check` runs
-    /// like [`wait_for`]'s, every fifth of a second after the first two; it is not fatal when it
-    /// never holds, since the unit's health wait says why. The start timeout is set past the
-    /// bound, so a host's shorter default does not stop the unit in the middle of the wait.
+    /// every tenth of a second for two seconds, then every fifth; it is not fatal when it never
+    /// holds, since the unit's health wait says why. The bound is the clock's, not a count of
+    /// checks (a check that hangs until its own timeout would stretch a count), and the start
+    /// timeout lies 30 s past it: a check that outlasts the start timeout would stop the unit.
     pub fn active_once(mut self, check: &str, bound_s: u32) -> Unit {
         // `$$` is systemd's escape for `$`
-        let wait = wait_for(check, bound_s * 5, 0.2).replace('$', "$$");
-        self.exec_start_post.push(format!("-/bin/sh -c '{wait}'"));
+        self.exec_start_post.push(format!(
+            "-/bin/sh -c 'end=$$(($$(date +%s)+{bound_s})); i=0; until {check}; do [ $$(date +%s) -ge $$end ] && exit 1; if [ $$i -lt 20 ]; then sleep 0.1; else sleep 0.2; fi; i=$$((i+1)); done'"
+        ));
         self.service
             .insert("TimeoutStartSec".into(), (bound_s + 30).to_string());
         self
@@ -244,7 +246,7 @@ mod tests {
             "{{ c=$(($(cat {n} 2>/dev/null || echo 0)+1)); echo $c > {n}; [ $c -ge 3 ]; }}"
         );
         let text = Unit::new("api", "/usr/local/bin/api")
-            .active_once(&check, 1)
+            .active_once(&check, 2)
             .service(&[("Restart", "always")])
             .render()?;
         let line = text
@@ -254,7 +256,7 @@ mod tests {
             .ok_or(format!("no ExecStartPost in {text}"))?
             .replace("$$", "$");
         assert!(
-            text.contains("Restart=always\nTimeoutStartSec=31\n"),
+            text.contains("Restart=always\nTimeoutStartSec=32\n"),
             "{text}"
         );
         let run = |script: &str| {
@@ -268,10 +270,11 @@ mod tests {
             std::fs::read_to_string(dir.path().join("n")).ok(),
             Some("3\n".into())
         );
-        // a check that never holds: given up after 1 s
+        // a check that never holds: given up after 2 s of the clock (whole seconds: 1 to 2 s)
         let started = std::time::Instant::now();
         assert!(!run(&line.replace("-ge 3", "-ge 1000"))?.success());
-        assert!(started.elapsed().as_secs_f32() >= 1.0);
+        let waited = started.elapsed().as_secs_f32();
+        assert!((1.0..3.0).contains(&waited), "gave up after {waited} s");
         Ok(())
     }
 
