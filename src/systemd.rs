@@ -71,10 +71,11 @@ impl Unit {
     /// checks (a check that hangs until its own timeout would stretch a count), and the start
     /// timeout lies 30 s past it: a check that outlasts the start timeout would stop the unit.
     pub fn active_once(mut self, check: &str, bound_s: u32) -> Unit {
-        // `$$` is systemd's escape for `$`
-        self.exec_start_post.push(format!(
-            "-/bin/sh -c 'end=$$(($$(date +%s)+{bound_s})); i=0; until {check}; do [ $$(date +%s) -ge $$end ] && exit 1; if [ $$i -lt 20 ]; then sleep 0.1; else sleep 0.2; fi; i=$$((i+1)); done'"
-        ));
+        let script = format!(
+            "end=$(($(date +%s)+{bound_s})); i=0; until {check}; do [ $(date +%s) -ge $end ] && exit 1; if [ $i -lt 20 ]; then sleep 0.1; else sleep 0.2; fi; i=$((i+1)); done"
+        );
+        self.exec_start_post
+            .push(format!("-/bin/sh -c '{}'", command_line(&script)));
         self.service
             .insert("TimeoutStartSec".into(), (bound_s + 30).to_string());
         self
@@ -101,6 +102,12 @@ fn address_wait(address: &str) -> String {
     format!(
         "/bin/sh -c 'i=0; until [ -n \"$$(ip -o addr show to {address} -tentative)\" ]; do i=$$((i+1)); if [ $$i -ge 600 ]; then echo \"{address} is on no interface of this host after 60 s\" >&2; exit 1; fi; sleep 0.1; done'"
     )
+}
+
+/// `script` as a unit's command line keeps it: systemd expands `$NAME` (environment) and `%x`
+/// (specifiers: `%s` is the user's shell) in command lines before the shell sees them.
+fn command_line(script: &str) -> String {
+    script.replace('$', "$$").replace('%', "%%")
 }
 
 /// `systemctl stop UNITS`, tried once more when systemd cancels the stop job for a start that
@@ -234,7 +241,20 @@ mod tests {
         assert!(text.contains("WantedBy=multi-user.target"), "{text}");
     }
 
-    /// The start-post line systemd runs (`$$` unescaped): it returns once the check holds; one
+    /// A command line as systemd hands it to the program: `$$` and `%%` unescaped; a `%`
+    /// specifier or `$` variable systemd would expand is an error here.
+    fn as_systemd_runs(line: &str) -> Result<String, String> {
+        let (mut out, mut chars) = (String::new(), line.chars().peekable());
+        while let Some(c) = chars.next() {
+            if (c == '$' || c == '%') && chars.next_if_eq(&c).is_none() {
+                return Err(format!("systemd would expand {c} in {line}"));
+            }
+            out.push(c);
+        }
+        Ok(out)
+    }
+
+    /// The start-post line systemd runs (unescaped as systemd does): it returns once the check holds; one
     /// that never holds ends it after the bound, which the `-` prefix makes no failure of the
     /// unit, and the start timeout lies past that bound.
     #[test]
@@ -253,8 +273,8 @@ mod tests {
             .lines()
             .find_map(|l| l.strip_prefix("ExecStartPost=-/bin/sh -c '"))
             .and_then(|l| l.strip_suffix('\''))
-            .ok_or(format!("no ExecStartPost in {text}"))?
-            .replace("$$", "$");
+            .ok_or(format!("no ExecStartPost in {text}"))?;
+        let line = as_systemd_runs(line)?;
         assert!(
             text.contains("Restart=always\nTimeoutStartSec=32\n"),
             "{text}"
