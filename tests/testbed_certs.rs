@@ -251,11 +251,13 @@ fn kubelet_serving_certificates_rotate_approved_without_provision_and_expiry_is_
             "mkdir -p /tmp/ca && cat > /tmp/ca/ca.crt <<'EOF'\n{ca_crt}\nEOF\ncat > /tmp/ca/ca.key <<'EOF'\n{ca_key}\nEOF\nCAS=/tmp/ca/ca {EXPIRE_ALL}; rm -r /tmp/ca"
         ),
     );
+    // powered on: systemd queues the units' starts, as at boot, and nobody waits for them (the
+    // API server's start fails, its certificates expired, and Restart= tries it again)
     tb.ssh(
         0,
-        "systemctl start etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy",
+        "systemctl start --no-block etcd kube-apiserver kube-controller-manager kube-scheduler kubelet kube-proxy",
     );
-    tb.ssh(1, "systemctl start kubelet kube-proxy");
+    tb.ssh(1, "systemctl start --no-block kubelet kube-proxy");
     let within_a_day = || {
         provision(&[
             "certs",
