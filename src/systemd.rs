@@ -97,11 +97,12 @@ impl Unit {
     }
 }
 
-/// The `ExecStartPre=` of [`Unit::once_address_is_up`]; `$$` is systemd's escape for `$`.
+/// The `ExecStartPre=` of [`Unit::once_address_is_up`].
 fn address_wait(address: &str) -> String {
-    format!(
-        "/bin/sh -c 'i=0; until [ -n \"$$(ip -o addr show to {address} -tentative)\" ]; do i=$$((i+1)); if [ $$i -ge 600 ]; then echo \"{address} is on no interface of this host after 60 s\" >&2; exit 1; fi; sleep 0.1; done'"
-    )
+    let script = format!(
+        "i=0; until [ -n \"$(ip -o addr show to {address} -tentative)\" ]; do i=$((i+1)); if [ $i -ge 600 ]; then echo \"{address} is on no interface of this host after 60 s\" >&2; exit 1; fi; sleep 0.1; done"
+    );
+    format!("/bin/sh -c '{}'", command_line(&script))
 }
 
 /// `script` as a unit's command line keeps it: systemd expands `$NAME` (environment) and `%x`
