@@ -77,6 +77,52 @@ pub async fn forget_connections(ctx: &Ctx) {
     ctx.api_clients.lock().await.clear();
 }
 
+/// Waits until `client` may do anything, everywhere, for up to `within`. A binding that makes
+/// its group cluster admins is enforced only once the API server's authorizer has seen it, a
+/// moment after it was stored: a request made at once may still be refused.
+pub async fn until_cluster_admin(
+    client: &Client,
+    who: &str,
+    within: std::time::Duration,
+) -> Result<(), String> {
+    use k8s_openapi::api::authorization::v1::{
+        ResourceAttributes, SelfSubjectAccessReview, SelfSubjectAccessReviewSpec,
+    };
+    let reviews: Api<SelfSubjectAccessReview> = Api::all(client.clone());
+    let review = SelfSubjectAccessReview {
+        spec: SelfSubjectAccessReviewSpec {
+            resource_attributes: Some(ResourceAttributes {
+                verb: Some("*".into()),
+                group: Some("*".into()),
+                resource: Some("*".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let answer = reviews
+            .create(&kube::api::PostParams::default(), &review)
+            .await
+            .map_err(|e| failed(&format!("asking what {who} may do"), e))?;
+        if answer.status.is_some_and(|s| s.allowed) {
+            return Ok(());
+        }
+        if started.elapsed() >= within {
+            return Err(format!(
+                "{who} is still not allowed to act {}s after its binding was applied: check \
+                 `journalctl -u kube-apiserver` on the seed control plane, then run the same \
+                 command again",
+                within.as_secs()
+            ));
+        }
+        // the authorizer sees a new binding within milliseconds
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
 /// `what` failed with `e`, said so that an API server that does not answer is named as such,
 /// with what to do: the usual cause is a control plane not started yet (a skipped phase).
 pub fn failed(what: &str, e: kube::Error) -> String {

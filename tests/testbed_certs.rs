@@ -55,6 +55,30 @@ fn kubelet_serving_certificates_rotate_approved_without_provision_and_expiry_is_
         "active"
     );
 
+    // admin.conf's rights come from one binding. Deleted, admin is refused; a re-run of init's
+    // bootstrap makes it again as super-admin and goes on as admin in the same run, however soon
+    // the authorizer sees the new binding
+    let unbind = "kubectl --kubeconfig=/etc/kubernetes/super-admin.conf delete clusterrolebinding kubeadm:cluster-admins";
+    for _ in 0..3 {
+        tb.ssh(0, unbind);
+        let refused = tb.ssh(0, &format!("{ADMIN} get nodes 2>&1 || true"));
+        assert!(refused.contains("forbidden"), "{refused}");
+        let again = provision_ok(&["init", "phase", "bootstrap", "-i", inv_s, "-v"]);
+        assert!(
+            again
+                .stdout
+                .contains("create ClusterRoleBinding kubeadm:cluster-admins"),
+            "{}",
+            again.text()
+        );
+        assert_eq!(
+            tb.ssh(0, &format!("{ADMIN} get nodes -o name"))
+                .lines()
+                .count(),
+            2
+        );
+    }
+
     // every certificate has a row, the kubelets' on every node included; with a window of 400
     // days every leaf is named with what to do, and the exit code says so
     let table = provision_ok(&["certs", "check-expiration", "-i", inv_s]);

@@ -250,6 +250,12 @@ impl Step for Bootstrap {
             .await?,
         );
         let admin = client(ctx, "admin").await?;
+        crate::api::until_cluster_admin(
+            &admin,
+            "admin.conf (group kubeadm:cluster-admins)",
+            std::time::Duration::from_secs(30),
+        )
+        .await?;
         // the rest at once: a server-side apply is a round trip each, and these are
         // independent (an identity's objects stay in order inside `ensure_identity`)
         let mut work: Vec<BoxFuture<'_, Result<Vec<String>, String>>> = Vec::new();
