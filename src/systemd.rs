@@ -299,35 +299,35 @@ mod tests {
         Ok(())
     }
 
-    /// The line systemd runs: `$$` unescaped to `$`, as systemd does, then the shell.
+    /// The line systemd runs (unescaped as systemd does), then the shell.
     #[test]
-    fn a_unit_waits_for_its_address_and_only_for_it() {
+    fn a_unit_waits_for_its_address_and_only_for_it() -> Result<(), String> {
         let text = Unit::new("etcd", "/usr/local/bin/etcd")
             .once_address_is_up("127.0.0.1")
-            .render()
-            .unwrap();
+            .render()?;
         let line = text
             .lines()
             .find_map(|l| l.strip_prefix("ExecStartPre=/bin/sh -c '"))
             .and_then(|l| l.strip_suffix('\''))
-            .unwrap()
-            .replace("$$", "$");
+            .ok_or(format!("no ExecStartPre in {text}"))?;
+        let line = as_systemd_runs(line)?;
         let run = |script: &str| {
             std::process::Command::new("sh")
                 .args(["-c", script])
                 .output()
-                .unwrap()
+                .map_err(|e| e.to_string())
         };
-        assert!(run(&line).status.success(), "{line}");
+        assert!(run(&line)?.status.success(), "{line}");
         // an address on no interface: a clear failure (after 60 s; the test waits 0.3 s)
         let absent = line
             .replace("127.0.0.1", "192.0.2.77")
             .replace("-ge 600", "-ge 3");
-        let out = run(&absent);
+        let out = run(&absent)?;
         assert!(!out.status.success());
         assert_eq!(
             String::from_utf8_lossy(&out.stderr).trim(),
             "192.0.2.77 is on no interface of this host after 60 s"
         );
+        Ok(())
     }
 }
