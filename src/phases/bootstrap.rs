@@ -237,25 +237,27 @@ impl Step for Bootstrap {
         // admin.conf's group has no rights until this binding exists: make it as super-admin
         let root = client(ctx, "super-admin").await?;
         let crbs: Api<ClusterRoleBinding> = Api::all(root.clone());
-        changes.extend(
-            ensure(
-                &crbs,
-                &binding(
-                    "kubeadm:cluster-admins",
-                    "cluster-admin",
-                    "Group",
-                    "kubeadm:cluster-admins",
-                ),
-            )
-            .await?,
-        );
-        let admin = client(ctx, "admin").await?;
-        crate::api::until_cluster_admin(
-            &admin,
-            "admin.conf (group kubeadm:cluster-admins)",
-            std::time::Duration::from_secs(30),
+        let made = ensure(
+            &crbs,
+            &binding(
+                "kubeadm:cluster-admins",
+                "cluster-admin",
+                "Group",
+                "kubeadm:cluster-admins",
+            ),
         )
         .await?;
+        let admin = client(ctx, "admin").await?;
+        // a binding stored just now is enforced a moment later; one that was there already is
+        if made.is_some() {
+            crate::api::until_cluster_admin(
+                &admin,
+                "admin.conf (group kubeadm:cluster-admins)",
+                std::time::Duration::from_secs(30),
+            )
+            .await?;
+        }
+        changes.extend(made);
         // the rest at once: a server-side apply is a round trip each, and these are
         // independent (an identity's objects stay in order inside `ensure_identity`)
         let mut work: Vec<BoxFuture<'_, Result<Vec<String>, String>>> = Vec::new();
