@@ -394,13 +394,15 @@ fn merge(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type R = Result<(), Box<dyn std::error::Error>>;
     use crate::host::action::{LocalContent, UnitSpec};
 
     /// The shipped files' script run by `sh` on a directory here (plain shell and coreutils):
     /// a recorded digest is trusted only while the file is as it was recorded.
     #[test]
-    fn shipped_files_trust_their_recorded_digest_until_the_file_changes() {
-        let dir = tempfile::tempdir().unwrap();
+    fn shipped_files_trust_their_recorded_digest_until_the_file_changes() -> R {
+        let dir = tempfile::tempdir()?;
         let d = dir.path().display().to_string();
         let shipped = |name: &str| {
             Action::local_file(
@@ -417,16 +419,16 @@ mod tests {
         let actions: Vec<Action> = names.iter().map(|n| shipped(n)).collect();
         let sh = crate::host::sh;
         for (name, content) in [("kept", "a"), ("edited", "b"), ("unrecorded", "c")] {
-            std::fs::write(format!("{d}/{name}"), content).unwrap();
+            std::fs::write(format!("{d}/{name}"), content)?;
         }
         // recorded as the upload does, with a digest that is not the content's: only the
         // record can have said it
         sh(&record_digest(&format!("{d}/kept"), &"1".repeat(64)));
         sh(&record_digest(&format!("{d}/edited"), &"2".repeat(64)));
-        std::fs::write(format!("{d}/edited"), "changed").unwrap();
-        std::fs::create_dir(format!("{d}/a-dir")).unwrap();
-        std::os::unix::fs::symlink("/bin/true", format!("{d}/a-link")).unwrap();
-        let facts = parse(&actions, &sh(&probe_script(&actions))).unwrap();
+        std::fs::write(format!("{d}/edited"), "changed")?;
+        std::fs::create_dir(format!("{d}/a-dir"))?;
+        std::os::unix::fs::symlink("/bin/true", format!("{d}/a-link"))?;
+        let facts = parse(&actions, &sh(&probe_script(&actions)))?;
         let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
         let digest = |f: &Fact| match f {
             Fact::File { sha256, .. } => sha256.clone(),
@@ -438,28 +440,28 @@ mod tests {
         assert_eq!(facts[3], Fact::OtherType("directory".into()));
         assert_eq!(facts[4], Fact::OtherType("link".into()));
         assert_eq!(digest(&facts[5]), sha("c"));
+        Ok(())
     }
 
     /// The files', directories' and links' script run by `sh` on a directory here: one `find`
     /// and one `sha256sum` tell each path's type, mode, owner, target and digest, whatever
     /// stands where something else was wanted, and a path two actions name answers both.
     #[test]
-    fn paths_are_read_with_one_find_and_one_sha256sum() {
-        let dir = tempfile::tempdir().unwrap();
+    fn paths_are_read_with_one_find_and_one_sha256sum() -> R {
+        let dir = tempfile::tempdir()?;
         let d = dir.path().display().to_string();
         let at = |name: &str| format!("{d}/{name}");
-        std::fs::write(at("file"), "a").unwrap();
-        std::fs::write(at("private file"), "b").unwrap();
+        std::fs::write(at("file"), "a")?;
+        std::fs::write(at("private file"), "b")?;
         std::fs::set_permissions(
             at("private file"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
-        std::fs::create_dir(at("dir")).unwrap();
-        std::fs::create_dir(at("dir-not-file")).unwrap();
-        std::os::unix::fs::symlink("/some where", at("link")).unwrap();
-        std::os::unix::fs::symlink(at("file"), at("link-not-file")).unwrap();
-        std::fs::write(at("file-not-link"), "c").unwrap();
+        )?;
+        std::fs::create_dir(at("dir"))?;
+        std::fs::create_dir(at("dir-not-file"))?;
+        std::os::unix::fs::symlink("/some where", at("link"))?;
+        std::os::unix::fs::symlink(at("file"), at("link-not-file"))?;
+        std::fs::write(at("file-not-link"), "c")?;
         let actions = vec![
             Action::file(&at("file"), "x", 0o644),
             Action::file(&at("private file"), "x", 0o644),
@@ -481,17 +483,11 @@ mod tests {
                 0o644,
             ),
         ];
-        let facts = parse(&actions, &crate::host::sh(&probe_script(&actions))).unwrap();
+        let facts = parse(&actions, &crate::host::sh(&probe_script(&actions)))?;
         let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
         let me = {
-            let o = std::process::Command::new("id")
-                .args(["-un"])
-                .output()
-                .unwrap();
-            let g = std::process::Command::new("id")
-                .args(["-gn"])
-                .output()
-                .unwrap();
+            let o = std::process::Command::new("id").args(["-un"]).output()?;
+            let g = std::process::Command::new("id").args(["-gn"]).output()?;
             format!(
                 "{}:{}",
                 String::from_utf8_lossy(&o.stdout).trim(),
@@ -503,9 +499,9 @@ mod tests {
             mode,
             owner: me.clone(),
         };
-        let dir_mode = std::os::unix::fs::PermissionsExt::mode(
-            &std::fs::metadata(at("dir")).unwrap().permissions(),
-        ) & 0o7777;
+        let dir_mode =
+            std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(at("dir"))?.permissions())
+                & 0o7777;
         assert_eq!(facts[0], file("a", 0o644));
         assert_eq!(facts[1], file("b", 0o600));
         assert_eq!(
@@ -526,47 +522,43 @@ mod tests {
         let script = probe_script(&actions);
         assert_eq!(script.matches("sha256sum --").count(), 1, "{script}");
         assert_eq!(script.matches("find ").count(), 1, "{script}");
+        Ok(())
     }
 
     #[test]
-    fn facts_read_now_and_facts_known_from_a_probe_take_their_actions_places() {
+    fn facts_read_now_and_facts_known_from_a_probe_take_their_actions_places() -> R {
         let actions: Vec<Action> = ["/a", "/b", "/c"]
             .iter()
             .map(|p| Action::file(p, "x", 0o644))
             .collect();
         let link = Fact::OtherType("link".into());
         let known = [None, Some(link.clone()), None];
-        let merged = merge(&actions, &known, [(0, Fact::Absent), (2, Fact::Done(true))]).unwrap();
+        let merged = merge(&actions, &known, [(0, Fact::Absent), (2, Fact::Done(true))])?;
         assert_eq!(merged, vec![Fact::Absent, link, Fact::Done(true)]);
         let short = merge(&actions, &known, [(0, Fact::Absent)]).unwrap_err();
         assert!(short.contains("/c"), "{short}");
+        Ok(())
     }
 
     /// `unit_state` run by `sh` against a stand-in `systemctl` (this test has no systemd; the
     /// test bed runs the real one) that reports a real process: a copy of `sleep`, started
     /// before one input was written and then replaced on disk.
     #[test]
-    fn unit_state_reads_one_systemctl_show_and_finds_later_inputs_and_a_replaced_binary() {
-        let dir = tempfile::tempdir().unwrap();
+    fn unit_state_reads_one_systemctl_show_and_finds_later_inputs_and_a_replaced_binary() -> R {
+        let dir = tempfile::tempdir()?;
         let d = dir.path().display().to_string();
         let bin = format!("{d}/sleeper");
-        std::fs::copy("/bin/sleep", &bin).unwrap();
+        std::fs::copy("/bin/sleep", &bin)?;
         let old = format!("{d}/old.conf");
-        std::fs::write(&old, "x").unwrap();
-        let mut child = std::process::Command::new(&bin).arg("30").spawn().unwrap();
+        std::fs::write(&old, "x")?;
+        let mut child = std::process::Command::new(&bin).arg("30").spawn()?;
         // the start time systemd would report: a second after the old input's mtime
-        let started = std::fs::metadata(&old).unwrap().modified().unwrap()
-            + std::time::Duration::from_secs(1);
-        let epoch = started
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_secs();
+        let started = std::fs::metadata(&old)?.modified()? + std::time::Duration::from_secs(1);
+        let epoch = started.duration_since(std::time::UNIX_EPOCH)?.as_secs();
         let new = format!("{d}/new.conf");
-        std::fs::write(&new, "y").unwrap();
-        let later = std::fs::File::options().write(true).open(&new).unwrap();
-        later
-            .set_modified(started + std::time::Duration::from_secs(5))
-            .unwrap();
+        std::fs::write(&new, "y")?;
+        let later = std::fs::File::options().write(true).open(&new)?;
+        later.set_modified(started + std::time::Duration::from_secs(5))?;
         crate::host::stand_in(
             dir.path(),
             "systemctl",
@@ -575,19 +567,23 @@ mod tests {
                 child.id()
             ),
         );
-        let state = |replace: bool, reload: &str| {
+        let state = |replace: bool, reload: &str| -> Result<String, std::io::Error> {
             if replace {
-                std::fs::remove_file(&bin).unwrap();
-                std::fs::copy("/bin/sleep", &bin).unwrap();
+                std::fs::remove_file(&bin)?;
+                std::fs::copy("/bin/sleep", &bin)?;
             }
             let script = format!("{UNIT_STATE}unit_state x.service {old} {new} {d}/absent");
-            crate::host::sh_with(&script, Some(dir.path()), &[("RELOAD", reload)])
+            Ok(crate::host::sh_with(
+                &script,
+                Some(dir.path()),
+                &[("RELOAD", reload)],
+            ))
         };
-        let running = state(false, "no");
-        let unit_file_newer = state(false, "yes");
-        let replaced = state(true, "no");
-        child.kill().unwrap();
-        child.wait().unwrap();
+        let running = state(false, "no")?;
+        let unit_file_newer = state(false, "yes")?;
+        let replaced = state(true, "no")?;
+        child.kill()?;
+        child.wait()?;
         // an empty enablement still takes its place, so the fields after it keep theirs
         assert_eq!(running.trim_end(), format!("loaded - active - {new}"));
         assert_eq!(
@@ -598,10 +594,11 @@ mod tests {
             replaced.trim_end(),
             format!("loaded - active - {new} {bin} (deleted)")
         );
+        Ok(())
     }
 
     #[test]
-    fn a_unit_line_tells_its_states_the_inputs_written_since_it_started_and_a_stale_binary() {
+    fn a_unit_line_tells_its_states_the_inputs_written_since_it_started_and_a_stale_binary() -> R {
         let unit = Action::Unit(UnitSpec {
             name: "kube-proxy.service".into(),
             enabled: true,
@@ -616,8 +613,7 @@ mod tests {
         let facts = parse(
             std::slice::from_ref(&unit),
             "0 unit loaded enabled active reload /etc/kubernetes/kube-proxy.conf,/etc/b /opt/x (deleted)\n",
-        )
-        .unwrap();
+        )?;
         assert_eq!(
             facts[0],
             Fact::Unit {
@@ -635,8 +631,7 @@ mod tests {
         let quiet = parse(
             std::slice::from_ref(&unit),
             "0 unit loaded enabled active - -\n",
-        )
-        .unwrap();
+        )?;
         assert_eq!(
             quiet[0],
             Fact::Unit {
@@ -648,5 +643,6 @@ mod tests {
                 changed_since_start: Vec::new(),
             }
         );
+        Ok(())
     }
 }

@@ -10,69 +10,77 @@ fn cluster(extra_spec: &str) -> Cluster {
     crate::cluster::from_text(&text)
 }
 
-fn parsed(pem: &str) -> (Vec<u8>, X509Certificate<'static>) {
-    let (_, p) = parse_x509_pem(pem.as_bytes()).unwrap();
+fn parsed(pem: &str) -> Result<(Vec<u8>, X509Certificate<'static>), Box<dyn std::error::Error>> {
+    let (_, p) = parse_x509_pem(pem.as_bytes())?;
     let der = p.contents.clone();
     let leaked: &'static [u8] = Box::leak(der.clone().into_boxed_slice());
-    let (_, cert) = X509Certificate::from_der(leaked).unwrap();
-    (der, cert)
+    let (_, cert) = X509Certificate::from_der(leaked)?;
+    Ok((der, cert))
 }
 
-fn openssl(args: &[&str], dir: &std::path::Path) -> String {
+fn openssl(args: &[&str], dir: &std::path::Path) -> Result<String, Box<dyn std::error::Error>> {
     let out = Command::new("openssl")
         .args(args)
         .current_dir(dir)
         .output()
-        .expect("openssl");
+        .map_err(|e| format!("openssl: {e}"))?;
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
     assert!(out.status.success(), "openssl {args:?}: {text}");
-    text
+    Ok(text)
 }
 
-fn whole_set(key_type: KeyType) {
+fn whole_set(key_type: KeyType) -> R {
     let c = cluster("");
     let host = &c.hosts[0];
     let cas: Vec<Ca> = CaKind::ALL
         .iter()
-        .map(|k| Ca::generate(*k, key_type, 3650).unwrap())
-        .collect();
-    let dir = tempfile::tempdir().unwrap();
+        .map(|k| Ca::generate(*k, key_type, 3650))
+        .collect::<Result<_, _>>()?;
+    let dir = tempfile::tempdir()?;
     for ca in &cas {
-        let (_, cert) = parsed(&ca.cert_pem);
-        assert!(cert.basic_constraints().unwrap().unwrap().value.ca);
+        let (_, cert) = parsed(&ca.cert_pem)?;
+        let bc = cert
+            .basic_constraints()?
+            .ok_or("a CA without basicConstraints")?;
+        assert!(bc.value.ca);
         assert_eq!(
             cert.subject()
                 .iter_common_name()
                 .next()
-                .unwrap()
-                .as_str()
-                .unwrap(),
+                .ok_or("a CA without a common name")?
+                .as_str()?,
             ca.kind.common_name()
         );
-        let days = cert.validity().time_to_expiration().unwrap().whole_days();
+        let days = cert
+            .validity()
+            .time_to_expiration()
+            .ok_or("an expired CA")?
+            .whole_days();
         assert!((3649..=3650).contains(&days), "{days}");
         std::fs::write(
             dir.path().join(format!("{}.crt", ca.kind.name())),
             &ca.cert_pem,
-        )
-        .unwrap();
+        )?;
     }
     for leaf in Leaf::ALL {
-        let ca = &cas[CaKind::ALL.iter().position(|k| *k == leaf.ca()).unwrap()];
+        let ca = cas
+            .iter()
+            .find(|ca| ca.kind == leaf.ca())
+            .ok_or("a leaf of no CA")?;
         let spec = leaf.spec(&c, host);
-        let (cert_pem, key_pem) = ca.issue(&spec, key_type, 365).unwrap();
+        let (cert_pem, key_pem) = ca.issue(&spec, key_type, 365)?;
         assert_eq!(
             ca.check(&spec, &cert_pem, Some(&key_pem)),
             Ok(()),
             "{}",
             leaf.name()
         );
-        let (_, cert) = parsed(&cert_pem);
-        let bc = cert.basic_constraints().unwrap();
+        let (_, cert) = parsed(&cert_pem)?;
+        let bc = cert.basic_constraints()?;
         assert!(
             bc.is_some_and(|b| !b.value.ca),
             "{}: CA:FALSE missing",
@@ -92,13 +100,17 @@ fn whole_set(key_type: KeyType) {
             "{}: AKI",
             leaf.name()
         );
-        let ku = cert.key_usage().unwrap().unwrap().value;
+        let ku = cert.key_usage()?.ok_or("a leaf without keyUsage")?.value;
         assert!(
             ku.digital_signature() && !ku.key_cert_sign(),
             "{}",
             leaf.name()
         );
-        let days = cert.validity().time_to_expiration().unwrap().whole_days();
+        let days = cert
+            .validity()
+            .time_to_expiration()
+            .ok_or("an expired leaf")?
+            .whole_days();
         assert!((364..=365).contains(&days), "{}: {days}", leaf.name());
         assert!(
             cert.raw_serial().len() >= 16,
@@ -106,7 +118,7 @@ fn whole_set(key_type: KeyType) {
             leaf.name()
         );
         let file = format!("{}.crt", leaf.name());
-        std::fs::write(dir.path().join(&file), &cert_pem).unwrap();
+        std::fs::write(dir.path().join(&file), &cert_pem)?;
         let ca_file = format!("{}.crt", leaf.ca().name());
         let purpose = if spec.server {
             "sslserver"
@@ -116,7 +128,7 @@ fn whole_set(key_type: KeyType) {
         let out = openssl(
             &["verify", "-CAfile", &ca_file, "-purpose", purpose, &file],
             dir.path(),
-        );
+        )?;
         assert!(out.contains(": OK"), "{out}");
         if spec.client {
             openssl(
@@ -129,33 +141,34 @@ fn whole_set(key_type: KeyType) {
                     &file,
                 ],
                 dir.path(),
-            );
+            )?;
         }
         for ip in &spec.ips {
             let out = openssl(
                 &["x509", "-in", &file, "-noout", "-checkip", &ip.to_string()],
                 dir.path(),
-            );
+            )?;
             assert!(out.contains("does match"), "{}: {out}", leaf.name());
         }
         for name in &spec.dns {
             let out = openssl(
                 &["x509", "-in", &file, "-noout", "-checkhost", name],
                 dir.path(),
-            );
+            )?;
             assert!(out.contains("does match"), "{}: {out}", leaf.name());
         }
     }
+    Ok(())
 }
 
 #[test]
-fn the_kubeadm_set_with_ecdsa_checks_out() {
-    whole_set(KeyType::EcdsaP256);
+fn the_kubeadm_set_with_ecdsa_checks_out() -> R {
+    whole_set(KeyType::EcdsaP256)
 }
 
 #[test]
-fn the_kubeadm_set_with_rsa_checks_out() {
-    whole_set(KeyType::Rsa2048);
+fn the_kubeadm_set_with_rsa_checks_out() -> R {
+    whole_set(KeyType::Rsa2048)
 }
 
 #[test]
@@ -281,7 +294,7 @@ fn a_client_in_several_groups_has_one_organization_each() -> Result<(), Box<dyn 
         let mut spec = CertSpec::client("alice", None);
         spec.organizations = vec!["dev".into(), "ops".into(), "team:a b".into()];
         let (cert, key) = ca.issue(&spec, key_type, 90)?;
-        let (_, x509) = parsed(&cert);
+        let (_, x509) = parsed(&cert)?;
         let orgs: Vec<&str> = x509
             .subject()
             .iter_organization()
@@ -296,7 +309,7 @@ fn a_client_in_several_groups_has_one_organization_each() -> Result<(), Box<dyn 
         let dir = tempfile::tempdir()?;
         std::fs::write(dir.path().join("ca.crt"), &ca.cert_pem)?;
         std::fs::write(dir.path().join("alice.crt"), &cert)?;
-        let out = openssl(&["verify", "-CAfile", "ca.crt", "alice.crt"], dir.path());
+        let out = openssl(&["verify", "-CAfile", "ca.crt", "alice.crt"], dir.path())?;
         assert!(out.contains("alice.crt: OK"), "{out}");
         // a different group set is a different certificate
         spec.organizations.pop();
