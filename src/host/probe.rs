@@ -280,12 +280,14 @@ pub async fn observe(session: &Session, host: &Host, probes: &[Probe]) -> Result
 mod tests {
     use super::*;
 
+    type R = Result<(), Box<dyn std::error::Error>>;
+
     fn host() -> Host {
         crate::cluster::from_text("apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: cp, address: 192.168.7.20, roles: [control-plane]}\n").hosts[0].clone()
     }
 
     #[test]
-    fn answers_are_matched_to_their_probes() {
+    fn answers_are_matched_to_their_probes() -> R {
         let h = host();
         let probes = vec![
             Probe::Conditions,
@@ -299,40 +301,40 @@ mod tests {
             "cond oom=no\ncond conntrack=yes\ncond swap=no\ncond nft=yes\ncond cgroup1=yes\nnonempty 2\nfile 3 {}\nuplink eth0 1450\n",
             B64.encode("pem")
         );
-        let o = parse(&h, &probes, &out).unwrap();
-        let c = o.conditions().unwrap();
+        let o = parse(&h, &probes, &out)?;
+        let c = o.conditions()?;
         assert!(!c.can_lower_oom_score && c.conntrack_writable && !c.swap_on);
         assert!(c.has_nft && c.cgroup_v1);
         assert_eq!(o.non_empty("/a"), Ok(false));
         assert_eq!(o.non_empty("/b"), Ok(true));
-        assert_eq!(o.file_text("/c").unwrap().as_deref(), Some("pem"));
+        assert_eq!(o.file_text("/c")?.as_deref(), Some("pem"));
         assert_eq!(o.file("/d"), Ok(None));
         assert_eq!(o.uplink(), Ok(("eth0".into(), 1450)));
         // a probe the phase did not declare is a mistake in the phase, not "absent"
         assert!(o.non_empty("/e").is_err());
-        let none = parse(&h, &[Probe::Uplink], "uplink -\n").unwrap();
+        let none = parse(&h, &[Probe::Uplink], "uplink -\n")?;
         assert!(
             none.uplink().unwrap_err().contains("192.168.7.20"),
             "{none:?}"
         );
+        Ok(())
     }
 
     /// A File probe's answer stands as the executor's fact of that path, so the two must
     /// agree: both scripts run by `sh` on a directory here, on each kind of thing at a path.
     #[test]
-    fn a_file_probe_reads_the_same_fact_as_the_executor() {
+    fn a_file_probe_reads_the_same_fact_as_the_executor() -> R {
         use crate::host::{Action, facts};
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir()?;
         let at = |name: &str| format!("{}/{name}", dir.path().display());
-        std::fs::write(at("file"), "a").unwrap();
-        std::fs::write(at("key"), "b").unwrap();
+        std::fs::write(at("file"), "a")?;
+        std::fs::write(at("key"), "b")?;
         std::fs::set_permissions(
             at("key"),
             std::os::unix::fs::PermissionsExt::from_mode(0o600),
-        )
-        .unwrap();
-        std::fs::create_dir(at("dir")).unwrap();
-        std::os::unix::fs::symlink(at("file"), at("link")).unwrap();
+        )?;
+        std::fs::create_dir(at("dir"))?;
+        std::os::unix::fs::symlink(at("file"), at("link"))?;
         let names = ["file", "key", "dir", "link", "absent"];
         let probes: Vec<Probe> = names.iter().map(|n| Probe::File(at(n))).collect();
         let actions: Vec<Action> = names
@@ -340,8 +342,8 @@ mod tests {
             .map(|n| Action::file(&at(n), "x", 0o644))
             .collect();
         let sh = crate::host::sh;
-        let observed = parse(&host(), &probes, &sh(&script(&host(), &probes))).unwrap();
-        let read = facts::parse(&actions, &sh(&facts::probe_script(&actions))).unwrap();
+        let observed = parse(&host(), &probes, &sh(&script(&host(), &probes)))?;
+        let read = facts::parse(&actions, &sh(&facts::probe_script(&actions)))?;
         for (i, name) in names.iter().enumerate() {
             assert_eq!(observed.fact(&at(name)).as_ref(), Some(&read[i]), "{name}");
         }
@@ -349,15 +351,17 @@ mod tests {
         assert_eq!(read[4], facts::Fact::Absent);
         // a path not probed is not known
         assert_eq!(observed.fact(&at("other")), None);
+        Ok(())
     }
 
     #[test]
-    fn the_script_asks_each_probe_once() {
+    fn the_script_asks_each_probe_once() -> R {
         let s = script(&host(), &[Probe::File("/etc/x y".into()), Probe::Uplink]);
         assert!(
             s.contains("if [ -f '/etc/x y' ]; then printf 'file 0 '"),
             "{s}"
         );
         assert!(s.contains("-v a='192.168.7.20'"), "{s}");
+        Ok(())
     }
 }

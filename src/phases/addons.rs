@@ -160,19 +160,28 @@ mod tests {
         let m = coredns_manifest(&cluster, "registry.k8s.io/coredns/coredns:v1.14.2")?;
         let docs: Vec<&str> = m.split("\n---\n").collect();
         assert_eq!(docs.len(), 6);
-        let svc: Service = parse(docs[5]).unwrap();
-        assert_eq!(svc.spec.unwrap().cluster_ip.as_deref(), Some("10.100.0.10"));
-        let cm: ConfigMap = parse(docs[3]).unwrap();
-        assert!(cm.data.unwrap()["Corefile"].contains("kubernetes corp.internal in-addr.arpa"));
-        let d: Deployment = parse(docs[4]).unwrap();
-        let pod = d.spec.template.spec.unwrap();
+        let svc: Service = parse(docs[5])?;
+        assert_eq!(
+            svc.spec
+                .ok_or("a Service without spec")?
+                .cluster_ip
+                .as_deref(),
+            Some("10.100.0.10")
+        );
+        let cm: ConfigMap = parse(docs[3])?;
+        assert!(
+            cm.data.ok_or("a ConfigMap without data")?["Corefile"]
+                .contains("kubernetes corp.internal in-addr.arpa")
+        );
+        let d: Deployment = parse(docs[4])?;
+        let pod = d.spec.template.spec.ok_or("a pod template without spec")?;
         assert_eq!(
             pod.containers[0].image.as_deref(),
             Some("registry.k8s.io/coredns/coredns:v1.14.2")
         );
-        let _: ServiceAccount = parse(docs[0]).unwrap();
-        let _: ClusterRole = parse(docs[1]).unwrap();
-        let _: ClusterRoleBinding = parse(docs[2]).unwrap();
+        let _: ServiceAccount = parse(docs[0])?;
+        let _: ClusterRole = parse(docs[1])?;
+        let _: ClusterRoleBinding = parse(docs[2])?;
         Ok(())
     }
 

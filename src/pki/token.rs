@@ -116,8 +116,10 @@ pub fn ca_pin(ca_cert_pem: &str) -> Result<String, String> {
 mod tests {
     use super::*;
 
+    type R = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn tokens_have_the_bootstrap_shape_and_hide_their_secret() {
+    fn tokens_have_the_bootstrap_shape_and_hide_their_secret() -> R {
         let t = BootstrapToken::generate(Duration::from_secs(3600));
         let full = t.expose();
         assert_eq!(full.len(), 23);
@@ -126,19 +128,19 @@ mod tests {
         assert!(!shown.contains(&full[7..]), "{shown}");
         assert!(BootstrapToken::parse("ABCDEF.0123456789abcdef", t.ttl).is_err());
         assert!(BootstrapToken::parse("abcdef.0123", t.ttl).is_err());
+        Ok(())
     }
 
     #[test]
-    fn the_ca_pin_is_the_sha256_of_the_public_key_as_openssl_computes_it() {
+    fn the_ca_pin_is_the_sha256_of_the_public_key_as_openssl_computes_it() -> R {
         let ca = crate::pki::Ca::generate(
             crate::pki::CaKind::Kubernetes,
             crate::inventory::KeyType::EcdsaP256,
             10,
-        )
-        .unwrap();
-        let dir = tempfile::tempdir().unwrap();
+        )?;
+        let dir = tempfile::tempdir()?;
         let file = dir.path().join("ca.crt");
-        std::fs::write(&file, &ca.cert_pem).unwrap();
+        std::fs::write(&file, &ca.cert_pem)?;
         let out = std::process::Command::new("sh")
             .arg("-c")
             .arg(format!(
@@ -146,22 +148,23 @@ mod tests {
                 file.display()
             ))
             .output()
-            .unwrap();
+            ?;
         let expected = format!("sha256:{}", String::from_utf8_lossy(&out.stdout).trim());
-        assert_eq!(ca_pin(&ca.cert_pem).unwrap(), expected);
+        assert_eq!(ca_pin(&ca.cert_pem)?, expected);
+        Ok(())
     }
 
     #[test]
-    fn the_secret_is_what_the_bootstrap_authenticator_reads() {
-        let t =
-            BootstrapToken::parse("abcdef.0123456789abcdef", Duration::from_secs(86400)).unwrap();
+    fn the_secret_is_what_the_bootstrap_authenticator_reads() -> R {
+        let t = BootstrapToken::parse("abcdef.0123456789abcdef", Duration::from_secs(86400))?;
         let now = SystemTime::UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let s = t.secret(now);
         assert_eq!(s.metadata.name.as_deref(), Some("bootstrap-token-abcdef"));
         assert_eq!(s.type_.as_deref(), Some("bootstrap.kubernetes.io/token"));
-        let d = s.string_data.unwrap();
+        let d = s.string_data.ok_or("a Secret without stringData")?;
         assert_eq!(d["token-secret"], "0123456789abcdef");
         assert_eq!(d["expiration"], "2027-01-16T08:00:00Z");
         assert_eq!(d["auth-extra-groups"], NODE_BOOTSTRAP_GROUP);
+        Ok(())
     }
 }

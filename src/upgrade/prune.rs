@@ -75,41 +75,41 @@ async fn run(ctx: &Ctx, host: &Host, dry: bool) -> Result<step::After, String> {
 mod tests {
     use super::*;
 
+    type R = Result<(), Box<dyn std::error::Error>>;
+
     /// The script on a directory tree standing for a host's (a real shell, real files).
     #[test]
-    fn keeps_the_current_and_the_previous_version_only() {
+    fn keeps_the_current_and_the_previous_version_only() -> R {
         let root = std::env::temp_dir().join(format!("prune-{}", std::process::id()));
         let opt = root.join("opt");
         let bin = root.join("bin");
         for v in ["1.35.8", "1.36.4", "1.37.2", "1.38.0"] {
-            std::fs::create_dir_all(opt.join("kubelet").join(v)).unwrap();
+            std::fs::create_dir_all(opt.join("kubelet").join(v))?;
         }
-        std::fs::create_dir_all(opt.join("etcd/3.6.14")).unwrap();
-        std::fs::create_dir_all(&bin).unwrap();
-        std::os::unix::fs::symlink(opt.join("kubelet/1.37.2/kubelet"), bin.join("kubelet"))
-            .unwrap();
-        std::os::unix::fs::symlink(opt.join("etcd/3.6.14/etcd"), bin.join("etcd")).unwrap();
+        std::fs::create_dir_all(opt.join("etcd/3.6.14"))?;
+        std::fs::create_dir_all(&bin)?;
+        std::os::unix::fs::symlink(opt.join("kubelet/1.37.2/kubelet"), bin.join("kubelet"))?;
+        std::os::unix::fs::symlink(opt.join("etcd/3.6.14/etcd"), bin.join("etcd"))?;
         let text = script(false)
             .replace(HOST_ROOT, &opt.display().to_string())
             .replace("/usr/local/bin/*", &format!("{}/*", bin.display()));
         let out = std::process::Command::new("bash")
             .arg("-c")
             .arg(&text)
-            .output()
-            .unwrap();
+            .output()?;
         let said = String::from_utf8_lossy(&out.stdout).to_string();
         assert_eq!(
             said.trim(),
             format!("remove {}/kubelet/1.35.8", opt.display()),
             "{text}"
         );
-        let mut left: Vec<String> = std::fs::read_dir(opt.join("kubelet"))
-            .unwrap()
-            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-            .collect();
+        let mut left: Vec<String> = std::fs::read_dir(opt.join("kubelet"))?
+            .map(|e| e.map(|e| e.file_name().to_string_lossy().into_owned()))
+            .collect::<Result<_, _>>()?;
         left.sort();
         assert_eq!(left, ["1.36.4", "1.37.2", "1.38.0"]);
         assert!(opt.join("etcd/3.6.14").is_dir());
-        std::fs::remove_dir_all(&root).unwrap();
+        std::fs::remove_dir_all(&root)?;
+        Ok(())
     }
 }
