@@ -72,14 +72,17 @@ impl fmt::Display for Version {
 mod tests {
     use super::*;
 
+    type R = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn parses_the_forms_users_write() {
-        assert_eq!(Version::parse("v1.35.2").unwrap().to_string(), "1.35.2");
-        assert_eq!(Version::parse("1.35").unwrap().to_string(), "1.35.8");
-        assert_eq!(Version::parse("1.34.2").unwrap().to_string(), "1.34.2");
+    fn parses_the_forms_users_write() -> R {
+        assert_eq!(Version::parse("v1.35.2")?.to_string(), "1.35.2");
+        assert_eq!(Version::parse("1.35")?.to_string(), "1.35.8");
+        assert_eq!(Version::parse("1.34.2")?.to_string(), "1.34.2");
         assert!(Version::parse("latest").is_err());
         assert!(Version::parse("1.x.2").is_err());
         assert!(Version::parse("1.34").is_err());
         assert_eq!(Version::default_version().to_string(), "1.37.2");
+        Ok(())
     }
 }

@@ -146,18 +146,21 @@ impl<'de> Deserialize<'de> for Digest {
 mod tests {
     use super::*;
 
+    type R = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn parses_and_prints_both_algorithms() {
+    fn parses_and_prints_both_algorithms() -> R {
         let d = Digest::of_bytes(Algo::Sha256, b"abc");
         assert_eq!(
             d.to_string(),
             "sha256:ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
         );
-        assert_eq!(Digest::parse(&d.to_string()).unwrap(), d);
-        assert_eq!(Digest::parse(&d.hex.to_uppercase()).unwrap(), d);
+        assert_eq!(Digest::parse(&d.to_string())?, d);
+        assert_eq!(Digest::parse(&d.hex.to_uppercase())?, d);
         let d5 = Digest::of_bytes(Algo::Sha512, b"abc");
-        assert_eq!(Digest::parse(&d5.to_string()).unwrap(), d5);
+        assert_eq!(Digest::parse(&d5.to_string())?, d5);
         assert!(Digest::parse("sha256:abc").is_err());
         assert!(Digest::parse("md5:900150983cd24fb0d6963f7d28e17f72").is_err());
+        Ok(())
     }
 }

@@ -129,22 +129,22 @@ impl Runtime for CriO {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    type R = Result<(), Box<dyn std::error::Error>>;
     use crate::runtime::tests::{cluster, file};
 
     #[test]
-    fn cri_o_gets_systemd_cgroups_its_runtimes_the_pause_image_and_mirrors() {
+    fn cri_o_gets_systemd_cgroups_its_runtimes_the_pause_image_and_mirrors() -> R {
         let cluster = cluster(
             "  kubernetesVersion: 1.36.4\n  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n    registryMirrors: {docker.io: [https://mirror.example.com]}\n",
         );
         let host = cluster.hosts[0].clone();
-        let plan = crate::bundle::plan::BundlePlan::resolve(&cluster).unwrap();
+        let plan = crate::bundle::plan::BundlePlan::resolve(&cluster)?;
         let images = Images {
-            sandbox: plan.sandbox_image(&cluster, &host).unwrap(),
+            sandbox: plan.sandbox_image(&cluster, &host)?,
             archives: Vec::new(),
         };
-        let actions = CriO
-            .actions(&cluster, &host, &Observed::default(), &images)
-            .unwrap();
+        let actions = CriO.actions(&cluster, &host, &Observed::default(), &images)?;
         let conf = file(&actions, CRIO_CONFIG);
         for want in [
             "cgroup_manager = \"systemd\"",
@@ -170,5 +170,6 @@ mod tests {
                 .iter()
                 .any(|a| matches!(a, Action::Unit(u) if u.name == "crio.service" && u.active))
         );
+        Ok(())
     }
 }
