@@ -606,20 +606,23 @@ mod tests {
     }
 
     #[test]
-    fn urls_match_the_published_layout() {
-        let etcd = component("etcd").unwrap();
+    fn urls_match_the_published_layout() -> Result<(), String> {
+        let etcd = component("etcd").ok_or("etcd is not in the catalog")?;
         assert_eq!(
             etcd.url_for("3.6.14", Arch::Arm64),
             "https://github.com/etcd-io/etcd/releases/download/v3.6.14/etcd-v3.6.14-linux-arm64.tar.gz"
         );
-        let runsc = component("gvisor-runsc").unwrap();
+        let runsc = component("gvisor-runsc").ok_or("gvisor-runsc is not in the catalog")?;
         assert_eq!(
             runsc.url_for(GVISOR, Arch::Amd64),
             "https://storage.googleapis.com/gvisor/releases/release/20260817.0/x86_64/runsc"
         );
         assert_eq!(
-            component("kubelet").unwrap().url_for("1.36.4", Arch::Amd64),
+            component("kubelet")
+                .ok_or("kubelet is not in the catalog")?
+                .url_for("1.36.4", Arch::Amd64),
             "https://dl.k8s.io/release/v1.36.4/bin/linux/amd64/kubelet"
         );
+        Ok(())
     }
 }

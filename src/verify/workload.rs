@@ -373,14 +373,15 @@ pub(super) async fn in_parallel<T, F: std::future::Future<Output = T>>(checks: V
 mod tests {
     use super::*;
 
+    type R = Result<(), Box<dyn std::error::Error>>;
+
     #[test]
-    fn an_evicted_pod_points_at_the_node_s_resources() {
+    fn an_evicted_pod_points_at_the_node_s_resources() -> R {
         let pod: Pod = serde_json::from_value(serde_json::json!({
             "metadata": {"name": "verify-n1"},
             "status": {"phase": "Failed", "reason": "Evicted",
                        "message": "Pod was rejected: The node had condition: [DiskPressure]. "}
-        }))
-        .unwrap();
+        }))?;
         assert!(failed(&pod));
         let cause = likely_cause(Some(&pod), "n1");
         assert!(
@@ -388,6 +389,7 @@ mod tests {
             "{cause}"
         );
         assert!(likely_cause(None, "n1").contains("runtime or CNI on n1"));
+        Ok(())
     }
 
     #[test]
@@ -398,16 +400,22 @@ mod tests {
     }
 
     #[test]
-    fn test_pods_tolerate_every_taint_and_stay_on_their_node() {
-        let p = test_pod("verify-n1", "busybox:1", Some("n1"), None).unwrap();
-        let spec = p.spec.unwrap();
+    fn test_pods_tolerate_every_taint_and_stay_on_their_node() -> R {
+        let p = test_pod("verify-n1", "busybox:1", Some("n1"), None)?;
+        let spec = p.spec.ok_or("a pod without spec")?;
         assert_eq!(
-            spec.tolerations.unwrap()[0].operator.as_deref(),
+            spec.tolerations.ok_or("no tolerations")?[0]
+                .operator
+                .as_deref(),
             Some("Exists")
         );
-        assert_eq!(spec.node_selector.unwrap()["kubernetes.io/hostname"], "n1");
-        let labels = p.metadata.labels.unwrap();
+        assert_eq!(
+            spec.node_selector.ok_or("no nodeSelector")?["kubernetes.io/hostname"],
+            "n1"
+        );
+        let labels = p.metadata.labels.ok_or("no labels")?;
         assert_eq!(labels["provision.io/node"], "n1");
         assert_eq!(labels["app"], APP_LABEL);
+        Ok(())
     }
 }
