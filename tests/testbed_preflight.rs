@@ -1,5 +1,6 @@
 //! Preflight on real machines: passes on healthy hosts; a bad host fails with the named check,
-//! on that host only; `--ignore-preflight-errors` lets it through.
+//! on that host only; `--ignore-preflight-errors` lets it through; another installation's
+//! drop-in that replaces a unit's command is refused.
 
 mod support;
 use support::{Testbed, provision};
@@ -88,4 +89,40 @@ fn preflight_names_the_failing_check_on_the_bad_host_only() {
     );
     let all = preflight(&["--ignore-preflight-errors", "all"]);
     assert_eq!(all.code, 0, "{}", all.text());
+
+    // Machine 0: left over from a kubeadm package, a drop-in that replaces the kubelet's command
+    // (it would run its own binary without provision's flags); a proxy's environment for
+    // containerd only adds settings
+    tb.ssh(
+        0,
+        "mkdir -p /usr/lib/systemd/system/kubelet.service.d /etc/systemd/system/containerd.service.d \
+         && printf '[Service]\\nExecStart=\\nExecStart=/usr/bin/kubelet $KUBELET_KUBEADM_ARGS\\n' \
+              > /usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf \
+         && printf '[Service]\\nEnvironment=HTTPS_PROXY=http://127.0.0.1:3128\\n' \
+              > /etc/systemd/system/containerd.service.d/http-proxy.conf",
+    );
+    let others_fine = ["--ignore-preflight-errors", "swap,Port-10250"];
+    let dropped = preflight(&others_fine);
+    assert_eq!(dropped.code, 1, "{}", dropped.text());
+    let hosts = dropped.hosts_of("preflight");
+    assert_eq!(hosts[0]["status"], "failed", "{}", dropped.text());
+    let error = hosts[0]["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains(
+            "[UnitDropIn] /usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf replaces the command of kubelet.service"
+        ),
+        "{error}"
+    );
+    assert!(!error.contains("http-proxy.conf"), "{error}");
+    tb.ssh(
+        0,
+        "rm /usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf",
+    );
+    let removed = preflight(&others_fine);
+    assert_eq!(removed.code, 0, "{}", removed.text());
+    let warnings = removed.hosts_of("preflight")[0]["warnings"].to_string();
+    assert!(
+        warnings.contains("http-proxy.conf also applies to containerd.service"),
+        "{warnings}"
+    );
 }

@@ -86,6 +86,7 @@ const HOST_CHECKS: &[HostCheck] = &[
     cgroups,
     cgroup_controllers,
     kernel_features,
+    unit_drop_ins,
     hostname,
     machine_id,
     node_ip,
@@ -431,6 +432,58 @@ fn kernel_features(_: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
         .collect()
 }
 
+/// The units provision runs on `host`, without `.service`.
+fn units_of(cluster: &Cluster, host: &Host) -> Vec<&'static str> {
+    let mut units = vec![
+        "kubelet",
+        crate::runtime::of(cluster.runtime).service(),
+        "kube-proxy",
+    ];
+    if crate::cni::policy_engine::enabled(cluster) {
+        units.push("kube-router");
+    }
+    if host.control_plane {
+        units.extend([
+            "etcd",
+            "kube-apiserver",
+            "kube-controller-manager",
+            "kube-scheduler",
+        ]);
+    }
+    units
+}
+
+/// Drop-ins of another installation on the units provision writes: one that sets ExecStart
+/// (kubeadm's package ships `10-kubeadm.conf` for the kubelet) makes the unit run its command
+/// instead of provision's, whatever provision's unit file says (another binary, none of
+/// provision's flags); others add settings beside it (a proxy's environment), said as warnings.
+fn unit_drop_ins(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
+    let units = units_of(cluster, host);
+    f.drop_ins
+        .iter()
+        .filter(|d| units.contains(&d.unit.as_str()))
+        .map(|d| {
+            if d.replaces_command {
+                error(
+                    "UnitDropIn",
+                    format!(
+                        "{} replaces the command of {}.service (ExecStart=): the unit would run that instead of what provision installs (it comes with another installation, such as the kubeadm package's 10-kubeadm.conf); remove it, or the package that owns it (`dpkg -S {p}` or `rpm -qf {p}` names it), and run again",
+                        d.path, d.unit, p = d.path
+                    ),
+                )
+            } else {
+                warning(
+                    "UnitDropIn",
+                    format!(
+                        "{} also applies to {}.service, beside provision's unit file: check its settings are wanted",
+                        d.path, d.unit
+                    ),
+                )
+            }
+        })
+        .collect()
+}
+
 fn hostname(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     let hostname = f.get("hostname");
     if !is_dns_subdomain(hostname) {
@@ -648,6 +701,54 @@ mod tests {
         )
         .unwrap();
         assert!(found(&c, 14 * gib).is_empty());
+    }
+
+    #[test]
+    fn drop_ins_that_replace_a_units_command_are_refused_others_said() {
+        let with = GOOD.to_string()
+            + "dropin=kubelet command /usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf\n\
+               dropin=kubelet command /usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf\n\
+               dropin=containerd settings /etc/systemd/system/containerd.service.d/http-proxy.conf\n\
+               dropin=etcd command /etc/systemd/system/etcd.service.d/override.conf\n\
+               dropin=crio command /etc/systemd/system/crio.service.d/override.conf\n";
+        let facts = Facts::parse(&with);
+        // /lib and /usr/lib are one directory on merged-/usr systems: each path once
+        assert_eq!(facts.drop_ins.len(), 4, "{:?}", facts.drop_ins);
+        let found = |cp: bool| {
+            host_checks(&cluster(), &host("n1", cp), &facts)
+                .into_iter()
+                .map(|f| (f.level, f.message))
+                .collect::<Vec<_>>()
+        };
+        let control_plane = found(true);
+        assert_eq!(control_plane.len(), 3, "{control_plane:?}");
+        let (level, kubeadm) = &control_plane[0];
+        assert_eq!(*level, Level::Error);
+        assert!(
+            kubeadm.starts_with(
+                "/usr/lib/systemd/system/kubelet.service.d/10-kubeadm.conf replaces the command of kubelet.service"
+            ) && kubeadm.contains("remove it"),
+            "{kubeadm}"
+        );
+        assert_eq!(control_plane[1].0, Level::Warning);
+        assert!(
+            control_plane[1]
+                .1
+                .contains("http-proxy.conf also applies to containerd.service"),
+            "{control_plane:?}"
+        );
+        assert!(
+            control_plane[2].1.contains("etcd.service"),
+            "{control_plane:?}"
+        );
+        // a worker runs no etcd, and a containerd cluster no CRI-O: their drop-ins change nothing
+        let worker = found(false);
+        assert_eq!(worker.len(), 2, "{worker:?}");
+        assert!(
+            worker
+                .iter()
+                .all(|(_, m)| !m.contains("etcd") && !m.contains("crio"))
+        );
     }
 
     #[test]

@@ -31,6 +31,17 @@ probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
 # what kube-router, the policy engine, runs (policy_engine::HOST_COMMANDS), and the engines
 # of a VIP endpoint (ha::vip::HOST_COMMANDS, ha::api_proxy::HOST_COMMANDS)
 echo "missing_commands=$(for c in ipset iptables-save iptables-restore keepalived curl haproxy; do command -v $c >/dev/null 2>&1 || [ -x /usr/sbin/$c ] || printf '%s ' $c; done)"
+# drop-ins of the units provision writes, from every directory systemd reads them from: one
+# that replaces ExecStart (kubeadm's package ships 10-kubeadm.conf) runs another command
+for u in kubelet containerd crio etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kube-router; do
+  for f in /etc/systemd/system/$u.service.d/*.conf /run/systemd/system/$u.service.d/*.conf \
+           /usr/local/lib/systemd/system/$u.service.d/*.conf /usr/lib/systemd/system/$u.service.d/*.conf \
+           /lib/systemd/system/$u.service.d/*.conf; do
+    [ -f "$f" ] || continue
+    if grep -qE '^[[:space:]]*ExecStart[[:space:]]*=' "$f"; then k=command; else k=settings; fi
+    echo "dropin=$u $k $(readlink -f "$f")"
+  done
+done
 echo "hostname=$(hostname)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
 if command -v ss >/dev/null; then
@@ -46,6 +57,16 @@ for a in $(ip -o addr show 2>/dev/null | awk '{print $4}'); do echo "addr=${a%/*
 echo "time=$(date +%s.%N)"
 "#;
 
+/// A drop-in file of a unit provision writes: it applies on top of provision's unit file.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropIn {
+    /// The unit's name without `.service`.
+    pub unit: String,
+    /// It sets `ExecStart=`: the unit runs its command, not provision's.
+    pub replaces_command: bool,
+    pub path: String,
+}
+
 #[derive(Debug, Clone, Default)]
 pub struct Facts {
     pub values: BTreeMap<String, String>,
@@ -55,6 +76,8 @@ pub struct Facts {
     /// The addresses with their prefix length (`10.0.0.11/24`).
     pub networks: Vec<String>,
     pub features: Vec<String>,
+    /// Drop-ins of the units provision writes (each path once: /lib may be /usr/lib).
+    pub drop_ins: Vec<DropIn>,
     /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
     pub clock_offset: f64,
     /// How long connecting and gathering took.
@@ -92,6 +115,19 @@ impl Facts {
                 "addr" => f.addresses.push(v.to_string()),
                 "net" => f.networks.push(v.to_string()),
                 "feature" => f.features.push(v.to_string()),
+                "dropin" => {
+                    let mut parts = v.splitn(3, ' ');
+                    if let (Some(unit), Some(kind), Some(path)) =
+                        (parts.next(), parts.next(), parts.next())
+                        && !f.drop_ins.iter().any(|d| d.path == path)
+                    {
+                        f.drop_ins.push(DropIn {
+                            unit: unit.to_string(),
+                            replaces_command: kind == "command",
+                            path: path.to_string(),
+                        });
+                    }
+                }
                 _ => {
                     f.values.insert(k.to_string(), v.trim().to_string());
                 }
