@@ -19,13 +19,14 @@ impl Cni for Throwaway {
         "throwaway"
     }
 
+    fn config(&self) -> &'static str {
+        "/etc/cni/net.d/50-throwaway.conflist"
+    }
+
     fn leftovers(&self) -> Leftovers {
         Leftovers {
             units: vec!["throwaway-agent".into()],
-            paths: vec![
-                "/etc/cni/net.d/50-throwaway.conflist".into(),
-                "/var/lib/throwaway".into(),
-            ],
+            paths: vec![self.config().into(), "/var/lib/throwaway".into()],
             links: vec!["throwaway0".into()],
             chains: vec!["THROWAWAY-".into()],
             ipsets: vec!["THROWAWAY-SET-".into()],

@@ -1,6 +1,7 @@
 //! Preflight on real machines: passes on healthy hosts; a bad host fails with the named check,
 //! on that host only; `--ignore-preflight-errors` lets it through; another installation's
-//! drop-in that replaces a unit's command is refused.
+//! drop-in that replaces a unit's command is refused, and so is a CNI configuration that
+//! would come before the cluster's own.
 
 mod support;
 use support::{Testbed, provision};
@@ -125,4 +126,27 @@ fn preflight_names_the_failing_check_on_the_bad_host_only() {
         warnings.contains("http-proxy.conf also applies to containerd.service"),
         "{warnings}"
     );
+
+    // an earlier cluster's CNI configuration, first by name: pods would get its network
+    tb.ssh(
+        0,
+        "mkdir -p /etc/cni/net.d && echo '{\"cniVersion\":\"1.0.0\",\"name\":\"old\",\"plugins\":[{\"type\":\"bridge\"}]}' \
+         > /etc/cni/net.d/05-old.conflist",
+    );
+    let leftover = preflight(&others_fine);
+    assert_eq!(leftover.code, 1, "{}", leftover.text());
+    let error = leftover.hosts_of("preflight")[0]["error"].to_string();
+    assert!(
+        error.contains(
+            "[CNIConfig] /etc/cni/net.d/05-old.conflist sorts before 10-provision.conflist"
+        ),
+        "{error}"
+    );
+    // after the cluster's own it is never read
+    tb.ssh(
+        0,
+        "mv /etc/cni/net.d/05-old.conflist /etc/cni/net.d/90-old.conflist",
+    );
+    let after = preflight(&others_fine);
+    assert_eq!(after.code, 0, "{}", after.text());
 }

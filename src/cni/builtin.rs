@@ -194,6 +194,10 @@ impl Cni for Builtin {
         Ok(actions)
     }
 
+    fn config(&self) -> &'static str {
+        CONFLIST
+    }
+
     fn leftovers(&self) -> Leftovers {
         Leftovers {
             units: vec![ROUTES_SERVICE.into()],

@@ -89,10 +89,14 @@ impl Cni for Calico {
         render_typed("calico.yaml", &t).map(Some)
     }
 
+    fn config(&self) -> &'static str {
+        "/etc/cni/net.d/10-calico.conflist"
+    }
+
     fn leftovers(&self) -> Leftovers {
         Leftovers {
             paths: vec![
-                "/etc/cni/net.d/10-calico.conflist".into(),
+                self.config().into(),
                 "/etc/cni/net.d/calico-kubeconfig".into(),
             ],
             links: vec!["vxlan.calico".into()],

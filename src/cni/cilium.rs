@@ -32,9 +32,13 @@ impl Cni for Cilium {
         render_typed("cilium.yaml", &manifest_context(cluster, self)).map(Some)
     }
 
+    fn config(&self) -> &'static str {
+        "/etc/cni/net.d/05-cilium.conflist"
+    }
+
     fn leftovers(&self) -> Leftovers {
         Leftovers {
-            paths: vec!["/etc/cni/net.d/05-cilium.conflist".into()],
+            paths: vec![self.config().into()],
             links: vec!["cilium_vxlan".into(), "cilium_host".into()],
             chains: vec!["CILIUM_".into()],
             ..Leftovers::default()

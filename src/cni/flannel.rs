@@ -31,12 +31,13 @@ impl Cni for Flannel {
         render_typed("flannel.yaml", &manifest_context(cluster, self)).map(Some)
     }
 
+    fn config(&self) -> &'static str {
+        "/etc/cni/net.d/10-flannel.conflist"
+    }
+
     fn leftovers(&self) -> Leftovers {
         Leftovers {
-            paths: vec![
-                "/etc/cni/net.d/10-flannel.conflist".into(),
-                "/run/flannel".into(),
-            ],
+            paths: vec![self.config().into(), "/run/flannel".into()],
             links: vec!["flannel.1".into(), "cni0".into()],
             chains: vec!["FLANNEL-".into()],
             ..Leftovers::default()

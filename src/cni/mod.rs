@@ -53,6 +53,10 @@ pub trait Cni: Sync {
         Ok(vec![Action::dir(NET_D, 0o755)])
     }
 
+    /// Its configuration in `NET_D`. The runtime gives pods the network of the first file there
+    /// by name, so no other may sort before it (preflight's `CNIConfig`).
+    fn config(&self) -> &'static str;
+
     /// What it leaves on a host: `reset` removes it whichever network the cluster runs.
     fn leftovers(&self) -> Leftovers;
 

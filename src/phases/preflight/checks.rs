@@ -87,6 +87,7 @@ const HOST_CHECKS: &[HostCheck] = &[
     cgroup_controllers,
     kernel_features,
     unit_drop_ins,
+    cni_configs,
     hostname,
     machine_id,
     node_ip,
@@ -484,6 +485,32 @@ fn unit_drop_ins(cluster: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
         .collect()
 }
 
+/// CNI configurations that sort before the cluster network's own: the runtime would give pods
+/// their network (an earlier cluster's, which `kubeadm reset` leaves, or another tool's).
+fn cni_configs(cluster: &Cluster, _: &Host, f: &Facts) -> Vec<Finding> {
+    let cni = crate::cni::of(cluster.cni);
+    let ours = cni.config().rsplit('/').next().unwrap_or_default();
+    let mut first: Vec<&String> = f
+        .cni_configs
+        .iter()
+        .filter(|name| name.as_str() < ours)
+        .collect();
+    first.sort();
+    first
+        .into_iter()
+        .map(|name| {
+            error(
+                "CNIConfig",
+                format!(
+                    "{dir}/{name} sorts before {ours}, the configuration of the cluster's network ({}): the runtime gives pods the network of the first file in {dir}, so pods would get that one (an earlier cluster's or another tool's; `kubeadm reset` leaves them): remove it and run again",
+                    cni.name(),
+                    dir = crate::cni::NET_D,
+                ),
+            )
+        })
+        .collect()
+}
+
 fn hostname(_: &Cluster, host: &Host, f: &Facts) -> Vec<Finding> {
     let hostname = f.get("hostname");
     if !is_dns_subdomain(hostname) {
@@ -748,6 +775,42 @@ mod tests {
             worker
                 .iter()
                 .all(|(_, m)| !m.contains("etcd") && !m.contains("crio"))
+        );
+    }
+
+    #[test]
+    fn cni_configurations_that_sort_first_are_refused() {
+        let with = |names: &[&str]| {
+            let text = names
+                .iter()
+                .fold(GOOD.to_string(), |t, n| t + &format!("cni_config={n}\n"));
+            host_checks(&cluster(), &host("n1", false), &Facts::parse(&text))
+        };
+        // the cluster's own and those after it are not the pods' network
+        assert!(with(&["10-provision.conflist", "87-podman-bridge.conflist"]).is_empty());
+        let found = with(&[
+            "10-provision.conflist",
+            "10-flannel.conflist",
+            "05-cilium.conflist",
+        ]);
+        let messages: Vec<&str> = found.iter().map(|f| f.message.as_str()).collect();
+        assert_eq!(found.len(), 2, "{messages:?}");
+        assert!(
+            found
+                .iter()
+                .all(|f| f.check == "CNIConfig" && f.level == Level::Error)
+        );
+        assert!(
+            messages[0].starts_with(
+                "/etc/cni/net.d/05-cilium.conflist sorts before 10-provision.conflist, the configuration of the cluster's network (builtin)"
+            ) && messages[0].contains("remove it"),
+            "{}",
+            messages[0]
+        );
+        assert!(
+            messages[1].starts_with("/etc/cni/net.d/10-flannel.conflist"),
+            "{}",
+            messages[1]
         );
     }
 

@@ -42,6 +42,10 @@ for u in kubelet containerd crio etcd kube-apiserver kube-controller-manager kub
     echo "dropin=$u $k $(readlink -f "$f")"
   done
 done
+# CNI configurations: the runtime gives pods the network of the first by name
+for f in /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json; do
+  [ -f "$f" ] && echo "cni_config=${f##*/}"
+done
 echo "hostname=$(hostname)"
 echo "machine_id=$(cat /etc/machine-id 2>/dev/null)"
 if command -v ss >/dev/null; then
@@ -78,6 +82,8 @@ pub struct Facts {
     pub features: Vec<String>,
     /// Drop-ins of the units provision writes (each path once: /lib may be /usr/lib).
     pub drop_ins: Vec<DropIn>,
+    /// The CNI configuration files in /etc/cni/net.d, by name.
+    pub cni_configs: Vec<String>,
     /// Host clock minus the operator's clock, in seconds, measured at the round trip's midpoint.
     pub clock_offset: f64,
     /// How long connecting and gathering took.
@@ -115,6 +121,7 @@ impl Facts {
                 "addr" => f.addresses.push(v.to_string()),
                 "net" => f.networks.push(v.to_string()),
                 "feature" => f.features.push(v.to_string()),
+                "cni_config" => f.cni_configs.push(v.to_string()),
                 "dropin" => {
                     let mut parts = v.splitn(3, ' ');
                     if let (Some(unit), Some(kind), Some(path)) =
