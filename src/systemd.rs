@@ -93,7 +93,24 @@ impl Unit {
     }
 
     pub fn render(&self) -> Result<String, String> {
-        render_typed("component.service", self)
+        #[derive(Serialize)]
+        struct Rendered<'a> {
+            #[serde(flatten)]
+            unit: &'a Unit,
+            /// systemd's default start limit (5 starts in 10 s) leaves a unit that exited
+            /// quickly a few times failed for good, even once the cause is gone, until
+            /// someone runs `systemctl reset-failed`: a unit restarted by itself never stops
+            /// being restarted (the kubelet unit of Kubernetes' packages does the same).
+            restarts_forever: bool,
+        }
+        let restarts_forever = self.service.get("Restart").is_some_and(|r| r != "no");
+        render_typed(
+            "component.service",
+            &Rendered {
+                unit: self,
+                restarts_forever,
+            },
+        )
     }
 }
 
@@ -184,6 +201,114 @@ pub async fn until_ready(
     wait_or_journal(session, &wait_for(check, attempts, 0.5), None, unit, 15)
         .await
         .map_err(|journal| format!("{unit} is not {state} on {host}:\n{journal}{hint}"))
+}
+
+/// Restarts that tell a unit that cannot run (it exits as it starts, and `Restart=always` starts
+/// it again every 2 s) from one still starting: a wait gives up on it after seconds, not minutes.
+const CRASH_LOOP_RESTARTS: u32 = 3;
+
+/// How often a wait asks systemd how many times the unit restarted.
+const CRASH_CHECK_EVERY: std::time::Duration = std::time::Duration::from_secs(2);
+
+/// Watches, during a wait, how many times systemd restarted `unit` (`NRestarts`) since the
+/// watch first looked.
+pub struct CrashWatch<'a> {
+    session: &'a Session,
+    host: &'a str,
+    unit: &'a str,
+    first: Option<(u32, std::time::Instant)>,
+    checked: Option<std::time::Instant>,
+}
+
+impl<'a> CrashWatch<'a> {
+    pub fn new(session: &'a Session, host: &'a str, unit: &'a str) -> CrashWatch<'a> {
+        CrashWatch {
+            session,
+            host,
+            unit,
+            first: None,
+            checked: None,
+        }
+    }
+
+    /// Every `CRASH_CHECK_EVERY` at most (the first call counts where it starts from): an error
+    /// with the unit's last errors once it restarted `CRASH_LOOP_RESTARTS` times since.
+    pub async fn check(&mut self) -> Result<(), String> {
+        if self
+            .checked
+            .is_some_and(|t| t.elapsed() < CRASH_CHECK_EVERY)
+        {
+            return Ok(());
+        }
+        self.checked = Some(std::time::Instant::now());
+        let Some((now, state)) = restarts(self.session, self.unit).await else {
+            return Ok(());
+        };
+        if state == "failed" {
+            let errors = last_errors(self.session, self.unit, 3).await;
+            return Err(format!(
+                "{unit} on {host} failed, and systemd does not start it again\n{unit}'s last errors:\n{errors}fix what they name (`journalctl -u {unit}` on {host}), then run the same command again",
+                unit = self.unit,
+                host = self.host,
+            ));
+        }
+        let Some((first, since)) = self.first else {
+            self.first = Some((now, std::time::Instant::now()));
+            return Ok(());
+        };
+        if now < first + CRASH_LOOP_RESTARTS {
+            return Ok(());
+        }
+        let errors = last_errors(self.session, self.unit, 3).await;
+        Err(format!(
+            "{unit} on {host} exited {n} times in {s} s, each time started again by systemd: it cannot run as configured\n{unit}'s last errors:\n{errors}fix what they name (`journalctl -u {unit}` on {host}), then run the same command again",
+            unit = self.unit,
+            host = self.host,
+            n = now - first,
+            s = since.elapsed().as_secs(),
+        ))
+    }
+}
+
+/// How many times systemd restarted `unit` by its `Restart=` setting, and its state.
+async fn restarts(session: &Session, unit: &str) -> Option<(u32, String)> {
+    let out = session
+        .exec(
+            &format!("systemctl show -p NRestarts -p ActiveState {unit}"),
+            None,
+        )
+        .await
+        .ok()?;
+    let text = out.stdout_text();
+    let value = |key: &str| {
+        text.lines()
+            .find_map(|l| l.strip_prefix(key)?.strip_prefix('='))
+            .map(str::trim)
+    };
+    Some((
+        value("NRestarts")?.parse().ok()?,
+        value("ActiveState")?.into(),
+    ))
+}
+
+/// The last `n` distinct error lines of `unit`'s journal (klog's `E` lines without their time
+/// and source, a command line's `Error:`), indented; "(none in its journal)" when there are none.
+async fn last_errors(session: &Session, unit: &str, n: u32) -> String {
+    let errors = session
+        .exec(
+            &format!(
+                "journalctl -u {unit} --no-pager -n 400 -o cat | grep -E '^(Error: |E[0-9]{{4}} )|command failed' \
+                 | sed -E 's/^E[0-9]{{4}} [0-9:.]+ +[0-9]+ [^]]*\\] //' | awk '!seen[$0]++' | tail -n {n}"
+            ),
+            None,
+        )
+        .await
+        .map(|o| o.stdout_text())
+        .unwrap_or_default();
+    if errors.trim().is_empty() {
+        return "    (none in its journal)\n".into();
+    }
+    errors.lines().map(|l| format!("    {l}\n")).collect()
 }
 
 #[cfg(test)]

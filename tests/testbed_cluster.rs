@@ -8,7 +8,7 @@ use k8s_openapi::api::core::v1::Node;
 use kube::api::{Api, ListParams};
 use std::path::Path;
 use std::time::{Duration, Instant};
-use support::{Testbed, provision_ok};
+use support::{Testbed, provision, provision_ok};
 
 /// Nodes and their Ready condition, through kube-rs with the local admin kubeconfig.
 async fn ready_nodes(kubeconfig: &Path) -> Vec<(String, bool)> {
@@ -76,6 +76,43 @@ async fn init_and_join_make_a_working_cluster_that_reruns_clean_survives_reboot_
     assert!(init.changes() > 0);
     assert_eq!(tb.ssh(0, "systemctl is-active etcd").trim(), "active");
 
+    // a kubelet that cannot run as configured (here another installation's drop-in gives it a
+    // flag it does not know, let through preflight): join says so within seconds, with the
+    // kubelet's own error, instead of waiting out the minutes allowed for Node Ready
+    let drop_in = "/etc/systemd/system/kubelet.service.d/99-other.conf";
+    tb.ssh(
+        1,
+        &format!(
+            "mkdir -p {dir} && printf '[Service]\\nExecStart=\\nExecStart=/usr/local/bin/kubelet --no-such-flag\\n' > {drop_in}",
+            dir = "/etc/systemd/system/kubelet.service.d"
+        ),
+    );
+    let broken = provision(&[
+        "join",
+        "-i",
+        inv_s,
+        "--ignore-preflight-errors",
+        "UnitDropIn",
+        "--output",
+        "json",
+    ]);
+    assert_eq!(broken.code, 1, "{}", broken.text());
+    let worker = tb.machines[1].name.as_str();
+    let kubelets = broken.hosts_of("kubelet");
+    let on_1 = kubelets
+        .iter()
+        .find(|h| h["host"] == worker)
+        .unwrap_or_else(|| panic!("no kubelet row of {worker}: {}", broken.text()));
+    // (waiting out Node Ready would say "is not Ready after 180 s" instead)
+    let error = on_1["error"].as_str().unwrap_or("");
+    assert!(
+        error.contains(&format!("kubelet on {worker} exited"))
+            && error.contains("cannot run as configured")
+            && error.contains("unknown flag: --no-such-flag"),
+        "{error}"
+    );
+    // once the cause is gone, the same command completes
+    tb.ssh(1, &format!("rm {drop_in}"));
     let join = provision_ok(&["join", "-i", inv_s, "--output", "json"]);
     assert_eq!(join.hosts_of("kubelet").len(), 2, "{}", join.text());
 

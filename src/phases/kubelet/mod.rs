@@ -320,6 +320,9 @@ impl Step for Kubelet {
         let mut last = String::from("the Node has not registered");
         let on_hosts = !crate::cni::of(ctx.cluster.cni).runs_as_pods();
         let mut notes = Vec::new();
+        let session = ctx.session(host).await.map_err(|e| e.to_string())?;
+        // a kubelet that exits as it starts (a flag, a device or a file it needs) is said at once
+        let mut crashes = systemd::CrashWatch::new(&session, &host.name, "kubelet");
         loop {
             if let Some(node) = nodes.get_opt(&host.name).await.map_err(|e| e.to_string())? {
                 set_pod_cidr(&nodes, &node, host).await?;
@@ -350,8 +353,8 @@ impl Step for Kubelet {
                     None => last = "the Node reports no Ready condition yet".into(),
                 }
             }
+            crashes.check().await?;
             if started.elapsed() > READY_WAIT {
-                let session = ctx.session(host).await.map_err(|e| e.to_string())?;
                 let journal = systemd::state_and_journal(&session, "kubelet", 12).await;
                 return Err(format!(
                     "node {} is not Ready after {} s: {last}\nkubelet:\n{journal}check the runtime (`crictl info`), the CNI configuration in /etc/cni/net.d and `journalctl -u kubelet`",
