@@ -1,6 +1,7 @@
 //! `provision verify` on a real cluster (one control plane, two workers; the real-cluster tier,
 //! PROVISION_UPSTREAM): every row passes, and breaking the overlay or kube-proxy on one node
-//! fails the rows that cross it, with the cause named.
+//! fails the rows that cross it, with the cause named; a pod given another network than the
+//! cluster's fails its own row.
 
 mod support;
 use serde_json::Value;
@@ -205,6 +206,42 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     assert_eq!(again.changes(), 0, "{}", again.text());
     let (code, repaired) = support::verify_rows(inv);
     assert_eq!(failed(&repaired), Vec::<String>::new(), "{repaired:#?}");
+    assert_eq!(code, 0);
+
+    // another network's configuration on the third machine, first by name (left by another
+    // tool once the cluster ran): its test pod runs, but outside the node's pod range, and
+    // the row says where to look instead of failing its traffic
+    let other = "/etc/cni/net.d/05-other.conflist";
+    tb.ssh(
+        2,
+        &format!(
+            "echo '{{\"cniVersion\":\"1.0.0\",\"name\":\"other\",\"plugins\":[{{\"type\":\"bridge\",\"bridge\":\"other0\",\"ipam\":{{\"type\":\"host-local\",\"ranges\":[[{{\"subnet\":\"10.99.0.0/24\"}}]]}}}}]}}' > {other}"
+        ),
+    );
+    let (code, elsewhere) = support::verify_rows(inv);
+    assert_eq!(code, 1);
+    let row = rows(&elsewhere, "pod")
+        .into_iter()
+        .find(|r| r["outcome"] == "fail")
+        .unwrap_or_else(|| panic!("{elsewhere:#?}"));
+    assert_eq!(row["subject"], names[2]);
+    let detail = row["detail"].as_str().unwrap_or_default();
+    assert!(
+        detail.contains("runs at 10.99.0.") && detail.contains("outside"),
+        "{row:#?}"
+    );
+    assert!(
+        row["cause"]
+            .as_str()
+            .unwrap_or_default()
+            .contains("/etc/cni/net.d"),
+        "{row:#?}"
+    );
+    // only that row fails: the pod's traffic is not tried
+    assert_eq!(failed(&elsewhere), vec![format!("pod {}", names[2])]);
+    tb.ssh(2, &format!("rm {other} && ip link del other0"));
+    let (code, back) = support::verify_rows(inv);
+    assert_eq!(failed(&back), Vec::<String>::new(), "{back:#?}");
     assert_eq!(code, 0);
 
     // the API server restarted, as an upgrade or a certificate renewal does: it stops by

@@ -105,6 +105,10 @@ impl Cni for Calico {
         }
     }
 
+    fn assigns_node_range(&self) -> bool {
+        false
+    }
+
     fn enforces_network_policy(&self) -> bool {
         true
     }

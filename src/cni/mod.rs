@@ -60,6 +60,13 @@ pub trait Cni: Sync {
     /// What it leaves on a host: `reset` removes it whichever network the cluster runs.
     fn leftovers(&self) -> Leftovers;
 
+    /// Whether pods get their addresses from their Node's podCIDR (the inventory's range of
+    /// that node), so that verify can tell a pod given another network (Calico's own IPAM
+    /// hands out blocks of its own).
+    fn assigns_node_range(&self) -> bool {
+        true
+    }
+
     /// Whether NetworkPolicy objects are enforced (verify fails when they are not).
     fn enforces_network_policy(&self) -> bool {
         false

@@ -56,7 +56,12 @@ pub(super) async fn workload(
     let (running, matrix) = tokio::join!(
         traced(
             "verify: test pods running",
-            wait_running(&pods, &usable, report)
+            wait_running(
+                &pods,
+                &usable,
+                crate::cni::of(ctx.cluster.cni).assigns_node_range(),
+                report
+            )
         ),
         traced(
             "verify: policy pods created",
@@ -298,10 +303,13 @@ fn likely_cause(pod: Option<&Pod>, node: &str) -> String {
     }
 }
 
-/// Waits for the test pods; a row per node. Returns those running, with their addresses.
+/// Waits for the test pods; a row per node. Returns those running, with their addresses: with
+/// `node_ranges`, only those whose address lies in their node's pod range (one outside it got
+/// another network than the cluster's, and its traffic rows would only blur that).
 pub(super) async fn wait_running(
     pods: &Api<Pod>,
     nodes: &[Host],
+    node_ranges: bool,
     report: &mut Report,
 ) -> Vec<TestPod> {
     let started = Instant::now();
@@ -333,6 +341,29 @@ pub(super) async fn wait_running(
             .find(|p| p.metadata.name.as_deref() == Some(&name));
         let status = pod.and_then(|p| p.status.clone()).unwrap_or_default();
         match (status.phase.as_deref(), status.pod_ip.clone()) {
+            (Some("Running"), Some(ip))
+                if node_ranges
+                    && ip
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|a| !h.pod_cidr.contains(&a)) =>
+            {
+                report.rows.push(
+                    Row::fail(
+                        "pod",
+                        &h.name,
+                        format!(
+                            "{name} runs at {ip}, outside {}'s pod range {}",
+                            h.name, h.pod_cidr
+                        ),
+                    )
+                    .with_cause(Some(format!(
+                        "the runtime on {} gave it another network than the cluster's: it uses the first configuration by name in {}; `ls {}` there, and remove the one before the cluster's",
+                        h.name,
+                        crate::cni::NET_D,
+                        crate::cni::NET_D
+                    ))),
+                );
+            }
             (Some("Running"), Some(ip)) => {
                 report
                     .rows
