@@ -365,6 +365,11 @@ mod tests {
         // settings sorted by key, so a unit file only changes when a setting does
         assert!(text.contains("Restart=always\nType=notify\n"), "{text}");
         assert!(text.contains("WantedBy=multi-user.target"), "{text}");
+        // restarted by systemd without end: no start limit, in the [Unit] section
+        let unit_section = text.split("[Service]").next().unwrap_or_default();
+        assert!(unit_section.contains("StartLimitIntervalSec=0\n"), "{text}");
+        let once = Unit::new("once", "/bin/true").render().unwrap();
+        assert!(!once.contains("StartLimitIntervalSec"), "{once}");
     }
 
     /// A command line as systemd hands it to the program: `$$` and `%%` unescaped; a `%`
