@@ -468,7 +468,7 @@ mod tests {
     }
 
     #[test]
-    fn verbose_text_and_json_keep_every_leaf() {
+    fn verbose_text_and_json_keep_every_leaf() -> Result<(), Box<dyn std::error::Error>> {
         let out = Reporter::capturing(Format::Text, true, false);
         a_run(&out);
         let text = out.captured();
@@ -484,13 +484,17 @@ mod tests {
         let out = Reporter::capturing(Format::Json, false, false);
         a_run(&out);
         let json = out.captured();
-        let done: Vec<serde_json::Value> = json
+        let events = json
             .lines()
-            .map(|l| serde_json::from_str(l).unwrap())
-            .filter(|v: &serde_json::Value| v["event"] == "phase-done")
+            .map(serde_json::from_str)
+            .collect::<Result<Vec<serde_json::Value>, _>>()?;
+        let done: Vec<&serde_json::Value> = events
+            .iter()
+            .filter(|v| v["event"] == "phase-done")
             .collect();
         assert_eq!(done.len(), 6, "{json}");
         assert!(done.iter().all(|v| v["seconds"] == 0.5));
+        Ok(())
     }
 
     #[test]

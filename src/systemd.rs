@@ -344,13 +344,13 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_renders_its_ordering_command_and_settings() {
+    fn a_unit_renders_its_ordering_command_and_settings() -> Result<(), Box<dyn std::error::Error>>
+    {
         let text = Unit::new("etcd: the store", "/usr/local/bin/etcd")
             .after_and_wants(&["network-online.target"])
             .args(&["--name=a", "--data-dir=/var/lib/etcd"])
             .service(&[("Type", "notify"), ("Restart", "always")])
-            .render()
-            .unwrap();
+            .render()?;
         assert!(text.contains("Description=etcd: the store\n"), "{text}");
         assert!(
             text.contains("After=network-online.target\nWants=network-online.target\n"),
@@ -368,8 +368,9 @@ mod tests {
         // restarted by systemd without end: no start limit, in the [Unit] section
         let unit_section = text.split("[Service]").next().unwrap_or_default();
         assert!(unit_section.contains("StartLimitIntervalSec=0\n"), "{text}");
-        let once = Unit::new("once", "/bin/true").render().unwrap();
+        let once = Unit::new("once", "/bin/true").render()?;
         assert!(!once.contains("StartLimitIntervalSec"), "{once}");
+        Ok(())
     }
 
     /// A command line as systemd hands it to the program: `$$` and `%%` unescaped; a `%`

@@ -535,10 +535,13 @@ mod tests {
     use crate::version::Version;
 
     #[test]
-    fn every_pinned_digest_is_well_formed_and_names_a_known_component() {
+    fn every_pinned_digest_is_well_formed_and_names_a_known_component()
+    -> Result<(), Box<dyn std::error::Error>> {
         for (c, _, _, d) in PINS {
             assert!(component(c).is_some(), "pin for unknown component {c}");
-            let (algo, hex) = d.split_once(':').unwrap();
+            let (algo, hex) = d
+                .split_once(':')
+                .ok_or(format!("pin of {c}: {d} is not ALGO:HEX"))?;
             let len = match algo {
                 "sha256" => 64,
                 "sha512" => 128,
@@ -552,12 +555,13 @@ mod tests {
             // `pinned` drops a pin it cannot parse: every one must parse
             assert!(Digest::parse(d).is_ok(), "{c}: {d}");
         }
+        Ok(())
     }
 
     #[test]
-    fn every_url_renders_for_both_arches() {
+    fn every_url_renders_for_both_arches() -> Result<(), Box<dyn std::error::Error>> {
         for minor in [35, 36, 37] {
-            let kube = Version::parse(&format!("1.{minor}")).unwrap();
+            let kube = Version::parse(&format!("1.{minor}"))?;
             for c in COMPONENTS {
                 let Some(v) = default_version(c.name, &kube) else {
                     assert_eq!((c.name, minor), ("cri-o", 37), "no version for {}", c.name);
@@ -579,12 +583,14 @@ mod tests {
                 }
             }
         }
+        Ok(())
     }
 
     #[test]
-    fn every_catalog_download_outside_dl_k8s_io_is_pinned() {
+    fn every_catalog_download_outside_dl_k8s_io_is_pinned() -> Result<(), Box<dyn std::error::Error>>
+    {
         for minor in [35, 36, 37] {
-            let kube = Version::parse(&format!("1.{minor}")).unwrap();
+            let kube = Version::parse(&format!("1.{minor}"))?;
             for c in COMPONENTS
                 .iter()
                 .filter(|c| c.packaging != Packaging::Image)
@@ -603,6 +609,7 @@ mod tests {
                 }
             }
         }
+        Ok(())
     }
 
     #[test]

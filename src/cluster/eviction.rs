@@ -146,17 +146,18 @@ mod tests {
     }
 
     #[test]
-    fn overrides_keep_the_other_defaults() {
+    fn overrides_keep_the_other_defaults() -> Result<(), Box<dyn std::error::Error>> {
         let e = Eviction::with(&BTreeMap::from([(
             "imagefs.available".to_string(),
             "2Gi".to_string(),
         )]))
-        .unwrap();
+        .map_err(|e| format!("{e:?}"))?;
         assert!(e.customized);
         assert_eq!(e.hard["imagefs.available"], "2Gi");
         assert_eq!(e.hard["nodefs.available"], "10%");
         assert_eq!(e.hard.len(), DEFAULTS.len());
         assert!(!Eviction::default().customized);
+        Ok(())
     }
 
     #[test]
@@ -169,7 +170,7 @@ mod tests {
     }
 
     #[test]
-    fn the_disk_floor_is_the_larger_threshold() {
+    fn the_disk_floor_is_the_larger_threshold() -> Result<(), Box<dyn std::error::Error>> {
         let gib = 1u64 << 30;
         // defaults: 15% of images beats 10% of the node
         assert_eq!(
@@ -180,7 +181,8 @@ mod tests {
             ("imagefs.available".to_string(), "1Gi".to_string()),
             ("nodefs.available".to_string(), "2Gi".to_string()),
         ]))
-        .unwrap();
+        .map_err(|e| format!("{e:?}"))?;
         assert_eq!(e.disk_floor(100 * gib), Some(("nodefs.available", 2 * gib)));
+        Ok(())
     }
 }

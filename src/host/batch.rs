@@ -172,8 +172,9 @@ mod tests {
     }
 
     #[test]
-    fn steps_run_in_order_and_the_first_failure_stops_the_rest() {
-        let dir = tempfile::tempdir().unwrap();
+    fn steps_run_in_order_and_the_first_failure_stops_the_rest()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let d = dir.path().display();
         let all = steps(&[
             &format!("echo noise >&2; touch {d}/first"),
@@ -186,11 +187,12 @@ mod tests {
         assert!(dir.path().join("first").exists());
         assert!(!dir.path().join("third").exists());
         assert_eq!(failed_step(3, &stderr), (1, "boom".to_string()));
+        Ok(())
     }
 
     #[test]
-    fn only_the_last_step_reads_stdin() {
-        let dir = tempfile::tempdir().unwrap();
+    fn only_the_last_step_reads_stdin() -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let d = dir.path().display();
         let all = steps(&[
             &format!("cat > {d}/early"),
@@ -199,8 +201,9 @@ mod tests {
         ]);
         let (status, _) = run(&script(&all), b"payload");
         assert_eq!(status, 0);
-        assert_eq!(std::fs::read(dir.path().join("early")).unwrap(), b"");
-        assert_eq!(std::fs::read(dir.path().join("last")).unwrap(), b"payload");
+        assert_eq!(std::fs::read(dir.path().join("early"))?, b"");
+        assert_eq!(std::fs::read(dir.path().join("last"))?, b"payload");
+        Ok(())
     }
 
     #[test]

@@ -325,7 +325,7 @@ mod tests {
     }
 
     #[test]
-    fn nothing_to_do_when_host_matches() {
+    fn nothing_to_do_when_host_matches() -> Result<(), Box<dyn std::error::Error>> {
         let actions = vec![
             Action::file("/etc/a", "x", 0o644),
             Action::dir("/etc/kubernetes", 0o755),
@@ -352,7 +352,12 @@ mod tests {
                 changed_since_start: Vec::new(),
             },
         ];
-        assert!(diff(&actions, &facts).unwrap().is_empty());
+        assert!(
+            diff(&actions, &facts)
+                .map_err(|e| format!("{e:?}"))?
+                .is_empty()
+        );
+        Ok(())
     }
 
     /// The steps for demo.service's unit file and unit, against the file the host has and
@@ -407,7 +412,7 @@ mod tests {
     }
 
     #[test]
-    fn a_unit_running_a_switched_binary_restarts() {
+    fn a_unit_running_a_switched_binary_restarts() -> Result<(), Box<dyn std::error::Error>> {
         let old = "/opt/provision/kubelet/1.36.4/kubelet";
         let changes = diff(
             &[unit("/etc/a")],
@@ -420,7 +425,7 @@ mod tests {
                 changed_since_start: Vec::new(),
             }],
         )
-        .unwrap();
+        .map_err(|e| format!("{e:?}"))?;
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!(changes[0].step, Step::Restart);
         assert!(changes[0].summary.contains(old), "{}", changes[0].summary);
@@ -436,15 +441,17 @@ mod tests {
                 changed_since_start: Vec::new(),
             }],
         )
-        .unwrap();
+        .map_err(|e| format!("{e:?}"))?;
         assert_eq!(
             stopped.into_iter().map(|c| c.step).collect::<Vec<_>>(),
             [Step::Start]
         );
+        Ok(())
     }
 
     #[test]
-    fn a_unit_whose_inputs_were_written_after_it_started_restarts_once() {
+    fn a_unit_whose_inputs_were_written_after_it_started_restarts_once()
+    -> Result<(), Box<dyn std::error::Error>> {
         let renewed = |changed: &[&str]| Fact::Unit {
             exists: true,
             enabled: true,
@@ -453,7 +460,8 @@ mod tests {
             stale: None,
             changed_since_start: changed.iter().map(|c| c.to_string()).collect(),
         };
-        let changes = diff(&[unit("/etc/a.crt")], &[renewed(&["/etc/a.crt"])]).unwrap();
+        let changes = diff(&[unit("/etc/a.crt")], &[renewed(&["/etc/a.crt"])])
+            .map_err(|e| format!("{e:?}"))?;
         assert_eq!(changes.len(), 1, "{changes:?}");
         assert_eq!(changes[0].step, Step::Restart);
         assert_eq!(
@@ -463,13 +471,14 @@ mod tests {
         // restarted, it started after the write: nothing more
         assert!(
             diff(&[unit("/etc/a.crt")], &[renewed(&[])])
-                .unwrap()
+                .map_err(|e| format!("{e:?}"))?
                 .is_empty()
         );
+        Ok(())
     }
 
     #[test]
-    fn mode_only_change_does_not_rewrite_or_restart() {
+    fn mode_only_change_does_not_rewrite_or_restart() -> Result<(), Box<dyn std::error::Error>> {
         let actions = vec![Action::secret_file("/etc/k", "s"), unit("/etc/k")];
         let facts = vec![
             Fact::File {
@@ -486,9 +495,10 @@ mod tests {
                 changed_since_start: Vec::new(),
             },
         ];
-        let changes = diff(&actions, &facts).unwrap();
+        let changes = diff(&actions, &facts).map_err(|e| format!("{e:?}"))?;
         assert_eq!(changes.len(), 1);
         assert_eq!(changes[0].step, Step::FixFileMeta);
+        Ok(())
     }
 
     #[test]
@@ -499,7 +509,8 @@ mod tests {
     }
 
     #[test]
-    fn absent_removes_what_stands_there_and_reloads_after_unit_files() {
+    fn absent_removes_what_stands_there_and_reloads_after_unit_files()
+    -> Result<(), Box<dyn std::error::Error>> {
         let actions = vec![
             Action::Unit(UnitSpec {
                 name: "demo.service".into(),
@@ -524,7 +535,7 @@ mod tests {
             Fact::OtherType("directory".into()),
             Fact::Absent,
         ];
-        let changes = diff(&actions, &facts).unwrap();
+        let changes = diff(&actions, &facts).map_err(|e| format!("{e:?}"))?;
         let steps: Vec<&Step> = changes.iter().map(|c| &c.step).collect();
         assert_eq!(
             steps,
@@ -551,6 +562,11 @@ mod tests {
             Fact::Absent,
             Fact::Absent,
         ];
-        assert!(diff(&actions, &done).unwrap().is_empty());
+        assert!(
+            diff(&actions, &done)
+                .map_err(|e| format!("{e:?}"))?
+                .is_empty()
+        );
+        Ok(())
     }
 }

@@ -367,7 +367,8 @@ mod tests {
     /// configuration in one run of the phase: the same new key, which `join` alone (the seed
     /// not in its run, and without one) must not make up.
     #[test]
-    fn a_new_key_goes_to_other_control_planes_only_beside_the_seed() {
+    fn a_new_key_goes_to_other_control_planes_only_beside_the_seed()
+    -> Result<(), Box<dyn std::error::Error>> {
         let c = crate::cluster::from_text(
             "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: e}\nspec:\n  hosts:\n  - {name: cp1, address: 192.168.9.11, roles: [control-plane]}\n  - {name: cp2, address: 192.168.9.12, roles: [control-plane]}\n",
         );
@@ -377,14 +378,15 @@ mod tests {
             with_seed,
         };
         let (seed, other) = (&c.hosts[0], &c.hosts[1]);
-        assert_eq!(fresh(true).for_host(&c, other).unwrap(), "new");
-        assert_eq!(fresh(false).for_host(&c, seed).unwrap(), "new");
+        assert_eq!(fresh(true).for_host(&c, other)?, "new");
+        assert_eq!(fresh(false).for_host(&c, seed)?, "new");
         let refused = fresh(false).for_host(&c, other).unwrap_err();
         assert!(refused.contains("run `provision init` first"), "{refused}");
         let kept = Encryption {
             existing: Some("the cluster's".into()),
             ..fresh(true)
         };
-        assert_eq!(kept.for_host(&c, other).unwrap(), "the cluster's");
+        assert_eq!(kept.for_host(&c, other)?, "the cluster's");
+        Ok(())
     }
 }

@@ -411,18 +411,18 @@ mod tests {
     }
 
     #[test]
-    fn selects_subtrees_and_skips() {
+    fn selects_subtrees_and_skips() -> Result<(), Box<dyn std::error::Error>> {
         let t = tree();
         assert_eq!(
-            names(select(&t, None, &[]).unwrap()),
+            names(select(&t, None, &[])?),
             ["preflight", "certs/ca", "certs/apiserver"]
         );
         assert_eq!(
-            names(select(&t, Some("certs"), &[]).unwrap()),
+            names(select(&t, Some("certs"), &[])?),
             ["certs/ca", "certs/apiserver"]
         );
         assert_eq!(
-            names(select(&t, None, &["certs/ca".into(), "preflight".into()]).unwrap()),
+            names(select(&t, None, &["certs/ca".into(), "preflight".into()])?),
             ["certs/apiserver"]
         );
         let Err(err) = select(&t, Some("cert"), &[]) else {
@@ -431,6 +431,7 @@ mod tests {
         assert!(err.contains("no phase named \"cert\""), "{err}");
         assert!(err.contains("certs/apiserver"), "{err}");
         assert!(select(&t, None, &["nope".into()]).is_err());
+        Ok(())
     }
 
     /// Records where it ran (through `after`: no actions, so no SSH), failing on one host.
@@ -508,11 +509,12 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn a_rolling_group_takes_each_batch_through_all_its_phases_and_stops_at_a_failure() {
+    async fn a_rolling_group_takes_each_batch_through_all_its_phases_and_stops_at_a_failure()
+    -> Result<(), Box<dyn std::error::Error>> {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         let summary = run_tree(&rolling_tree(&log, 1, None)).await;
         assert_eq!(summary.failed_phase, None);
-        let mut seen = log.lock().unwrap().clone();
+        let mut seen = log.lock().map_err(|e| e.to_string())?.clone();
         let after: Vec<String> = seen.split_off(6);
         assert_eq!(seen, ["a:n1", "b:n1", "a:n2", "b:n2", "a:n3", "b:n3"]);
         // a phase outside the group runs once, on every host, after the group
@@ -524,11 +526,14 @@ mod tests {
         let summary = run_tree(&rolling_tree(&log, 1, Some("n2"))).await;
         assert_eq!(summary.failed_phase.as_deref(), Some("upgrade/b"));
         // the gate held: n3 was never touched, nor anything after the group
-        assert_eq!(*log.lock().unwrap(), ["a:n1", "b:n1", "a:n2", "b:n2"]);
+        assert_eq!(
+            *log.lock().map_err(|e| e.to_string())?,
+            ["a:n1", "b:n1", "a:n2", "b:n2"]
+        );
 
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
         run_tree(&rolling_tree(&log, 2, None)).await;
-        let seen = log.lock().unwrap().clone();
+        let seen = log.lock().map_err(|e| e.to_string())?.clone();
         let mut first: Vec<String> = seen[..2].to_vec();
         first.sort();
         assert_eq!(first, ["a:n1", "a:n2"]);
@@ -536,5 +541,6 @@ mod tests {
         second.sort();
         assert_eq!(second, ["b:n1", "b:n2"]);
         assert_eq!(seen[4..6], ["a:n3", "b:n3"]);
+        Ok(())
     }
 }

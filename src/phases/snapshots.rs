@@ -69,12 +69,12 @@ fn builtin_network_files() {
 }
 
 #[test]
-fn runtime_files() {
+fn runtime_files() -> Result<(), Box<dyn std::error::Error>> {
     let mirrors = "    registryMirrors: {docker.io: [https://mirror.example.com]}\n";
     let c = cluster(&format!(
         "  runtime:\n    name: containerd\n    runtimeClasses: [gvisor]\n{mirrors}"
     ));
-    let plan = Some(Arc::new(BundlePlan::resolve(&c).unwrap()));
+    let plan = Some(Arc::new(BundlePlan::resolve(&c)?));
     snap_files(
         "containerd",
         &desired(&runtime::Runtime, &c, &c.hosts[0], &plan),
@@ -82,8 +82,9 @@ fn runtime_files() {
     let c = cluster(&format!(
         "  kubernetesVersion: 1.36.4\n  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n{mirrors}"
     ));
-    let plan = Some(Arc::new(BundlePlan::resolve(&c).unwrap()));
+    let plan = Some(Arc::new(BundlePlan::resolve(&c)?));
     snap_files("cri-o", &desired(&runtime::Runtime, &c, &c.hosts[0], &plan));
+    Ok(())
 }
 
 #[test]

@@ -191,10 +191,10 @@ mod tests {
     }
 
     #[test]
-    fn hashed_names_and_revoked_keys() {
+    fn hashed_names_and_revoked_keys() -> Result<(), Box<dyn std::error::Error>> {
         // |1|salt|hash for "10.0.0.9", made with: ssh-keygen -H
         let salt = [7u8; 20];
-        let mut mac = Hmac::<Sha1>::new_from_slice(&salt).unwrap();
+        let mut mac = Hmac::<Sha1>::new_from_slice(&salt)?;
         mac.update(b"10.0.0.9");
         let hash = mac.finalize().into_bytes();
         use base64_helper::encode;
@@ -215,20 +215,22 @@ mod tests {
             check_text(&text, "10.0.0.9", 22, &key(KEY_B)),
             Verdict::Revoked { line: 2 }
         );
+        Ok(())
     }
 
     #[test]
-    fn append_creates_a_private_file_that_then_matches() {
+    fn append_creates_a_private_file_that_then_matches() -> Result<(), Box<dyn std::error::Error>> {
         use std::os::unix::fs::PermissionsExt;
-        let dir = tempfile::tempdir().unwrap();
+        let dir = tempfile::tempdir()?;
         let path = dir.path().join("sub/known_hosts");
-        append(&path, "10.0.0.5", 2200, &key(KEY_A)).unwrap();
+        append(&path, "10.0.0.5", 2200, &key(KEY_A))?;
         assert_eq!(
-            check(&path, "10.0.0.5", 2200, &key(KEY_A)).unwrap(),
+            check(&path, "10.0.0.5", 2200, &key(KEY_A))?,
             Verdict::Trusted
         );
-        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        let mode = std::fs::metadata(&path)?.permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        Ok(())
     }
 
     mod base64_helper {

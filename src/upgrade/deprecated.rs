@@ -189,7 +189,7 @@ mod tests {
     }
 
     #[test]
-    fn the_refusal_names_each_object_and_the_way_out() {
+    fn the_refusal_names_each_object_and_the_way_out() -> Result<(), Box<dyn std::error::Error>> {
         let r = Removed {
             group_version: "example.com/v1beta1".into(),
             resource: "widgets".into(),
@@ -197,13 +197,14 @@ mod tests {
             warning: "use example.com/v1".into(),
             objects: vec!["default/w1".into()],
         };
-        let to = Version::parse("1.37.2").unwrap();
-        let text = refusal(&[r], to).unwrap();
+        let to = Version::parse("1.37.2")?;
+        let text = refusal(&[r], to).ok_or("a removed API in use was not refused")?;
         assert!(
             text.contains("example.com/v1beta1 widgets (1): default/w1")
                 && text.contains("--ignore-deprecated-apis"),
             "{text}"
         );
         assert_eq!(refusal(&[], to), None);
+        Ok(())
     }
 }

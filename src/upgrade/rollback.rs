@@ -85,9 +85,10 @@ mod tests {
     /// upgrade tests run the real one) whose units all run this test's own process: one
     /// unit's ExecStart names another file, so only that one is stale and restarts.
     #[test]
-    fn only_a_unit_running_another_binary_than_its_exec_start_restarts() {
-        let dir = tempfile::tempdir().unwrap();
-        let me = std::env::current_exe().unwrap().display().to_string();
+    fn only_a_unit_running_another_binary_than_its_exec_start_restarts()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
+        let me = std::env::current_exe()?.display().to_string();
         crate::host::stand_in(
             dir.path(),
             "systemctl",
@@ -100,5 +101,6 @@ mod tests {
         );
         let out = crate::host::sh_with(&script(&[]), Some(dir.path()), &[]);
         assert_eq!(out, "restarted kubelet\n");
+        Ok(())
     }
 }

@@ -140,8 +140,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_the_upgrade_s_cordon_is_undone() {
-        let node = |annotations: serde_json::Value| -> Node {
+    fn only_the_upgrade_s_cordon_is_undone() -> Result<(), Box<dyn std::error::Error>> {
+        let node = |annotations: serde_json::Value| -> Result<Node, serde_json::Error> {
             serde_json::from_value(serde_json::json!({
                 "metadata": {"name": "n2", "annotations": annotations},
                 "spec": {"unschedulable": true},
@@ -150,13 +150,13 @@ mod tests {
                     "kubeProxyVersion": "", "operatingSystem": "linux", "architecture": "amd64"},
                     "conditions": [{"type": "Ready", "status": "True"}]}
             }))
-            .unwrap()
         };
-        let ours = node(serde_json::json!({CORDONED_BY: "upgrade"}));
+        let ours = node(serde_json::json!({CORDONED_BY: "upgrade"}))?;
         assert!(cordoned_by_upgrade(&ours));
         assert_eq!(seen(&ours), ("v1.37.2".to_string(), true));
         assert!(!cordoned_by_upgrade(&node(
             serde_json::json!({"other": "x"})
-        )));
+        )?));
+        Ok(())
     }
 }

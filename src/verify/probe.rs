@@ -196,37 +196,38 @@ mod tests {
     /// The retry loop as a shell runs it: every attempt until one succeeds, each under its
     /// limit, and exit 1 after the last.
     #[test]
-    fn retried_commands_run_until_one_succeeds_each_within_its_limit() {
-        let dir = tempfile::tempdir().unwrap();
+    fn retried_commands_run_until_one_succeeds_each_within_its_limit()
+    -> Result<(), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let log = dir.path().join("attempts");
         let run = |command: String| {
             std::process::Command::new("sh")
                 .args(["-c", &retried(&command)])
                 .status()
-                .unwrap()
         };
         let log_s = log.display();
         // fails every time: all six attempts, then a failure
-        let failed = run(format!("sh -c 'echo x >> {log_s}; exit 1'"));
+        let failed = run(format!("sh -c 'echo x >> {log_s}; exit 1'"))?;
         assert!(!failed.success());
-        let lines = std::fs::read_to_string(&log).unwrap().lines().count();
+        let lines = std::fs::read_to_string(&log)?.lines().count();
         assert_eq!(lines, ATTEMPT_LIMITS.len());
         // answers at the third attempt: stops there
-        std::fs::remove_file(&log).unwrap();
+        std::fs::remove_file(&log)?;
         let third = run(format!(
             "sh -c 'echo x >> {log_s}; [ $(wc -l < {log_s}) -ge 3 ]'"
-        ));
+        ))?;
         assert!(third.success());
-        assert_eq!(std::fs::read_to_string(&log).unwrap().lines().count(), 3);
+        assert_eq!(std::fs::read_to_string(&log)?.lines().count(), 3);
         // an attempt that hangs is cut at its limit (1 s) and the next one starts
-        std::fs::remove_file(&log).unwrap();
+        std::fs::remove_file(&log)?;
         let started = std::time::Instant::now();
         let hung = run(format!(
             "sh -c 'echo x >> {log_s}; [ $(wc -l < {log_s}) -ge 2 ] || sleep 30'"
-        ));
+        ))?;
         assert!(hung.success());
         assert!(started.elapsed() < Duration::from_secs(5));
         assert_eq!(no_answer(), "no answer (6 attempts in 12 s)");
+        Ok(())
     }
 
     /// A lookup that keeps failing reports nslookup's own reason for each attempt, not the

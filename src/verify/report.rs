@@ -157,7 +157,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn a_failure_shows_its_cause_under_its_row_and_fails_the_report() {
+    fn a_failure_shows_its_cause_under_its_row_and_fails_the_report()
+    -> Result<(), Box<dyn std::error::Error>> {
         let mut r = Report::default();
         r.rows.push(Row::pass("node", "n1", "Ready"));
         r.rows.push(
@@ -179,10 +180,11 @@ mod tests {
             lines[3].trim_start().starts_with("likely cause: no route"),
             "{t}"
         );
-        let j: serde_json::Value = serde_json::from_str(&r.json()).unwrap();
+        let j: serde_json::Value = serde_json::from_str(&r.json())?;
         assert_eq!(j["passed"], false);
         assert_eq!(j["rows"][1]["outcome"], "fail");
         assert_eq!(j["rows"][2]["outcome"], "skipped");
         assert!(j["rows"][0].get("cause").is_none());
+        Ok(())
     }
 }

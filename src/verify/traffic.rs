@@ -199,7 +199,8 @@ mod tests {
     use super::*;
 
     #[test]
-    fn only_a_receiver_still_missing_a_sender_is_read_again() {
+    fn only_a_receiver_still_missing_a_sender_is_read_again()
+    -> Result<(), Box<dyn std::error::Error>> {
         let expected = [
             ("10.88.0.3".to_string(), "n2".to_string()),
             ("10.88.0.4".to_string(), "n1".to_string()),
@@ -219,9 +220,10 @@ mod tests {
         );
         assert_eq!(missing_receivers(&expected, &logs), ["n1"]);
         logs.get_mut("n1")
-            .unwrap()
+            .ok_or("no log of n1")?
             .push_str("[::ffff:10.88.0.5]:7: url:/\n");
         assert!(missing_receivers(&expected, &logs).is_empty());
+        Ok(())
     }
 
     #[test]

@@ -400,34 +400,43 @@ pub(super) fn parse_host_port(text: &str, default_port: u16) -> Result<(String, 
 mod tests {
     use super::*;
     #[test]
-    fn endpoint_forms() {
+    fn endpoint_forms() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(
-            parse_host_port("api.example.com", 6443).unwrap(),
+            parse_host_port("api.example.com", 6443)?,
             ("api.example.com".into(), 6443)
         );
         assert_eq!(
-            parse_host_port("10.0.0.1:7443", 6443).unwrap(),
+            parse_host_port("10.0.0.1:7443", 6443)?,
             ("10.0.0.1".into(), 7443)
         );
         assert_eq!(
-            parse_host_port("[fd00::1]:443", 6443).unwrap(),
+            parse_host_port("[fd00::1]:443", 6443)?,
             ("fd00::1".into(), 443)
         );
-        assert_eq!(
-            parse_host_port("fd00::1", 6443).unwrap(),
-            ("fd00::1".into(), 6443)
-        );
+        assert_eq!(parse_host_port("fd00::1", 6443)?, ("fd00::1".into(), 6443));
         assert!(parse_host_port("api:0", 6443).is_err());
         assert!(parse_host_port("bad_host:6443", 6443).is_err());
         assert!(parse_host_port("10.0.0.300", 6443).is_err());
         assert!(is_host_name("n1.example.com") && is_host_name("n1"));
         assert!(!is_host_name("10.244.1.300"));
+        Ok(())
     }
 
     #[test]
-    fn service_addresses() {
-        let net: IpNet = "10.96.0.0/12".parse().unwrap();
-        assert_eq!(nth_address(net, 1).unwrap().to_string(), "10.96.0.1");
-        assert_eq!(nth_address(net, 10).unwrap().to_string(), "10.96.0.10");
+    fn service_addresses() -> Result<(), Box<dyn std::error::Error>> {
+        let net: IpNet = "10.96.0.0/12".parse()?;
+        assert_eq!(
+            nth_address(net, 1)
+                .ok_or("the range is too small")?
+                .to_string(),
+            "10.96.0.1"
+        );
+        assert_eq!(
+            nth_address(net, 10)
+                .ok_or("the range is too small")?
+                .to_string(),
+            "10.96.0.10"
+        );
+        Ok(())
     }
 }

@@ -440,16 +440,13 @@ users:
 ";
 
     #[test]
-    fn a_kubelet_kubeconfig_follows_the_endpoint_and_keeps_its_credentials() {
-        assert_eq!(
-            with_server(BOOTSTRAPPED, "https://10.244.0.2:6443").unwrap(),
-            None
-        );
-        let moved = with_server(BOOTSTRAPPED, "https://10.244.0.9:6443")
-            .unwrap()
-            .unwrap();
-        let was: serde_yaml::Value = serde_yaml::from_str(BOOTSTRAPPED).unwrap();
-        let now: serde_yaml::Value = serde_yaml::from_str(&moved).unwrap();
+    fn a_kubelet_kubeconfig_follows_the_endpoint_and_keeps_its_credentials()
+    -> Result<(), Box<dyn std::error::Error>> {
+        assert_eq!(with_server(BOOTSTRAPPED, "https://10.244.0.2:6443")?, None);
+        let moved = with_server(BOOTSTRAPPED, "https://10.244.0.9:6443")?
+            .ok_or("the kubeconfig was not moved to the new endpoint")?;
+        let was: serde_yaml::Value = serde_yaml::from_str(BOOTSTRAPPED)?;
+        let now: serde_yaml::Value = serde_yaml::from_str(&moved)?;
         assert_eq!(
             now["clusters"][0]["cluster"]["server"].as_str(),
             Some("https://10.244.0.9:6443")
@@ -460,10 +457,8 @@ users:
         );
         assert_eq!(now["users"], was["users"]);
         assert_eq!(now["contexts"], was["contexts"]);
-        assert_eq!(
-            with_server(&moved, "https://10.244.0.9:6443").unwrap(),
-            None
-        );
+        assert_eq!(with_server(&moved, "https://10.244.0.9:6443")?, None);
         assert!(with_server("clusters: [", "https://x:6443").is_err());
+        Ok(())
     }
 }

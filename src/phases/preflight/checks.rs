@@ -695,7 +695,7 @@ mod tests {
     }
 
     #[test]
-    fn a_disk_below_the_eviction_threshold_is_refused() {
+    fn a_disk_below_the_eviction_threshold_is_refused() -> Result<(), Box<dyn std::error::Error>> {
         let gib = 1u64 << 30;
         let with_disk = |free: u64| GOOD.to_string() + &format!("disk={} {free}\n", 100 * gib);
         let found = |c: &Cluster, free: u64| {
@@ -726,8 +726,9 @@ mod tests {
                 .map(|(k, v)| (k.to_string(), v.to_string()))
                 .collect(),
         )
-        .unwrap();
+        .map_err(|e| format!("{e:?}"))?;
         assert!(found(&c, 14 * gib).is_empty());
+        Ok(())
     }
 
     #[test]
@@ -851,10 +852,11 @@ mod tests {
     }
 
     #[test]
-    fn a_vip_wants_its_engines_its_port_and_the_control_planes_network() {
+    fn a_vip_wants_its_engines_its_port_and_the_control_planes_network()
+    -> Result<(), Box<dyn std::error::Error>> {
         let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  controlPlaneEndpoint: {vip: 10.0.0.100}\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n  - {name: n2, address: 10.0.0.2, roles: [worker]}\n";
         let mut c = crate::cluster::from_text(text);
-        c.version = Version::parse("1.37.2").unwrap();
+        c.version = Version::parse("1.37.2")?;
         let found = |facts: &str, cp: bool| -> Vec<Finding> {
             vip_endpoint(&c, &host("n1", cp), &Facts::parse(facts))
         };
@@ -898,6 +900,7 @@ mod tests {
                 "{cmd}"
             );
         }
+        Ok(())
     }
 
     #[test]

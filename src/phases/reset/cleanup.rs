@@ -263,7 +263,8 @@ mod tests {
 
     /// The pattern goes to `grep -E` on the host: checked with grep itself.
     #[test]
-    fn rule_filter_takes_kubernetes_lines_and_keeps_the_rest() {
+    fn rule_filter_takes_kubernetes_lines_and_keeps_the_rest()
+    -> Result<(), Box<dyn std::error::Error>> {
         let save = "*nat\n:PREROUTING ACCEPT [0:0]\n:KUBE-SERVICES - [0:0]\n:DOCKER - [0:0]\n\
             -A PREROUTING -m comment --comment \"kubernetes service portals\" -j KUBE-SERVICES\n\
             -A PREROUTING -j DOCKER\n-A KUBE-SERVICES -j KUBE-MARK-MASQ\n\
@@ -276,16 +277,14 @@ mod tests {
             ])
             .stdin(std::process::Stdio::piped())
             .stdout(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn()?;
         use std::io::Write;
         grep.stdin
             .take()
-            .unwrap()
-            .write_all(save.as_bytes())
-            .unwrap();
-        let out = grep.wait_with_output().unwrap();
-        let kept = String::from_utf8(out.stdout).unwrap();
+            .ok_or("grep has no stdin")?
+            .write_all(save.as_bytes())?;
+        let out = grep.wait_with_output()?;
+        let kept = String::from_utf8(out.stdout)?;
         assert_eq!(
             kept.lines().collect::<Vec<_>>(),
             [
@@ -297,5 +296,6 @@ mod tests {
                 "COMMIT"
             ]
         );
+        Ok(())
     }
 }

@@ -322,13 +322,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn selectors_pick_by_labels_and_expressions() {
+    fn selectors_pick_by_labels_and_expressions() -> Result<(), Box<dyn std::error::Error>> {
         let sel: k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector =
             serde_json::from_value(serde_json::json!({
                 "matchLabels": {"app": "web"},
                 "matchExpressions": [{"key": "tier", "operator": "In", "values": ["front"]}]
-            }))
-            .unwrap();
+            }))?;
         let labels = |pairs: &[(&str, &str)]| {
             pairs
                 .iter()
@@ -339,5 +338,6 @@ mod tests {
         assert!(!selects(&sel, &labels(&[("app", "web"), ("tier", "back")])));
         assert!(!selects(&sel, &labels(&[("tier", "front")])));
         assert!(selects(&Default::default(), &labels(&[])));
+        Ok(())
     }
 }
