@@ -317,8 +317,12 @@ mod tests {
 
     /// Runs a `wait_for` loop whose check counts its calls in a file; the exit status and how
     /// many times it checked.
-    fn waited(holds_at: u32, attempts: u32, interval_s: f32) -> (bool, u32) {
-        let dir = tempfile::tempdir().unwrap();
+    fn waited(
+        holds_at: u32,
+        attempts: u32,
+        interval_s: f32,
+    ) -> Result<(bool, u32), Box<dyn std::error::Error>> {
+        let dir = tempfile::tempdir()?;
         let n = dir.path().join("n");
         let n = n.display();
         let check = format!(
@@ -326,21 +330,22 @@ mod tests {
         );
         let ok = std::process::Command::new("sh")
             .args(["-c", &wait_for(&check, attempts, interval_s)])
-            .status()
-            .unwrap()
+            .status()?
             .success();
-        let calls = std::fs::read_to_string(dir.path().join("n")).unwrap();
-        (ok, calls.trim().parse().unwrap())
+        let calls = std::fs::read_to_string(dir.path().join("n"))?;
+        Ok((ok, calls.trim().parse()?))
     }
 
     #[test]
-    fn a_wait_checks_often_at_first_and_gives_up_after_its_time() {
+    fn a_wait_checks_often_at_first_and_gives_up_after_its_time()
+    -> Result<(), Box<dyn std::error::Error>> {
         // a check that holds at its 4th call is found within the first half second
-        assert_eq!(waited(4, 10, 0.5), (true, 4));
+        assert_eq!(waited(4, 10, 0.5)?, (true, 4));
         // 0.3 s in all: three tenths, and a check after each
-        assert_eq!(waited(100, 3, 0.1), (false, 4));
+        assert_eq!(waited(100, 3, 0.1)?, (false, 4));
         // 2.5 s: twenty checks a tenth apart, then one more after 0.5 s
-        assert_eq!(waited(100, 5, 0.5), (false, 22));
+        assert_eq!(waited(100, 5, 0.5)?, (false, 22));
+        Ok(())
     }
 
     #[test]

@@ -423,12 +423,12 @@ mod tests {
         }
         // recorded as the upload does, with a digest that is not the content's: only the
         // record can have said it
-        sh(&record_digest(&format!("{d}/kept"), &"1".repeat(64)));
-        sh(&record_digest(&format!("{d}/edited"), &"2".repeat(64)));
+        sh(&record_digest(&format!("{d}/kept"), &"1".repeat(64)))?;
+        sh(&record_digest(&format!("{d}/edited"), &"2".repeat(64)))?;
         std::fs::write(format!("{d}/edited"), "changed")?;
         std::fs::create_dir(format!("{d}/a-dir"))?;
         std::os::unix::fs::symlink("/bin/true", format!("{d}/a-link"))?;
-        let facts = parse(&actions, &sh(&probe_script(&actions)))?;
+        let facts = parse(&actions, &sh(&probe_script(&actions))?)?;
         let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
         let digest = |f: &Fact| match f {
             Fact::File { sha256, .. } => sha256.clone(),
@@ -483,7 +483,7 @@ mod tests {
                 0o644,
             ),
         ];
-        let facts = parse(&actions, &crate::host::sh(&probe_script(&actions)))?;
+        let facts = parse(&actions, &crate::host::sh(&probe_script(&actions))?)?;
         let sha = |text: &str| crate::host::action::sha256_hex(text.as_bytes());
         let me = {
             let o = std::process::Command::new("id").args(["-un"]).output()?;
@@ -566,18 +566,14 @@ mod tests {
                 "#!/bin/sh\necho LoadState=loaded\necho UnitFileState=\necho ActiveState=active\necho NeedDaemonReload=${{RELOAD:-no}}\necho MainPID={}\necho ExecMainStartTimestamp=@{epoch}\necho 'ExecStart={{ path={bin} ; argv[]={bin} 30 ; ignore_errors=no }}'\n",
                 child.id()
             ),
-        );
-        let state = |replace: bool, reload: &str| -> Result<String, std::io::Error> {
+        )?;
+        let state = |replace: bool, reload: &str| -> Result<String, Box<dyn std::error::Error>> {
             if replace {
                 std::fs::remove_file(&bin)?;
                 std::fs::copy("/bin/sleep", &bin)?;
             }
             let script = format!("{UNIT_STATE}unit_state x.service {old} {new} {d}/absent");
-            Ok(crate::host::sh_with(
-                &script,
-                Some(dir.path()),
-                &[("RELOAD", reload)],
-            ))
+            crate::host::sh_with(&script, Some(dir.path()), &[("RELOAD", reload)])
         };
         let running = state(false, "no")?;
         let unit_file_newer = state(false, "yes")?;

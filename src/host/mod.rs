@@ -13,7 +13,7 @@ pub use action::{Action, UnitSpec};
 /// What `script` printed when run by `sh` here, which must succeed: the host scripts'
 /// tests run them on a directory of their own (plain shell and coreutils).
 #[cfg(test)]
-pub(crate) fn sh(script: &str) -> String {
+pub(crate) fn sh(script: &str) -> Result<String, Box<dyn std::error::Error>> {
     sh_with(script, None, &[])
 }
 
@@ -23,24 +23,26 @@ pub(crate) fn sh_with(
     script: &str,
     stand_ins: Option<&std::path::Path>,
     env: &[(&str, &str)],
-) -> String {
+) -> Result<String, Box<dyn std::error::Error>> {
     let mut cmd = std::process::Command::new("sh");
     cmd.args(["-c", script]).envs(env.iter().copied());
     if let Some(dir) = stand_ins {
         cmd.env("PATH", format!("{}:/usr/bin:/bin", dir.display()));
     }
-    let out = cmd.output().unwrap();
-    assert!(out.status.success(), "{out:?}");
-    String::from_utf8(out.stdout).unwrap()
+    let out = cmd.output()?;
+    if !out.status.success() {
+        return Err(format!("{script} failed: {out:?}").into());
+    }
+    Ok(String::from_utf8(out.stdout)?)
 }
 
 /// Writes `body` as the executable `dir/name`: a stand-in for a command this machine lacks
 /// (no systemd in a test here; the test bed runs the real one).
 #[cfg(test)]
-pub(crate) fn stand_in(dir: &std::path::Path, name: &str, body: &str) {
+pub(crate) fn stand_in(dir: &std::path::Path, name: &str, body: &str) -> std::io::Result<()> {
     let path = dir.join(name);
-    std::fs::write(&path, body).unwrap();
-    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::write(&path, body)?;
+    std::fs::set_permissions(&path, std::os::unix::fs::PermissionsExt::from_mode(0o755))
 }
 
 /// What a component leaves on a host, for `reset` to remove: its units (stopped and disabled),

@@ -342,8 +342,8 @@ mod tests {
             .map(|n| Action::file(&at(n), "x", 0o644))
             .collect();
         let sh = crate::host::sh;
-        let observed = parse(&host(), &probes, &sh(&script(&host(), &probes)))?;
-        let read = facts::parse(&actions, &sh(&facts::probe_script(&actions)))?;
+        let observed = parse(&host(), &probes, &sh(&script(&host(), &probes))?)?;
+        let read = facts::parse(&actions, &sh(&facts::probe_script(&actions))?)?;
         for (i, name) in names.iter().enumerate() {
             assert_eq!(observed.fact(&at(name)).as_ref(), Some(&read[i]), "{name}");
         }

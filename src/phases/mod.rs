@@ -453,7 +453,7 @@ mod tests {
         ) -> Result<step::After, String> {
             self.log
                 .lock()
-                .unwrap()
+                .map_err(|e| e.to_string())?
                 .push(format!("{}:{}", self.name, host.name));
             match self.fail_on {
                 Some(h) if h == host.name => Err(format!("{} is down", host.name)),

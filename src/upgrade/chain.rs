@@ -59,19 +59,19 @@ pub async fn oldest_running(ctx: &Ctx) -> Option<Version> {
 mod tests {
     use super::*;
 
-    fn v(s: &str) -> Version {
-        Version::parse(s).unwrap()
+    fn v(s: &str) -> Result<Version, String> {
+        Version::parse(s)
     }
 
     #[test]
     fn a_chain_goes_through_the_catalog_release_of_every_minor_between()
     -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(
-            versions(v("1.35.8"), v("1.37.2"))?,
-            [v("1.36.4"), v("1.37.2")]
+            versions(v("1.35.8")?, v("1.37.2")?)?,
+            [v("1.36.4")?, v("1.37.2")?]
         );
         assert_eq!(
-            arrows(Some(v("1.35.8")), &[v("1.36.4"), v("1.37.2")]),
+            arrows(Some(v("1.35.8")?), &[v("1.36.4")?, v("1.37.2")?]),
             "1.35.8 → 1.36.4 → 1.37.2"
         );
         Ok(())
@@ -79,16 +79,17 @@ mod tests {
 
     #[test]
     fn one_minor_or_less_is_no_chain() -> Result<(), Box<dyn std::error::Error>> {
-        assert_eq!(versions(v("1.36.4"), v("1.37.2"))?, [v("1.37.2")]);
-        assert_eq!(versions(v("1.37.0"), v("1.37.2"))?, [v("1.37.2")]);
+        assert_eq!(versions(v("1.36.4")?, v("1.37.2")?)?, [v("1.37.2")?]);
+        assert_eq!(versions(v("1.37.0")?, v("1.37.2")?)?, [v("1.37.2")?]);
         // a downgrade is the plan's to refuse
-        assert_eq!(versions(v("1.37.2"), v("1.36.4"))?, [v("1.36.4")]);
+        assert_eq!(versions(v("1.37.2")?, v("1.36.4")?)?, [v("1.36.4")?]);
         Ok(())
     }
 
     #[test]
-    fn a_minor_the_catalog_lacks_is_named() {
-        let e = versions(v("1.33.1"), v("1.36.4")).unwrap_err();
+    fn a_minor_the_catalog_lacks_is_named() -> Result<(), Box<dyn std::error::Error>> {
+        let e = versions(v("1.33.1")?, v("1.36.4")?).unwrap_err();
         assert!(e.contains("no Kubernetes 1.34 release"), "{e}");
+        Ok(())
     }
 }

@@ -98,8 +98,8 @@ mod tests {
                  printf 'LoadState=loaded\\nActiveState=active\\nMainPID=%s\\nExecStart={{ path=%s ; argv[]=x }}\\n' {} \"$path\"\n",
                 std::process::id()
             ),
-        );
-        let out = crate::host::sh_with(&script(&[]), Some(dir.path()), &[]);
+        )?;
+        let out = crate::host::sh_with(&script(&[]), Some(dir.path()), &[])?;
         assert_eq!(out, "restarted kubelet\n");
         Ok(())
     }

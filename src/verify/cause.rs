@@ -181,7 +181,8 @@ mod tests {
 
     /// A unit systemd is restarting is waited for; the states are read once it has settled.
     #[test]
-    fn a_restarting_unit_is_waited_for_before_its_state_counts() -> Result<(), std::io::Error> {
+    fn a_restarting_unit_is_waited_for_before_its_state_counts()
+    -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         let calls = dir.path().join("calls");
         crate::host::stand_in(
@@ -191,9 +192,9 @@ mod tests {
                 "#!/bin/sh\necho x >> {c}\nif [ $(wc -l < {c}) -lt 3 ]; then printf 'active\\nactivating\\n'; else printf 'active\\nactive\\n'; fi\n",
                 c = calls.display()
             ),
-        );
+        )?;
         let script = settled_states(&["etcd", "kube-scheduler"]);
-        let states = crate::host::sh_with(&script, Some(dir.path()), &[]);
+        let states = crate::host::sh_with(&script, Some(dir.path()), &[])?;
         assert_eq!(states, "active\nactive\n");
         assert!(inactive(&["etcd", "kube-scheduler"], &states).is_empty());
         let down = inactive(&["etcd", "kube-scheduler"], "active\nactivating\n");

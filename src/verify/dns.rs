@@ -239,18 +239,19 @@ mod tests {
     /// The poll of each CoreDNS pod names only those answering NXDOMAIN: not one that knows
     /// the name, nor one that does not answer (the lookups report that path).
     #[test]
-    fn only_the_coredns_pods_answering_nxdomain_are_waited_for() -> Result<(), std::io::Error> {
+    fn only_the_coredns_pods_answering_nxdomain_are_waited_for()
+    -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         crate::host::stand_in(
             dir.path(),
             "nslookup",
-            "#!/bin/sh\necho \"Server: $2\"\ncase $2 in\n10.88.0.3) printf 'Name: %s\\nAddress: 10.96.4.4\\n' \"$1\";;\n10.88.1.3) echo \"** server can't find $1: NXDOMAIN\"; exit 1;;\n*) echo ';; connection timed out; no servers could be reached'; exit 1;;\nesac\n",
-        );
+            "#!/bin/sh\necho \"Server: $2\"\ncase $2 in\n10.88.0.3)? printf 'Name: %s\\nAddress: 10.96.4.4\\n' \"$1\";;\n10.88.1.3) echo \"** server can't find $1: NXDOMAIN\"; exit 1;;\n*) echo ';; connection timed out; no servers could be reached'; exit 1;;\nesac\n",
+        )?;
         let script = nxdomain_from(
             "verify.ns.svc.cluster.local",
             &["10.88.0.3", "10.88.1.3", "10.88.2.3"],
         );
-        let behind = crate::host::sh_with(&script, Some(dir.path()), &[]);
+        let behind = crate::host::sh_with(&script, Some(dir.path()), &[])?;
         assert_eq!(behind, "10.88.1.3\n");
         Ok(())
     }

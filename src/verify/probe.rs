@@ -233,19 +233,19 @@ mod tests {
     /// A lookup that keeps failing reports nslookup's own reason for each attempt, not the
     /// server it asked; an attempt cut at its limit says so.
     #[test]
-    fn a_failed_lookup_reports_why_not_the_server_line() -> Result<(), std::io::Error> {
+    fn a_failed_lookup_reports_why_not_the_server_line() -> Result<(), Box<dyn std::error::Error>> {
         let dir = tempfile::tempdir()?;
         crate::host::stand_in(
             dir.path(),
             "nslookup",
             "#!/bin/sh\n[ -e \"$0.1\" ] || { touch \"$0.1\"; sleep 30; }\nprintf 'Server:\\t\\t10.96.0.10\\nAddress:\\t10.96.0.10:53\\n\\n** server can'\\''t find %s: NXDOMAIN\\n\\n' \"$1\"\nexit 1\n",
-        );
+        )?;
         // its stderr alone, then its exit status
         let script = format!(
             "( {} ) 2>&1 >/dev/null; echo \"exit $?\"",
             lookup_script("verify.ns.svc.cluster.local")
         );
-        let out = crate::host::sh_with(&script, Some(dir.path()), &[]);
+        let out = crate::host::sh_with(&script, Some(dir.path()), &[])?;
         let nx = "** server can't find verify.ns.svc.cluster.local: NXDOMAIN";
         // the first attempt hangs and is cut after its 1 s, the others get NXDOMAIN
         let mut reasons = vec!["no answer in 1 s"];

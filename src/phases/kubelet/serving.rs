@@ -92,53 +92,50 @@ mod tests {
         cluster.hosts[0].clone()
     }
 
-    fn request(cn: &str, o: &str, sans: &[&str]) -> Vec<u8> {
+    fn request(cn: &str, o: &str, sans: &[&str]) -> Result<Vec<u8>, Box<dyn std::error::Error>> {
         let mut p =
-            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())
-                .unwrap();
+            rcgen::CertificateParams::new(sans.iter().map(|s| s.to_string()).collect::<Vec<_>>())?;
         p.distinguished_name.push(rcgen::DnType::CommonName, cn);
         p.distinguished_name
             .push(rcgen::DnType::OrganizationName, o);
-        let key = rcgen::KeyPair::generate().unwrap();
-        p.serialize_request(&key)
-            .unwrap()
-            .pem()
-            .unwrap()
-            .into_bytes()
+        let key = rcgen::KeyPair::generate()?;
+        Ok(p.serialize_request(&key)?.pem()?.into_bytes())
     }
 
     #[test]
-    fn only_the_nodes_own_serving_requests_are_approved() {
+    fn only_the_nodes_own_serving_requests_are_approved() -> Result<(), Box<dyn std::error::Error>>
+    {
         let h = host();
         assert_eq!(
             serving_request_is_for(
-                &request("system:node:w1", "system:nodes", &["w1", "192.168.7.21"]),
+                &request("system:node:w1", "system:nodes", &["w1", "192.168.7.21"])?,
                 &h
             ),
             Ok(())
         );
         assert!(
             serving_request_is_for(
-                &request("system:node:w1", "system:nodes", &["w1", "10.0.0.9"]),
+                &request("system:node:w1", "system:nodes", &["w1", "10.0.0.9"])?,
                 &h
             )
             .is_err()
         );
         assert!(
             serving_request_is_for(
-                &request("system:node:w1", "system:nodes", &["kubernetes.default"]),
+                &request("system:node:w1", "system:nodes", &["kubernetes.default"])?,
                 &h
             )
             .is_err()
         );
         assert!(
-            serving_request_is_for(&request("system:node:cp", "system:nodes", &["w1"]), &h)
+            serving_request_is_for(&request("system:node:cp", "system:nodes", &["w1"])?, &h)
                 .is_err()
         );
         assert!(
-            serving_request_is_for(&request("system:node:w1", "system:masters", &["w1"]), &h)
+            serving_request_is_for(&request("system:node:w1", "system:masters", &["w1"])?, &h)
                 .is_err()
         );
         assert!(serving_request_is_for(b"garbage", &h).is_err());
+        Ok(())
     }
 }
