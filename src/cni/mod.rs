@@ -185,16 +185,16 @@ mod tests {
         docs: &[serde_yaml::Value],
         kind: &str,
         name: &str,
-    ) -> T {
+    ) -> Result<T, Box<dyn std::error::Error>> {
         let d = docs
             .iter()
             .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
-            .unwrap_or_else(|| panic!("no {kind} {name}"));
-        serde_yaml::from_value(d.clone()).unwrap()
+            .ok_or(format!("the manifest has no {kind} {name}"))?;
+        Ok(serde_yaml::from_value(d.clone())?)
     }
 
     fn env(ds: &DaemonSet, container: &str, name: &str) -> Option<String> {
-        let spec = ds.spec.clone().template.spec.unwrap();
+        let spec = ds.spec.clone().template.spec?;
         let c = spec.containers.into_iter().find(|c| c.name == container)?;
         c.env?.into_iter().find(|e| e.name == name)?.value
     }
@@ -230,66 +230,72 @@ mod tests {
     }
 
     #[test]
-    fn the_builtin_network_has_no_manifest() -> Result<(), String> {
+    fn the_builtin_network_has_no_manifest() -> Result<(), Box<dyn std::error::Error>> {
         assert!(manifest(&cluster("builtin", ""))?.is_none());
         Ok(())
     }
 
     #[test]
-    fn flannel_gets_the_pod_subnet_and_the_vxlan_settings() -> Result<(), String> {
+    fn flannel_gets_the_pod_subnet_and_the_vxlan_settings() -> Result<(), Box<dyn std::error::Error>>
+    {
         let m = manifest(&cluster(
             "flannel",
             "    vxlan: {vni: 7, port: 8472, mtu: 1400}\n",
         ))?
         .ok_or("no flannel manifest")?;
         let d = docs(&m);
-        let cm: ConfigMap = find(&d, "ConfigMap", "kube-flannel-cfg");
-        let net: serde_json::Value =
-            serde_json::from_str(&cm.data.as_ref().unwrap()["net-conf.json"]).unwrap();
+        let cm: ConfigMap = find(&d, "ConfigMap", "kube-flannel-cfg")?;
+        let net: serde_json::Value = serde_json::from_str(
+            &cm.data.as_ref().ok_or("the ConfigMap has no data")?["net-conf.json"],
+        )?;
         assert_eq!(net["Network"], "10.32.0.0/16");
         assert_eq!(net["Backend"]["Type"], "vxlan");
         assert_eq!(net["Backend"]["VNI"], 7);
         assert_eq!(net["Backend"]["Port"], 8472);
         assert_eq!(net["Backend"]["MTU"], 1400);
         let cni: serde_json::Value =
-            serde_json::from_str(&cm.data.unwrap()["cni-conf.json"]).unwrap();
+            serde_json::from_str(&cm.data.ok_or("the ConfigMap has no data")?["cni-conf.json"])?;
         assert_eq!(cni["plugins"][0]["type"], "flannel");
-        let ds: DaemonSet = find(&d, "DaemonSet", "kube-flannel-ds");
-        let pod = ds.spec.template.spec.unwrap();
+        let ds: DaemonSet = find(&d, "DaemonSet", "kube-flannel-ds")?;
+        let pod = ds
+            .spec
+            .template
+            .spec
+            .ok_or("the DaemonSet has no pod spec")?;
         assert_eq!(pod.host_network, Some(true));
         assert!(
             pod.containers[0]
                 .image
                 .as_deref()
-                .unwrap()
+                .ok_or("the container has no image")?
                 .starts_with("ghcr.io/flannel-io/flannel:v")
         );
         assert!(
             pod.containers[0]
                 .command
                 .as_ref()
-                .unwrap()
+                .ok_or("the container has no command")?
                 .contains(&"--kube-subnet-mgr".to_string())
         );
         Ok(())
     }
 
     #[test]
-    fn flannel_without_an_mtu_lets_flannel_find_it() -> Result<(), String> {
+    fn flannel_without_an_mtu_lets_flannel_find_it() -> Result<(), Box<dyn std::error::Error>> {
         let m = manifest(&cluster("flannel", ""))?.ok_or("no flannel manifest")?;
-        let cm: ConfigMap = find(&docs(&m), "ConfigMap", "kube-flannel-cfg");
+        let cm: ConfigMap = find(&docs(&m), "ConfigMap", "kube-flannel-cfg")?;
         let net: serde_json::Value =
-            serde_json::from_str(&cm.data.unwrap()["net-conf.json"]).unwrap();
+            serde_json::from_str(&cm.data.ok_or("the ConfigMap has no data")?["net-conf.json"])?;
         assert!(net["Backend"].get("MTU").is_none(), "{net}");
         Ok(())
     }
 
     #[test]
-    fn calico_gets_its_pool_block_size_vxlan_and_crds() -> Result<(), String> {
+    fn calico_gets_its_pool_block_size_vxlan_and_crds() -> Result<(), Box<dyn std::error::Error>> {
         let m = manifest(&cluster("calico", "    vxlan: {vni: 4100, mtu: 1410}\n"))?
             .ok_or("no calico manifest")?;
         let d = docs(&m);
-        let ds: DaemonSet = find(&d, "DaemonSet", "calico-node");
+        let ds: DaemonSet = find(&d, "DaemonSet", "calico-node")?;
         assert_eq!(
             env(&ds, "calico-node", "CALICO_IPV4POOL_CIDR").as_deref(),
             Some("10.32.0.0/16")
@@ -310,8 +316,8 @@ mod tests {
             env(&ds, "calico-node", "FELIX_VXLANVNI").as_deref(),
             Some("4100")
         );
-        let cm: ConfigMap = find(&d, "ConfigMap", "calico-config");
-        let data = cm.data.unwrap();
+        let cm: ConfigMap = find(&d, "ConfigMap", "calico-config")?;
+        let data = cm.data.ok_or("the ConfigMap has no data")?;
         assert_eq!(data["veth_mtu"], "1410");
         assert_eq!(data["calico_backend"], "vxlan");
         let crds: Vec<&serde_yaml::Value> = d
@@ -324,30 +330,35 @@ mod tests {
                 .any(|c| c["metadata"]["name"] == "ippools.crd.projectcalico.org")
         );
         let _: k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition =
-            serde_yaml::from_value(crds[0].clone()).unwrap();
+            serde_yaml::from_value(crds[0].clone())?;
         Ok(())
     }
 
     #[test]
-    fn cilium_uses_the_nodes_pod_cidrs_a_vxlan_tunnel_and_keeps_kube_proxy() -> Result<(), String> {
+    fn cilium_uses_the_nodes_pod_cidrs_a_vxlan_tunnel_and_keeps_kube_proxy()
+    -> Result<(), Box<dyn std::error::Error>> {
         let m = manifest(&cluster("cilium", "    vxlan: {port: 8473}\n"))?
             .ok_or("no cilium manifest")?;
         let d = docs(&m);
-        let cm: ConfigMap = find(&d, "ConfigMap", "cilium-config");
-        let data = cm.data.unwrap();
+        let cm: ConfigMap = find(&d, "ConfigMap", "cilium-config")?;
+        let data = cm.data.ok_or("the ConfigMap has no data")?;
         assert_eq!(data["ipam"], "kubernetes");
         assert_eq!(data["routing-mode"], "tunnel");
         assert_eq!(data["tunnel-protocol"], "vxlan");
         assert_eq!(data["tunnel-port"], "8473");
         assert_eq!(data["kube-proxy-replacement"], "false");
         assert_eq!(data["cluster-name"], "prod");
-        let ds: DaemonSet = find(&d, "DaemonSet", "cilium");
-        let pod = ds.spec.template.spec.unwrap();
+        let ds: DaemonSet = find(&d, "DaemonSet", "cilium")?;
+        let pod = ds
+            .spec
+            .template
+            .spec
+            .ok_or("the DaemonSet has no pod spec")?;
         assert!(
             pod.containers[0]
                 .image
                 .as_deref()
-                .unwrap()
+                .ok_or("the container has no image")?
                 .starts_with("quay.io/cilium/cilium:v")
         );
         Ok(())

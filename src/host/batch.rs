@@ -146,21 +146,24 @@ mod tests {
     use std::process::{Command, Stdio};
 
     /// Runs `script` with `sh`, `input` on stdin: status and stderr.
-    fn run(script: &str, input: &[u8]) -> (i32, String) {
+    fn run(script: &str, input: &[u8]) -> Result<(i32, String), Box<dyn std::error::Error>> {
         let mut child = Command::new("sh")
             .args(["-c", script])
             .stdin(Stdio::piped())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
+            .spawn()?;
         // every script here reads its stdin to the end: a write that fails is a step that did not
-        child.stdin.take().unwrap().write_all(input).unwrap();
-        let out = child.wait_with_output().unwrap();
-        (
-            out.status.code().unwrap(),
-            String::from_utf8(out.stderr).unwrap(),
-        )
+        child
+            .stdin
+            .take()
+            .ok_or("sh has no stdin")?
+            .write_all(input)?;
+        let out = child.wait_with_output()?;
+        Ok((
+            out.status.code().ok_or("sh was killed by a signal")?,
+            String::from_utf8(out.stderr)?,
+        ))
     }
 
     fn steps(scripts: &[&str]) -> Vec<(usize, String)> {
@@ -182,7 +185,7 @@ mod tests {
             "echo boom >&2; exit 3",
             &format!("touch {d}/third"),
         ]);
-        let (status, stderr) = run(&script(&all), b"");
+        let (status, stderr) = run(&script(&all), b"")?;
         assert_eq!(status, 3);
         assert!(dir.path().join("first").exists());
         assert!(!dir.path().join("third").exists());
@@ -199,7 +202,7 @@ mod tests {
             "exit 0",
             &format!("cat > {d}/last"),
         ]);
-        let (status, _) = run(&script(&all), b"payload");
+        let (status, _) = run(&script(&all), b"payload")?;
         assert_eq!(status, 0);
         assert_eq!(std::fs::read(dir.path().join("early"))?, b"");
         assert_eq!(std::fs::read(dir.path().join("last"))?, b"payload");
@@ -207,13 +210,15 @@ mod tests {
     }
 
     #[test]
-    fn a_failure_before_a_stream_reads_the_stream_to_its_end() {
+    fn a_failure_before_a_stream_reads_the_stream_to_its_end()
+    -> Result<(), Box<dyn std::error::Error>> {
         // more than a pipe holds: the write finishes only if the script reads it all
         let input = vec![b'x'; 1 << 20];
         let all = steps(&["echo no room >&2; exit 1", "cat > /dev/null"]);
-        let (status, stderr) = run(&script(&all), &input);
+        let (status, stderr) = run(&script(&all), &input)?;
         assert_eq!(status, 1);
         assert_eq!(failed_step(2, &stderr), (0, "no room".to_string()));
+        Ok(())
     }
 
     #[test]

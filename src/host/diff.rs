@@ -362,7 +362,11 @@ mod tests {
 
     /// The steps for demo.service's unit file and unit, against the file the host has and
     /// the unit's state.
-    fn unit_file_steps(on_host: &[u8], active: bool, needs_reload: bool) -> Vec<Step> {
+    fn unit_file_steps(
+        on_host: &[u8],
+        active: bool,
+        needs_reload: bool,
+    ) -> Result<Vec<Step>, Box<dyn std::error::Error>> {
         let actions = vec![
             Action::file("/etc/systemd/system/demo.service", "[Service]", 0o644),
             unit("/etc/systemd/system/demo.service"),
@@ -382,33 +386,36 @@ mod tests {
                 changed_since_start: Vec::new(),
             },
         ];
-        diff(&actions, &facts)
-            .unwrap()
+        Ok(diff(&actions, &facts)
+            .map_err(|e| format!("{e:?}"))?
             .into_iter()
             .map(|c| c.step)
-            .collect()
+            .collect())
     }
 
     /// A run that wrote a unit file and stopped before its daemon-reload: the next run finds
     /// the file as wanted, and reloads systemd all the same, before it starts the unit.
     #[test]
-    fn a_unit_systemd_read_before_its_file_changed_gets_a_reload() {
+    fn a_unit_systemd_read_before_its_file_changed_gets_a_reload()
+    -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(
-            unit_file_steps(b"[Service]", false, true),
+            unit_file_steps(b"[Service]", false, true)?,
             vec![Step::DaemonReload, Step::Start]
         );
         assert_eq!(
-            unit_file_steps(b"[Service]", false, false),
+            unit_file_steps(b"[Service]", false, false)?,
             vec![Step::Start]
         );
+        Ok(())
     }
 
     #[test]
-    fn changed_input_restarts_its_unit_after_a_reload() {
+    fn changed_input_restarts_its_unit_after_a_reload() -> Result<(), Box<dyn std::error::Error>> {
         assert_eq!(
-            unit_file_steps(b"old", true, false),
+            unit_file_steps(b"old", true, false)?,
             vec![Step::WriteFile, Step::DaemonReload, Step::Restart]
         );
+        Ok(())
     }
 
     #[test]

@@ -486,7 +486,7 @@ mod tests {
         ]
     }
 
-    async fn run_tree(tree: &[Phase]) -> RunSummary {
+    async fn run_tree(tree: &[Phase]) -> Result<RunSummary, String> {
         let cluster = crate::cluster::from_text(
             "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 192.168.7.20, roles: [control-plane]}\n  - {name: n2, address: 192.168.7.21, roles: [worker]}\n  - {name: n3, address: 192.168.7.22, roles: [worker]}\n",
         );
@@ -500,19 +500,19 @@ mod tests {
             crate::ssh::HostKeyPolicy::Strict,
             crate::output::Reporter::new(crate::output::Format::Json, false, false),
         );
-        let selected = select(tree, None, &[]).unwrap();
+        let selected = select(tree, None, &[]).map_err(|e| format!("{e:?}"))?;
         let scope = Scope {
             hosts: hosts.clone(),
             preflight_hosts: hosts,
         };
-        run(&ctx, "upgrade", &selected, &scope).await
+        Ok(run(&ctx, "upgrade", &selected, &scope).await)
     }
 
     #[tokio::test]
     async fn a_rolling_group_takes_each_batch_through_all_its_phases_and_stops_at_a_failure()
     -> Result<(), Box<dyn std::error::Error>> {
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let summary = run_tree(&rolling_tree(&log, 1, None)).await;
+        let summary = run_tree(&rolling_tree(&log, 1, None)).await?;
         assert_eq!(summary.failed_phase, None);
         let mut seen = log.lock().map_err(|e| e.to_string())?.clone();
         let after: Vec<String> = seen.split_off(6);
@@ -523,7 +523,7 @@ mod tests {
         assert_eq!(after, ["c:n1", "c:n2", "c:n3"]);
 
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        let summary = run_tree(&rolling_tree(&log, 1, Some("n2"))).await;
+        let summary = run_tree(&rolling_tree(&log, 1, Some("n2"))).await?;
         assert_eq!(summary.failed_phase.as_deref(), Some("upgrade/b"));
         // the gate held: n3 was never touched, nor anything after the group
         assert_eq!(
@@ -532,7 +532,7 @@ mod tests {
         );
 
         let log = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        run_tree(&rolling_tree(&log, 2, None)).await;
+        run_tree(&rolling_tree(&log, 2, None)).await?;
         let seen = log.lock().map_err(|e| e.to_string())?.clone();
         let mut first: Vec<String> = seen[..2].to_vec();
         first.sort();

@@ -30,18 +30,24 @@ fn observed(probes: Vec<Probe>) -> Observed {
         .set_uplink("host0", 1500)
 }
 
-fn desired<S: Step>(step: &S, c: &Cluster, h: &Host, shared: &S::Shared) -> Vec<Action> {
-    step.desired(c, h, &observed(step.probes(c, h)), shared)
-        .unwrap()
-        .actions
+fn desired<S: Step>(
+    step: &S,
+    c: &Cluster,
+    h: &Host,
+    shared: &S::Shared,
+) -> Result<Vec<Action>, String> {
+    Ok(step
+        .desired(c, h, &observed(step.probes(c, h)), shared)?
+        .actions)
 }
 
 /// Every file among `actions`, as its snapshot `<group>@<path>`.
-fn snap_files(group: &str, actions: &[Action]) {
+fn snap_files(group: &str, actions: &[Action]) -> Result<(), String> {
     let mut n = 0;
     for a in actions {
         if let Action::File(f) = a {
-            let text = String::from_utf8(f.content.to_vec()).unwrap();
+            let text = String::from_utf8(f.content.to_vec())
+                .map_err(|e| format!("{}: not UTF-8: {e}", f.path))?;
             let name = format!(
                 "{group}@{}",
                 f.path.trim_start_matches('/').replace('/', "_")
@@ -51,21 +57,23 @@ fn snap_files(group: &str, actions: &[Action]) {
         }
     }
     assert!(n > 0, "{group} rendered no file");
+    Ok(())
 }
 
 #[test]
 fn host_files() -> Result<(), String> {
     let c = cluster("");
-    snap_files("host", &host::kernel(&c, &c.hosts[0])?);
+    snap_files("host", &host::kernel(&c, &c.hosts[0])?)?;
     Ok(())
 }
 
 #[test]
-fn builtin_network_files() {
+fn builtin_network_files() -> Result<(), Box<dyn std::error::Error>> {
     let c = cluster("");
-    snap_files("cni-vxlan", &desired(&cni::Cni, &c, &c.hosts[1], &()));
+    snap_files("cni-vxlan", &desired(&cni::Cni, &c, &c.hosts[1], &())?)?;
     let c = cluster("  cni: {name: builtin, overlay: none}\n");
-    snap_files("cni-routes", &desired(&cni::Cni, &c, &c.hosts[1], &()));
+    snap_files("cni-routes", &desired(&cni::Cni, &c, &c.hosts[1], &())?)?;
+    Ok(())
 }
 
 #[test]
@@ -77,50 +85,55 @@ fn runtime_files() -> Result<(), Box<dyn std::error::Error>> {
     let plan = Some(Arc::new(BundlePlan::resolve(&c)?));
     snap_files(
         "containerd",
-        &desired(&runtime::Runtime, &c, &c.hosts[0], &plan),
-    );
+        &desired(&runtime::Runtime, &c, &c.hosts[0], &plan)?,
+    )?;
     let c = cluster(&format!(
         "  kubernetesVersion: 1.36.4\n  runtime:\n    name: cri-o\n    runtimeClasses: [kata]\n{mirrors}"
     ));
     let plan = Some(Arc::new(BundlePlan::resolve(&c)?));
-    snap_files("cri-o", &desired(&runtime::Runtime, &c, &c.hosts[0], &plan));
+    snap_files(
+        "cri-o",
+        &desired(&runtime::Runtime, &c, &c.hosts[0], &plan)?,
+    )?;
     Ok(())
 }
 
 #[test]
-fn control_plane_files() {
+fn control_plane_files() -> Result<(), Box<dyn std::error::Error>> {
     let c = cluster("");
-    snap_files("etcd", &desired(&etcd::Etcd, &c, &c.hosts[0], &()));
+    snap_files("etcd", &desired(&etcd::Etcd, &c, &c.hosts[0], &())?)?;
     let encryption = control_plane::Encryption {
         existing: Some("(the cluster's encryption configuration)\n".into()),
         fresh: String::new(),
         with_seed: true,
     };
-    let cp = desired(&control_plane::ControlPlane, &c, &c.hosts[0], &encryption);
+    let cp = desired(&control_plane::ControlPlane, &c, &c.hosts[0], &encryption)?;
     // the encryption configuration is a secret: kept as the cluster has it, never rendered here
     let files: Vec<Action> = cp
         .into_iter()
         .filter(|a| a.subject() != crate::paths::ENCRYPTION_CONFIG)
         .collect();
-    snap_files("control-plane", &files);
+    snap_files("control-plane", &files)?;
+    Ok(())
 }
 
 #[test]
-fn node_files() {
+fn node_files() -> Result<(), Box<dyn std::error::Error>> {
     let c = cluster("");
     let bootstrap = kubelet::Bootstrap::default();
     snap_files(
         "kubelet-worker",
-        &desired(&kubelet::Kubelet, &c, &c.hosts[1], &bootstrap),
-    );
+        &desired(&kubelet::Kubelet, &c, &c.hosts[1], &bootstrap)?,
+    )?;
     snap_files(
         "kubelet-control-plane",
-        &desired(&kubelet::Kubelet, &c, &c.hosts[0], &bootstrap),
-    );
+        &desired(&kubelet::Kubelet, &c, &c.hosts[0], &bootstrap)?,
+    )?;
     snap_files(
         "kube-proxy",
-        &desired(&kubelet::proxy::KubeProxy, &c, &c.hosts[1], &()),
-    );
+        &desired(&kubelet::proxy::KubeProxy, &c, &c.hosts[1], &())?,
+    )?;
+    Ok(())
 }
 
 #[test]

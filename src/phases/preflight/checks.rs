@@ -633,7 +633,8 @@ mod tests {
             worker: !cp,
             labels: Default::default(),
             taints: vec![],
-            pod_cidr: "10.244.0.0/24".parse().unwrap(),
+            // the range the inventory gives its first node
+            pod_cidr: cluster().hosts[0].pod_cidr,
             arch: crate::inventory::Arch::Amd64,
             ssh: SshTarget {
                 address: "10.0.0.1".into(),
@@ -650,10 +651,8 @@ mod tests {
     }
 
     fn cluster() -> Cluster {
-        let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n";
-        let mut c = crate::cluster::from_text(text);
-        c.version = Version::parse("1.37.2").unwrap();
-        c
+        let text = "apiVersion: provision/v1alpha1\nkind: Cluster\nmetadata: {name: t}\nspec:\n  kubernetesVersion: 1.37.2\n  hosts:\n  - {name: n1, address: 10.0.0.1, roles: [control-plane]}\n";
+        crate::cluster::from_text(text)
     }
 
     const GOOD: &str = "uid=0\npid1=systemd\nsystem_state=running\nos=debian 12\narch=x86_64\ncpus=2\nmem_kb=24000000\nswaps=0\ncgroup_fs=cgroup2fs\ncgroup_controllers=cpuset cpu io memory pids\nfeature=overlay\nfeature=bridge\nfeature=br_netfilter\nfeature=vxlan\nhostname=n1\nmachine_id=0123456789abcdef0123456789abcdef\nlisten=22 sshd\naddr=10.0.0.1\n";
