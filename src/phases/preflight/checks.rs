@@ -441,15 +441,11 @@ fn units_of(cluster: &Cluster, host: &Host) -> Vec<&'static str> {
         "kube-proxy",
     ];
     if crate::cni::policy_engine::enabled(cluster) {
-        units.push("kube-router");
+        units.push(crate::cni::policy_engine::SERVICE);
     }
     if host.control_plane {
-        units.extend([
-            "etcd",
-            "kube-apiserver",
-            "kube-controller-manager",
-            "kube-scheduler",
-        ]);
+        units.push("etcd");
+        units.extend(crate::phases::control_plane::COMPONENTS);
     }
     units
 }

@@ -31,16 +31,16 @@ probe_link vxlan "id 1 dstport 4789" && echo "feature=vxlan"
 # what kube-router, the policy engine, runs (policy_engine::HOST_COMMANDS), and the engines
 # of a VIP endpoint (ha::vip::HOST_COMMANDS, ha::api_proxy::HOST_COMMANDS)
 echo "missing_commands=$(for c in ipset iptables-save iptables-restore keepalived curl haproxy; do command -v $c >/dev/null 2>&1 || [ -x /usr/sbin/$c ] || printf '%s ' $c; done)"
-# drop-ins of the units provision writes, from every directory systemd reads them from: one
-# that replaces ExecStart (kubeadm's package ships 10-kubeadm.conf) runs another command
-for u in kubelet containerd crio etcd kube-apiserver kube-controller-manager kube-scheduler kube-proxy kube-router; do
-  for f in /etc/systemd/system/$u.service.d/*.conf /run/systemd/system/$u.service.d/*.conf \
-           /usr/local/lib/systemd/system/$u.service.d/*.conf /usr/lib/systemd/system/$u.service.d/*.conf \
-           /lib/systemd/system/$u.service.d/*.conf; do
-    [ -f "$f" ] || continue
-    if grep -qE '^[[:space:]]*ExecStart[[:space:]]*=' "$f"; then k=command; else k=settings; fi
-    echo "dropin=$u $k $(readlink -f "$f")"
-  done
+# services' drop-ins, from every directory systemd reads them from (the checks keep those of
+# the units provision writes): one that replaces ExecStart (kubeadm's package ships
+# 10-kubeadm.conf) runs another command
+for f in /etc/systemd/system/*.service.d/*.conf /run/systemd/system/*.service.d/*.conf \
+         /usr/local/lib/systemd/system/*.service.d/*.conf /usr/lib/systemd/system/*.service.d/*.conf \
+         /lib/systemd/system/*.service.d/*.conf; do
+  [ -f "$f" ] || continue
+  u=${f%.service.d/*}; u=${u##*/}
+  if grep -qE '^[[:space:]]*ExecStart[[:space:]]*=' "$f"; then k=command; else k=settings; fi
+  echo "dropin=$u $k $(readlink -f "$f")"
 done
 # CNI configurations: the runtime gives pods the network of the first by name
 for f in /etc/cni/net.d/*.conf /etc/cni/net.d/*.conflist /etc/cni/net.d/*.json; do
