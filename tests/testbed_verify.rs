@@ -11,6 +11,14 @@ fn rows<'a>(rows: &'a [Value], check: &str) -> Vec<&'a Value> {
     rows.iter().filter(|r| r["check"] == check).collect()
 }
 
+/// The first failed row of `check`; the whole report when there is none.
+fn failed_row<'a>(all: &'a [Value], check: &str) -> &'a Value {
+    rows(all, check)
+        .into_iter()
+        .find(|r| r["outcome"] == "fail")
+        .unwrap_or_else(|| panic!("no failed {check} row: {all:#?}"))
+}
+
 fn failed(rows: &[Value]) -> Vec<String> {
     rows.iter()
         .filter(|r| r["outcome"] == "fail")
@@ -150,10 +158,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
         [format!("pod-to-service {} → verify", names[1])],
         "{no_proxy:#?}"
     );
-    let row = rows(&no_proxy, "pod-to-service")
-        .into_iter()
-        .find(|r| r["outcome"] == "fail")
-        .unwrap();
+    let row = failed_row(&no_proxy, "pod-to-service");
     assert!(
         row["cause"]
             .as_str()
@@ -189,10 +194,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     tb.ssh(2, "systemctl stop containerd");
     let (code, no_runtime) = support::verify_rows(inv);
     assert_eq!(code, 1);
-    let row = rows(&no_runtime, "pod")
-        .into_iter()
-        .find(|r| r["outcome"] == "fail")
-        .unwrap_or_else(|| panic!("{no_runtime:#?}"));
+    let row = failed_row(&no_runtime, "pod");
     assert_eq!(row["subject"], names[2]);
     let cause = row["cause"].as_str().unwrap();
     assert!(
@@ -220,10 +222,7 @@ fn verify_passes_on_a_working_cluster_and_names_what_breaks() {
     );
     let (code, elsewhere) = support::verify_rows(inv);
     assert_eq!(code, 1);
-    let row = rows(&elsewhere, "pod")
-        .into_iter()
-        .find(|r| r["outcome"] == "fail")
-        .unwrap_or_else(|| panic!("{elsewhere:#?}"));
+    let row = failed_row(&elsewhere, "pod");
     assert_eq!(row["subject"], names[2]);
     let detail = row["detail"].as_str().unwrap_or_default();
     assert!(
